@@ -1,0 +1,468 @@
+//! The input contract, version 1: decoding a Kafka message's bytes into a case event.
+//!
+//! Decoding is pure and never echoes the payload: upstream messages carry personal data
+//! (names, phones, addresses, content), so a rejection names the field and the kind of
+//! problem, never a value.
+
+use std::fmt;
+
+use jiff::{Timestamp, ToSpan};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Where a case came from. The codes are the contract's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    Hotline,
+    ProvincialPlatform,
+    StateCouncilInspection,
+    GovWebsite,
+    GovernorMailbox,
+    MayorMailbox,
+    LeaderBoard,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 7] = [
+        Channel::Hotline,
+        Channel::ProvincialPlatform,
+        Channel::StateCouncilInspection,
+        Channel::GovWebsite,
+        Channel::GovernorMailbox,
+        Channel::MayorMailbox,
+        Channel::LeaderBoard,
+    ];
+    pub fn code(self) -> &'static str {
+        match self {
+            Channel::Hotline => "hotline",
+            Channel::ProvincialPlatform => "provincial_platform",
+            Channel::StateCouncilInspection => "state_council_inspection",
+            Channel::GovWebsite => "gov_website",
+            Channel::GovernorMailbox => "governor_mailbox",
+            Channel::MayorMailbox => "mayor_mailbox",
+            Channel::LeaderBoard => "leader_board",
+        }
+    }
+}
+
+/// The section of the People's Daily leader message board a message was left on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Board {
+    PartySecretary,
+    Mayor,
+}
+
+impl Board {
+    pub const ALL: [Board; 2] = [Board::PartySecretary, Board::Mayor];
+    pub fn code(self) -> &'static str {
+        match self {
+            Board::PartySecretary => "party_secretary",
+            Board::Mayor => "mayor",
+        }
+    }
+}
+
+/// 求助、投诉、举报、咨询、建议.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestKind {
+    Help,
+    Complaint,
+    Report,
+    Consultation,
+    Suggestion,
+}
+
+impl RequestKind {
+    pub const ALL: [RequestKind; 5] = [
+        RequestKind::Help,
+        RequestKind::Complaint,
+        RequestKind::Report,
+        RequestKind::Consultation,
+        RequestKind::Suggestion,
+    ];
+    pub fn code(self) -> &'static str {
+        match self {
+            RequestKind::Help => "help",
+            RequestKind::Complaint => "complaint",
+            RequestKind::Report => "report",
+            RequestKind::Consultation => "consultation",
+            RequestKind::Suggestion => "suggestion",
+        }
+    }
+}
+
+fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
+    all.iter().copied().find(|v| code(*v) == s)
+}
+
+/// A validated case event, free of personal data.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaseEvent {
+    pub event_id: String,
+    pub case_id: String,
+    pub occurred_at: Timestamp,
+    pub change: Change,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Change {
+    Created(Created),
+    Transferred(Transferred),
+    Closed,
+}
+
+impl Change {
+    pub fn type_code(&self) -> &'static str {
+        match self {
+            Change::Created(_) => "created",
+            Change::Transferred(_) => "transferred",
+            Change::Closed => "closed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Created {
+    pub channel: Channel,
+    pub category: String,
+    pub board: Option<Board>,
+    pub request_kind: Option<RequestKind>,
+    pub department: Option<String>,
+    pub due_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transferred {
+    pub to_department: String,
+    pub from_department: Option<String>,
+    pub due_at: Option<Timestamp>,
+}
+
+/// Why a message was not counted. `kind()` is a bounded metric label; `Display` is the
+/// dead-letter reason and names fields, never their values.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("message is {size} bytes, over the limit of {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("message is empty")]
+    Empty,
+    #[error("message is not valid UTF-8")]
+    InvalidUtf8,
+    #[error("message is not valid JSON (line {line}, column {column})")]
+    InvalidJson { line: usize, column: usize },
+    #[error("message is not a JSON object")]
+    NotAnObject,
+    #[error("required field `{0}` is missing")]
+    MissingField(&'static str),
+    #[error("field `{0}` has the wrong type")]
+    WrongType(&'static str),
+    #[error("field `{0}` is not an RFC 3339 timestamp with an offset")]
+    BadTimestamp(&'static str),
+    #[error("field `{0}` is outside the accepted time range")]
+    TimestampOutOfRange(&'static str),
+    #[error("field `{0}` is not a valid code (1-64 letters, digits, '_', '-', '.', ':')")]
+    InvalidCode(&'static str),
+    #[error("unknown event type")]
+    UnknownType,
+    #[error("unknown channel")]
+    UnknownChannel,
+    #[error("unknown board")]
+    UnknownBoard,
+    #[error("unknown request kind")]
+    UnknownRequestKind,
+    #[error("a different `created` event was already applied to this case")]
+    ConflictingCreated,
+    #[error("the case was already closed by another event")]
+    AlreadyClosed,
+}
+
+impl Rejection {
+    /// A low-cardinality label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Rejection::TooLarge { .. } => "too_large",
+            Rejection::Empty => "empty",
+            Rejection::InvalidUtf8 => "invalid_utf8",
+            Rejection::InvalidJson { .. } => "invalid_json",
+            Rejection::NotAnObject => "not_an_object",
+            Rejection::MissingField(_) => "missing_field",
+            Rejection::WrongType(_) => "wrong_type",
+            Rejection::BadTimestamp(_) => "bad_timestamp",
+            Rejection::TimestampOutOfRange(_) => "timestamp_out_of_range",
+            Rejection::InvalidCode(_) => "invalid_code",
+            Rejection::UnknownType => "unknown_type",
+            Rejection::UnknownChannel => "unknown_channel",
+            Rejection::UnknownBoard => "unknown_board",
+            Rejection::UnknownRequestKind => "unknown_request_kind",
+            Rejection::ConflictingCreated => "conflicting_created",
+            Rejection::AlreadyClosed => "already_closed",
+        }
+    }
+}
+
+/// Limits applied while decoding.
+#[derive(Clone, Copy, Debug)]
+pub struct DecodeLimits {
+    pub max_message_bytes: usize,
+    /// Events may not claim to have happened later than this (wall clock plus allowed skew).
+    pub latest_occurred_at: Timestamp,
+}
+
+/// The earliest `occurred_at` accepted: the 12345 hotlines date from the 2000s.
+fn earliest_accepted() -> Timestamp {
+    Timestamp::from_second(946_684_800).expect("2000-01-01T00:00:00Z") // 2000-01-01
+}
+
+/// Deadlines further out than this are data errors, not deadlines.
+fn latest_due(occurred_at: Timestamp) -> Timestamp {
+    occurred_at.checked_add(24 * 366 * 5_i64.hours()).unwrap_or(occurred_at)
+}
+
+pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Rejection> {
+    if payload.len() > limits.max_message_bytes {
+        return Err(Rejection::TooLarge { size: payload.len(), limit: limits.max_message_bytes });
+    }
+    if payload.iter().all(u8::is_ascii_whitespace) {
+        return Err(Rejection::Empty);
+    }
+    let text = std::str::from_utf8(payload).map_err(|_| Rejection::InvalidUtf8)?;
+    let value: Value = serde_json::from_str(text)
+        .map_err(|e| Rejection::InvalidJson { line: e.line(), column: e.column() })?;
+    let Value::Object(fields) = value else {
+        return Err(Rejection::NotAnObject);
+    };
+    let fields = Fields(&fields);
+
+    let event_id = fields.id("event_id")?;
+    let case_id = fields.id("case_id")?;
+    let type_ = fields.required_str("type")?;
+    let occurred_at = fields.required_timestamp("occurred_at")?;
+    if occurred_at < earliest_accepted() || occurred_at > limits.latest_occurred_at {
+        return Err(Rejection::TimestampOutOfRange("occurred_at"));
+    }
+    let due_at = match fields.optional_timestamp("due_at")? {
+        Some(due) if due > latest_due(occurred_at) || due < earliest_accepted() => {
+            return Err(Rejection::TimestampOutOfRange("due_at"));
+        }
+        due => due,
+    };
+
+    let change = match type_ {
+        "created" => {
+            let channel = from_code(&Channel::ALL, Channel::code, fields.required_str("channel")?)
+                .ok_or(Rejection::UnknownChannel)?;
+            let board = match fields.optional_str("board")? {
+                None => None,
+                Some(b) => Some(from_code(&Board::ALL, Board::code, b).ok_or(Rejection::UnknownBoard)?),
+            };
+            let request_kind = match fields.optional_str("request_kind")? {
+                None => None,
+                Some(k) => Some(
+                    from_code(&RequestKind::ALL, RequestKind::code, k)
+                        .ok_or(Rejection::UnknownRequestKind)?,
+                ),
+            };
+            Change::Created(Created {
+                channel,
+                category: fields.code("category")?,
+                board,
+                request_kind,
+                department: fields.optional_code("department")?,
+                due_at,
+            })
+        }
+        "transferred" => Change::Transferred(Transferred {
+            to_department: fields.code("to_department")?,
+            from_department: fields.optional_code("from_department")?,
+            due_at,
+        }),
+        "closed" => Change::Closed,
+        _ => return Err(Rejection::UnknownType),
+    };
+    Ok(CaseEvent { event_id, case_id, occurred_at, change })
+}
+
+struct Fields<'a>(&'a Map<String, Value>);
+
+impl Fields<'_> {
+    fn optional_str(&self, name: &'static str) -> Result<Option<&str>, Rejection> {
+        match self.0.get(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(Rejection::WrongType(name)),
+        }
+    }
+
+    fn required_str(&self, name: &'static str) -> Result<&str, Rejection> {
+        self.optional_str(name)?.ok_or(Rejection::MissingField(name))
+    }
+
+    /// Event and case ids: any non-empty string up to 128 bytes without control characters.
+    fn id(&self, name: &'static str) -> Result<String, Rejection> {
+        let s = self.required_str(name)?;
+        if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
+            return Err(Rejection::InvalidCode(name));
+        }
+        Ok(s.to_owned())
+    }
+
+    fn optional_code(&self, name: &'static str) -> Result<Option<String>, Rejection> {
+        match self.optional_str(name)? {
+            None => Ok(None),
+            Some(s) if is_code(s) => Ok(Some(s.to_owned())),
+            Some(_) => Err(Rejection::InvalidCode(name)),
+        }
+    }
+
+    fn code(&self, name: &'static str) -> Result<String, Rejection> {
+        self.optional_code(name)?.ok_or(Rejection::MissingField(name))
+    }
+
+    fn optional_timestamp(&self, name: &'static str) -> Result<Option<Timestamp>, Rejection> {
+        match self.optional_str(name)? {
+            None => Ok(None),
+            Some(s) => parse_rfc3339(s).map(Some).ok_or(Rejection::BadTimestamp(name)),
+        }
+    }
+
+    fn required_timestamp(&self, name: &'static str) -> Result<Timestamp, Rejection> {
+        self.optional_timestamp(name)?.ok_or(Rejection::MissingField(name))
+    }
+}
+
+/// Codes (departments, categories) become metric labels and snapshot keys, so they are
+/// restricted to a small, printable alphabet.
+fn is_code(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// RFC 3339 requires a date, a `T` (or space), a time and an offset (`Z` or `±hh:mm`).
+fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+    // jiff's Timestamp parser already insists on an offset; it also accepts a bracketed
+    // time-zone annotation, which RFC 3339 does not have.
+    if s.contains('[') {
+        return None;
+    }
+    s.parse().ok()
+}
+
+impl fmt::Display for CaseEvent {
+    /// Events print as ids and codes only.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} of case {}", self.change.type_code(), self.event_id, self.case_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits {
+            max_message_bytes: 64 * 1024,
+            latest_occurred_at: "2030-01-01T00:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn decode_json(v: serde_json::Value) -> Result<CaseEvent, Rejection> {
+        decode(v.to_string().as_bytes(), &limits())
+    }
+
+    fn created() -> serde_json::Value {
+        serde_json::json!({
+            "event_id": "e1", "case_id": "c1", "type": "created",
+            "occurred_at": "2022-04-03T09:15:00+08:00",
+            "channel": "leader_board", "board": "mayor", "category": "epidemic",
+            "request_kind": "help", "department": "tiexi", "due_at": "2022-04-10T09:15:00+08:00",
+            "caller_name": "张三", "caller_phone": "13800000000", "content": "私人信息"
+        })
+    }
+
+    #[test]
+    fn a_full_created_event_decodes_and_drops_personal_fields() {
+        let event = decode_json(created()).unwrap();
+        assert_eq!(event.case_id, "c1");
+        assert_eq!(event.occurred_at.to_string(), "2022-04-03T01:15:00Z");
+        let Change::Created(c) = &event.change else { panic!() };
+        assert_eq!(c.channel, Channel::LeaderBoard);
+        assert_eq!(c.board, Some(Board::Mayor));
+        assert_eq!(c.request_kind, Some(RequestKind::Help));
+        assert_eq!(c.department.as_deref(), Some("tiexi"));
+        let serialized = serde_json::to_string(&event).unwrap();
+        assert!(!serialized.contains("张三") && !serialized.contains("13800000000"));
+    }
+
+    #[test]
+    fn transferred_and_closed_decode() {
+        let t = decode_json(serde_json::json!({"event_id":"e2","case_id":"c1","type":"transferred",
+            "occurred_at":"2022-04-03T10:00:00Z","to_department":"tiedong"}))
+        .unwrap();
+        assert!(matches!(t.change, Change::Transferred(Transferred { ref to_department, from_department: None, due_at: None }) if to_department == "tiedong"));
+        let c = decode_json(serde_json::json!({"event_id":"e3","case_id":"c1","type":"closed",
+            "occurred_at":"2022-04-03T10:00:00.5Z"}))
+        .unwrap();
+        assert_eq!(c.change, Change::Closed);
+    }
+
+    #[test]
+    fn each_bad_input_gets_its_reason() {
+        let mut cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"".to_vec(), "empty"),
+            (b"  \n".to_vec(), "empty"),
+            (vec![0xff, 0xfe, b'{'], "invalid_utf8"),
+            (b"{\"event_id\":".to_vec(), "invalid_json"),
+            (b"[1,2]".to_vec(), "not_an_object"),
+            (b"\"created\"".to_vec(), "not_an_object"),
+            ("[".repeat(10_000).into_bytes(), "invalid_json"),
+            (vec![b' '; 70 * 1024], "too_large"),
+        ];
+        for field in ["event_id", "case_id", "type", "occurred_at", "channel", "category"] {
+            let mut v = created();
+            v.as_object_mut().unwrap().remove(field);
+            cases.push((v.to_string().into_bytes(), "missing_field"));
+        }
+        let mut with = |field: &str, value: serde_json::Value, reason: &'static str| {
+            let mut v = created();
+            v[field] = value;
+            cases.push((v.to_string().into_bytes(), reason));
+        };
+        with("case_id", serde_json::json!(42), "wrong_type");
+        with("occurred_at", serde_json::json!(1650000000), "wrong_type");
+        with("occurred_at", serde_json::json!("2022-04-03T09:15:00"), "bad_timestamp");
+        with("occurred_at", serde_json::json!("2022-02-30T09:15:00Z"), "bad_timestamp");
+        with("occurred_at", serde_json::json!("9999-04-03T09:15:00Z"), "timestamp_out_of_range");
+        with("occurred_at", serde_json::json!("1970-01-01T00:00:00Z"), "timestamp_out_of_range");
+        with("due_at", serde_json::json!("yesterday"), "bad_timestamp");
+        with("type", serde_json::json!("reopened"), "unknown_type");
+        with("channel", serde_json::json!("fax"), "unknown_channel");
+        with("board", serde_json::json!("governor"), "unknown_board");
+        with("request_kind", serde_json::json!("praise"), "unknown_request_kind");
+        with("department", serde_json::json!("铁西区 13800000000"), "invalid_code");
+        with("case_id", serde_json::json!(""), "invalid_code");
+        cases.push((
+            serde_json::json!({"event_id":"e","case_id":"c","type":"transferred",
+                "occurred_at":"2022-04-03T10:00:00Z"})
+            .to_string()
+            .into_bytes(),
+            "missing_field",
+        ));
+        for (payload, reason) in cases {
+            let got = decode(&payload, &limits()).expect_err(reason);
+            assert_eq!(got.kind(), reason, "{got}");
+        }
+    }
+
+    #[test]
+    fn rejections_never_echo_values() {
+        let mut v = created();
+        v["department"] = serde_json::json!("13800000000 张三");
+        let message = decode_json(v).unwrap_err().to_string();
+        assert!(!message.contains("13800000000") && !message.contains("张三"), "{message}");
+    }
+}

@@ -1,0 +1,267 @@
+//! A month's figures as the sum of its cases' contributions.
+//!
+//! `Tally` adds and subtracts contributions, so a changed case is counted by removing its old
+//! contribution and adding its new one, and tallies of disjoint sets of cases add up.
+//! `Figures` is what a snapshot carries: the tally read at an instant (`as_of`), which decides
+//! which open cases are overdue.
+
+use std::collections::BTreeMap;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::case::{Contribution, HoldingState};
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Count {
+    received: i64,
+    closed: i64,
+}
+
+impl Count {
+    fn is_zero(&self) -> bool {
+        *self == Count::default()
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct DepartmentCount {
+    assigned: i64,
+    closed_on_time: i64,
+    closed_late: i64,
+    transferred_in: i64,
+    transferred_out: i64,
+}
+
+impl DepartmentCount {
+    fn is_zero(&self) -> bool {
+        *self == DepartmentCount::default()
+    }
+}
+
+/// Running counters of one month.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tally {
+    total: Count,
+    by_channel: BTreeMap<&'static str, Count>,
+    by_board: BTreeMap<&'static str, Count>,
+    by_request_kind: BTreeMap<&'static str, Count>,
+    by_category: BTreeMap<String, Count>,
+    by_department: BTreeMap<String, DepartmentCount>,
+    /// Open cases held by a department, by deadline: (due, case id) -> department.
+    open_by_due: BTreeMap<(Timestamp, String), String>,
+    transfers: i64,
+    cases_transferred: i64,
+    returned_cases: i64,
+}
+
+fn bump<K: Ord + Clone, V: Default>(
+    map: &mut BTreeMap<K, V>,
+    key: K,
+    f: impl FnOnce(&mut V),
+    is_zero: fn(&V) -> bool,
+) {
+    let entry = map.entry(key.clone()).or_default();
+    f(entry);
+    if is_zero(entry) {
+        // Keyed maps only hold what some case contributes, so a tally built incrementally
+        // equals one built from scratch.
+        map.remove(&key);
+    }
+}
+
+impl Tally {
+    pub fn add(&mut self, c: &Contribution) {
+        self.apply(c, 1);
+    }
+
+    pub fn remove(&mut self, c: &Contribution) {
+        self.apply(c, -1);
+    }
+
+    fn apply(&mut self, c: &Contribution, sign: i64) {
+        let closed = if c.closed { sign } else { 0 };
+        let count = |n: &mut Count| {
+            n.received += sign;
+            n.closed += closed;
+        };
+        count(&mut self.total);
+        bump(&mut self.by_channel, c.channel.code(), count, Count::is_zero);
+        if let Some(board) = c.board {
+            bump(&mut self.by_board, board.code(), count, Count::is_zero);
+        }
+        if let Some(kind) = c.request_kind {
+            bump(&mut self.by_request_kind, kind.code(), count, Count::is_zero);
+        }
+        bump(&mut self.by_category, c.category.clone(), count, Count::is_zero);
+
+        if let Some(h) = &c.holding {
+            bump(
+                &mut self.by_department,
+                h.department.clone(),
+                |d| {
+                    d.assigned += sign;
+                    match h.state {
+                        HoldingState::Open => {}
+                        HoldingState::ClosedOnTime => d.closed_on_time += sign,
+                        HoldingState::ClosedLate => d.closed_late += sign,
+                    }
+                },
+                DepartmentCount::is_zero,
+            );
+            if h.state == HoldingState::Open {
+                let key = (h.due, c.case_id.clone());
+                if sign > 0 {
+                    self.open_by_due.insert(key, h.department.clone());
+                } else {
+                    self.open_by_due.remove(&key);
+                }
+            }
+        }
+        for d in &c.transfers_in {
+            bump(&mut self.by_department, d.clone(), |d| d.transferred_in += sign, DepartmentCount::is_zero);
+        }
+        for d in &c.transfers_out {
+            bump(&mut self.by_department, d.clone(), |d| d.transferred_out += sign, DepartmentCount::is_zero);
+        }
+        self.transfers += sign * c.transfers_in.len() as i64;
+        if !c.transfers_in.is_empty() {
+            self.cases_transferred += sign;
+        }
+        if c.returned {
+            self.returned_cases += sign;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total.is_zero() && self.by_department.is_empty()
+    }
+
+    pub fn received(&self) -> u64 {
+        self.total.received.max(0) as u64
+    }
+
+    /// The figures a snapshot carries, with overdue cases judged at `as_of`.
+    pub fn figures(&self, as_of: Timestamp) -> Figures {
+        let total = self.total.received;
+        let counts = |m: &BTreeMap<&'static str, Count>| -> BTreeMap<String, Counts> {
+            m.iter().map(|(k, v)| ((*k).to_owned(), Counts::from(*v))).collect()
+        };
+        let mut overdue: BTreeMap<&str, u64> = BTreeMap::new();
+        // Keys sort by deadline first: everything before (as_of, "") is due strictly before as_of.
+        for department in self.open_by_due.range(..(as_of, String::new())).map(|(_, d)| d) {
+            *overdue.entry(department.as_str()).or_default() += 1;
+        }
+        Figures {
+            totals: Totals {
+                received: u(self.total.received),
+                closed: u(self.total.closed),
+                in_progress: u(self.total.received - self.total.closed),
+                closure_rate: ratio(self.total.closed, self.total.received),
+            },
+            by_channel: counts(&self.by_channel),
+            by_board: counts(&self.by_board),
+            by_request_kind: counts(&self.by_request_kind),
+            by_category: self
+                .by_category
+                .iter()
+                .map(|(k, v)| {
+                    let c = Counts::from(*v);
+                    let share = ratio(v.received, total);
+                    (k.clone(), CategoryCounts { received: c.received, closed: c.closed, in_progress: c.in_progress, share })
+                })
+                .collect(),
+            by_department: self
+                .by_department
+                .iter()
+                .map(|(k, d)| {
+                    (
+                        k.clone(),
+                        DepartmentFigures {
+                            assigned: u(d.assigned),
+                            closed_on_time: u(d.closed_on_time),
+                            closed_late: u(d.closed_late),
+                            in_progress: u(d.assigned - d.closed_on_time - d.closed_late),
+                            overdue: overdue.get(k.as_str()).copied().unwrap_or(0),
+                            transferred_in: u(d.transferred_in),
+                            transferred_out: u(d.transferred_out),
+                        },
+                    )
+                })
+                .collect(),
+            transfers: TransferFigures {
+                total: u(self.transfers),
+                cases_transferred: u(self.cases_transferred),
+                returned_cases: u(self.returned_cases),
+            },
+        }
+    }
+}
+
+fn u(n: i64) -> u64 {
+    debug_assert!(n >= 0, "a tally never goes below zero");
+    n.max(0) as u64
+}
+
+fn ratio(part: i64, whole: i64) -> f64 {
+    if whole <= 0 { 0.0 } else { part as f64 / whole as f64 }
+}
+
+/// The figures of one month, in the snapshot's JSON shape.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub totals: Totals,
+    pub by_channel: BTreeMap<String, Counts>,
+    pub by_board: BTreeMap<String, Counts>,
+    pub by_request_kind: BTreeMap<String, Counts>,
+    pub by_category: BTreeMap<String, CategoryCounts>,
+    pub by_department: BTreeMap<String, DepartmentFigures>,
+    pub transfers: TransferFigures,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    pub received: u64,
+    pub closed: u64,
+    pub in_progress: u64,
+    pub closure_rate: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    pub received: u64,
+    pub closed: u64,
+    pub in_progress: u64,
+}
+
+impl From<Count> for Counts {
+    fn from(c: Count) -> Counts {
+        Counts { received: u(c.received), closed: u(c.closed), in_progress: u(c.received - c.closed) }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CategoryCounts {
+    pub received: u64,
+    pub closed: u64,
+    pub in_progress: u64,
+    pub share: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DepartmentFigures {
+    pub assigned: u64,
+    pub closed_on_time: u64,
+    pub closed_late: u64,
+    pub in_progress: u64,
+    pub overdue: u64,
+    pub transferred_in: u64,
+    pub transferred_out: u64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferFigures {
+    pub total: u64,
+    pub cases_transferred: u64,
+    pub returned_cases: u64,
+}

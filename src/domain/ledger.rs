@@ -1,0 +1,299 @@
+//! The ledger: every case held, and each month's tally kept equal to the sum of its cases'
+//! contributions.
+//!
+//! Applying an event removes the case's old contribution and adds its new one, so the order
+//! of events does not matter and duplicates change nothing. The ledger also remembers which
+//! cases and months changed since the last commit, for the changelog and the publisher.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use jiff::Timestamp;
+
+use super::case::{Applied, CaseRecord, CountingRules};
+use super::event::{CaseEvent, Rejection};
+use super::figures::{Figures, Tally};
+use super::month::Month;
+
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    rules: CountingRules,
+    cases: HashMap<String, CaseRecord>,
+    months: BTreeMap<Month, Tally>,
+    /// Cases whose `created` event has not arrived yet.
+    waiting_for_created: usize,
+    changed_cases: BTreeSet<String>,
+    changed_months: BTreeSet<Month>,
+}
+
+impl Ledger {
+    pub fn new(rules: CountingRules) -> Ledger {
+        Ledger {
+            rules,
+            cases: HashMap::new(),
+            months: BTreeMap::new(),
+            waiting_for_created: 0,
+            changed_cases: BTreeSet::new(),
+            changed_months: BTreeSet::new(),
+        }
+    }
+
+    pub fn rules(&self) -> &CountingRules {
+        &self.rules
+    }
+
+    /// Applies one event. A rejected event changes nothing.
+    pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
+        let mut record = self.cases.remove(&event.case_id).unwrap_or_default();
+        let before = record.clone();
+        let result = record.apply(event);
+        if matches!(result, Ok(Applied::Changed)) {
+            self.replace(&event.case_id, &before, &record);
+            self.changed_cases.insert(event.case_id.clone());
+        }
+        if record != CaseRecord::default() {
+            self.cases.insert(event.case_id.clone(), record);
+        }
+        result
+    }
+
+    /// Puts back a case read from the changelog, replacing whatever was held for it.
+    pub fn restore(&mut self, case_id: String, record: CaseRecord) {
+        let before = self.cases.remove(&case_id).unwrap_or_default();
+        self.replace(&case_id, &before, &record);
+        self.cases.insert(case_id, record);
+    }
+
+    fn replace(&mut self, case_id: &str, before: &CaseRecord, after: &CaseRecord) {
+        let waiting = |r: &CaseRecord| usize::from(r.created.is_none() && *r != CaseRecord::default());
+        self.waiting_for_created = self.waiting_for_created + waiting(after) - waiting(before);
+        if let Some(old) = before.contribution(case_id, &self.rules) {
+            let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
+            tally.remove(&old);
+            if tally.is_empty() {
+                self.months.remove(&old.month);
+            }
+            self.changed_months.insert(old.month);
+        }
+        if let Some(new) = after.contribution(case_id, &self.rules) {
+            self.months.entry(new.month).or_default().add(&new);
+            self.changed_months.insert(new.month);
+        }
+    }
+
+    pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
+        self.cases.get(case_id)
+    }
+
+    pub fn cases_held(&self) -> usize {
+        self.cases.len()
+    }
+
+    pub fn waiting_for_created(&self) -> usize {
+        self.waiting_for_created
+    }
+
+    pub fn months(&self) -> impl Iterator<Item = (Month, &Tally)> {
+        self.months.iter().map(|(m, t)| (*m, t))
+    }
+
+    pub fn figures(&self, month: Month, as_of: Timestamp) -> Option<Figures> {
+        self.months.get(&month).map(|t| t.figures(as_of))
+    }
+
+    /// The cases and months changed since the last call.
+    pub fn take_changes(&mut self) -> (BTreeSet<String>, BTreeSet<Month>) {
+        (std::mem::take(&mut self.changed_cases), std::mem::take(&mut self.changed_months))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{Change, Channel, Created, RequestKind, Transferred};
+    use jiff::ToSpan;
+    use jiff::tz::TimeZone;
+
+    pub(crate) fn rules() -> CountingRules {
+        CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: 15.days() }
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn created(id: &str, case: &str, at: &str, dept: Option<&str>, due: Option<&str>) -> CaseEvent {
+        CaseEvent {
+            event_id: id.into(),
+            case_id: case.into(),
+            occurred_at: ts(at),
+            change: Change::Created(Created {
+                channel: Channel::Hotline,
+                category: "epidemic".into(),
+                board: None,
+                request_kind: Some(RequestKind::Help),
+                department: dept.map(Into::into),
+                due_at: due.map(ts),
+            }),
+        }
+    }
+
+    fn transferred(id: &str, case: &str, at: &str, to: &str, from: Option<&str>) -> CaseEvent {
+        CaseEvent {
+            event_id: id.into(),
+            case_id: case.into(),
+            occurred_at: ts(at),
+            change: Change::Transferred(Transferred {
+                to_department: to.into(),
+                from_department: from.map(Into::into),
+                due_at: None,
+            }),
+        }
+    }
+
+    fn closed(id: &str, case: &str, at: &str) -> CaseEvent {
+        CaseEvent { event_id: id.into(), case_id: case.into(), occurred_at: ts(at), change: Change::Closed }
+    }
+
+    fn april() -> Month {
+        "2022-04".parse().unwrap()
+    }
+
+    #[test]
+    fn a_closed_case_counts_as_received_and_closed() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("e1", "c1", "2022-04-03T09:00:00+08:00", None, None)).unwrap();
+        l.apply(&created("e2", "c2", "2022-04-03T09:00:00+08:00", None, None)).unwrap();
+        l.apply(&closed("e3", "c1", "2022-04-04T09:00:00+08:00")).unwrap();
+        let f = l.figures(april(), ts("2022-05-01T00:00:00Z")).unwrap();
+        assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (2, 1, 1));
+        assert_eq!(f.totals.closure_rate, 0.5);
+        assert_eq!(f.by_category["epidemic"].share, 1.0);
+        assert_eq!(f.by_channel["hotline"].closed, 1);
+        assert!(f.by_department.is_empty(), "unassigned cases have no department row");
+    }
+
+    #[test]
+    fn events_before_created_wait_and_then_count() {
+        let mut l = Ledger::new(rules());
+        l.apply(&closed("e3", "c1", "2022-04-05T09:00:00+08:00")).unwrap();
+        l.apply(&transferred("e2", "c1", "2022-04-04T09:00:00+08:00", "tiexi", None)).unwrap();
+        assert_eq!(l.waiting_for_created(), 1);
+        assert!(l.figures(april(), Timestamp::MAX).is_none());
+        l.apply(&created("e1", "c1", "2022-04-03T09:00:00+08:00", Some("city"), None)).unwrap();
+        assert_eq!(l.waiting_for_created(), 0);
+        let f = l.figures(april(), ts("2022-05-01T00:00:00Z")).unwrap();
+        assert_eq!(f.totals.closed, 1);
+        assert_eq!(f.by_department["tiexi"].closed_on_time, 1);
+        assert_eq!(f.by_department["tiexi"].transferred_in, 1);
+        assert_eq!(f.by_department["city"].transferred_out, 1);
+        assert_eq!(f.by_department["city"].assigned, 0);
+    }
+
+    #[test]
+    fn duplicates_change_nothing_and_conflicts_are_rejected() {
+        let mut l = Ledger::new(rules());
+        let e = created("e1", "c1", "2022-04-03T09:00:00+08:00", Some("a"), None);
+        assert_eq!(l.apply(&e), Ok(Applied::Changed));
+        assert_eq!(l.apply(&e), Ok(Applied::Duplicate));
+        let other = created("e9", "c1", "2022-04-09T09:00:00+08:00", Some("b"), None);
+        assert_eq!(l.apply(&other), Err(Rejection::ConflictingCreated));
+        l.apply(&closed("e2", "c1", "2022-04-04T00:00:00Z")).unwrap();
+        assert_eq!(l.apply(&closed("e3", "c1", "2022-04-05T00:00:00Z")), Err(Rejection::AlreadyClosed));
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((f.totals.received, f.totals.closed), (1, 1));
+        assert_eq!(f.by_department["a"].assigned, 1);
+    }
+
+    #[test]
+    fn a_rejected_first_event_leaves_no_trace() {
+        let mut l = Ledger::new(rules());
+        l.apply(&closed("e1", "c1", "2022-04-04T00:00:00Z")).unwrap();
+        assert_eq!(l.apply(&closed("e2", "c1", "2022-04-05T00:00:00Z")), Err(Rejection::AlreadyClosed));
+        assert_eq!(l.cases_held(), 1);
+        assert_eq!(l.waiting_for_created(), 1);
+    }
+
+    #[test]
+    fn deadlines_decide_on_time_late_and_overdue() {
+        let mut l = Ledger::new(rules());
+        // Explicit deadline, closed on it exactly: on time.
+        l.apply(&created("a1", "a", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-02T09:00:00+08:00"))).unwrap();
+        l.apply(&closed("a2", "a", "2022-04-02T09:00:00+08:00")).unwrap();
+        // Default SLA of 15 days from assignment: closed one second late.
+        l.apply(&created("b1", "b", "2022-04-01T09:00:00+08:00", Some("d"), None)).unwrap();
+        l.apply(&closed("b2", "b", "2022-04-16T09:00:01+08:00")).unwrap();
+        // Open, due 2022-04-05: overdue once as_of passes it.
+        l.apply(&created("c1", "c", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-05T00:00:00+08:00"))).unwrap();
+        let f = l.figures(april(), ts("2022-04-05T00:00:00+08:00")).unwrap();
+        let d = f.by_department["d"];
+        assert_eq!((d.assigned, d.closed_on_time, d.closed_late, d.in_progress, d.overdue), (3, 1, 1, 1, 0));
+        let f = l.figures(april(), ts("2022-04-05T00:00:01+08:00")).unwrap();
+        assert_eq!(f.by_department["d"].overdue, 1);
+    }
+
+    #[test]
+    fn a_transfer_restarts_the_default_deadline_but_keeps_a_given_one() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("a1", "a", "2022-04-01T00:00:00Z", Some("x"), None)).unwrap();
+        l.apply(&transferred("a2", "a", "2022-04-10T00:00:00Z", "y", None)).unwrap();
+        l.apply(&closed("a3", "a", "2022-04-20T00:00:00Z")).unwrap(); // 19 days after creation
+        l.apply(&created("b1", "b", "2022-04-01T00:00:00Z", Some("x"), Some("2022-04-03T00:00:00Z"))).unwrap();
+        l.apply(&transferred("b2", "b", "2022-04-02T00:00:00Z", "y", None)).unwrap();
+        l.apply(&closed("b3", "b", "2022-04-04T00:00:00Z")).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!(f.by_department["y"].closed_on_time, 1);
+        assert_eq!(f.by_department["y"].closed_late, 1);
+    }
+
+    #[test]
+    fn buck_passing_counts_returned_cases() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("1", "c", "2022-04-01T00:00:00Z", Some("market"), None)).unwrap();
+        l.apply(&transferred("2", "c", "2022-04-02T00:00:00Z", "commerce", None)).unwrap();
+        l.apply(&transferred("3", "c", "2022-04-03T00:00:00Z", "market", Some("commerce"))).unwrap();
+        l.apply(&created("4", "d", "2022-04-01T00:00:00Z", None, None)).unwrap();
+        l.apply(&transferred("5", "d", "2022-04-02T00:00:00Z", "water", None)).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!(f.transfers.total, 3);
+        assert_eq!(f.transfers.cases_transferred, 2);
+        assert_eq!(f.transfers.returned_cases, 1);
+        assert_eq!(f.by_department["market"].transferred_in, 1);
+        assert_eq!(f.by_department["market"].transferred_out, 1);
+        assert_eq!(f.by_department["market"].assigned, 1);
+        assert_eq!(f.by_department["commerce"].assigned, 0);
+        assert_eq!(f.by_department["water"].transferred_out, 0);
+    }
+
+    #[test]
+    fn the_latest_transfer_by_event_time_holds_the_case() {
+        let mut l = Ledger::new(rules());
+        l.apply(&transferred("3", "c", "2022-04-03T00:00:00Z", "late", None)).unwrap();
+        l.apply(&transferred("2", "c", "2022-04-02T00:00:00Z", "early", None)).unwrap();
+        l.apply(&created("1", "c", "2022-04-01T00:00:00Z", Some("first"), None)).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!(f.by_department["late"].assigned, 1);
+        assert_eq!(f.by_department["early"].transferred_out, 1);
+        assert_eq!(f.by_department["first"].transferred_out, 1);
+    }
+
+    #[test]
+    fn restoring_from_the_changelog_rebuilds_the_same_figures() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("1", "c", "2022-04-01T00:00:00Z", Some("a"), None)).unwrap();
+        l.apply(&transferred("2", "c", "2022-04-02T00:00:00Z", "b", None)).unwrap();
+        l.apply(&created("3", "d", "2022-04-30T16:30:00Z", None, None)).unwrap();
+        l.apply(&closed("4", "e", "2022-04-02T00:00:00Z")).unwrap();
+        let (cases, months) = l.take_changes();
+        assert_eq!(cases.len(), 3);
+        assert_eq!(months.iter().map(ToString::to_string).collect::<Vec<_>>(), ["2022-04", "2022-05"]);
+        let mut r = Ledger::new(rules());
+        for id in cases {
+            r.restore(id.clone(), l.case(&id).unwrap().clone());
+        }
+        for m in ["2022-04", "2022-05"] {
+            let m = m.parse().unwrap();
+            assert_eq!(r.figures(m, Timestamp::MAX), l.figures(m, Timestamp::MAX));
+        }
+        assert_eq!(r.waiting_for_created(), 1);
+    }
+}

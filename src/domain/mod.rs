@@ -1,0 +1,10 @@
+//! The functional core: decoding the input contract and counting cases into monthly figures.
+//! Nothing here touches Kafka, the network, the clock or the file system.
+
+pub mod case;
+pub mod event;
+pub mod figures;
+pub mod ledger;
+pub mod month;
+pub mod publisher;
+pub mod snapshot;

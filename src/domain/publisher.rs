@@ -1,0 +1,228 @@
+//! When a month gets a new snapshot revision, and with which status.
+//!
+//! Event time decides status: a month is `closed` once the watermark passes its end plus the
+//! grace period. Wall time only throttles: a month gets at most one revision per
+//! `min_interval`. Revisions only grow, and a month never goes back from `closed`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use jiff::tz::TimeZone;
+use jiff::{Span, Timestamp};
+
+use super::figures::Figures;
+use super::ledger::Ledger;
+use super::month::Month;
+use super::snapshot::{Snapshot, Status};
+
+#[derive(Clone, Debug)]
+pub struct PublishRules {
+    pub zone: TimeZone,
+    pub zone_name: String,
+    pub grace: Span,
+    pub min_interval: Duration,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Published {
+    revision: u64,
+    status: Option<Status>,
+    figures: Option<Figures>,
+    /// When this process last published or checked the month (wall clock).
+    last_checked: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub struct Publisher {
+    rules: PublishRules,
+    months: BTreeMap<Month, Published>,
+}
+
+impl Publisher {
+    pub fn new(rules: PublishRules) -> Publisher {
+        Publisher { rules, months: BTreeMap::new() }
+    }
+
+    /// Remembers a revision read back from the snapshots topic, so numbering continues.
+    pub fn restore(&mut self, month: Month, snapshot: &Snapshot) {
+        let p = self.months.entry(month).or_default();
+        if snapshot.revision >= p.revision {
+            p.revision = snapshot.revision;
+            p.status = Some(snapshot.status);
+            p.figures = Some(snapshot.figures.clone());
+        }
+    }
+
+    pub fn revision(&self, month: Month) -> u64 {
+        self.months.get(&month).map_or(0, |p| p.revision)
+    }
+
+    pub fn is_closed(&self, month: Month, watermark: Timestamp) -> bool {
+        let end = month.end(&self.rules.zone).to_zoned_datetime(self.rules.zone.clone());
+        let closes_at = end.checked_add(self.rules.grace).map_or(Timestamp::MAX, |z| z.timestamp());
+        watermark >= closes_at
+    }
+
+    /// The revisions due now: one per held month whose figures or status changed since its
+    /// last revision, and whose last revision is at least `min_interval` old.
+    pub fn due(&mut self, ledger: &Ledger, watermark: Option<Timestamp>, now: Instant, published_at: Timestamp) -> Vec<Snapshot> {
+        let Some(as_of) = watermark else { return Vec::new() };
+        let mut due = Vec::new();
+        for (month, tally) in ledger.months() {
+            let closed_now = self.is_closed(month, as_of);
+            let p = self.months.entry(month).or_default();
+            if p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
+                continue;
+            }
+            let status = if closed_now || p.status == Some(Status::Closed) { Status::Closed } else { Status::Provisional };
+            let figures = tally.figures(as_of);
+            if p.status == Some(status) && p.figures.as_ref() == Some(&figures) {
+                continue;
+            }
+            p.revision += 1;
+            p.status = Some(status);
+            p.figures = Some(figures.clone());
+            p.last_checked = Some(now);
+            due.push(Snapshot {
+                month,
+                timezone: self.rules.zone_name.clone(),
+                revision: p.revision,
+                status,
+                as_of,
+                published_at,
+                figures,
+            });
+        }
+        due
+    }
+}
+
+/// Event time per input partition; the pipeline's watermark is the slowest active partition.
+#[derive(Debug)]
+pub struct Watermarks {
+    idle_after: Duration,
+    partitions: HashMap<(String, i32), (Timestamp, Instant)>,
+}
+
+impl Watermarks {
+    pub fn new(idle_after: Duration) -> Watermarks {
+        Watermarks { idle_after, partitions: HashMap::new() }
+    }
+
+    pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
+        let entry = self
+            .partitions
+            .entry((topic.to_owned(), partition))
+            .or_insert((occurred_at, now));
+        entry.0 = entry.0.max(occurred_at);
+        entry.1 = now;
+    }
+
+    /// The minimum event time over partitions that saw an event within `idle_after`; when all
+    /// are idle, the maximum over all, so a quiet partition cannot hold months open forever.
+    pub fn current(&self, now: Instant) -> Option<Timestamp> {
+        let active = self
+            .partitions
+            .values()
+            .filter(|(_, seen)| now.duration_since(*seen) < self.idle_after)
+            .map(|(t, _)| *t)
+            .min();
+        active.or_else(|| self.partitions.values().map(|(t, _)| *t).max())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::case::CountingRules;
+    use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use jiff::ToSpan;
+
+    fn rules() -> PublishRules {
+        PublishRules {
+            zone: TimeZone::get("Asia/Shanghai").unwrap(),
+            zone_name: "Asia/Shanghai".into(),
+            grace: 1.day(),
+            min_interval: Duration::from_secs(10),
+        }
+    }
+
+    fn ledger_with(n: usize) -> Ledger {
+        let mut l = Ledger::new(CountingRules { zone: rules().zone, default_sla: 15.days() });
+        for i in 0..n {
+            l.apply(&CaseEvent {
+                event_id: format!("e{i}"),
+                case_id: format!("c{i}"),
+                occurred_at: "2022-04-10T00:00:00Z".parse().unwrap(),
+                change: Change::Created(Created {
+                    channel: Channel::Hotline,
+                    category: "epidemic".into(),
+                    board: None,
+                    request_kind: None,
+                    department: None,
+                    due_at: None,
+                }),
+            })
+            .unwrap();
+        }
+        l
+    }
+
+    fn ts(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn revisions_grow_with_changes_and_respect_min_interval() {
+        let mut p = Publisher::new(rules());
+        let t0 = Instant::now();
+        let wm = Some(ts("2022-04-20T00:00:00Z"));
+        let s = p.due(&ledger_with(1), wm, t0, Timestamp::UNIX_EPOCH);
+        assert_eq!(s.len(), 1);
+        assert_eq!((s[0].revision, s[0].status), (1, Status::Provisional));
+        assert!(p.due(&ledger_with(1), wm, t0 + Duration::from_secs(60), Timestamp::UNIX_EPOCH).is_empty(), "no change, no revision");
+        assert!(p.due(&ledger_with(2), wm, t0 + Duration::from_secs(65), Timestamp::UNIX_EPOCH).len() == 1);
+        assert!(p.due(&ledger_with(3), wm, t0 + Duration::from_secs(66), Timestamp::UNIX_EPOCH).is_empty(), "throttled");
+        let s = p.due(&ledger_with(3), wm, t0 + Duration::from_secs(76), Timestamp::UNIX_EPOCH);
+        assert_eq!(s[0].revision, 3);
+        assert_eq!(s[0].figures.totals.received, 3);
+    }
+
+    #[test]
+    fn a_month_closes_after_its_end_plus_grace_in_the_zone() {
+        let mut p = Publisher::new(rules());
+        let t0 = Instant::now();
+        let l = ledger_with(1);
+        // April ends at 2022-04-30T16:00Z in Shanghai; grace is one day.
+        let s = p.due(&l, Some(ts("2022-05-01T15:59:59Z")), t0, Timestamp::UNIX_EPOCH);
+        assert_eq!(s[0].status, Status::Provisional);
+        let s = p.due(&l, Some(ts("2022-05-01T16:00:00Z")), t0 + Duration::from_secs(20), Timestamp::UNIX_EPOCH);
+        assert_eq!((s[0].revision, s[0].status), (2, Status::Closed));
+    }
+
+    #[test]
+    fn restored_revisions_continue_and_closed_stays_closed() {
+        let mut p = Publisher::new(rules());
+        let l = ledger_with(1);
+        let april = "2022-04".parse().unwrap();
+        let mut old = p.due(&l, Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).remove(0);
+        old.revision = 7;
+        let mut fresh = Publisher::new(rules());
+        fresh.restore(april, &old);
+        assert!(fresh.due(&l, Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).is_empty());
+        let s = fresh.due(&ledger_with(2), Some(ts("2022-04-20T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH);
+        assert_eq!((s[0].revision, s[0].status), (8, Status::Closed));
+    }
+
+    #[test]
+    fn an_idle_partition_does_not_hold_the_watermark() {
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        let t0 = Instant::now();
+        w.observe("cases", 0, ts("2022-04-01T00:00:00Z"), t0);
+        w.observe("cases", 1, ts("2022-05-03T00:00:00Z"), t0);
+        assert_eq!(w.current(t0), Some(ts("2022-04-01T00:00:00Z")));
+        w.observe("cases", 1, ts("2022-05-04T00:00:00Z"), t0 + Duration::from_secs(40));
+        assert_eq!(w.current(t0 + Duration::from_secs(40)), Some(ts("2022-05-04T00:00:00Z")));
+        assert_eq!(w.current(t0 + Duration::from_secs(100)), Some(ts("2022-05-04T00:00:00Z")));
+    }
+}

@@ -1,0 +1,5 @@
+//! `hotline`: counts 12345 government-service hotline cases from Kafka into monthly figures.
+//! See ARCHITECTURE.md for how an event travels through the modules.
+
+pub mod avro;
+pub mod domain;
