@@ -2,4 +2,5 @@
 //! See ARCHITECTURE.md for how an event travels through the modules.
 
 pub mod avro;
+pub mod config;
 pub mod domain;
