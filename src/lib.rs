@@ -4,3 +4,9 @@
 pub mod avro;
 pub mod config;
 pub mod domain;
+pub mod http;
+pub mod kafka;
+pub mod schema_registry;
+pub mod commands;
+pub mod generator;
+pub mod telemetry;

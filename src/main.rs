@@ -1,3 +1,92 @@
-fn main() {
-    println!("Hello, world!");
+//! The `hotline` command line: argument parsing only; the commands live in `hotline::commands`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use hotline::commands;
+
+#[derive(Parser)]
+#[command(version, about = "Counts 12345 hotline case events from Kafka into monthly snapshots")]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline: consume the input topics, count, publish snapshots, serve /metrics.
+    Run {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+    },
+    /// Read published snapshots.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Send an NDJSON file of contract events to the input topics (history backfill).
+    Replay {
+        /// One event per line; `-` reads standard input.
+        file: PathBuf,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+    },
+    /// Run the whole pipeline on a generated month, with an in-process Kafka mock cluster.
+    Demo {
+        /// Address for /metrics while the demo runs.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        listen: String,
+        /// Fraction of the reference month's 31,681 cases to generate.
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        /// Exit after printing the report instead of serving /metrics until Ctrl-C.
+        #[arg(long)]
+        exit: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum SnapshotCommand {
+    /// Print the latest revision of a month's snapshot.
+    Show {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        #[arg(long, value_enum, default_value_t = commands::snapshot::Format::Table)]
+        format: commands::snapshot::Format,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    commands::init_logging(matches!(cli.log_format, LogFormat::Json));
+    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run { config } => commands::run::run(&config).await,
+            Command::Snapshot { command: SnapshotCommand::Show { config, month, format } } => {
+                commands::snapshot::show(&config, &month, format).await
+            }
+            Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
+            Command::Demo { listen, scale, exit } => commands::demo::demo(&listen, scale, exit).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hotline: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,90 @@
+//! `hotline demo`: the real pipeline on a generated month, against librdkafka's in-process
+//! mock cluster, so it runs with no broker installed. Prints the month's report once the
+//! month has closed and every event is counted, then serves /metrics until Ctrl-C.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::mocking::MockCluster;
+
+use crate::avro::Framing;
+use crate::commands::replay::route;
+use crate::config::Config;
+use crate::domain::month::Month;
+use crate::domain::snapshot::Status;
+use crate::generator::{self, Plan};
+use crate::kafka::pipeline;
+use crate::kafka::sender::Sender;
+use crate::telemetry::Telemetry;
+
+pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
+    let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
+    let brokers = mock.bootstrap_servers();
+    let config = Config::parse(
+        &format!(
+            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"hotline-demo\"\n\
+             [snapshot]\nmin_interval = \"1s\"\nidle_partition = \"2s\"\n[http]\nlisten = \"{listen}\"\n"
+        ),
+        [],
+    )?;
+    let settings = config.clone().settings()?;
+    let topics = &config.topics;
+    // The mock cluster does not serve CreateTopics: make every topic up front.
+    for t in topics.inputs().into_iter().chain([&*topics.snapshots, &topics.dead_letters, &topics.changelog]) {
+        mock.create_topic(t, 3, 1)?;
+    }
+
+    let month: Month = "2022-04".parse().expect("a valid month");
+    let cases = ((generator::REFERENCE_CASES as f64) * scale).round().max(1.0) as usize;
+    let events = generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
+    eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
+
+    let telemetry = Telemetry::new();
+    let bound = crate::http::serve(settings.listen, telemetry.clone()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
+
+    let mut sender = Sender::new(&config.kafka)?;
+    let progress = ProgressBar::new(events.len() as u64)
+        .with_style(ProgressStyle::with_template("producing {bar:40} {pos}/{len} events").expect("a valid template"));
+    let mut case_topics = std::collections::HashMap::new();
+    for e in &events {
+        let line = e.json.to_string();
+        let (topic, key) = route(topics, &line, &mut case_topics);
+        sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await?;
+        progress.inc(1);
+    }
+    sender.finish().await?;
+    progress.finish();
+
+    eprintln!("Waiting for the pipeline to count every event and close {month}...");
+    let started = Instant::now();
+    while telemetry.messages_processed() < events.len() as u64 {
+        if started.elapsed() > Duration::from_secs(300) {
+            bail!("the pipeline did not count the demo's events in 5 minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The last revision follows within the publishing interval.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kafka = config.kafka.clone();
+    let topic = config.topics.snapshots.clone();
+    let snapshot = tokio::task::spawn_blocking(move || super::snapshot::latest(&kafka, &topic, month))
+        .await??
+        .context("no snapshot was published")?;
+    if snapshot.status != Status::Closed || snapshot.figures.totals.received != cases as u64 {
+        bail!("the latest snapshot of {month} is {} with {} cases, expected closed with {cases}",
+            snapshot.status.code(), snapshot.figures.totals.received);
+    }
+    println!("{}", snapshot.to_table());
+    if !exit {
+        eprintln!("Metrics: http://{bound}/metrics  (Ctrl-C to stop)");
+        tokio::signal::ctrl_c().await?;
+    }
+    stop.store(true, Ordering::Relaxed);
+    pipeline.await??;
+    Ok(())
+}

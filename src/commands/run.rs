@@ -1,0 +1,46 @@
+//! `hotline run`: the pipeline and its HTTP listener until SIGTERM or Ctrl-C.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::Result;
+
+use crate::avro::Framing;
+use crate::config::{Config, Settings};
+use crate::kafka::pipeline;
+use crate::telemetry::Telemetry;
+
+pub async fn run(config: &Path) -> Result<()> {
+    let settings = Config::load(config)?.settings()?;
+    let telemetry = Telemetry::new();
+    crate::http::serve(settings.listen, telemetry.clone()).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let framing = framing(&settings).await?;
+    let pipeline = tokio::spawn(pipeline::run(settings, telemetry, framing, stop.clone()));
+    shutdown_signal().await;
+    tracing::info!("stopping: finishing the current transaction");
+    stop.store(true, Ordering::Relaxed);
+    pipeline.await?
+}
+
+/// Single-object encoding, or the Confluent wire format with the id the registry assigns.
+pub async fn framing(settings: &Settings) -> Result<Framing> {
+    match &settings.config.snapshot.schema_registry_url {
+        None => Ok(Framing::SingleObject),
+        Some(url) => {
+            let subject = format!("{}-value", settings.config.topics.snapshots);
+            let id = crate::schema_registry::register(url, &subject, crate::avro::SCHEMA_JSON).await?;
+            tracing::info!(subject, id, "snapshot schema registered");
+            Ok(Framing::Confluent(id))
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,302 @@
+//! The consume-count-produce loop, exactly once through Kafka transactions.
+//!
+//! One transaction carries everything a batch of input caused: dead letters, the changed case
+//! records (changelog), snapshot revisions and the consumed input offsets. On any failure the
+//! transaction is aborted and the pipeline starts over from the last commit: state is rebuilt
+//! from the changelog, revision numbers from the snapshots topic, and input resumes at the
+//! committed offsets, so nothing is lost or counted twice.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use jiff::Timestamp;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::avro::{Framing, SnapshotCodec};
+use crate::config::Settings;
+use crate::domain::case::{Applied, CaseRecord, CountingRules};
+use crate::domain::event::{self, DecodeLimits};
+use crate::domain::ledger::Ledger;
+use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
+use crate::telemetry::Telemetry;
+
+use super::client_config;
+use super::topics::{self, TopicSpec, key_str};
+
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs the pipeline until `stop` is set, starting over after failures.
+pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
+    let t = &settings.config.topics;
+    topics::ensure(
+        &settings.config.kafka,
+        &[
+            TopicSpec { name: &t.snapshots, compacted: true },
+            TopicSpec { name: &t.changelog, compacted: true },
+            TopicSpec { name: &t.dead_letters, compacted: false },
+        ],
+    )
+    .await?;
+    tokio::task::spawn_blocking(move || {
+        let mut backoff = Duration::from_millis(500);
+        while !stop.load(Ordering::Relaxed) {
+            match Counter::start(&settings, &telemetry, framing).and_then(|mut c| c.run(&stop)) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    telemetry.ready(false);
+                    telemetry.transaction_aborted(&format!("{e:#}"));
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("the pipeline thread panicked")?
+}
+
+/// One life of the pipeline, from a restore to a failure or a stop.
+struct Counter<'a> {
+    settings: &'a Settings,
+    telemetry: &'a Telemetry,
+    codec: SnapshotCodec,
+    producer: ThreadedProducer<DefaultProducerContext>,
+    consumer: BaseConsumer,
+    ledger: Ledger,
+    publisher: Publisher,
+    watermarks: Watermarks,
+}
+
+impl<'a> Counter<'a> {
+    fn start(settings: &'a Settings, telemetry: &'a Telemetry, framing: Framing) -> Result<Counter<'a>> {
+        let config = &settings.config;
+        // A fixed transactional id: a restarted instance fences its predecessor, whose open
+        // transaction is aborted before we read the changelog.
+        let producer: ThreadedProducer<DefaultProducerContext> = client_config(&config.kafka)
+            .set("transactional.id", format!("{}-counter", config.kafka.group_id))
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .create()
+            .context("creating the transactional producer")?;
+        producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
+
+        let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
+        let mut ledger = Ledger::new(rules);
+        let restored = topics::read_to_end(&config.kafka, &config.topics.changelog, RESTORE_TIMEOUT, |m| {
+            let Some(case_id) = key_str(m) else { return Ok(()) };
+            match m.payload() {
+                Some(bytes) => {
+                    let record: CaseRecord = serde_json::from_slice(bytes).context("a changelog record does not decode")?;
+                    ledger.restore(case_id.to_owned(), record);
+                }
+                None => ledger.restore(case_id.to_owned(), CaseRecord::default()),
+            }
+            Ok(())
+        })?;
+        ledger.take_changes();
+
+        let codec = SnapshotCodec::new(framing);
+        let mut publisher = Publisher::new(PublishRules {
+            zone: settings.zone.clone(),
+            zone_name: config.time.zone.clone(),
+            grace: settings.grace,
+            min_interval: settings.min_interval,
+        });
+        topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
+            if let Some(bytes) = m.payload() {
+                match codec.decode(bytes) {
+                    Ok(s) => publisher.restore(s.month, &s),
+                    Err(e) => tracing::warn!(error = %e, offset = m.offset(), "skipping an undecodable snapshot"),
+                }
+            }
+            Ok(())
+        })?;
+        tracing::info!(cases = restored, held = ledger.cases_held(), "state restored from the changelog");
+
+        let consumer: BaseConsumer = client_config(&config.kafka)
+            .set("group.id", &config.kafka.group_id)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
+            .set("auto.offset.reset", "earliest")
+            .set("max.poll.interval.ms", "300000")
+            .create()
+            .context("creating the consumer")?;
+        consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
+
+        telemetry.ledger_changed(&ledger, None);
+        Ok(Counter {
+            settings,
+            telemetry,
+            codec,
+            producer,
+            consumer,
+            ledger,
+            publisher,
+            watermarks: Watermarks::new(settings.idle_partition),
+        })
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        self.telemetry.ready(true);
+        let mut last_gauges = Instant::now();
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            let offsets = self.consume_batch(stopping)?;
+            let committed = self.commit(offsets)?;
+            if committed || last_gauges.elapsed() > Duration::from_secs(1) {
+                self.telemetry.ledger_changed(&self.ledger, self.watermarks.current(Instant::now()));
+                last_gauges = Instant::now();
+            }
+            if stopping {
+                tracing::info!("stopped after the last transaction");
+                return Ok(());
+            }
+        }
+    }
+
+    /// Applies input messages for up to one commit interval inside an open transaction, and
+    /// returns the next offset of each partition read.
+    fn consume_batch(&mut self, stopping: bool) -> Result<HashMap<(String, i32), i64>> {
+        let mut offsets = HashMap::new();
+        if stopping {
+            return Ok(offsets);
+        }
+        let deadline = Instant::now() + self.settings.commit_interval;
+        let mut in_transaction = false;
+        let mut messages = 0;
+        while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
+            let Some(polled) = self.consumer.poll(deadline.saturating_duration_since(Instant::now())) else { break };
+            let m = match polled {
+                Ok(m) => m,
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => continue,
+                Err(e) => {
+                    self.telemetry.kafka_unavailable(&e);
+                    continue;
+                }
+            };
+            self.telemetry.kafka_available();
+            if !in_transaction {
+                self.producer.begin_transaction().context("beginning a transaction")?;
+                in_transaction = true;
+            }
+            apply(self.settings, self.telemetry, &self.producer, &mut self.ledger, &mut self.watermarks, &m)?;
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            messages += 1;
+        }
+        Ok(offsets)
+    }
+
+    /// Writes the changed cases and due snapshots and commits them with the input offsets.
+    /// Returns whether a transaction was committed.
+    fn commit(&mut self, offsets: HashMap<(String, i32), i64>) -> Result<bool> {
+        let now = Instant::now();
+        let watermark = self.watermarks.current(now);
+        let (changed_cases, _) = self.ledger.take_changes();
+        let due = self.publisher.due(&self.ledger, watermark, now, Timestamp::now());
+        if offsets.is_empty() && due.is_empty() && changed_cases.is_empty() {
+            return Ok(false);
+        }
+        if offsets.is_empty() {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+        }
+        let topics = &self.settings.config.topics;
+        for case_id in &changed_cases {
+            let payload = self.ledger.case(case_id).map(|r| serde_json::to_vec(r).expect("records serialize"));
+            let mut record = BaseRecord::<[u8], [u8]>::to(&topics.changelog).key(case_id.as_bytes());
+            if let Some(p) = &payload {
+                record = record.payload(p);
+            }
+            send(&self.producer, record)?;
+        }
+        for snapshot in &due {
+            let bytes = self.codec.encode(snapshot)?;
+            let key = snapshot.month.to_string();
+            send(&self.producer, BaseRecord::to(&topics.snapshots).key(key.as_bytes()).payload(&bytes))?;
+            tracing::info!(month = %snapshot.month, revision = snapshot.revision, status = snapshot.status.code(),
+                received = snapshot.figures.totals.received, "publishing snapshot");
+        }
+        if !offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in &offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            let group = self.consumer.group_metadata().context("no consumer group metadata")?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)
+                .context("sending offsets to the transaction")?;
+        }
+        if let Err(e) = self.producer.commit_transaction(TRANSACTION_TIMEOUT) {
+            let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
+            return Err(e).context("committing the transaction");
+        }
+        self.telemetry.transaction_committed(offsets.len(), due.len());
+        Ok(true)
+    }
+}
+
+/// Counts one input message, or sends it to the dead letters with its reason.
+fn apply(
+settings: &Settings,
+telemetry: &Telemetry,
+producer: &ThreadedProducer<DefaultProducerContext>,
+ledger: &mut Ledger,
+watermarks: &mut Watermarks,
+m: &BorrowedMessage<'_>,
+) -> Result<()> {
+    let limits = DecodeLimits {
+        max_message_bytes: settings.config.limits.max_message_bytes,
+        latest_occurred_at: Timestamp::now() + settings.max_future,
+    };
+    let outcome = event::decode(m.payload().unwrap_or_default(), &limits).and_then(|e| {
+        let applied = ledger.apply(&e)?;
+        Ok((e, applied))
+    });
+    match outcome {
+        Ok((e, Applied::Changed)) => {
+            telemetry.event_counted(m.topic(), e.change.type_code());
+            watermarks.observe(m.topic(), m.partition(), e.occurred_at, Instant::now());
+        }
+        Ok((_, Applied::Duplicate)) => telemetry.event_duplicate(),
+        Err(rejection) => {
+            telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
+                .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) })
+                .insert(Header { key: "hotline.source_topic", value: Some(m.topic()) })
+                .insert(Header { key: "hotline.source_partition", value: Some(&m.partition().to_string()) })
+                .insert(Header { key: "hotline.source_offset", value: Some(&m.offset().to_string()) });
+            let mut record = BaseRecord::<[u8], [u8]>::to(&settings.config.topics.dead_letters).headers(headers);
+            if let Some(k) = m.key() {
+                record = record.key(k);
+            }
+            if let Some(p) = m.payload() {
+                record = record.payload(p);
+            }
+            send(producer, record)?;
+        }
+    }
+    Ok(())
+}
+
+fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((e, _)) => return Err(e).context("producing"),
+        }
+    }
+}

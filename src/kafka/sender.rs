@@ -1,0 +1,80 @@
+//! Sending many messages with a bounded number in flight, as an upstream platform does
+//! (`hotline replay`, the demo, tests).
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::KafkaConfig;
+
+use super::client_config;
+
+const IN_FLIGHT: usize = 10_000;
+
+pub struct Sender {
+    producer: FutureProducer,
+    in_flight: VecDeque<DeliveryFuture>,
+    sent: u64,
+}
+
+impl Sender {
+    pub fn new(kafka: &KafkaConfig) -> Result<Sender> {
+        let producer = client_config(kafka)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "20")
+            .create()
+            .context("creating the producer")?;
+        Ok(Sender { producer, in_flight: VecDeque::new(), sent: 0 })
+    }
+
+    pub async fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+        loop {
+            let mut record = FutureRecord::to(topic).payload(payload);
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => {
+                    self.in_flight.push_back(delivery);
+                    self.sent += 1;
+                    if self.in_flight.len() > IN_FLIGHT {
+                        self.wait_one().await?;
+                    }
+                    return Ok(());
+                }
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    if self.in_flight.is_empty() {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    } else {
+                        self.wait_one().await?;
+                    }
+                }
+                Err((e, _)) => return Err(e).context("sending a message"),
+            }
+        }
+    }
+
+    async fn wait_one(&mut self) -> Result<()> {
+        if let Some(d) = self.in_flight.pop_front() {
+            d.await.map_err(|_| anyhow!("the producer went away"))?.map_err(|(e, _)| e).context("delivering a message")?;
+        }
+        Ok(())
+    }
+
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// Waits until every message sent is acknowledged.
+    pub async fn finish(mut self) -> Result<u64> {
+        while !self.in_flight.is_empty() {
+            self.wait_one().await?;
+        }
+        self.producer.flush(Duration::from_secs(60))?;
+        Ok(self.sent)
+    }
+}

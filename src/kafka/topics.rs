@@ -1,0 +1,135 @@
+//! Topics `hotline` owns (created when missing) and reading a topic to its end, which is how
+//! state and revision numbers are rebuilt on start.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::KafkaConfig;
+
+use super::client_config;
+
+/// A topic to create when missing.
+pub struct TopicSpec<'a> {
+    pub name: &'a str,
+    pub compacted: bool,
+}
+
+/// Creates the topics that do not exist yet. Existing topics are left as they are.
+pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().context("creating the Kafka admin client")?;
+    let metadata = admin
+        .inner()
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("reading the cluster's metadata")?;
+    let existing: HashSet<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
+    let partitions = kafka.partitions;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .filter(|t| !existing.contains(t.name))
+        .map(|t| {
+            let topic = NewTopic::new(t.name, partitions, TopicReplication::Fixed(kafka.replication_factor));
+            if t.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+        })
+        .collect();
+    if new.is_empty() {
+        return Ok(());
+    }
+    let results = admin
+        .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .await
+        .context("creating topics")?;
+    for r in results {
+        match r {
+            Ok(name) => tracing::info!(topic = %name, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((name, code)) => bail!("could not create topic {name}: {code}"),
+        }
+    }
+    Ok(())
+}
+
+/// A client context that does not report reaching a partition's end as an error: when
+/// reading to the end, that is the point.
+pub struct ReadToEnd;
+
+impl ClientContext for ReadToEnd {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for ReadToEnd {}
+
+/// Reads every committed message of `topic` from the beginning up to its current end, calling
+/// `f` for each. Gives up after `timeout` without progress.
+pub fn read_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    timeout: Duration,
+    mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<u64> {
+    let consumer: BaseConsumer<ReadToEnd> = client_config(kafka)
+        .set("group.id", "hotline-restore")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed")
+        .create_with_context(ReadToEnd)
+        .context("creating a restore consumer")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), timeout)
+        .with_context(|| format!("reading metadata of {topic}"))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        bail!("topic {topic} does not exist");
+    }
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+
+    let mut at_end: HashSet<i32> = HashSet::new();
+    let mut read = 0;
+    let mut last_progress = Instant::now();
+    while at_end.len() < partitions.len() {
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Ok(m)) => {
+                f(&m)?;
+                read += 1;
+                last_progress = Instant::now();
+            }
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                at_end.insert(p);
+                last_progress = Instant::now();
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, topic, "while reading to the end"),
+        }
+        if last_progress.elapsed() > timeout {
+            bail!("no progress reading {topic} for {timeout:?}");
+        }
+    }
+    Ok(read)
+}
+
+/// The message key as UTF-8, if it is.
+pub fn key_str<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a str> {
+    m.key().and_then(|k| std::str::from_utf8(k).ok())
+}
