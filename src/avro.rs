@@ -31,17 +31,46 @@ pub enum Framing {
 
 pub struct SnapshotCodec {
     schema: Schema,
+    header: Vec<u8>,
     framing: Framing,
+}
+
+/// The single-object header: C3 01 and the CRC-64-AVRO fingerprint of the schema's Parsing
+/// Canonical Form, little-endian.
+///
+/// apache-avro 0.22 leaves logical types of primitives as `{"type":"long"}` in the canonical
+/// form instead of the spec's `"long"` (AVRO-4004), so its own fingerprint differs from Java's
+/// and fastavro's. We fingerprint the spec's form, which `tests/avro_decode.py` checks.
+pub fn single_object_header(schema: &Schema) -> Vec<u8> {
+    use apache_avro::rabin::Rabin;
+    use digest::Digest;
+    let mut canonical = schema.canonical_form();
+    for primitive in ["null", "boolean", "int", "long", "float", "double", "bytes", "string"] {
+        canonical = canonical.replace(&format!(r#"{{"type":"{primitive}"}}"#), &format!(r#""{primitive}""#));
+    }
+    let mut header = vec![0xC3, 0x01];
+    header.extend_from_slice(&Rabin::digest(canonical.as_bytes()));
+    header
+}
+
+struct Header<'a>(&'a [u8]);
+
+impl apache_avro::headers::HeaderBuilder for Header<'_> {
+    fn build_header(&self) -> Vec<u8> {
+        self.0.to_vec()
+    }
 }
 
 impl SnapshotCodec {
     pub fn new(framing: Framing) -> SnapshotCodec {
-        SnapshotCodec { schema: schema(), framing }
+        let schema = schema();
+        SnapshotCodec { header: single_object_header(&schema), schema, framing }
     }
 
     pub fn encode(&self, s: &Snapshot) -> Result<Vec<u8>, CodecError> {
         let mut single = Vec::with_capacity(1024);
-        GenericSingleObjectWriter::new_with_capacity(&self.schema, 1024)?.write_value(to_value(s), &mut single)?;
+        GenericSingleObjectWriter::new_with_capacity_and_header_builder(&self.schema, 1024, &Header(&self.header))?
+            .write_value(to_value(s), &mut single)?;
         Ok(match self.framing {
             Framing::SingleObject => single,
             Framing::Confluent(id) => {
@@ -58,7 +87,11 @@ impl SnapshotCodec {
     /// Decodes either framing, recognised by its first byte.
     pub fn decode(&self, bytes: &[u8]) -> Result<Snapshot, CodecError> {
         let value = match bytes.first() {
-            Some(0xC3) => GenericSingleObjectReader::builder().schema(self.schema.clone()).build()?.read_value(&mut &bytes[..])?,
+            Some(0xC3) => GenericSingleObjectReader::builder()
+                .schema(self.schema.clone())
+                .header(self.header.clone())
+                .build()?
+                .read_value(&mut &bytes[..])?,
             Some(0x00) if bytes.len() > 5 => apache_avro::reader::datum::GenericDatumReader::builder(&self.schema)
                 .build()?
                 .read_value(&mut &bytes[5..])?,
@@ -269,6 +302,14 @@ mod tests {
         let bytes = codec.encode(&sample()).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
         assert_eq!(codec.decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn the_header_fingerprints_the_spec_canonical_form() {
+        // The same fingerprint fastavro and Java compute for schemas/snapshot.avsc.
+        let header = single_object_header(&schema());
+        let hex: String = header[2..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "308601bf0ff727ee");
     }
 
     #[test]

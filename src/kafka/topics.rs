@@ -63,7 +63,7 @@ pub struct ReadToEnd;
 
 impl ClientContext for ReadToEnd {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
             tracing::error!(%error, reason, "Kafka client error");
         }
     }

@@ -1,0 +1,274 @@
+//! A month of events through the real broker: every figure of the published snapshot is
+//! checked against an independent computation, across a restart, with a time-zone boundary,
+//! cross-topic out-of-order events, duplicates and dead letters.
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use hotline::commands::replay::route;
+use hotline::commands::snapshot::latest;
+use hotline::config::{Config, Settings};
+use hotline::domain::month::Month;
+use hotline::domain::snapshot::{Snapshot, Status};
+use hotline::generator::{self, Plan};
+use hotline::kafka::sender::Sender;
+use hotline::kafka::topics::{key_str, read_to_end};
+use rdkafka::message::{Headers, Message};
+use serde_json::{Value, json};
+
+use common::{Running, reference};
+
+const MONTH: &str = "2022-04";
+
+async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
+    let mut case_topics = HashMap::new();
+    for e in events {
+        let line = e.to_string();
+        let (topic, key) = route(&config.topics, &line, &mut case_topics);
+        sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
+    }
+}
+
+/// Waits for a snapshot of the month equal to the reference computed at its `as_of`.
+async fn wait_for_exact_snapshot(settings: &Settings, good: &[Value], min_revision: u64) -> Snapshot {
+    // Only a closed revision counts: by then event time has passed the month's end plus grace.
+    let month: Month = MONTH.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
+        let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
+        if let Some(s) = snapshot {
+            let expected = reference::figures(good, MONTH, &settings.zone, settings.default_sla, s.as_of);
+            if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                assert_eq!(s.status, Status::Closed);
+                assert_eq!(
+                    serde_json::to_string_pretty(&s.figures).unwrap(),
+                    serde_json::to_string_pretty(&expected).unwrap(),
+                    "the latest snapshot (revision {}) never matched the reference",
+                    s.revision
+                );
+            }
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot of {MONTH} was published");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+fn hand_made_events() -> (Vec<(&'static str, Value)>, Vec<Value>) {
+    // Sent to explicit topics, in this order: a case's events arriving before its `created`,
+    // on other topics than the `created`.
+    let routed = vec![
+        ("boards", json!({"event_id":"x1-close","case_id":"x1","type":"closed","occurred_at":"2022-04-20T10:00:00+08:00"})),
+        ("cases", json!({"event_id":"x1-move","case_id":"x1","type":"transferred","occurred_at":"2022-04-12T10:00:00+08:00",
+            "to_department":"commerce_bureau","due_at":"2022-04-25T00:00:00+08:00"})),
+        ("letters", json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
+            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"})),
+        ("letters", json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
+            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"})),
+    ];
+    // Either side of the month's end in Asia/Shanghai (2022-04-30T16:00:00Z).
+    let boundary = vec![
+        json!({"event_id":"tz-a","case_id":"tz-april","type":"created","occurred_at":"2022-04-30T15:59:59Z","channel":"hotline","category":"gas"}),
+        json!({"event_id":"tz-m","case_id":"tz-may","type":"created","occurred_at":"2022-04-30T16:30:00Z","channel":"hotline","category":"gas"}),
+    ];
+    (routed, boundary)
+}
+
+/// Bad input and the reason each must be dead-lettered with.
+fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
+    let closed_case = good.iter().find(|e| e["type"] == "closed").unwrap()["case_id"].clone();
+    let created_case = good.iter().find(|e| e["type"] == "created").unwrap()["case_id"].clone();
+    let base = json!({"event_id":"bad","case_id":"bad-1","type":"created","occurred_at":"2022-04-03T09:00:00+08:00",
+        "channel":"hotline","category":"epidemic","caller_name":"李四"});
+    let with = |k: &str, v: Value| {
+        let mut e = base.clone();
+        e[k] = v;
+        e.to_string().into_bytes()
+    };
+    let without = |k: &str| {
+        let mut e = base.clone();
+        e.as_object_mut().unwrap().remove(k);
+        e.to_string().into_bytes()
+    };
+    vec![
+        (Vec::new(), "empty"),
+        (vec![0xC3, 0x28, b'{', b'}'], "invalid_utf8"),
+        (b"{not json".to_vec(), "invalid_json"),
+        (b"[1,2,3]".to_vec(), "not_an_object"),
+        (without("case_id"), "missing_field"),
+        (with("occurred_at", json!("2022-04-03 09:00:00")), "bad_timestamp"),
+        (with("occurred_at", json!("2022-02-30T09:00:00Z")), "bad_timestamp"),
+        (with("occurred_at", json!("9999-01-01T00:00:00Z")), "timestamp_out_of_range"),
+        (with("type", json!("reopened")), "unknown_type"),
+        (with("channel", json!("fax")), "unknown_channel"),
+        (with("case_id", json!(17)), "wrong_type"),
+        (with("content", json!("x".repeat(70_000))), "too_large"),
+        (format!("{}1{}", "[".repeat(500), "]".repeat(500)).into_bytes(), "invalid_json"),
+        (json!({"event_id":"bad-t","case_id":"bad-2","type":"transferred","occurred_at":"2022-04-03T09:00:00Z"}).to_string().into_bytes(), "missing_field"),
+        (json!({"event_id":"bad-c2","case_id":created_case,"type":"created","occurred_at":"2022-04-05T09:00:00Z",
+            "channel":"gov_website","category":"water"}).to_string().into_bytes(), "conflicting_created"),
+        (json!({"event_id":"bad-x2","case_id":closed_case,"type":"closed","occurred_at":"2022-04-28T09:00:00Z"}).to_string().into_bytes(), "already_closed"),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_month_through_the_real_broker_gives_exact_figures() {
+    let config = common::config("");
+    let settings = config.clone().settings().unwrap();
+    common::create_inputs(&config).await;
+    let mut sender = Sender::new(&config.kafka).unwrap();
+
+    // Phase 1: a generated month plus hand-made edge cases.
+    let plan = Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 7 };
+    let generated: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let (routed, boundary) = hand_made_events();
+    let topic_of = |name: &str| match name {
+        "cases" => config.topics.cases.clone(),
+        "letters" => config.topics.letters.clone(),
+        _ => config.topics.boards.clone(),
+    };
+    for (topic, e) in &routed {
+        sender.send(&topic_of(topic), Some(b"x1"), e.to_string().as_bytes()).await.unwrap();
+    }
+    send_all(&mut sender, &config, &boundary).await;
+    send_all(&mut sender, &config, &generated).await;
+    let mut good: Vec<Value> = routed.iter().map(|(_, e)| e.clone()).chain(boundary).chain(generated).collect();
+    let phase1 = sender.sent();
+    assert!(phase1 > 6000, "several thousand events: {phase1}");
+
+    let pipeline = Running::start(settings.clone());
+    pipeline.wait_processed(phase1, Duration::from_secs(120)).await;
+
+    // Phase 2: bad input, once the good events are counted.
+    let bad = bad_messages(&good);
+    for (payload, _) in &bad {
+        sender.send(&config.topics.cases, None, payload).await.unwrap();
+    }
+    pipeline.wait_processed(phase1 + bad.len() as u64, Duration::from_secs(60)).await;
+
+    let first = wait_for_exact_snapshot(&settings, &good, 1).await;
+    assert_eq!(first.timezone, "Asia/Shanghai");
+    let json = first.to_json();
+    for personal in ["13912345678", "李四", "张三", "英雄大街", "13800"] {
+        assert!(!json.contains(personal), "personal data in the snapshot: {personal}");
+    }
+    let x1 = &first.figures.by_department["commerce_bureau"];
+    assert!(x1.assigned >= 1 && x1.transferred_in >= 1);
+
+    // The generated month's cases, x1 (out of order, across topics) and the case of
+    // 30 April 23:59:59 local time; not the one of 1 May 00:30 local time (16:30Z).
+    assert_eq!(first.figures.totals.received, 3000 + 2);
+
+    // Dead letters: every bad message, unchanged, with its reason and source.
+    let mut dead: Vec<(Vec<u8>, String, String)> = Vec::new();
+    read_to_end(&config.kafka, &config.topics.dead_letters, Duration::from_secs(30), |m| {
+        let headers: BTreeMap<String, String> = m
+            .headers()
+            .unwrap()
+            .iter()
+            .map(|h| (h.key.to_owned(), String::from_utf8(h.value.unwrap().to_vec()).unwrap()))
+            .collect();
+        assert_eq!(headers["hotline.source_topic"], config.topics.cases);
+        assert!(headers["hotline.source_offset"].parse::<i64>().is_ok());
+        assert!(!headers["hotline.reason"].contains("李四"));
+        dead.push((m.payload().unwrap_or_default().to_vec(), headers["hotline.reason_kind"].clone(), headers["hotline.reason"].clone()));
+        Ok(())
+    })
+    .unwrap();
+    let mut expected_dead: Vec<(Vec<u8>, String)> = bad.iter().map(|(p, r)| (p.clone(), (*r).to_owned())).collect();
+    let mut got_dead: Vec<(Vec<u8>, String)> = dead.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
+    expected_dead.sort();
+    got_dead.sort();
+    assert_eq!(got_dead, expected_dead);
+
+    // Phase 3: a restart, then late closures of April's open cases.
+    pipeline.stop().await;
+    let open: Vec<String> = {
+        let mut closed = std::collections::HashSet::new();
+        for e in good.iter().filter(|e| e["type"] == "closed") {
+            closed.insert(e["case_id"].as_str().unwrap().to_owned());
+        }
+        good.iter()
+            .filter(|e| e["type"] == "created" && !closed.contains(e["case_id"].as_str().unwrap()))
+            .filter(|e| e["occurred_at"].as_str().unwrap() < "2022-04-30")
+            .map(|e| e["case_id"].as_str().unwrap().to_owned())
+            .take(3)
+            .collect()
+    };
+    assert!(!open.is_empty());
+    let late: Vec<Value> = open
+        .iter()
+        .map(|c| json!({"event_id": format!("{c}-late"), "case_id": c, "type": "closed", "occurred_at": "2022-06-01T09:00:00+08:00"}))
+        .collect();
+    let pipeline = Running::start(settings.clone());
+    send_all(&mut sender, &config, &late).await;
+    good.extend(late);
+    pipeline.wait_processed(open.len() as u64, Duration::from_secs(60)).await;
+    let second = wait_for_exact_snapshot(&settings, &good, first.revision + 1).await;
+    assert_eq!(second.status, Status::Closed, "a closed month stays closed");
+    assert_eq!(second.figures.totals.closed, first.figures.totals.closed + open.len() as u64, "nothing counted twice after the restart");
+
+    // `hotline snapshot show` prints the same latest revision; a month without one fails clearly.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hotline.toml");
+    std::fs::write(&file, config_file(&config)).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", MONTH, "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown, second);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2021-01"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot of 2021-01"));
+
+    // A third-party Avro decoder (Python's fastavro) reads the published bytes.
+    let mut raw = None;
+    read_to_end(&config.kafka, &config.topics.snapshots, Duration::from_secs(30), |m| {
+        if key_str(m) == Some(MONTH) {
+            raw = m.payload().map(<[u8]>::to_vec);
+        }
+        Ok(())
+    })
+    .unwrap();
+    let bytes_file = dir.path().join("snapshot.avro");
+    std::fs::write(&bytes_file, raw.unwrap()).unwrap();
+    let out = std::process::Command::new("python3")
+        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/avro_decode.py"), concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/snapshot.avsc")])
+        .arg(&bytes_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "fastavro failed: {}", String::from_utf8_lossy(&out.stderr));
+    let decoded: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(decoded["month"], MONTH);
+    assert_eq!(decoded["revision"], second.revision);
+    assert_eq!(decoded["status"], "closed");
+    assert_eq!(decoded["totals"]["received"], second.figures.totals.received);
+    assert_eq!(decoded["totals"]["closed"], second.figures.totals.closed);
+    for (code, d) in &second.figures.by_department {
+        assert_eq!(decoded["by_department"][code]["assigned"], d.assigned, "{code}");
+        assert_eq!(decoded["by_department"][code]["closed_on_time"], d.closed_on_time, "{code}");
+    }
+
+    pipeline.stop().await;
+}
+
+
+fn config_file(config: &Config) -> String {
+    let t = &config.topics;
+    format!(
+        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[topics]\ncases = \"{}\"\nletters = \"{}\"\nboards = \"{}\"\n\
+         snapshots = \"{}\"\ndead_letters = \"{}\"\nchangelog = \"{}\"\n",
+        config.kafka.brokers, config.kafka.group_id, t.cases, t.letters, t.boards, t.snapshots, t.dead_letters, t.changelog
+    )
+}
