@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
+# Avro decoder; the Kafka broker via Maven), starts one real Apache Kafka 4.1 broker on
+# 127.0.0.1 for the whole suite, runs the unit and integration tests, and stops the broker.
+# Cargo's and Maven's caches (~/.cargo, ~/.m2) are reused when present.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro
+
+broker_dir="$PWD/target/test-broker"
+trap 'scripts/broker.sh stop "$broker_dir"' EXIT
+HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
+export HOTLINE_TEST_BROKERS
+echo "Kafka broker on $HOTLINE_TEST_BROKERS"
+
+cargo test --all-targets "$@"
