@@ -142,7 +142,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     let phase1 = sender.sent();
     assert!(phase1 > 6000, "several thousand events: {phase1}");
 
-    let pipeline = Running::start(settings.clone());
+    let pipeline = Running::start(settings.clone()).await;
     pipeline.wait_processed(phase1, Duration::from_secs(120)).await;
 
     // Phase 2: bad input, once the good events are counted.
@@ -164,6 +164,34 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     // The generated month's cases, x1 (out of order, across topics) and the case of
     // 30 April 23:59:59 local time; not the one of 1 May 00:30 local time (16:30Z).
     assert_eq!(first.figures.totals.received, 3000 + 2);
+
+    // Live metrics of the same figures.
+    let (status, metrics) = pipeline.get("/metrics").await;
+    assert_eq!(status, 200);
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    };
+    assert_eq!(value(r#"hotline_month_cases{month="2022-04",status="received"}"#), 3002.0);
+    assert_eq!(value(r#"hotline_month_cases{month="2022-04",status="closed"}"#), first.figures.totals.closed as f64);
+    assert_eq!(value(r#"hotline_events_rejected_total{reason="invalid_json"}"#), 2.0);
+    assert_eq!(value(r#"hotline_events_rejected_total{reason="already_closed"}"#), 1.0);
+    assert!(value("hotline_events_duplicate_total") >= 1.0, "the generator re-sends some events");
+    assert!(value("hotline_snapshots_published_total") >= 1.0);
+    let open_total: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("hotline_department_open_cases{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    let may = reference::figures(&good, "2022-05", &settings.zone, settings.default_sla, first.as_of);
+    let held_open: u64 = [&first.figures, &may].iter().flat_map(|f| f.by_department.values()).map(|d| d.in_progress).sum();
+    assert_eq!(open_total, held_open as f64, "open cases per department, over the months held");
+    assert!(!metrics.contains("李四") && !metrics.contains("13912345678"));
+    assert_eq!(pipeline.get("/healthz").await.0, 200);
+    assert_eq!(pipeline.get("/readyz").await.0, 200);
+    assert_eq!(pipeline.get("/admin").await.0, 404);
 
     // Dead letters: every bad message, unchanged, with its reason and source.
     let mut dead: Vec<(Vec<u8>, String, String)> = Vec::new();
@@ -206,8 +234,18 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         .iter()
         .map(|c| json!({"event_id": format!("{c}-late"), "case_id": c, "type": "closed", "occurred_at": "2022-06-01T09:00:00+08:00"}))
         .collect();
-    let pipeline = Running::start(settings.clone());
-    send_all(&mut sender, &config, &late).await;
+    let pipeline = Running::start(settings.clone()).await;
+    // Sent as a backfill would be, with `hotline replay`.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hotline.toml");
+    std::fs::write(&file, config_file(&config)).unwrap();
+    let ndjson = dir.path().join("late.ndjson");
+    std::fs::write(&ndjson, late.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["replay", ndjson.to_str().unwrap(), "--config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     good.extend(late);
     pipeline.wait_processed(open.len() as u64, Duration::from_secs(60)).await;
     let second = wait_for_exact_snapshot(&settings, &good, first.revision + 1).await;
@@ -215,9 +253,6 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert_eq!(second.figures.totals.closed, first.figures.totals.closed + open.len() as u64, "nothing counted twice after the restart");
 
     // `hotline snapshot show` prints the same latest revision; a month without one fails clearly.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hotline.toml");
-    std::fs::write(&file, config_file(&config)).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", MONTH, "--format", "json"])
         .output()

@@ -77,6 +77,8 @@ pub async fn create_inputs(config: &Config) {
 /// A pipeline running in this process until `stop`.
 pub struct Running {
     pub telemetry: Telemetry,
+    /// Where its /metrics, /healthz and /readyz are served.
+    pub http: std::net::SocketAddr,
     stop: Arc<AtomicBool>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -89,11 +91,12 @@ impl Drop for Running {
 }
 
 impl Running {
-    pub fn start(settings: Settings) -> Running {
+    pub async fn start(settings: Settings) -> Running {
         let telemetry = Telemetry::new();
+        let http = hotline::http::serve(settings.listen, telemetry.clone()).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
-        Running { telemetry, stop, task: Some(task) }
+        Running { telemetry, http, stop, task: Some(task) }
     }
 
     /// Waits until `n` input messages were handled.
@@ -103,6 +106,11 @@ impl Running {
             assert!(tokio::time::Instant::now() < deadline, "only {} of {n} messages processed", self.telemetry.messages_processed());
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        let r = reqwest::get(format!("http://{}{path}", self.http)).await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
     }
 
     pub async fn stop(mut self) {
