@@ -35,6 +35,10 @@ pub struct KafkaConfig {
     pub brokers: String,
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// Static group membership (`group.instance.id`): a restarted instance takes its place back
+    /// at once instead of waiting for the session timeout. One distinct id per instance.
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// Partitions for the topics `hotline` creates when they are missing.
     #[serde(default = "default_partitions")]
     pub partitions: i32,

@@ -4,13 +4,9 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-use hotline::commands::replay::route;
-use hotline::commands::snapshot::latest;
-use hotline::config::{Config, Settings};
-use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
@@ -21,44 +17,6 @@ use serde_json::{Value, json};
 use common::{Running, reference};
 
 const MONTH: &str = "2022-04";
-
-async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
-    let mut case_topics = HashMap::new();
-    for e in events {
-        let line = e.to_string();
-        let (topic, key) = route(&config.topics, &line, &mut case_topics);
-        sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
-    }
-}
-
-/// Waits for a snapshot of the month equal to the reference computed at its `as_of`.
-async fn wait_for_exact_snapshot(settings: &Settings, good: &[Value], min_revision: u64) -> Snapshot {
-    // Only a closed revision counts: by then event time has passed the month's end plus grace.
-    let month: Month = MONTH.parse().unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
-    loop {
-        let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
-        let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
-        if let Some(s) = snapshot {
-            let expected = reference::figures(good, MONTH, &settings.zone, settings.default_sla, s.as_of);
-            if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {
-                return s;
-            }
-            if tokio::time::Instant::now() > deadline {
-                assert_eq!(s.status, Status::Closed);
-                assert_eq!(
-                    serde_json::to_string_pretty(&s.figures).unwrap(),
-                    serde_json::to_string_pretty(&expected).unwrap(),
-                    "the latest snapshot (revision {}) never matched the reference",
-                    s.revision
-                );
-            }
-        } else {
-            assert!(tokio::time::Instant::now() < deadline, "no snapshot of {MONTH} was published");
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
 
 fn hand_made_events() -> (Vec<(&'static str, Value)>, Vec<Value>) {
     // Sent to explicit topics, in this order: a case's events arriving before its `created`,
@@ -119,7 +77,8 @@ fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_through_the_real_broker_gives_exact_figures() {
-    let config = common::config("");
+    let text = common::config_text("", "[limits]\nmax_message_bytes = 65536\n");
+    let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs(&config).await;
     let mut sender = Sender::new(&config.kafka).unwrap();
@@ -136,8 +95,8 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     for (topic, e) in &routed {
         sender.send(&topic_of(topic), Some(b"x1"), e.to_string().as_bytes()).await.unwrap();
     }
-    send_all(&mut sender, &config, &boundary).await;
-    send_all(&mut sender, &config, &generated).await;
+    common::send_all(&mut sender, &config, &boundary).await;
+    common::send_all(&mut sender, &config, &generated).await;
     let mut good: Vec<Value> = routed.iter().map(|(_, e)| e.clone()).chain(boundary).chain(generated).collect();
     let phase1 = sender.sent();
     assert!(phase1 > 6000, "several thousand events: {phase1}");
@@ -152,7 +111,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     }
     pipeline.wait_processed(phase1 + bad.len() as u64, Duration::from_secs(60)).await;
 
-    let first = wait_for_exact_snapshot(&settings, &good, 1).await;
+    let first = common::wait_for_exact_snapshot(&settings, MONTH, &good, 1).await;
     assert_eq!(first.timezone, "Asia/Shanghai");
     let json = first.to_json();
     for personal in ["13912345678", "李四", "张三", "英雄大街", "13800"] {
@@ -238,7 +197,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     // Sent as a backfill would be, with `hotline replay`.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hotline.toml");
-    std::fs::write(&file, config_file(&config)).unwrap();
+    std::fs::write(&file, &text).unwrap();
     let ndjson = dir.path().join("late.ndjson");
     std::fs::write(&ndjson, late.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
@@ -248,7 +207,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     good.extend(late);
     pipeline.wait_processed(open.len() as u64, Duration::from_secs(60)).await;
-    let second = wait_for_exact_snapshot(&settings, &good, first.revision + 1).await;
+    let second = common::wait_for_exact_snapshot(&settings, MONTH, &good, first.revision + 1).await;
     assert_eq!(second.status, Status::Closed, "a closed month stays closed");
     assert_eq!(second.figures.totals.closed, first.figures.totals.closed + open.len() as u64, "nothing counted twice after the restart");
 
@@ -296,14 +255,4 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     }
 
     pipeline.stop().await;
-}
-
-
-fn config_file(config: &Config) -> String {
-    let t = &config.topics;
-    format!(
-        "[kafka]\nbrokers = \"{}\"\ngroup_id = \"{}\"\n[topics]\ncases = \"{}\"\nletters = \"{}\"\nboards = \"{}\"\n\
-         snapshots = \"{}\"\ndead_letters = \"{}\"\nchangelog = \"{}\"\n",
-        config.kafka.brokers, config.kafka.group_id, t.cases, t.letters, t.boards, t.snapshots, t.dead_letters, t.changelog
-    )
 }

@@ -123,7 +123,11 @@ impl<'a> Counter<'a> {
         })?;
         tracing::info!(cases = restored, held = ledger.cases_held(), "state restored from the changelog");
 
-        let consumer: BaseConsumer = client_config(&config.kafka)
+        let mut consumer_config = client_config(&config.kafka);
+        if let Some(id) = &config.kafka.instance_id {
+            consumer_config.set("group.instance.id", id);
+        }
+        let consumer: BaseConsumer = consumer_config
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")

@@ -84,6 +84,9 @@ pub fn read_to_end(
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
+        // The end of an idle partition is only seen when a fetch returns empty: don't let the
+        // broker hold that fetch open.
+        .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
         .create_with_context(ReadToEnd)
         .context("creating a restore consumer")?;

@@ -9,7 +9,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use hotline::avro::Framing;
+use hotline::commands::replay::route;
+use hotline::commands::snapshot::latest;
+use hotline::domain::month::Month;
+use hotline::domain::snapshot::{Snapshot, Status};
+use hotline::kafka::sender::Sender;
+use serde_json::Value;
 use hotline::config::{Config, Settings};
 use hotline::kafka::pipeline;
 use hotline::telemetry::Telemetry;
@@ -28,15 +36,17 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{:016x}", rand::rng().random::<u64>())
 }
 
-/// A configuration with its own topics and group on the test broker.
-pub fn config(extra: &str) -> Config {
+/// A configuration file's text with its own topics and group on the test broker;
+/// `kafka_keys` go into `[kafka]`, `sections` are appended.
+pub fn config_text(kafka_keys: &str, sections: &str) -> String {
     let id = unique("t");
-    let text = format!(
+    format!(
         r#"
 [kafka]
 brokers = "{brokers}"
 group_id = "{id}-group"
 partitions = 3
+{kafka_keys}
 [topics]
 cases = "{id}.cases"
 letters = "{id}.letters"
@@ -50,13 +60,14 @@ min_interval = "500ms"
 idle_partition = "2s"
 [http]
 listen = "127.0.0.1:0"
-[limits]
-max_message_bytes = 65536
-{extra}
+{sections}
 "#,
         brokers = brokers()
-    );
-    Config::parse(&text, []).expect("a valid test configuration")
+    )
+}
+
+pub fn parse(text: &str) -> Config {
+    Config::parse(text, []).expect("a valid test configuration")
 }
 
 /// Creates the input topics with different partition counts, as upstream platforms do.
@@ -121,5 +132,44 @@ impl Running {
             .expect("the pipeline stops within 30 s")
             .unwrap()
             .unwrap();
+    }
+}
+
+pub async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
+    let mut case_topics = HashMap::new();
+    for e in events {
+        let line = e.to_string();
+        let (topic, key) = route(&config.topics, &line, &mut case_topics);
+        sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
+    }
+}
+
+/// Waits for a snapshot of the month equal to the reference computed at its `as_of`.
+pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[Value], min_revision: u64) -> Snapshot {
+    // Only a closed revision counts: by then event time has passed the month's end plus grace.
+    let name = month;
+    let month: Month = month.parse().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
+        let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
+        if let Some(s) = snapshot {
+            let expected = reference::figures(good, name, &settings.zone, settings.default_sla, s.as_of);
+            if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {
+                return s;
+            }
+            if tokio::time::Instant::now() > deadline {
+                assert_eq!(s.status, Status::Closed);
+                assert_eq!(
+                    serde_json::to_string_pretty(&s.figures).unwrap(),
+                    serde_json::to_string_pretty(&expected).unwrap(),
+                    "the latest snapshot (revision {}) never matched the reference",
+                    s.revision
+                );
+            }
+        } else {
+            assert!(tokio::time::Instant::now() < deadline, "no snapshot of {name} was published");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
