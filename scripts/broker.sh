@@ -38,6 +38,8 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=3
 group.initial.rebalance.delay.ms=0
 log.cleaner.backoff.ms=1000
+# Room for the bad-input test's 10 MB message.
+message.max.bytes=17825792
 PROPS
   cp="$here/kafka/target/libs/*"
   java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \

@@ -54,12 +54,11 @@ fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
         e.as_object_mut().unwrap().remove(k);
         e.to_string().into_bytes()
     };
-    vec![
+    let mut bad = vec![
         (Vec::new(), "empty"),
         (vec![0xC3, 0x28, b'{', b'}'], "invalid_utf8"),
         (b"{not json".to_vec(), "invalid_json"),
         (b"[1,2,3]".to_vec(), "not_an_object"),
-        (without("case_id"), "missing_field"),
         (with("occurred_at", json!("2022-04-03 09:00:00")), "bad_timestamp"),
         (with("occurred_at", json!("2022-02-30T09:00:00Z")), "bad_timestamp"),
         (with("occurred_at", json!("9999-01-01T00:00:00Z")), "timestamp_out_of_range"),
@@ -72,12 +71,24 @@ fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
         (json!({"event_id":"bad-c2","case_id":created_case,"type":"created","occurred_at":"2022-04-05T09:00:00Z",
             "channel":"gov_website","category":"water"}).to_string().into_bytes(), "conflicting_created"),
         (json!({"event_id":"bad-x2","case_id":closed_case,"type":"closed","occurred_at":"2022-04-28T09:00:00Z"}).to_string().into_bytes(), "already_closed"),
-    ]
+        (with("content", json!("大".repeat(3_500_000))), "too_large"), // 10.5 MB
+        (b"null".to_vec(), "not_an_object"),
+        (with("channel", json!(["hotline"])), "wrong_type"),
+        (with("due_at", json!({"at": "2022-04-09"})), "wrong_type"),
+        (with("category", json!("13800000000 张三")), "invalid_code"),
+    ];
+    for field in ["event_id", "case_id", "type", "occurred_at", "channel", "category"] {
+        bad.push((without(field), "missing_field"));
+    }
+    bad
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_through_the_real_broker_gives_exact_figures() {
-    let text = common::config_text("", "[limits]\nmax_message_bytes = 65536\n");
+    let text = common::config_text(
+        "[kafka.properties]\n\"message.max.bytes\" = \"17825792\"",
+        "[limits]\nmax_message_bytes = 65536\n",
+    );
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs(&config).await;

@@ -34,15 +34,22 @@ use super::topics::{self, TopicSpec, key_str};
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Dead letters keep the rejected payload unchanged up to this size; a larger payload is
+/// dropped (the headers still say where it was), so the broker never refuses a dead letter and
+/// no input can stall the pipeline.
+pub const DEAD_LETTER_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// Largest message the pipeline produces: a dead letter's payload plus its key and headers.
+const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + 64 * 1024;
+
 /// Runs the pipeline until `stop` is set, starting over after failures.
 pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
     let t = &settings.config.topics;
     topics::ensure(
         &settings.config.kafka,
         &[
-            TopicSpec { name: &t.snapshots, compacted: true },
-            TopicSpec { name: &t.changelog, compacted: true },
-            TopicSpec { name: &t.dead_letters, compacted: false },
+            TopicSpec { name: &t.snapshots, compacted: true, max_message_bytes: None },
+            TopicSpec { name: &t.changelog, compacted: true, max_message_bytes: None },
+            TopicSpec { name: &t.dead_letters, compacted: false, max_message_bytes: Some(MAX_PRODUCED_BYTES) },
         ],
     )
     .await?;
@@ -86,6 +93,7 @@ impl<'a> Counter<'a> {
             .set("transactional.id", format!("{}-counter", config.kafka.group_id))
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
+            .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
             .create()
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
@@ -273,17 +281,21 @@ m: &BorrowedMessage<'_>,
         Ok((_, Applied::Duplicate)) => telemetry.event_duplicate(),
         Err(rejection) => {
             telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
-            let headers = OwnedHeaders::new()
+            let payload = m.payload().filter(|p| p.len() <= DEAD_LETTER_MAX_PAYLOAD);
+            let mut headers = OwnedHeaders::new()
                 .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
                 .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) })
                 .insert(Header { key: "hotline.source_topic", value: Some(m.topic()) })
                 .insert(Header { key: "hotline.source_partition", value: Some(&m.partition().to_string()) })
                 .insert(Header { key: "hotline.source_offset", value: Some(&m.offset().to_string()) });
+            if payload.is_none() && m.payload().is_some() {
+                headers = headers.insert(Header { key: "hotline.payload_omitted", value: Some("larger than the dead-letter limit") });
+            }
             let mut record = BaseRecord::<[u8], [u8]>::to(&settings.config.topics.dead_letters).headers(headers);
             if let Some(k) = m.key() {
                 record = record.key(k);
             }
-            if let Some(p) = m.payload() {
+            if let Some(p) = payload {
                 record = record.payload(p);
             }
             send(producer, record)?;

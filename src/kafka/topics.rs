@@ -21,6 +21,8 @@ use super::client_config;
 pub struct TopicSpec<'a> {
     pub name: &'a str,
     pub compacted: bool,
+    /// `max.message.bytes` for the topic, when it must hold larger messages than the default.
+    pub max_message_bytes: Option<usize>,
 }
 
 /// Creates the topics that do not exist yet. Existing topics are left as they are.
@@ -32,12 +34,20 @@ pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()>
         .context("reading the cluster's metadata")?;
     let existing: HashSet<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     let partitions = kafka.partitions;
+    let max_bytes: Vec<Option<String>> = topics.iter().map(|t| t.max_message_bytes.map(|n| n.to_string())).collect();
     let new: Vec<NewTopic> = topics
         .iter()
-        .filter(|t| !existing.contains(t.name))
-        .map(|t| {
-            let topic = NewTopic::new(t.name, partitions, TopicReplication::Fixed(kafka.replication_factor));
-            if t.compacted { topic.set("cleanup.policy", "compact") } else { topic }
+        .zip(&max_bytes)
+        .filter(|(t, _)| !existing.contains(t.name))
+        .map(|(t, max_bytes)| {
+            let mut topic = NewTopic::new(t.name, partitions, TopicReplication::Fixed(kafka.replication_factor));
+            if t.compacted {
+                topic = topic.set("cleanup.policy", "compact");
+            }
+            if let Some(n) = max_bytes {
+                topic = topic.set("max.message.bytes", n);
+            }
+            topic
         })
         .collect();
     if new.is_empty() {

@@ -75,11 +75,8 @@ pub async fn create_inputs(config: &Config) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let t = &config.topics;
-    let topics = [
-        NewTopic::new(&t.cases, 4, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.letters, 2, TopicReplication::Fixed(1)),
-        NewTopic::new(&t.boards, 1, TopicReplication::Fixed(1)),
-    ];
+    let topics = [(&t.cases, 4), (&t.letters, 2), (&t.boards, 1)]
+        .map(|(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", "17825792"));
     for r in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
         r.expect("creating an input topic");
     }
