@@ -3,6 +3,7 @@
 #   scripts/broker.sh start DIR   fetches the broker with Maven, formats DIR, starts it and
 #                                 prints the bootstrap address; DIR/pid holds its process id
 #   scripts/broker.sh stop DIR
+#   scripts/broker.sh resume DIR  starts a stopped broker again with its data and ports
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?start|stop}"
@@ -10,6 +11,26 @@ dir="${2:?broker directory}"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Runs the broker formatted in $dir and waits until it serves.
+launch() {
+  : > "$dir/broker.log"
+  nohup java -Xms256m -Xmx768m -cp "$here/kafka/target/libs/*" kafka.Kafka "$dir/server.properties" \
+    >> "$dir/broker.log" 2>&1 &
+  echo $! > "$dir/pid"
+  for _ in $(seq 1 120); do
+    if grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
+      cat "$dir/bootstrap"
+      exit 0
+    fi
+    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
+      echo "the Kafka broker exited; its log:" >&2; tail -50 "$dir/broker.log" >&2; exit 1
+    fi
+    sleep 0.5
+  done
+  echo "the Kafka broker did not start within 60 s; its log:" >&2; tail -50 "$dir/broker.log" >&2
+  exit 1
 }
 
 case "$cmd" in
@@ -44,22 +65,11 @@ PROPS
   cp="$here/kafka/target/libs/*"
   java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
     -c "$dir/server.properties" > "$dir/format.log" 2>&1
-  KAFKA_HEAP="-Xms256m -Xmx768m"
-  nohup java $KAFKA_HEAP -cp "$cp" kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 &
-  echo $! > "$dir/pid"
-  for _ in $(seq 1 120); do
-    if grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
-      echo "127.0.0.1:$port" > "$dir/bootstrap"
-      echo "127.0.0.1:$port"
-      exit 0
-    fi
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      echo "the Kafka broker exited; its log:" >&2; tail -50 "$dir/broker.log" >&2; exit 1
-    fi
-    sleep 0.5
-  done
-  echo "the Kafka broker did not start within 60 s; its log:" >&2; tail -50 "$dir/broker.log" >&2
-  exit 1
+  echo "127.0.0.1:$port" > "$dir/bootstrap"
+  launch
+  ;;
+resume)
+  launch
   ;;
 stop)
   if [ -f "$dir/pid" ]; then
@@ -70,5 +80,5 @@ stop)
     rm -f "$dir/pid"
   fi
   ;;
-*) echo "usage: $0 start|stop DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start|stop|resume DIR" >&2; exit 2 ;;
 esac

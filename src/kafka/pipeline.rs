@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use jiff::Timestamp;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
@@ -72,13 +73,30 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
     .context("the pipeline thread panicked")?
 }
 
+/// Turns the consumer's connection errors into readiness: `/readyz` fails while no broker
+/// can be reached.
+struct ConsumerEvents(Telemetry);
+
+impl ClientContext for ConsumerEvents {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                self.0.kafka_unavailable(&error);
+            }
+            _ => tracing::error!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerEvents {}
+
 /// One life of the pipeline, from a restore to a failure or a stop.
 struct Counter<'a> {
     settings: &'a Settings,
     telemetry: &'a Telemetry,
     codec: SnapshotCodec,
     producer: ThreadedProducer<DefaultProducerContext>,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<ConsumerEvents>,
     ledger: Ledger,
     publisher: Publisher,
     watermarks: Watermarks,
@@ -135,13 +153,13 @@ impl<'a> Counter<'a> {
         if let Some(id) = &config.kafka.instance_id {
             consumer_config.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer = consumer_config
+        let consumer: BaseConsumer<ConsumerEvents> = consumer_config
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "300000")
-            .create()
+            .create_with_context(ConsumerEvents(telemetry.clone()))
             .context("creating the consumer")?;
         consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
 
@@ -252,6 +270,7 @@ impl<'a> Counter<'a> {
             return Err(e).context("committing the transaction");
         }
         self.telemetry.transaction_committed(offsets.len(), due.len());
+        self.telemetry.kafka_available();
         Ok(true)
     }
 }

@@ -39,6 +39,11 @@ pub fn unique(prefix: &str) -> String {
 /// A configuration file's text with its own topics and group on the test broker;
 /// `kafka_keys` go into `[kafka]`, `sections` are appended.
 pub fn config_text(kafka_keys: &str, sections: &str) -> String {
+    config_text_on(&brokers(), kafka_keys, sections)
+}
+
+/// `config_text` for another broker than the suite's.
+pub fn config_text_on(brokers: &str, kafka_keys: &str, sections: &str) -> String {
     let id = unique("t");
     format!(
         r#"
@@ -61,8 +66,7 @@ idle_partition = "2s"
 [http]
 listen = "127.0.0.1:0"
 {sections}
-"#,
-        brokers = brokers()
+"#
     )
 }
 

@@ -1,0 +1,73 @@
+//! The broker stopped for 30 s mid-stream and started again: the pipeline waits, reports it on
+//! /readyz, resumes, and the month's figures are still exact. Uses a broker of its own, so the
+//! rest of the suite keeps its broker.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use hotline::generator::{self, Plan};
+use hotline::kafka::sender::Sender;
+use serde_json::Value;
+
+const MONTH: &str = "2022-04";
+
+fn broker(command: &str, dir: &std::path::Path) -> String {
+    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker.sh"))
+        .args([command, dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "broker.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+struct Broker(std::path::PathBuf);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        broker("stop", &self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_is_waited_out_with_exact_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker_dir = dir.path().join("broker");
+    let brokers = broker("start", &broker_dir);
+    let _guard = Broker(broker_dir.clone());
+
+    let text = common::config_text_on(&brokers, "", "");
+    let config = common::parse(&text);
+    let settings = config.clone().settings().unwrap();
+    common::create_inputs(&config).await;
+    let plan = Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1500, next_month_days: 3, seed: 5 };
+    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let (first, second) = events.split_at(events.len() / 2);
+
+    let pipeline = common::Running::start(settings.clone()).await;
+    let mut sender = Sender::new(&config.kafka).unwrap();
+    common::send_all(&mut sender, &config, first).await;
+    sender.finish().await.unwrap();
+    pipeline.wait_processed(first.len() as u64, Duration::from_secs(60)).await;
+    assert_eq!(pipeline.get("/readyz").await.0, 200);
+
+    broker("stop", &broker_dir);
+    let down = Instant::now();
+    let mut seen_unready = false;
+    while down.elapsed() < Duration::from_secs(30) {
+        seen_unready |= pipeline.get("/readyz").await.0 == 503;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(seen_unready, "/readyz reported the outage");
+    assert_eq!(pipeline.get("/healthz").await.0, 200, "alive all along");
+    broker("resume", &broker_dir);
+
+    let mut sender = Sender::new(&config.kafka).unwrap();
+    common::send_all(&mut sender, &config, second).await;
+    sender.finish().await.unwrap();
+    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    assert_eq!(last.figures.totals.received, 1500);
+    assert_eq!(pipeline.get("/readyz").await.0, 200, "ready again");
+    pipeline.stop().await;
+}
