@@ -131,41 +131,60 @@ fn to_value(s: &Snapshot) -> Value {
         ("month", Value::String(s.month.to_string())),
         ("timezone", Value::String(s.timezone.clone())),
         ("revision", long(s.revision)),
-        ("status", match s.status {
-            Status::Provisional => Value::Enum(0, "provisional".into()),
-            Status::Closed => Value::Enum(1, "closed".into()),
-        }),
+        (
+            "status",
+            match s.status {
+                Status::Provisional => Value::Enum(0, "provisional".into()),
+                Status::Closed => Value::Enum(1, "closed".into()),
+            },
+        ),
         ("as_of", micros(s.as_of)),
         ("published_at", micros(s.published_at)),
-        ("totals", record(vec![
-            ("received", long(f.totals.received)),
-            ("closed", long(f.totals.closed)),
-            ("in_progress", long(f.totals.in_progress)),
-            ("closure_rate", Value::Double(f.totals.closure_rate)),
-        ])),
+        (
+            "totals",
+            record(vec![
+                ("received", long(f.totals.received)),
+                ("closed", long(f.totals.closed)),
+                ("in_progress", long(f.totals.in_progress)),
+                ("closure_rate", Value::Double(f.totals.closure_rate)),
+            ]),
+        ),
         ("by_channel", map(&f.by_channel, counts)),
         ("by_board", map(&f.by_board, counts)),
         ("by_request_kind", map(&f.by_request_kind, counts)),
-        ("by_category", map(&f.by_category, |c| record(vec![
-            ("received", long(c.received)),
-            ("closed", long(c.closed)),
-            ("in_progress", long(c.in_progress)),
-            ("share", Value::Double(c.share)),
-        ]))),
-        ("by_department", map(&f.by_department, |d| record(vec![
-            ("assigned", long(d.assigned)),
-            ("closed_on_time", long(d.closed_on_time)),
-            ("closed_late", long(d.closed_late)),
-            ("in_progress", long(d.in_progress)),
-            ("overdue", long(d.overdue)),
-            ("transferred_in", long(d.transferred_in)),
-            ("transferred_out", long(d.transferred_out)),
-        ]))),
-        ("transfers", record(vec![
-            ("total", long(f.transfers.total)),
-            ("cases_transferred", long(f.transfers.cases_transferred)),
-            ("returned_cases", long(f.transfers.returned_cases)),
-        ])),
+        (
+            "by_category",
+            map(&f.by_category, |c| {
+                record(vec![
+                    ("received", long(c.received)),
+                    ("closed", long(c.closed)),
+                    ("in_progress", long(c.in_progress)),
+                    ("share", Value::Double(c.share)),
+                ])
+            }),
+        ),
+        (
+            "by_department",
+            map(&f.by_department, |d| {
+                record(vec![
+                    ("assigned", long(d.assigned)),
+                    ("closed_on_time", long(d.closed_on_time)),
+                    ("closed_late", long(d.closed_late)),
+                    ("in_progress", long(d.in_progress)),
+                    ("overdue", long(d.overdue)),
+                    ("transferred_in", long(d.transferred_in)),
+                    ("transferred_out", long(d.transferred_out)),
+                ])
+            }),
+        ),
+        (
+            "transfers",
+            record(vec![
+                ("total", long(f.transfers.total)),
+                ("cases_transferred", long(f.transfers.cases_transferred)),
+                ("returned_cases", long(f.transfers.returned_cases)),
+            ]),
+        ),
     ])
 }
 
@@ -209,7 +228,11 @@ impl Rec {
     fn record(&mut self, k: &'static str) -> Result<Rec, CodecError> {
         Rec::new(self.take(k)?)
     }
-    fn map<T>(&mut self, k: &'static str, f: impl Fn(Rec) -> Result<T, CodecError>) -> Result<BTreeMap<String, T>, CodecError> {
+    fn map<T>(
+        &mut self,
+        k: &'static str,
+        f: impl Fn(Rec) -> Result<T, CodecError>,
+    ) -> Result<BTreeMap<String, T>, CodecError> {
         match self.take(k)? {
             Value::Map(m) => m.into_iter().map(|(key, v)| Ok((key, f(Rec::new(v)?)?))).collect(),
             _ => Err(CodecError::Shape(k)),
@@ -282,8 +305,13 @@ mod tests {
         let mut figures = Figures::default();
         figures.totals = Totals { received: 3, closed: 2, in_progress: 1, closure_rate: 2.0 / 3.0 };
         figures.by_channel.insert("hotline".into(), Counts { received: 3, closed: 2, in_progress: 1 });
-        figures.by_category.insert("epidemic".into(), CategoryCounts { received: 3, closed: 2, in_progress: 1, share: 1.0 });
-        figures.by_department.insert("tiexi".into(), DepartmentFigures { assigned: 2, closed_on_time: 1, closed_late: 1, ..Default::default() });
+        figures
+            .by_category
+            .insert("epidemic".into(), CategoryCounts { received: 3, closed: 2, in_progress: 1, share: 1.0 });
+        figures.by_department.insert(
+            "tiexi".into(),
+            DepartmentFigures { assigned: 2, closed_on_time: 1, closed_late: 1, ..Default::default() },
+        );
         figures.transfers.total = 4;
         Snapshot {
             month: "2022-04".parse().unwrap(),

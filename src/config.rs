@@ -294,7 +294,10 @@ mod tests {
             .settings()
             .unwrap_err();
         assert!(err.to_string().contains("time.zone"), "{err}");
-        let err = Config::parse("[kafka]\nbrokers = \"a:1\"\n[sla]\ndefault = \"soon\"\n", []).unwrap().settings().unwrap_err();
+        let err = Config::parse("[kafka]\nbrokers = \"a:1\"\n[sla]\ndefault = \"soon\"\n", [])
+            .unwrap()
+            .settings()
+            .unwrap_err();
         assert!(err.to_string().contains("sla.default"), "{err}");
         assert!(Config::parse("[kafka]\nbrokers = \"a:1\"\nbrokerz = 1\n", []).is_err());
     }

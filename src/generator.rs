@@ -150,7 +150,8 @@ fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut
         .and_then(|d| DEPARTMENTS.iter().find(|(c, _, _)| *c == d))
         .map_or(1.0, |(_, a, o)| *o as f64 / *a as f64);
     let sla_days = if kind == "consultation" { 3 } else { 13 };
-    let due = department.filter(|_| rng.random_bool(0.8)).map(|_| created_at + SignedDuration::from_hours(24 * sla_days));
+    let due =
+        department.filter(|_| rng.random_bool(0.8)).map(|_| created_at + SignedDuration::from_hours(24 * sla_days));
     let mut created = json!({
         "event_id": format!("{case_id}-c"),
         "case_id": case_id,

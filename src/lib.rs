@@ -2,11 +2,11 @@
 //! See ARCHITECTURE.md for how an event travels through the modules.
 
 pub mod avro;
+pub mod commands;
 pub mod config;
 pub mod domain;
+pub mod generator;
 pub mod http;
 pub mod kafka;
 pub mod schema_registry;
-pub mod commands;
-pub mod generator;
 pub mod telemetry;

@@ -76,18 +76,60 @@ impl Telemetry {
     pub fn new() -> Telemetry {
         let r = Registry::new();
         Telemetry {
-            events: counter_vec(&r, "hotline_events_total", "Case events counted, by input topic and event type.", &["topic", "type"]),
-            rejected: counter_vec(&r, "hotline_events_rejected_total", "Input messages sent to the dead letters, by reason.", &["reason"]),
+            events: counter_vec(
+                &r,
+                "hotline_events_total",
+                "Case events counted, by input topic and event type.",
+                &["topic", "type"],
+            ),
+            rejected: counter_vec(
+                &r,
+                "hotline_events_rejected_total",
+                "Input messages sent to the dead letters, by reason.",
+                &["reason"],
+            ),
             duplicates: counter(&r, "hotline_events_duplicate_total", "Events whose event_id was already applied."),
-            month_cases: gauge_vec(&r, "hotline_month_cases", "Cases of each month held, by status (received, closed, in_progress).", &["month", "status"]),
-            department_open: gauge_vec(&r, "hotline_department_open_cases", "Open cases each department holds now.", &["department"]),
-            department_overdue: gauge_vec(&r, "hotline_department_overdue_cases", "Open cases past their deadline at the watermark.", &["department"]),
-            snapshots_published: counter(&r, "hotline_snapshots_published_total", "Snapshot revisions committed to the snapshots topic."),
-            transactions: counter_vec(&r, "hotline_transactions_total", "Kafka transactions, by outcome (committed, aborted).", &["outcome"]),
+            month_cases: gauge_vec(
+                &r,
+                "hotline_month_cases",
+                "Cases of each month held, by status (received, closed, in_progress).",
+                &["month", "status"],
+            ),
+            department_open: gauge_vec(
+                &r,
+                "hotline_department_open_cases",
+                "Open cases each department holds now.",
+                &["department"],
+            ),
+            department_overdue: gauge_vec(
+                &r,
+                "hotline_department_overdue_cases",
+                "Open cases past their deadline at the watermark.",
+                &["department"],
+            ),
+            snapshots_published: counter(
+                &r,
+                "hotline_snapshots_published_total",
+                "Snapshot revisions committed to the snapshots topic.",
+            ),
+            transactions: counter_vec(
+                &r,
+                "hotline_transactions_total",
+                "Kafka transactions, by outcome (committed, aborted).",
+                &["outcome"],
+            ),
             cases_held: gauge(&r, "hotline_cases_held", "Case records held in memory."),
-            cases_waiting: gauge(&r, "hotline_cases_waiting_for_created", "Cases with events but no created event yet."),
+            cases_waiting: gauge(
+                &r,
+                "hotline_cases_waiting_for_created",
+                "Cases with events but no created event yet.",
+            ),
             watermark: gauge(&r, "hotline_watermark_seconds", "Event-time watermark, Unix seconds."),
-            processed: counter(&r, "hotline_messages_processed_total", "Input messages handled: counted, duplicate or rejected."),
+            processed: counter(
+                &r,
+                "hotline_messages_processed_total",
+                "Input messages handled: counted, duplicate or rejected.",
+            ),
             health: Arc::new(Health::default()),
             registry: r,
         }
@@ -113,8 +155,8 @@ impl Telemetry {
         self.processed.inc();
     }
 
-    pub fn transaction_committed(&self, messages: usize, snapshots: usize) {
-        tracing::debug!(messages, snapshots, "transaction committed");
+    pub fn transaction_committed(&self, snapshots: usize) {
+        tracing::debug!(snapshots, "transaction committed");
         self.transactions.with_label_values(&["committed"]).inc();
         self.snapshots_published.inc_by(snapshots as u64);
     }
@@ -177,8 +219,6 @@ impl Telemetry {
     }
 
     pub fn render(&self) -> String {
-        prometheus::TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .unwrap_or_default()
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }

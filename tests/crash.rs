@@ -75,7 +75,8 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     std::fs::write(&file, &text).unwrap();
     let log = dir.path().join("hotline.log");
 
-    let plan = Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 2500, next_month_days: 3, seed: 99 };
+    let plan =
+        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 2500, next_month_days: 3, seed: 99 };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
 
     // Upstream keeps publishing while the pipeline is killed and restarted.
@@ -130,7 +131,11 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         .filter(|l| l.contains("state restored from the changelog"))
         .filter_map(|l| l.split("held=").nth(1)?.split_whitespace().next()?.parse().ok())
         .collect();
-    assert!(held.len() >= 5, "distinct restored state sizes: {held:?}\n{}", logged.lines().rev().take(40).collect::<Vec<_>>().join("\n"));
+    assert!(
+        held.len() >= 5,
+        "distinct restored state sizes: {held:?}\n{}",
+        logged.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+    );
     for personal in ["张三", "1380000", "英雄大街", "供暖"] {
         assert!(!logged.contains(personal), "personal data in the logs: {personal}");
     }

@@ -22,13 +22,25 @@ fn hand_made_events() -> (Vec<(&'static str, Value)>, Vec<Value>) {
     // Sent to explicit topics, in this order: a case's events arriving before its `created`,
     // on other topics than the `created`.
     let routed = vec![
-        ("boards", json!({"event_id":"x1-close","case_id":"x1","type":"closed","occurred_at":"2022-04-20T10:00:00+08:00"})),
-        ("cases", json!({"event_id":"x1-move","case_id":"x1","type":"transferred","occurred_at":"2022-04-12T10:00:00+08:00",
-            "to_department":"commerce_bureau","due_at":"2022-04-25T00:00:00+08:00"})),
-        ("letters", json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
-            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"})),
-        ("letters", json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
-            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"})),
+        (
+            "boards",
+            json!({"event_id":"x1-close","case_id":"x1","type":"closed","occurred_at":"2022-04-20T10:00:00+08:00"}),
+        ),
+        (
+            "cases",
+            json!({"event_id":"x1-move","case_id":"x1","type":"transferred","occurred_at":"2022-04-12T10:00:00+08:00",
+            "to_department":"commerce_bureau","due_at":"2022-04-25T00:00:00+08:00"}),
+        ),
+        (
+            "letters",
+            json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
+            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"}),
+        ),
+        (
+            "letters",
+            json!({"event_id":"x1-new","case_id":"x1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
+            "channel":"mayor_mailbox","category":"epidemic","department":"market_regulation","caller_phone":"13912345678"}),
+        ),
     ];
     // Either side of the month's end in Asia/Shanghai (2022-04-30T16:00:00Z).
     let boundary = vec![
@@ -67,10 +79,25 @@ fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
         (with("case_id", json!(17)), "wrong_type"),
         (with("content", json!("x".repeat(70_000))), "too_large"),
         (format!("{}1{}", "[".repeat(500), "]".repeat(500)).into_bytes(), "invalid_json"),
-        (json!({"event_id":"bad-t","case_id":"bad-2","type":"transferred","occurred_at":"2022-04-03T09:00:00Z"}).to_string().into_bytes(), "missing_field"),
-        (json!({"event_id":"bad-c2","case_id":created_case,"type":"created","occurred_at":"2022-04-05T09:00:00Z",
-            "channel":"gov_website","category":"water"}).to_string().into_bytes(), "conflicting_created"),
-        (json!({"event_id":"bad-x2","case_id":closed_case,"type":"closed","occurred_at":"2022-04-28T09:00:00Z"}).to_string().into_bytes(), "already_closed"),
+        (
+            json!({"event_id":"bad-t","case_id":"bad-2","type":"transferred","occurred_at":"2022-04-03T09:00:00Z"})
+                .to_string()
+                .into_bytes(),
+            "missing_field",
+        ),
+        (
+            json!({"event_id":"bad-c2","case_id":created_case,"type":"created","occurred_at":"2022-04-05T09:00:00Z",
+            "channel":"gov_website","category":"water"})
+            .to_string()
+            .into_bytes(),
+            "conflicting_created",
+        ),
+        (
+            json!({"event_id":"bad-x2","case_id":closed_case,"type":"closed","occurred_at":"2022-04-28T09:00:00Z"})
+                .to_string()
+                .into_bytes(),
+            "already_closed",
+        ),
         (with("content", json!("大".repeat(3_500_000))), "too_large"), // 10.5 MB
         (b"null".to_vec(), "not_an_object"),
         (with("channel", json!(["hotline"])), "wrong_type"),
@@ -95,7 +122,8 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     let mut sender = Sender::new(&config.kafka).unwrap();
 
     // Phase 1: a generated month plus hand-made edge cases.
-    let plan = Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 7 };
+    let plan =
+        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 7 };
     let generated: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let (routed, boundary) = hand_made_events();
     let topic_of = |name: &str| match name {
@@ -156,7 +184,8 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
         .sum();
     let may = reference::figures(&good, "2022-05", &settings.zone, settings.default_sla, first.as_of);
-    let held_open: u64 = [&first.figures, &may].iter().flat_map(|f| f.by_department.values()).map(|d| d.in_progress).sum();
+    let held_open: u64 =
+        [&first.figures, &may].iter().flat_map(|f| f.by_department.values()).map(|d| d.in_progress).sum();
     assert_eq!(open_total, held_open as f64, "open cases per department, over the months held");
     assert!(!metrics.contains("李四") && !metrics.contains("13912345678"));
     assert_eq!(pipeline.get("/healthz").await.0, 200);
@@ -175,7 +204,11 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         assert_eq!(headers["hotline.source_topic"], config.topics.cases);
         assert!(headers["hotline.source_offset"].parse::<i64>().is_ok());
         assert!(!headers["hotline.reason"].contains("李四"));
-        dead.push((m.payload().unwrap_or_default().to_vec(), headers["hotline.reason_kind"].clone(), headers["hotline.reason"].clone()));
+        dead.push((
+            m.payload().unwrap_or_default().to_vec(),
+            headers["hotline.reason_kind"].clone(),
+            headers["hotline.reason"].clone(),
+        ));
         Ok(())
     })
     .unwrap();
@@ -220,7 +253,11 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     pipeline.wait_processed(open.len() as u64, Duration::from_secs(60)).await;
     let second = common::wait_for_exact_snapshot(&settings, MONTH, &good, first.revision + 1).await;
     assert_eq!(second.status, Status::Closed, "a closed month stays closed");
-    assert_eq!(second.figures.totals.closed, first.figures.totals.closed + open.len() as u64, "nothing counted twice after the restart");
+    assert_eq!(
+        second.figures.totals.closed,
+        first.figures.totals.closed + open.len() as u64,
+        "nothing counted twice after the restart"
+    );
 
     // `hotline snapshot show` prints the same latest revision; a month without one fails clearly.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
@@ -249,7 +286,10 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     let bytes_file = dir.path().join("snapshot.avro");
     std::fs::write(&bytes_file, raw.unwrap()).unwrap();
     let out = std::process::Command::new("python3")
-        .args([concat!(env!("CARGO_MANIFEST_DIR"), "/tests/avro_decode.py"), concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/snapshot.avsc")])
+        .args([
+            concat!(env!("CARGO_MANIFEST_DIR"), "/tests/avro_decode.py"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/schemas/snapshot.avsc"),
+        ])
         .arg(&bytes_file)
         .output()
         .unwrap();

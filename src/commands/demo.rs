@@ -39,7 +39,8 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
 
     let month: Month = "2022-04".parse().expect("a valid month");
     let cases = ((generator::REFERENCE_CASES as f64) * scale).round().max(1.0) as usize;
-    let events = generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
+    let events =
+        generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
     let telemetry = Telemetry::new();
@@ -76,8 +77,11 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         .await??
         .context("no snapshot was published")?;
     if snapshot.status != Status::Closed || snapshot.figures.totals.received != cases as u64 {
-        bail!("the latest snapshot of {month} is {} with {} cases, expected closed with {cases}",
-            snapshot.status.code(), snapshot.figures.totals.received);
+        bail!(
+            "the latest snapshot of {month} is {} with {} cases, expected closed with {cases}",
+            snapshot.status.code(),
+            snapshot.figures.totals.received
+        );
     }
     println!("{}", snapshot.to_table());
     if !exit {

@@ -23,7 +23,11 @@ struct Peek<'a> {
 
 /// The topic an upstream platform would publish this line to: mailboxes to letters, the
 /// leader board to boards, the rest to cases; later events follow their case's `created`.
-pub fn route<'t>(topics: &'t Topics, line: &str, case_topics: &mut HashMap<String, &'t str>) -> (&'t str, Option<String>) {
+pub fn route<'t>(
+    topics: &'t Topics,
+    line: &str,
+    case_topics: &mut HashMap<String, &'t str>,
+) -> (&'t str, Option<String>) {
     let Ok(peek) = serde_json::from_str::<Peek>(line) else { return (&topics.cases, None) };
     let key = peek.case_id.map(str::to_owned);
     let topic = match (peek.type_, peek.channel) {
@@ -80,7 +84,10 @@ mod tests {
         assert_eq!(route(&topics, created, &mut seen), ("hotline.letters", Some("c1".into())));
         assert_eq!(route(&topics, r#"{"type":"closed","case_id":"c1"}"#, &mut seen).0, "hotline.letters");
         assert_eq!(route(&topics, r#"{"type":"closed","case_id":"c2"}"#, &mut seen).0, "hotline.cases");
-        assert_eq!(route(&topics, r#"{"type":"created","case_id":"c3","channel":"leader_board"}"#, &mut seen).0, "hotline.boards");
+        assert_eq!(
+            route(&topics, r#"{"type":"created","case_id":"c3","channel":"leader_board"}"#, &mut seen).0,
+            "hotline.boards"
+        );
         assert_eq!(route(&topics, "not json", &mut seen), ("hotline.cases", None));
     }
 }

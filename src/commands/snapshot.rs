@@ -45,7 +45,8 @@ pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<S
             return Ok(());
         }
         if let Some(bytes) = m.payload() {
-            let s = codec.decode(bytes).with_context(|| format!("snapshot at offset {} does not decode", m.offset()))?;
+            let s =
+                codec.decode(bytes).with_context(|| format!("snapshot at offset {} does not decode", m.offset()))?;
             if latest.as_ref().is_none_or(|l| s.revision > l.revision) {
                 latest = Some(s);
             }

@@ -230,8 +230,8 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
         return Err(Rejection::Empty);
     }
     let text = std::str::from_utf8(payload).map_err(|_| Rejection::InvalidUtf8)?;
-    let value: Value = serde_json::from_str(text)
-        .map_err(|e| Rejection::InvalidJson { line: e.line(), column: e.column() })?;
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Rejection::InvalidJson { line: e.line(), column: e.column() })?;
     let Value::Object(fields) = value else {
         return Err(Rejection::NotAnObject);
     };
@@ -261,10 +261,9 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
             };
             let request_kind = match fields.optional_str("request_kind")? {
                 None => None,
-                Some(k) => Some(
-                    from_code(&RequestKind::ALL, RequestKind::code, k)
-                        .ok_or(Rejection::UnknownRequestKind)?,
-                ),
+                Some(k) => {
+                    Some(from_code(&RequestKind::ALL, RequestKind::code, k).ok_or(Rejection::UnknownRequestKind)?)
+                }
             };
             Change::Created(Created {
                 channel,
@@ -364,10 +363,7 @@ mod tests {
     use super::*;
 
     fn limits() -> DecodeLimits {
-        DecodeLimits {
-            max_message_bytes: 64 * 1024,
-            latest_occurred_at: "2030-01-01T00:00:00Z".parse().unwrap(),
-        }
+        DecodeLimits { max_message_bytes: 64 * 1024, latest_occurred_at: "2030-01-01T00:00:00Z".parse().unwrap() }
     }
 
     fn decode_json(v: serde_json::Value) -> Result<CaseEvent, Rejection> {
@@ -403,7 +399,9 @@ mod tests {
         let t = decode_json(serde_json::json!({"event_id":"e2","case_id":"c1","type":"transferred",
             "occurred_at":"2022-04-03T10:00:00Z","to_department":"tiedong"}))
         .unwrap();
-        assert!(matches!(t.change, Change::Transferred(Transferred { ref to_department, from_department: None, due_at: None }) if to_department == "tiedong"));
+        assert!(
+            matches!(t.change, Change::Transferred(Transferred { ref to_department, from_department: None, due_at: None }) if to_department == "tiedong")
+        );
         let c = decode_json(serde_json::json!({"event_id":"e3","case_id":"c1","type":"closed",
             "occurred_at":"2022-04-03T10:00:00.5Z"}))
         .unwrap();

@@ -55,12 +55,7 @@ pub struct Tally {
     returned_cases: i64,
 }
 
-fn bump<K: Ord + Clone, V: Default>(
-    map: &mut BTreeMap<K, V>,
-    key: K,
-    f: impl FnOnce(&mut V),
-    is_zero: fn(&V) -> bool,
-) {
+fn bump<K: Ord + Clone, V: Default>(map: &mut BTreeMap<K, V>, key: K, f: impl FnOnce(&mut V), is_zero: fn(&V) -> bool) {
     let entry = map.entry(key.clone()).or_default();
     f(entry);
     if is_zero(entry) {
@@ -168,7 +163,10 @@ impl Tally {
                 .map(|(k, v)| {
                     let c = Counts::from(*v);
                     let share = ratio(v.received, total);
-                    (k.clone(), CategoryCounts { received: c.received, closed: c.closed, in_progress: c.in_progress, share })
+                    (
+                        k.clone(),
+                        CategoryCounts { received: c.received, closed: c.closed, in_progress: c.in_progress, share },
+                    )
                 })
                 .collect(),
             by_department: self

@@ -217,13 +217,15 @@ mod tests {
     fn deadlines_decide_on_time_late_and_overdue() {
         let mut l = Ledger::new(rules());
         // Explicit deadline, closed on it exactly: on time.
-        l.apply(&created("a1", "a", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-02T09:00:00+08:00"))).unwrap();
+        l.apply(&created("a1", "a", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-02T09:00:00+08:00")))
+            .unwrap();
         l.apply(&closed("a2", "a", "2022-04-02T09:00:00+08:00")).unwrap();
         // Default SLA of 15 days from assignment: closed one second late.
         l.apply(&created("b1", "b", "2022-04-01T09:00:00+08:00", Some("d"), None)).unwrap();
         l.apply(&closed("b2", "b", "2022-04-16T09:00:01+08:00")).unwrap();
         // Open, due 2022-04-05: overdue once as_of passes it.
-        l.apply(&created("c1", "c", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-05T00:00:00+08:00"))).unwrap();
+        l.apply(&created("c1", "c", "2022-04-01T09:00:00+08:00", Some("d"), Some("2022-04-05T00:00:00+08:00")))
+            .unwrap();
         let f = l.figures(april(), ts("2022-04-05T00:00:00+08:00")).unwrap();
         let d = f.by_department["d"];
         assert_eq!((d.assigned, d.closed_on_time, d.closed_late, d.in_progress, d.overdue), (3, 1, 1, 1, 0));

@@ -65,7 +65,13 @@ impl Publisher {
 
     /// The revisions due now: one per held month whose figures or status changed since its
     /// last revision, and whose last revision is at least `min_interval` old.
-    pub fn due(&mut self, ledger: &Ledger, watermark: Option<Timestamp>, now: Instant, published_at: Timestamp) -> Vec<Snapshot> {
+    pub fn due(
+        &mut self,
+        ledger: &Ledger,
+        watermark: Option<Timestamp>,
+        now: Instant,
+        published_at: Timestamp,
+    ) -> Vec<Snapshot> {
         let Some(as_of) = watermark else { return Vec::new() };
         let mut due = Vec::new();
         for (month, tally) in ledger.months() {
@@ -74,7 +80,8 @@ impl Publisher {
             if p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
                 continue;
             }
-            let status = if closed_now || p.status == Some(Status::Closed) { Status::Closed } else { Status::Provisional };
+            let status =
+                if closed_now || p.status == Some(Status::Closed) { Status::Closed } else { Status::Provisional };
             let figures = tally.figures(as_of);
             if p.status == Some(status) && p.figures.as_ref() == Some(&figures) {
                 continue;
@@ -110,10 +117,7 @@ impl Watermarks {
     }
 
     pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
-        let entry = self
-            .partitions
-            .entry((topic.to_owned(), partition))
-            .or_insert((occurred_at, now));
+        let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((occurred_at, now));
         entry.0 = entry.0.max(occurred_at);
         entry.1 = now;
     }
@@ -180,9 +184,15 @@ mod tests {
         let s = p.due(&ledger_with(1), wm, t0, Timestamp::UNIX_EPOCH);
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].revision, s[0].status), (1, Status::Provisional));
-        assert!(p.due(&ledger_with(1), wm, t0 + Duration::from_secs(60), Timestamp::UNIX_EPOCH).is_empty(), "no change, no revision");
+        assert!(
+            p.due(&ledger_with(1), wm, t0 + Duration::from_secs(60), Timestamp::UNIX_EPOCH).is_empty(),
+            "no change, no revision"
+        );
         assert!(p.due(&ledger_with(2), wm, t0 + Duration::from_secs(65), Timestamp::UNIX_EPOCH).len() == 1);
-        assert!(p.due(&ledger_with(3), wm, t0 + Duration::from_secs(66), Timestamp::UNIX_EPOCH).is_empty(), "throttled");
+        assert!(
+            p.due(&ledger_with(3), wm, t0 + Duration::from_secs(66), Timestamp::UNIX_EPOCH).is_empty(),
+            "throttled"
+        );
         let s = p.due(&ledger_with(3), wm, t0 + Duration::from_secs(76), Timestamp::UNIX_EPOCH);
         assert_eq!(s[0].revision, 3);
         assert_eq!(s[0].figures.totals.received, 3);

@@ -90,9 +90,21 @@ impl Snapshot {
             }
             out.push('\n');
         };
-        counts(&mut out, "By channel", f.by_channel.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect());
-        counts(&mut out, "By board", f.by_board.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect());
-        counts(&mut out, "By request kind", f.by_request_kind.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect());
+        counts(
+            &mut out,
+            "By channel",
+            f.by_channel.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
+        );
+        counts(
+            &mut out,
+            "By board",
+            f.by_board.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
+        );
+        counts(
+            &mut out,
+            "By request kind",
+            f.by_request_kind.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
+        );
         let mut categories: Vec<_> = f.by_category.iter().collect();
         categories.sort_by(|a, b| b.1.received.cmp(&a.1.received).then(a.0.cmp(b.0)));
         let _ = writeln!(out, "{:<28}{:>10}{:>8}", "By category", "received", "share");
@@ -110,7 +122,13 @@ impl Snapshot {
             let _ = writeln!(
                 out,
                 "  {k:<24}{:>9}{:>9}{:>7}{:>9}{:>9}{:>6}{:>6}",
-                d.assigned, d.closed_on_time, d.closed_late, d.in_progress, d.overdue, d.transferred_in, d.transferred_out
+                d.assigned,
+                d.closed_on_time,
+                d.closed_late,
+                d.in_progress,
+                d.overdue,
+                d.transferred_in,
+                d.transferred_out
             );
         }
         let _ = writeln!(

@@ -17,7 +17,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer, DefaultProducerContext};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -122,7 +122,8 @@ impl<'a> Counter<'a> {
             let Some(case_id) = key_str(m) else { return Ok(()) };
             match m.payload() {
                 Some(bytes) => {
-                    let record: CaseRecord = serde_json::from_slice(bytes).context("a changelog record does not decode")?;
+                    let record: CaseRecord =
+                        serde_json::from_slice(bytes).context("a changelog record does not decode")?;
                     ledger.restore(case_id.to_owned(), record);
                 }
                 None => ledger.restore(case_id.to_owned(), CaseRecord::default()),
@@ -269,7 +270,7 @@ impl<'a> Counter<'a> {
             let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
             return Err(e).context("committing the transaction");
         }
-        self.telemetry.transaction_committed(offsets.len(), due.len());
+        self.telemetry.transaction_committed(due.len());
         self.telemetry.kafka_available();
         Ok(true)
     }
@@ -277,12 +278,12 @@ impl<'a> Counter<'a> {
 
 /// Counts one input message, or sends it to the dead letters with its reason.
 fn apply(
-settings: &Settings,
-telemetry: &Telemetry,
-producer: &ThreadedProducer<DefaultProducerContext>,
-ledger: &mut Ledger,
-watermarks: &mut Watermarks,
-m: &BorrowedMessage<'_>,
+    settings: &Settings,
+    telemetry: &Telemetry,
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    ledger: &mut Ledger,
+    watermarks: &mut Watermarks,
+    m: &BorrowedMessage<'_>,
 ) -> Result<()> {
     let limits = DecodeLimits {
         max_message_bytes: settings.config.limits.max_message_bytes,
@@ -308,7 +309,10 @@ m: &BorrowedMessage<'_>,
                 .insert(Header { key: "hotline.source_partition", value: Some(&m.partition().to_string()) })
                 .insert(Header { key: "hotline.source_offset", value: Some(&m.offset().to_string()) });
             if payload.is_none() && m.payload().is_some() {
-                headers = headers.insert(Header { key: "hotline.payload_omitted", value: Some("larger than the dead-letter limit") });
+                headers = headers.insert(Header {
+                    key: "hotline.payload_omitted",
+                    value: Some("larger than the dead-letter limit"),
+                });
             }
             let mut record = BaseRecord::<[u8], [u8]>::to(&settings.config.topics.dead_letters).headers(headers);
             if let Some(k) = m.key() {

@@ -60,7 +60,10 @@ impl Sender {
 
     async fn wait_one(&mut self) -> Result<()> {
         if let Some(d) = self.in_flight.pop_front() {
-            d.await.map_err(|_| anyhow!("the producer went away"))?.map_err(|(e, _)| e).context("delivering a message")?;
+            d.await
+                .map_err(|_| anyhow!("the producer went away"))?
+                .map_err(|(e, _)| e)
+                .context("delivering a message")?;
         }
         Ok(())
     }

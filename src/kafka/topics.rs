@@ -27,11 +27,10 @@ pub struct TopicSpec<'a> {
 
 /// Creates the topics that do not exist yet. Existing topics are left as they are.
 pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config(kafka).create().context("creating the Kafka admin client")?;
-    let metadata = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(30))
-        .context("reading the cluster's metadata")?;
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(kafka).create().context("creating the Kafka admin client")?;
+    let metadata =
+        admin.inner().fetch_metadata(None, Duration::from_secs(30)).context("reading the cluster's metadata")?;
     let existing: HashSet<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
     let partitions = kafka.partitions;
     let max_bytes: Vec<Option<String>> = topics.iter().map(|t| t.max_message_bytes.map(|n| n.to_string())).collect();
@@ -100,9 +99,8 @@ pub fn read_to_end(
         .set("isolation.level", "read_committed")
         .create_with_context(ReadToEnd)
         .context("creating a restore consumer")?;
-    let metadata = consumer
-        .fetch_metadata(Some(topic), timeout)
-        .with_context(|| format!("reading metadata of {topic}"))?;
+    let metadata =
+        consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
     let partitions: Vec<i32> = metadata
         .topics()
         .iter()

@@ -14,17 +14,17 @@ use std::collections::HashMap;
 use hotline::avro::Framing;
 use hotline::commands::replay::route;
 use hotline::commands::snapshot::latest;
+use hotline::config::{Config, Settings};
 use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
-use hotline::kafka::sender::Sender;
-use serde_json::Value;
-use hotline::config::{Config, Settings};
 use hotline::kafka::pipeline;
+use hotline::kafka::sender::Sender;
 use hotline::telemetry::Telemetry;
 use rand::RngExt;
+use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::ClientConfig;
+use serde_json::Value;
 
 /// The bootstrap address of the test broker.
 pub fn brokers() -> String {
@@ -79,8 +79,9 @@ pub async fn create_inputs(config: &Config) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let t = &config.topics;
-    let topics = [(&t.cases, 4), (&t.letters, 2), (&t.boards, 1)]
-        .map(|(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", "17825792"));
+    let topics = [(&t.cases, 4), (&t.letters, 2), (&t.boards, 1)].map(|(name, partitions)| {
+        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", "17825792")
+    });
     for r in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
         r.expect("creating an input topic");
     }
@@ -115,7 +116,11 @@ impl Running {
     pub async fn wait_processed(&self, n: u64, timeout: Duration) {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.telemetry.messages_processed() < n {
-            assert!(tokio::time::Instant::now() < deadline, "only {} of {n} messages processed", self.telemetry.messages_processed());
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "only {} of {n} messages processed",
+                self.telemetry.messages_processed()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }

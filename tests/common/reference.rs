@@ -90,7 +90,8 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         transfers.returned_cases += u64::from(returned);
 
         if let Some(h) = holder {
-            let due = due.unwrap_or_else(|| assigned_at.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp());
+            let due = due
+                .unwrap_or_else(|| assigned_at.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp());
             let d = departments.entry(h).or_default();
             d.assigned += 1;
             match closed_at {
@@ -118,7 +119,9 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         },
         by_category: by_category
             .into_iter()
-            .map(|(k, (r, c))| (k, CategoryCounts { received: r, closed: c, in_progress: r - c, share: r as f64 / received as f64 }))
+            .map(|(k, (r, c))| {
+                (k, CategoryCounts { received: r, closed: c, in_progress: r - c, share: r as f64 / received as f64 })
+            })
             .collect(),
         by_channel: counts(by_channel),
         by_board: counts(by_board),
