@@ -180,7 +180,12 @@ fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut
     if let Some(first) = department
         && rng.random_bool(0.06)
     {
-        let to = pick(rng, DEPARTMENTS, |(_, a, _)| *a).0;
+        let to = loop {
+            let to = pick(rng, DEPARTMENTS, |(_, a, _)| *a).0;
+            if to != first {
+                break to;
+            }
+        };
         now = now + SignedDuration::from_secs(rng.random_range(600..86_400));
         out.push(Generated {
             case_id: case_id.into(),
@@ -189,7 +194,7 @@ fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut
                 "occurred_at": now.to_string(), "to_department": to, "from_department": first}),
         });
         // Buck-passing: the case comes back to its first department.
-        if rng.random_bool(0.1) && to != first {
+        if rng.random_bool(0.1) {
             now = now + SignedDuration::from_secs(rng.random_range(600..86_400));
             out.push(Generated {
                 case_id: case_id.into(),

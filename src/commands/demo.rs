@@ -57,6 +57,11 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         let (topic, key) = route(topics, &line, &mut case_topics);
         sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await?;
         progress.inc(1);
+        // The mock cluster keeps only a few MB per partition: stay within reach of the pipeline
+        // so nothing is deleted before it is consumed.
+        while sender.sent() > telemetry.messages_processed() + 5_000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     sender.finish().await?;
     progress.finish();
