@@ -56,11 +56,14 @@ impl Ledger {
         result
     }
 
-    /// Puts back a case read from the changelog, replacing whatever was held for it.
+    /// Puts back a case read from the changelog, replacing whatever was held for it; an empty
+    /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let before = self.cases.remove(&case_id).unwrap_or_default();
         self.replace(&case_id, &before, &record);
-        self.cases.insert(case_id, record);
+        if record != CaseRecord::default() {
+            self.cases.insert(case_id, record);
+        }
     }
 
     fn replace(&mut self, case_id: &str, before: &CaseRecord, after: &CaseRecord) {
@@ -297,5 +300,7 @@ mod tests {
             assert_eq!(r.figures(m, Timestamp::MAX), l.figures(m, Timestamp::MAX));
         }
         assert_eq!(r.waiting_for_created(), 1);
+        r.restore("e".into(), CaseRecord::default());
+        assert_eq!((r.cases_held(), r.waiting_for_created()), (2, 0), "a tombstone removes the case");
     }
 }

@@ -109,11 +109,18 @@ impl Publisher {
 pub struct Watermarks {
     idle_after: Duration,
     partitions: HashMap<(String, i32), (Timestamp, Instant)>,
+    /// The watermark of an earlier life (the latest snapshot's `as_of`): event time never
+    /// goes back across a restart, and revisions throttled before a crash still go out.
+    floor: Option<Timestamp>,
 }
 
 impl Watermarks {
     pub fn new(idle_after: Duration) -> Watermarks {
-        Watermarks { idle_after, partitions: HashMap::new() }
+        Watermarks { idle_after, partitions: HashMap::new(), floor: None }
+    }
+
+    pub fn raise_floor(&mut self, at: Timestamp) {
+        self.floor = self.floor.max(Some(at));
     }
 
     pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
@@ -131,7 +138,8 @@ impl Watermarks {
             .filter(|(_, seen)| now.duration_since(*seen) < self.idle_after)
             .map(|(t, _)| *t)
             .min();
-        active.or_else(|| self.partitions.values().map(|(t, _)| *t).max())
+        let current = active.or_else(|| self.partitions.values().map(|(t, _)| *t).max());
+        current.max(self.floor)
     }
 }
 
@@ -222,6 +230,18 @@ mod tests {
         assert!(fresh.due(&l, Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).is_empty());
         let s = fresh.due(&ledger_with(2), Some(ts("2022-04-20T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH);
         assert_eq!((s[0].revision, s[0].status), (8, Status::Closed));
+    }
+
+    #[test]
+    fn the_watermark_never_goes_below_an_earlier_life() {
+        let mut w = Watermarks::new(Duration::from_secs(30));
+        assert_eq!(w.current(Instant::now()), None);
+        w.raise_floor(ts("2022-05-10T00:00:00Z"));
+        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-10T00:00:00Z")));
+        w.observe("cases", 0, ts("2022-05-01T00:00:00Z"), Instant::now());
+        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-10T00:00:00Z")));
+        w.observe("cases", 0, ts("2022-05-11T00:00:00Z"), Instant::now());
+        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-11T00:00:00Z")));
     }
 
     #[test]

@@ -17,12 +17,12 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::avro::{Framing, SnapshotCodec};
-use crate::config::Settings;
+use crate::config::{KafkaConfig, Settings};
 use crate::domain::case::{Applied, CaseRecord, CountingRules};
 use crate::domain::event::{self, DecodeLimits};
 use crate::domain::ledger::Ledger;
@@ -73,11 +73,12 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
     .context("the pipeline thread panicked")?
 }
 
-/// Turns the consumer's connection errors into readiness: `/readyz` fails while no broker
-/// can be reached.
-struct ConsumerEvents(Telemetry);
+/// Turns the clients' connection errors into readiness: `/readyz` fails while no broker can
+/// be reached, even while the loop waits inside a blocking transaction call.
+#[derive(Clone)]
+struct KafkaEvents(Telemetry);
 
-impl ClientContext for ConsumerEvents {
+impl ClientContext for KafkaEvents {
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
@@ -88,15 +89,21 @@ impl ClientContext for ConsumerEvents {
     }
 }
 
-impl ConsumerContext for ConsumerEvents {}
+impl ConsumerContext for KafkaEvents {}
+
+impl ProducerContext for KafkaEvents {
+    type DeliveryOpaque = ();
+    // Delivery failures surface as a failed commit, which aborts and restarts the life.
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
 
 /// One life of the pipeline, from a restore to a failure or a stop.
 struct Counter<'a> {
     settings: &'a Settings,
     telemetry: &'a Telemetry,
     codec: SnapshotCodec,
-    producer: ThreadedProducer<DefaultProducerContext>,
-    consumer: BaseConsumer<ConsumerEvents>,
+    producer: ThreadedProducer<KafkaEvents>,
+    consumer: BaseConsumer<KafkaEvents>,
     ledger: Ledger,
     publisher: Publisher,
     watermarks: Watermarks,
@@ -107,32 +114,20 @@ impl<'a> Counter<'a> {
         let config = &settings.config;
         // A fixed transactional id: a restarted instance fences its predecessor, whose open
         // transaction is aborted before we read the changelog.
-        let producer: ThreadedProducer<DefaultProducerContext> = client_config(&config.kafka)
+        let producer: ThreadedProducer<KafkaEvents> = client_config(&config.kafka)
             .set("transactional.id", format!("{}-counter", config.kafka.group_id))
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
             .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
-            .create()
+            .create_with_context(KafkaEvents(telemetry.clone()))
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
 
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
-        let mut ledger = Ledger::new(rules);
-        let restored = topics::read_to_end(&config.kafka, &config.topics.changelog, RESTORE_TIMEOUT, |m| {
-            let Some(case_id) = key_str(m) else { return Ok(()) };
-            match m.payload() {
-                Some(bytes) => {
-                    let record: CaseRecord =
-                        serde_json::from_slice(bytes).context("a changelog record does not decode")?;
-                    ledger.restore(case_id.to_owned(), record);
-                }
-                None => ledger.restore(case_id.to_owned(), CaseRecord::default()),
-            }
-            Ok(())
-        })?;
-        ledger.take_changes();
+        let (ledger, restored) = restore_ledger(&config.kafka, &config.topics.changelog, rules)?;
 
         let codec = SnapshotCodec::new(framing);
+        let mut watermarks = Watermarks::new(settings.idle_partition);
         let mut publisher = Publisher::new(PublishRules {
             zone: settings.zone.clone(),
             zone_name: config.time.zone.clone(),
@@ -142,7 +137,10 @@ impl<'a> Counter<'a> {
         topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
             if let Some(bytes) = m.payload() {
                 match codec.decode(bytes) {
-                    Ok(s) => publisher.restore(s.month, &s),
+                    Ok(s) => {
+                        watermarks.raise_floor(s.as_of);
+                        publisher.restore(s.month, &s);
+                    }
                     Err(e) => tracing::warn!(error = %e, offset = m.offset(), "skipping an undecodable snapshot"),
                 }
             }
@@ -154,13 +152,13 @@ impl<'a> Counter<'a> {
         if let Some(id) = &config.kafka.instance_id {
             consumer_config.set("group.instance.id", id);
         }
-        let consumer: BaseConsumer<ConsumerEvents> = consumer_config
+        let consumer: BaseConsumer<KafkaEvents> = consumer_config
             .set("group.id", &config.kafka.group_id)
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed")
             .set("auto.offset.reset", "earliest")
             .set("max.poll.interval.ms", "300000")
-            .create_with_context(ConsumerEvents(telemetry.clone()))
+            .create_with_context(KafkaEvents(telemetry.clone()))
             .context("creating the consumer")?;
         consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
 
@@ -173,7 +171,7 @@ impl<'a> Counter<'a> {
             consumer,
             ledger,
             publisher,
-            watermarks: Watermarks::new(settings.idle_partition),
+            watermarks,
         })
     }
 
@@ -276,11 +274,27 @@ impl<'a> Counter<'a> {
     }
 }
 
+/// Rebuilds the ledger from the compacted changelog; returns it with the number of records read.
+pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules) -> Result<(Ledger, u64)> {
+    let mut ledger = Ledger::new(rules);
+    let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| {
+        let Some(case_id) = key_str(m) else { return Ok(()) };
+        let record = match m.payload() {
+            Some(bytes) => serde_json::from_slice(bytes).context("a changelog record does not decode")?,
+            None => CaseRecord::default(), // a tombstone
+        };
+        ledger.restore(case_id.to_owned(), record);
+        Ok(())
+    })?;
+    ledger.take_changes();
+    Ok((ledger, read))
+}
+
 /// Counts one input message, or sends it to the dead letters with its reason.
 fn apply(
     settings: &Settings,
     telemetry: &Telemetry,
-    producer: &ThreadedProducer<DefaultProducerContext>,
+    producer: &ThreadedProducer<KafkaEvents>,
     ledger: &mut Ledger,
     watermarks: &mut Watermarks,
     m: &BorrowedMessage<'_>,
@@ -327,7 +341,7 @@ fn apply(
     Ok(())
 }
 
-fn send(producer: &ThreadedProducer<DefaultProducerContext>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+fn send(producer: &ThreadedProducer<KafkaEvents>, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

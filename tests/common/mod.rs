@@ -105,6 +105,7 @@ impl Drop for Running {
 
 impl Running {
     pub async fn start(settings: Settings) -> Running {
+        hotline::commands::init_logging(false); // shown with --nocapture or on failure
         let telemetry = Telemetry::new();
         let http = hotline::http::serve(settings.listen, telemetry.clone()).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));

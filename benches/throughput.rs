@@ -1,0 +1,86 @@
+//! Speed, measured as ratios in one run (the machines are shared and noisy):
+//! - counting: events applied per second by the pure core;
+//! - restart: how long an instance takes to rebuild ~1 million tracked cases from the
+//!   changelog on a real broker, against how long it took to write them.
+//!
+//! Run with `scripts/bench.sh` (starts a broker), or `cargo bench --bench throughput` with
+//! HOTLINE_TEST_BROKERS set. Under `cargo test` it only checks that it builds.
+
+use std::time::{Duration, Instant};
+
+use hotline::config::Config;
+use hotline::domain::case::{CaseRecord, CountingRules};
+use hotline::domain::event::{DecodeLimits, decode};
+use hotline::domain::ledger::Ledger;
+use hotline::generator::{self, Plan};
+use hotline::kafka::pipeline::restore_ledger;
+use hotline::kafka::sender::Sender;
+use hotline::kafka::topics::{TopicSpec, ensure};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+fn rules() -> CountingRules {
+    CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: "15d".parse().unwrap() }
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let cases: usize = std::env::var("HOTLINE_BENCH_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let zone = rules().zone;
+
+    // Counting: generate, encode as upstream JSON, then decode + apply.
+    let t = Instant::now();
+    let plan = Plan { month: "2022-04".parse().unwrap(), zone, cases, next_month_days: 0, seed: 1 };
+    let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
+    let generated = t.elapsed();
+    let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+    let mut ledger = Ledger::new(rules());
+    let t = Instant::now();
+    for line in &lines {
+        let event = decode(line.as_bytes(), &limits).unwrap();
+        let _ = ledger.apply(&event);
+    }
+    let counting = t.elapsed();
+    let (changed, _) = ledger.take_changes();
+    println!("generated {} events of {cases} cases in {generated:.2?}", lines.len());
+    println!(
+        "counting (decode + apply): {:.2?}, {:.0} events/s",
+        counting,
+        lines.len() as f64 / counting.as_secs_f64()
+    );
+
+    // Restart: write every case record to a changelog topic, then rebuild a ledger from it.
+    let Ok(brokers) = std::env::var("HOTLINE_TEST_BROKERS") else {
+        println!("restart: skipped (HOTLINE_TEST_BROKERS is not set)");
+        return;
+    };
+    let config = Config::parse(&format!("[kafka]\nbrokers = \"{brokers}\"\npartitions = 3\n"), []).unwrap();
+    let topic = format!("bench-changelog-{}", std::process::id());
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let written = runtime.block_on(async {
+        ensure(&config.kafka, &[TopicSpec { name: &topic, compacted: true, max_message_bytes: None }]).await.unwrap();
+        let mut sender = Sender::new(&config.kafka).unwrap();
+        let t = Instant::now();
+        for case_id in &changed {
+            let record: &CaseRecord = ledger.case(case_id).unwrap();
+            sender.send(&topic, Some(case_id.as_bytes()), &serde_json::to_vec(record).unwrap()).await.unwrap();
+        }
+        sender.finish().await.unwrap();
+        t.elapsed()
+    });
+    let t = Instant::now();
+    let (restored, read) = restore_ledger(&config.kafka, &topic, rules()).unwrap();
+    let restore = t.elapsed();
+    assert_eq!(restored.cases_held(), ledger.cases_held());
+    let month = "2022-04".parse().unwrap();
+    assert_eq!(restored.figures(month, Timestamp::MAX), ledger.figures(month, Timestamp::MAX));
+    println!("changelog: {read} records written in {written:.2?}");
+    println!(
+        "restart: {} cases restored in {restore:.2?} ({:.0} records/s), {:.2}x the time to write them",
+        restored.cases_held(),
+        read as f64 / restore.as_secs_f64(),
+        restore.as_secs_f64() / written.max(Duration::from_millis(1)).as_secs_f64()
+    );
+}
