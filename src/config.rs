@@ -27,6 +27,22 @@ pub struct Config {
     pub http: HttpConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub state: StateConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Months held before the watermark's month; older cases are evicted (tombstoned in the
+    /// changelog) and late events for them are dead-lettered.
+    pub retention_months: u32,
+}
+
+impl Default for StateConfig {
+    fn default() -> StateConfig {
+        StateConfig { retention_months: 13 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]

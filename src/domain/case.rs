@@ -83,6 +83,14 @@ impl CaseRecord {
         Ok(Applied::Changed)
     }
 
+    /// When the latest of its facts happened.
+    pub fn latest_fact(&self) -> Option<Timestamp> {
+        let created = self.created.as_ref().map(|f| f.at);
+        let closed = self.closed.as_ref().map(|f| f.at);
+        let moved = self.transfers.last().map(|f| f.at);
+        created.max(closed).max(moved)
+    }
+
     pub fn month(&self, rules: &CountingRules) -> Option<Month> {
         self.created.as_ref().map(|c| Month::containing(c.at, &rules.zone))
     }

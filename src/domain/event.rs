@@ -178,6 +178,8 @@ pub enum Rejection {
     ConflictingCreated,
     #[error("the case was already closed by another event")]
     AlreadyClosed,
+    #[error("the event belongs to a month older than the retention, whose cases are no longer held")]
+    MonthEvicted,
 }
 
 impl Rejection {
@@ -200,6 +202,7 @@ impl Rejection {
             Rejection::UnknownRequestKind => "unknown_request_kind",
             Rejection::ConflictingCreated => "conflicting_created",
             Rejection::AlreadyClosed => "already_closed",
+            Rejection::MonthEvicted => "month_evicted",
         }
     }
 }

@@ -23,6 +23,9 @@ pub struct Ledger {
     waiting_for_created: usize,
     changed_cases: BTreeSet<String>,
     changed_months: BTreeSet<Month>,
+    /// Months before this one are evicted: their cases are dropped and late events for them
+    /// are rejected.
+    kept_from: Option<Month>,
 }
 
 impl Ledger {
@@ -34,6 +37,7 @@ impl Ledger {
             waiting_for_created: 0,
             changed_cases: BTreeSet::new(),
             changed_months: BTreeSet::new(),
+            kept_from: None,
         }
     }
 
@@ -43,7 +47,13 @@ impl Ledger {
 
     /// Applies one event. A rejected event changes nothing.
     pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
-        let mut record = self.cases.remove(&event.case_id).unwrap_or_default();
+        let Some(mut record) = self.cases.remove(&event.case_id).or_else(|| {
+            // A case not held whose event belongs to an evicted month cannot be counted right.
+            let month = Month::containing(event.occurred_at, &self.rules.zone);
+            self.kept_from.is_none_or(|kept| month >= kept).then(CaseRecord::default)
+        }) else {
+            return Err(Rejection::MonthEvicted);
+        };
         let before = record.clone();
         let result = record.apply(event);
         if matches!(result, Ok(Applied::Changed)) {
@@ -81,6 +91,34 @@ impl Ledger {
             self.months.entry(new.month).or_default().add(&new);
             self.changed_months.insert(new.month);
         }
+    }
+
+    /// Drops the cases of months before `kept_from` (and waiting cases whose events all
+    /// happened before it) and returns their ids; they count as changed, so the next commit
+    /// writes their tombstones. Later events of those months are rejected.
+    pub fn evict_before(&mut self, kept_from: Month) -> Vec<String> {
+        if self.kept_from.is_some_and(|k| k >= kept_from) {
+            return Vec::new();
+        }
+        self.kept_from = Some(kept_from);
+        let start = kept_from.start(&self.rules.zone);
+        let evicted: Vec<String> = self
+            .cases
+            .iter()
+            .filter(|(_, r)| match r.month(&self.rules) {
+                Some(m) => m < kept_from,
+                None => r.latest_fact().is_some_and(|at| at < start),
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &evicted {
+            let record = self.cases.remove(id).expect("listed above");
+            self.waiting_for_created -= usize::from(record.created.is_none());
+            self.changed_cases.insert(id.clone());
+        }
+        self.months.retain(|m, _| *m >= kept_from);
+        self.changed_months.retain(|m| *m >= kept_from);
+        evicted
     }
 
     pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
@@ -302,5 +340,28 @@ mod tests {
         assert_eq!(r.waiting_for_created(), 1);
         r.restore("e".into(), CaseRecord::default());
         assert_eq!((r.cases_held(), r.waiting_for_created()), (2, 0), "a tombstone removes the case");
+    }
+
+    #[test]
+    fn evicted_months_are_dropped_and_their_late_events_rejected() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("1", "old", "2022-03-10T00:00:00Z", Some("a"), None)).unwrap();
+        l.apply(&closed("2", "orphan", "2022-03-11T00:00:00Z")).unwrap();
+        l.apply(&created("3", "new", "2022-04-10T00:00:00Z", Some("a"), None)).unwrap();
+        l.take_changes();
+        let mut evicted = l.evict_before(april());
+        evicted.sort();
+        assert_eq!(evicted, ["old", "orphan"]);
+        assert_eq!((l.cases_held(), l.waiting_for_created()), (1, 0));
+        assert_eq!(l.months().map(|(m, _)| m).collect::<Vec<_>>(), [april()]);
+        assert_eq!(l.apply(&closed("4", "old", "2022-03-20T00:00:00Z")), Err(Rejection::MonthEvicted));
+        assert_eq!(l.apply(&created("5", "late", "2022-03-31T15:00:00Z", None, None)), Err(Rejection::MonthEvicted));
+        // A held case still takes events dated before the cut, and new cases after it count.
+        assert_eq!(l.apply(&closed("6", "new", "2022-04-11T00:00:00Z")), Ok(Applied::Changed));
+        assert_eq!(l.apply(&created("7", "april", "2022-03-31T16:00:00Z", None, None)), Ok(Applied::Changed));
+        assert!(l.evict_before(april()).is_empty(), "eviction only moves forward");
+        let (changed, _) = l.take_changes();
+        assert!(changed.contains("old") && changed.contains("orphan"), "tombstones are due");
+        assert!(l.case("old").is_none());
     }
 }

@@ -44,6 +44,11 @@ impl Month {
         }
     }
 
+    pub fn months_before(self, n: u32) -> Month {
+        let index = i64::from(self.year) * 12 + i64::from(self.month - 1) - i64::from(n);
+        Month { year: index.div_euclid(12) as i16, month: (index.rem_euclid(12) + 1) as i8 }
+    }
+
     /// The first instant of the month in zone `tz`.
     pub fn start(self, tz: &TimeZone) -> Timestamp {
         let date = Date::new(self.year, self.month, 1).expect("a Month is always a valid date");
@@ -113,6 +118,9 @@ mod tests {
         let dec: Month = "2021-12".parse().unwrap();
         assert_eq!(dec.next().to_string(), "2022-01");
         assert_eq!(dec.next().previous(), dec);
+        assert_eq!(dec.months_before(12).to_string(), "2020-12");
+        assert_eq!(dec.months_before(13).to_string(), "2020-11");
+        assert_eq!(dec.months_before(0), dec);
     }
 
     #[test]

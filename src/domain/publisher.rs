@@ -53,6 +53,11 @@ impl Publisher {
         }
     }
 
+    /// Forgets months evicted from the ledger.
+    pub fn forget_before(&mut self, kept_from: Month) {
+        self.months.retain(|m, _| *m >= kept_from);
+    }
+
     pub fn revision(&self, month: Month) -> u64 {
         self.months.get(&month).map_or(0, |p| p.revision)
     }

@@ -26,6 +26,7 @@ use crate::config::{KafkaConfig, Settings};
 use crate::domain::case::{Applied, CaseRecord, CountingRules};
 use crate::domain::event::{self, DecodeLimits};
 use crate::domain::ledger::Ledger;
+use crate::domain::month::Month;
 use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
 use crate::telemetry::Telemetry;
 
@@ -124,7 +125,7 @@ impl<'a> Counter<'a> {
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
 
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
-        let (ledger, restored) = restore_ledger(&config.kafka, &config.topics.changelog, rules)?;
+        let (mut ledger, restored) = restore_ledger(&config.kafka, &config.topics.changelog, rules)?;
 
         let codec = SnapshotCodec::new(framing);
         let mut watermarks = Watermarks::new(settings.idle_partition);
@@ -147,6 +148,8 @@ impl<'a> Counter<'a> {
             Ok(())
         })?;
         tracing::info!(cases = restored, held = ledger.cases_held(), "state restored from the changelog");
+        // Before consuming, so late events of evicted months are rejected from the first batch.
+        evict(settings, &mut ledger, &mut publisher, watermarks.current(Instant::now()));
 
         let mut consumer_config = client_config(&config.kafka);
         if let Some(id) = &config.kafka.instance_id {
@@ -230,6 +233,7 @@ impl<'a> Counter<'a> {
     fn commit(&mut self, offsets: HashMap<(String, i32), i64>) -> Result<bool> {
         let now = Instant::now();
         let watermark = self.watermarks.current(now);
+        evict(self.settings, &mut self.ledger, &mut self.publisher, watermark);
         let (changed_cases, _) = self.ledger.take_changes();
         let due = self.publisher.due(&self.ledger, watermark, now, Timestamp::now());
         if offsets.is_empty() && due.is_empty() && changed_cases.is_empty() {
@@ -271,6 +275,18 @@ impl<'a> Counter<'a> {
         self.telemetry.transaction_committed(due.len());
         self.telemetry.kafka_available();
         Ok(true)
+    }
+}
+
+/// Evicts the months older than the retention before the watermark's month. Their tombstones
+/// go out with the next commit.
+fn evict(settings: &Settings, ledger: &mut Ledger, publisher: &mut Publisher, watermark: Option<Timestamp>) {
+    let Some(watermark) = watermark else { return };
+    let kept_from = Month::containing(watermark, &settings.zone).months_before(settings.config.state.retention_months);
+    let evicted = ledger.evict_before(kept_from);
+    publisher.forget_before(kept_from);
+    if !evicted.is_empty() {
+        tracing::info!(cases = evicted.len(), %kept_from, "evicted cases of months past the retention");
     }
 }
 

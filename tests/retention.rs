@@ -1,0 +1,67 @@
+//! Bounded state: cases of months past the retention are evicted with tombstones in the
+//! changelog, and late events for them go to the dead letters.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hotline::kafka::sender::Sender;
+use hotline::kafka::topics::{key_str, read_to_end};
+use rdkafka::message::{Headers, Message};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn months_past_the_retention_are_evicted_and_their_late_events_dead_lettered() {
+    // Keep only the watermark's month.
+    let text = common::config_text("", "[state]\nretention_months = 0\n");
+    let config = common::parse(&text);
+    let settings = config.clone().settings().unwrap();
+    common::create_inputs(&config).await;
+    let pipeline = common::Running::start(settings.clone()).await;
+    let mut sender = Sender::new(&config.kafka).unwrap();
+
+    let march = json!({"event_id":"m1","case_id":"march","type":"created","occurred_at":"2022-03-10T10:00:00+08:00",
+        "channel":"hotline","category":"water","department":"tiexi_district"});
+    let april = json!({"event_id":"a1","case_id":"april","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
+        "channel":"hotline","category":"water"});
+    common::send_all(&mut sender, &config, &[march, april]).await;
+    pipeline.wait_processed(2, Duration::from_secs(60)).await;
+
+    // Once the watermark is in April, March's case is evicted.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut latest: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+        read_to_end(&config.kafka, &config.topics.changelog, Duration::from_secs(30), |m| {
+            latest.insert(key_str(m).unwrap().to_owned(), m.payload().map(<[u8]>::to_vec));
+            Ok(())
+        })
+        .unwrap();
+        if latest.get("march") == Some(&None) {
+            assert!(matches!(latest.get("april"), Some(Some(_))), "April's case is kept");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no tombstone for March's case: {latest:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    let late = [
+        json!({"event_id":"m2","case_id":"march","type":"closed","occurred_at":"2022-03-20T10:00:00+08:00"}),
+        json!({"event_id":"m3","case_id":"march-2","type":"created","occurred_at":"2022-03-31T23:00:00+08:00",
+            "channel":"hotline","category":"gas"}),
+    ];
+    common::send_all(&mut sender, &config, &late).await;
+    pipeline.wait_processed(4, Duration::from_secs(60)).await;
+    let (_, metrics) = pipeline.get("/metrics").await;
+    assert!(metrics.contains(r#"hotline_events_rejected_total{reason="month_evicted"} 2"#), "{metrics}");
+    assert!(!metrics.contains(r#"month="2022-03""#), "no gauges for an evicted month");
+    let mut reasons = Vec::new();
+    read_to_end(&config.kafka, &config.topics.dead_letters, Duration::from_secs(30), |m| {
+        let kind = m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap().to_vec();
+        reasons.push(String::from_utf8(kind).unwrap());
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(reasons, ["month_evicted", "month_evicted"]);
+    pipeline.stop().await;
+}
