@@ -26,6 +26,7 @@ pub struct Telemetry {
     cases_waiting: IntGauge,
     watermark: IntGauge,
     processed: IntCounter,
+    restarts: IntCounter,
     health: Arc<Health>,
 }
 
@@ -130,6 +131,11 @@ impl Telemetry {
                 "hotline_messages_processed_total",
                 "Input messages handled: counted, duplicate or rejected.",
             ),
+            restarts: counter(
+                &r,
+                "hotline_pipeline_restarts_total",
+                "Times the pipeline started over from the last commit.",
+            ),
             health: Arc::new(Health::default()),
             registry: r,
         }
@@ -162,8 +168,14 @@ impl Telemetry {
     }
 
     pub fn transaction_aborted(&self, error: &dyn std::fmt::Display) {
-        tracing::error!(%error, "transaction aborted; restarting from the last committed point");
+        tracing::error!(%error, "transaction could not commit; aborting it");
         self.transactions.with_label_values(&["aborted"]).inc();
+    }
+
+    /// The pipeline drops its in-memory state and starts over from the last commit.
+    pub fn restarting(&self, error: &dyn std::fmt::Display) {
+        tracing::error!(%error, "restarting from the last committed point");
+        self.restarts.inc();
     }
 
     pub fn ready(&self, ready: bool) {

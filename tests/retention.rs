@@ -57,7 +57,8 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
     assert!(!metrics.contains(r#"month="2022-03""#), "no gauges for an evicted month");
     let mut reasons = Vec::new();
     read_to_end(&config.kafka, &config.topics.dead_letters, Duration::from_secs(30), |m| {
-        let kind = m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap().to_vec();
+        let kind =
+            m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap().to_vec();
         reasons.push(String::from_utf8(kind).unwrap());
         Ok(())
     })

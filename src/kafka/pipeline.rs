@@ -46,25 +46,33 @@ const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + 64 * 1024;
 /// Runs the pipeline until `stop` is set, starting over after failures.
 pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
     let t = &settings.config.topics;
-    topics::ensure(
-        &settings.config.kafka,
-        &[
-            TopicSpec { name: &t.snapshots, compacted: true, max_message_bytes: None },
-            TopicSpec { name: &t.changelog, compacted: true, max_message_bytes: None },
-            TopicSpec { name: &t.dead_letters, compacted: false, max_message_bytes: Some(MAX_PRODUCED_BYTES) },
-        ],
-    )
-    .await?;
+    let owned = [
+        TopicSpec { name: &t.snapshots, compacted: true, max_message_bytes: None },
+        TopicSpec { name: &t.changelog, compacted: true, max_message_bytes: None },
+        TopicSpec { name: &t.dead_letters, compacted: false, max_message_bytes: Some(MAX_PRODUCED_BYTES) },
+    ];
+    // Kafka may not be up yet when we start: wait for it.
+    let mut backoff = Backoff::default();
+    while let Err(e) = topics::ensure(&settings.config.kafka, &owned).await {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        telemetry.kafka_unavailable(&format!("{e:#}"));
+        tokio::time::sleep(backoff.next()).await;
+    }
     tokio::task::spawn_blocking(move || {
-        let mut backoff = Duration::from_millis(500);
+        let mut backoff = Backoff::default();
         while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
             match Counter::start(&settings, &telemetry, framing).and_then(|mut c| c.run(&stop)) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     telemetry.ready(false);
-                    telemetry.transaction_aborted(&format!("{e:#}"));
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    telemetry.restarting(&format!("{e:#}"));
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Backoff::default();
+                    }
+                    std::thread::sleep(backoff.next());
                 }
             }
         }
@@ -72,6 +80,23 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
     })
     .await
     .context("the pipeline thread panicked")?
+}
+
+/// Waits between attempts: 0.5 s, doubling up to 10 s.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        wait
+    }
 }
 
 /// Turns the clients' connection errors into readiness: `/readyz` fails while no broker can
@@ -166,16 +191,7 @@ impl<'a> Counter<'a> {
         consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
 
         telemetry.ledger_changed(&ledger, None);
-        Ok(Counter {
-            settings,
-            telemetry,
-            codec,
-            producer,
-            consumer,
-            ledger,
-            publisher,
-            watermarks,
-        })
+        Ok(Counter { settings, telemetry, codec, producer, consumer, ledger, publisher, watermarks })
     }
 
     fn run(&mut self, stop: &AtomicBool) -> Result<()> {
@@ -269,6 +285,7 @@ impl<'a> Counter<'a> {
                 .context("sending offsets to the transaction")?;
         }
         if let Err(e) = self.producer.commit_transaction(TRANSACTION_TIMEOUT) {
+            self.telemetry.transaction_aborted(&e);
             let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
             return Err(e).context("committing the transaction");
         }
