@@ -61,10 +61,16 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
         tokio::time::sleep(backoff.next()).await;
     }
     tokio::task::spawn_blocking(move || {
+        // The consumer outlives the pipeline's lives: starting over rewinds it to the committed
+        // offsets instead of leaving and rejoining the group.
+        let consumer = consumer(&settings, &telemetry)?;
         let mut backoff = Backoff::default();
+        let mut fresh = true;
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            match Counter::start(&settings, &telemetry, framing).and_then(|mut c| c.run(&stop)) {
+            let life = Counter::start(&settings, &telemetry, framing, &consumer, fresh);
+            fresh = false;
+            match life.and_then(|mut c| c.run(&stop)) {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     telemetry.ready(false);
@@ -129,14 +135,20 @@ struct Counter<'a> {
     telemetry: &'a Telemetry,
     codec: SnapshotCodec,
     producer: ThreadedProducer<KafkaEvents>,
-    consumer: BaseConsumer<KafkaEvents>,
+    consumer: &'a BaseConsumer<KafkaEvents>,
     ledger: Ledger,
     publisher: Publisher,
     watermarks: Watermarks,
 }
 
 impl<'a> Counter<'a> {
-    fn start(settings: &'a Settings, telemetry: &'a Telemetry, framing: Framing) -> Result<Counter<'a>> {
+    fn start(
+        settings: &'a Settings,
+        telemetry: &'a Telemetry,
+        framing: Framing,
+        consumer: &'a BaseConsumer<KafkaEvents>,
+        fresh: bool,
+    ) -> Result<Counter<'a>> {
         let config = &settings.config;
         // A fixed transactional id: a restarted instance fences its predecessor, whose open
         // transaction is aborted before we read the changelog.
@@ -176,19 +188,10 @@ impl<'a> Counter<'a> {
         // Before consuming, so late events of evicted months are rejected from the first batch.
         evict(settings, &mut ledger, &mut publisher, watermarks.current(Instant::now()));
 
-        let mut consumer_config = client_config(&config.kafka);
-        if let Some(id) = &config.kafka.instance_id {
-            consumer_config.set("group.instance.id", id);
+        // A fresh consumer starts at the committed offsets by itself.
+        if !fresh {
+            rewind(consumer)?;
         }
-        let consumer: BaseConsumer<KafkaEvents> = consumer_config
-            .set("group.id", &config.kafka.group_id)
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("auto.offset.reset", "earliest")
-            .set("max.poll.interval.ms", "300000")
-            .create_with_context(KafkaEvents(telemetry.clone()))
-            .context("creating the consumer")?;
-        consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
 
         telemetry.ledger_changed(&ledger, None);
         Ok(Counter { settings, telemetry, codec, producer, consumer, ledger, publisher, watermarks })
@@ -293,6 +296,48 @@ impl<'a> Counter<'a> {
         self.telemetry.kafka_available();
         Ok(true)
     }
+}
+
+fn consumer(settings: &Settings, telemetry: &Telemetry) -> Result<BaseConsumer<KafkaEvents>> {
+    let config = &settings.config;
+    let mut consumer_config = client_config(&config.kafka);
+    if let Some(id) = &config.kafka.instance_id {
+        consumer_config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<KafkaEvents> = consumer_config
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("max.poll.interval.ms", "300000")
+        .create_with_context(KafkaEvents(telemetry.clone()))
+        .context("creating the consumer")?;
+    consumer.subscribe(&config.topics.inputs()).context("subscribing to the input topics")?;
+    Ok(consumer)
+}
+
+/// Moves every assigned partition back to its committed offset (the beginning where none is
+/// committed yet), dropping whatever was read after the last commit.
+fn rewind(consumer: &BaseConsumer<KafkaEvents>) -> Result<()> {
+    let assignment = consumer.assignment().context("reading the assignment")?;
+    if assignment.count() == 0 {
+        return Ok(());
+    }
+    let committed = consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?;
+    let mut positions = TopicPartitionList::new();
+    for p in committed.elements() {
+        let offset = match p.offset() {
+            Offset::Offset(n) => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        positions.add_partition_offset(p.topic(), p.partition(), offset)?;
+    }
+    for p in consumer.seek_partitions(positions, TRANSACTION_TIMEOUT)?.elements() {
+        if let Err(e) = p.error() {
+            return Err(e).with_context(|| format!("rewinding {}[{}]", p.topic(), p.partition()));
+        }
+    }
+    Ok(())
 }
 
 /// Evicts the months older than the retention before the watermark's month. Their tombstones
