@@ -132,13 +132,16 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
         case_events(&mut rng, &format!("{}-{:06}", plan.month, i), created_at, &mut out);
     }
     out.sort_by_key(|g| g.occurred_at);
-    // Upstream platforms deliver at least once.
-    let duplicates: Vec<Generated> = out.iter().filter(|_| rng.random_bool(0.005)).cloned().collect();
-    for d in duplicates {
-        let at = rng.random_range(0..out.len());
-        out.insert(at, d);
+    // Upstream platforms deliver at least once: now and then an event already sent comes again.
+    let mut delivered = Vec::with_capacity(out.len() + out.len() / 100);
+    for g in out {
+        delivered.push(g);
+        if rng.random_bool(0.005) {
+            let again = delivered[rng.random_range(0..delivered.len())].clone();
+            delivered.push(again);
+        }
     }
-    out
+    delivered
 }
 
 fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut Vec<Generated>) {
