@@ -74,7 +74,10 @@ impl CaseRecord {
                 self.transfers.insert(at, Fact::of(event, transfer.clone()));
             }
             Change::Closed => {
-                if self.closed.is_some() {
+                // A case is closed from its first `closed` by event time, whatever order they
+                // arrive in; a later one arriving afterwards is rejected.
+                let key = (event.occurred_at, event.event_id.as_str());
+                if self.closed.as_ref().is_some_and(|c| (c.at, c.event_id.as_str()) <= key) {
                     return Err(Rejection::AlreadyClosed);
                 }
                 self.closed = Some(Fact::of(event, ()));

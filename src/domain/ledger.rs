@@ -55,7 +55,12 @@ impl Ledger {
             return Err(Rejection::MonthEvicted);
         };
         let before = record.clone();
-        let result = record.apply(event);
+        let mut result = record.apply(event);
+        if result.is_ok() && record.month(&self.rules).zip(self.kept_from).is_some_and(|(m, kept)| m < kept) {
+            // A waiting case whose `created` turns out to be in an evicted month.
+            record = before.clone();
+            result = Err(Rejection::MonthEvicted);
+        }
         if matches!(result, Ok(Applied::Changed)) {
             self.replace(&event.case_id, &before, &record);
             self.changed_cases.insert(event.case_id.clone());
@@ -246,6 +251,17 @@ mod tests {
     }
 
     #[test]
+    fn the_earliest_closed_counts_whatever_the_arrival_order() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("1", "c", "2022-04-01T00:00:00Z", Some("a"), Some("2022-04-05T00:00:00Z"))).unwrap();
+        l.apply(&closed("late", "c", "2022-04-06T00:00:00Z")).unwrap();
+        assert_eq!(l.apply(&closed("early", "c", "2022-04-04T00:00:00Z")), Ok(Applied::Changed));
+        assert_eq!(l.apply(&closed("later", "c", "2022-04-07T00:00:00Z")), Err(Rejection::AlreadyClosed));
+        let d = l.figures(april(), Timestamp::MAX).unwrap().by_department["a"];
+        assert_eq!((d.closed_on_time, d.closed_late), (1, 0));
+    }
+
+    #[test]
     fn a_rejected_first_event_leaves_no_trace() {
         let mut l = Ledger::new(rules());
         l.apply(&closed("e1", "c1", "2022-04-04T00:00:00Z")).unwrap();
@@ -359,9 +375,14 @@ mod tests {
         // A held case still takes events dated before the cut, and new cases after it count.
         assert_eq!(l.apply(&closed("6", "new", "2022-04-11T00:00:00Z")), Ok(Applied::Changed));
         assert_eq!(l.apply(&created("7", "april", "2022-03-31T16:00:00Z", None, None)), Ok(Applied::Changed));
+        // A waiting case held since before the cut whose `created` is in an evicted month.
+        l.apply(&closed("8", "waiting", "2022-04-12T00:00:00Z")).unwrap();
+        assert_eq!(l.apply(&created("9", "waiting", "2022-03-12T00:00:00Z", None, None)), Err(Rejection::MonthEvicted));
+        assert_eq!(l.months().count(), 1, "no evicted month comes back");
         assert!(l.evict_before(april()).is_empty(), "eviction only moves forward");
         let (changed, _) = l.take_changes();
         assert!(changed.contains("old") && changed.contains("orphan"), "tombstones are due");
+        assert!(l.case("waiting").is_some_and(|r| r.created.is_none()));
         assert!(l.case("old").is_none());
     }
 }

@@ -230,6 +230,7 @@ impl<'a> Counter<'a> {
             let m = match polled {
                 Ok(m) => m,
                 Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => continue,
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e).context("consuming"),
                 Err(e) => {
                     self.telemetry.kafka_unavailable(&e);
                     continue;
@@ -388,7 +389,8 @@ fn apply(
     match outcome {
         Ok((e, Applied::Changed)) => {
             telemetry.event_counted(m.topic(), e.change.type_code());
-            watermarks.observe(m.topic(), m.partition(), e.occurred_at, Instant::now());
+            // A clock running ahead upstream must not close months early.
+            watermarks.observe(m.topic(), m.partition(), e.occurred_at.min(Timestamp::now()), Instant::now());
         }
         Ok((_, Applied::Duplicate)) => telemetry.event_duplicate(),
         Err(rejection) => {
