@@ -194,7 +194,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
 
     // Dead letters: every bad message, unchanged, with its reason and source.
     let mut dead: Vec<(Vec<u8>, String, String)> = Vec::new();
-    read_to_end(&config.kafka, &config.topics.dead_letters, Duration::from_secs(30), |m| {
+    for m in common::committed_messages(&config.kafka, &config.topics.dead_letters, bad.len()).await {
         let headers: BTreeMap<String, String> = m
             .headers()
             .unwrap()
@@ -209,9 +209,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
             headers["hotline.reason_kind"].clone(),
             headers["hotline.reason"].clone(),
         ));
-        Ok(())
-    })
-    .unwrap();
+    }
     let mut expected_dead: Vec<(Vec<u8>, String)> = bad.iter().map(|(p, r)| (p.clone(), (*r).to_owned())).collect();
     let mut got_dead: Vec<(Vec<u8>, String)> = dead.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
     expected_dead.sort();

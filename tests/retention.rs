@@ -55,14 +55,14 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
     let (_, metrics) = pipeline.get("/metrics").await;
     assert!(metrics.contains(r#"hotline_events_rejected_total{reason="month_evicted"} 2"#), "{metrics}");
     assert!(!metrics.contains(r#"month="2022-03""#), "no gauges for an evicted month");
-    let mut reasons = Vec::new();
-    read_to_end(&config.kafka, &config.topics.dead_letters, Duration::from_secs(30), |m| {
-        let kind =
-            m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap().to_vec();
-        reasons.push(String::from_utf8(kind).unwrap());
-        Ok(())
-    })
-    .unwrap();
+    let reasons: Vec<String> = common::committed_messages(&config.kafka, &config.topics.dead_letters, 2)
+        .await
+        .iter()
+        .map(|m| {
+            let kind = m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap();
+            String::from_utf8(kind.to_vec()).unwrap()
+        })
+        .collect();
     assert_eq!(reasons, ["month_evicted", "month_evicted"]);
     pipeline.stop().await;
 }

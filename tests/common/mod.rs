@@ -180,3 +180,31 @@ pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[V
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
+
+/// Every committed message of `topic`, once there are at least `at_least` of them: what a
+/// pipeline applied shows up only when its transaction commits.
+pub async fn committed_messages(
+    kafka: &hotline::config::KafkaConfig,
+    topic: &str,
+    at_least: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (kafka, topic) = (kafka.clone(), topic.to_owned());
+        let all = tokio::task::spawn_blocking(move || {
+            let mut all = Vec::new();
+            hotline::kafka::topics::read_to_end(&kafka, &topic, Duration::from_secs(30), |m| {
+                all.push(m.detach());
+                Ok(())
+            })
+            .unwrap();
+            all
+        })
+        .await
+        .unwrap();
+        if all.len() >= at_least || tokio::time::Instant::now() > deadline {
+            return all;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
