@@ -8,12 +8,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use hotline::domain::snapshot::Snapshot;
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
-use hotline::kafka::topics::{key_str, read_to_end};
 use rand::RngExt;
-use rdkafka::message::Message;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
@@ -46,19 +43,6 @@ async fn wait_ready(listen: &str) {
         assert!(Instant::now() < deadline, "not ready within 60 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-fn revisions(settings: &hotline::config::Settings) -> Vec<Snapshot> {
-    let codec = hotline::avro::SnapshotCodec::new(hotline::avro::Framing::SingleObject);
-    let mut all = Vec::new();
-    read_to_end(&settings.config.kafka, &settings.config.topics.snapshots, Duration::from_secs(30), |m| {
-        if key_str(m) == Some(MONTH) {
-            all.push(codec.decode(m.payload().unwrap()).unwrap());
-        }
-        Ok(())
-    })
-    .unwrap();
-    all
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,7 +96,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(last.figures.totals.received, 2500);
 
     // Every committed revision of the month, in topic order, grows by one.
-    let all = revisions(&settings);
+    let all = common::revisions(&settings, MONTH);
     for pair in all.windows(2) {
         assert_eq!(pair[1].revision, pair[0].revision + 1, "revisions go 1, 2, 3, ... across {kills} kills");
     }

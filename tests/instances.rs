@@ -13,8 +13,6 @@ use std::time::Duration;
 
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
-use hotline::kafka::topics::{key_str, read_to_end};
-use rdkafka::message::Message;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
@@ -68,15 +66,7 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
 
     let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
     assert_eq!(last.figures.totals.received, 1500);
-    let codec = hotline::avro::SnapshotCodec::new(hotline::avro::Framing::SingleObject);
-    let mut revisions = Vec::new();
-    read_to_end(&config.kafka, &config.topics.snapshots, Duration::from_secs(30), |m| {
-        if key_str(m) == Some(MONTH) {
-            revisions.push(codec.decode(m.payload().unwrap()).unwrap().revision);
-        }
-        Ok(())
-    })
-    .unwrap();
+    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
     let expected: Vec<u64> = (1..=revisions.len() as u64).collect();
     assert_eq!(revisions, expected, "one snapshot stream, each revision published once");
 }

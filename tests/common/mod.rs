@@ -208,3 +208,22 @@ pub async fn committed_messages(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// Every committed revision of `month` on the snapshots topic, in topic order.
+pub fn revisions(settings: &Settings, month: &str) -> Vec<Snapshot> {
+    let codec = hotline::avro::SnapshotCodec::new(Framing::SingleObject);
+    let mut all = Vec::new();
+    hotline::kafka::topics::read_to_end(
+        &settings.config.kafka,
+        &settings.config.topics.snapshots,
+        Duration::from_secs(30),
+        |m| {
+            if hotline::kafka::topics::key_str(m) == Some(month) {
+                all.push(codec.decode(rdkafka::message::Message::payload(m).unwrap()).unwrap());
+            }
+            Ok(())
+        },
+    )
+    .unwrap();
+    all
+}
