@@ -14,4 +14,6 @@ HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
 export HOTLINE_TEST_BROKERS
 echo "Kafka broker on $HOTLINE_TEST_BROKERS"
 
-cargo test --all-targets "$@"
+# The benchmark only has to build here; scripts/bench.sh runs it.
+cargo build --benches
+cargo test --lib --bins --tests "$@"
