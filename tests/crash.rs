@@ -54,9 +54,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs(&config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hotline.toml");
-    std::fs::write(&file, &text).unwrap();
+    let (dir, file) = common::write_config(&text);
     let log = dir.path().join("hotline.log");
 
     let plan =

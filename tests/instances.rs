@@ -46,9 +46,7 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs(&config).await;
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hotline.toml");
-    std::fs::write(&file, &text).unwrap();
+    let (_dir, file) = common::write_config(&text);
 
     let plan =
         Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1500, next_month_days: 3, seed: 3 };

@@ -237,9 +237,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         .collect();
     let pipeline = Running::start(settings.clone()).await;
     // Sent as a backfill would be, with `hotline replay`.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("hotline.toml");
-    std::fs::write(&file, &text).unwrap();
+    let (dir, file) = common::write_config(&text);
     let ndjson = dir.path().join("late.ndjson");
     std::fs::write(&ndjson, late.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))

@@ -223,7 +223,6 @@ impl<'a> Counter<'a> {
             return Ok(offsets);
         }
         let deadline = Instant::now() + self.settings.commit_interval;
-        let mut in_transaction = false;
         let mut messages = 0;
         while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
             let Some(polled) = self.consumer.poll(deadline.saturating_duration_since(Instant::now())) else { break };
@@ -237,9 +236,10 @@ impl<'a> Counter<'a> {
                 }
             };
             self.telemetry.kafka_available();
-            if !in_transaction {
+            // The first message of the batch opens its transaction; `commit` opens one itself when
+            // a batch brought none.
+            if offsets.is_empty() {
                 self.producer.begin_transaction().context("beginning a transaction")?;
-                in_transaction = true;
             }
             apply(self.settings, self.telemetry, &self.producer, &mut self.ledger, &mut self.watermarks, &m)?;
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);

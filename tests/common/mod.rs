@@ -70,6 +70,14 @@ listen = "127.0.0.1:0"
     )
 }
 
+/// Writes a configuration file for the `hotline` binary into a new temporary folder.
+pub fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hotline.toml");
+    std::fs::write(&file, text).unwrap();
+    (dir, file)
+}
+
 pub fn parse(text: &str) -> Config {
     Config::parse(text, []).expect("a valid test configuration")
 }
