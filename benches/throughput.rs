@@ -60,7 +60,9 @@ fn main() {
     let topic = format!("bench-changelog-{}", std::process::id());
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let written = runtime.block_on(async {
-        ensure(&config.kafka, &[TopicSpec { name: &topic, compacted: true, max_message_bytes: None }]).await.unwrap();
+        ensure(&config.kafka, &[TopicSpec { name: &topic, partitions: 3, compacted: true, max_message_bytes: None }])
+            .await
+            .unwrap();
         let mut sender = Sender::new(&config.kafka).unwrap();
         let t = Instant::now();
         for case_id in &changed {

@@ -73,8 +73,14 @@ pub struct Topics {
     pub boards: String,
     pub snapshots: String,
     pub dead_letters: String,
-    /// Compacted topic holding every case record, from which state is rebuilt.
+    /// Compacted topic holding every case record, from which state is rebuilt. As many
+    /// partitions as `case_events`: partition p holds the cases counted by partition p.
     pub changelog: String,
+    /// Internal: valid events without personal data, keyed and partitioned by case id.
+    pub case_events: String,
+    /// Internal, compacted, one partition: each counting partition's monthly tallies and
+    /// watermark, which the publisher adds up.
+    pub partials: String,
 }
 
 impl Default for Topics {
@@ -86,6 +92,8 @@ impl Default for Topics {
             snapshots: "hotline.snapshots".into(),
             dead_letters: "hotline.dead_letters".into(),
             changelog: "hotline.case_state".into(),
+            case_events: "hotline.case_events".into(),
+            partials: "hotline.partials".into(),
         }
     }
 }

@@ -10,3 +10,9 @@ pub mod http;
 pub mod kafka;
 pub mod schema_registry;
 pub mod telemetry;
+
+/// A name no other process will pick: `prefix` and 64 random bits.
+pub fn random_id(prefix: &str) -> String {
+    use rand::RngExt;
+    format!("{prefix}-{:016x}", rand::rng().random::<u64>())
+}

@@ -9,7 +9,8 @@ use jiff::Timestamp;
 use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::domain::event::Rejection;
-use crate::domain::ledger::Ledger;
+use crate::domain::figures::Tally;
+use crate::domain::month::Month;
 
 #[derive(Clone)]
 pub struct Telemetry {
@@ -27,6 +28,7 @@ pub struct Telemetry {
     watermark: IntGauge,
     processed: IntCounter,
     restarts: IntCounter,
+    rebalances: IntCounter,
     health: Arc<Health>,
 }
 
@@ -136,6 +138,11 @@ impl Telemetry {
                 "hotline_pipeline_restarts_total",
                 "Times the pipeline started over from the last commit.",
             ),
+            rebalances: counter(
+                &r,
+                "hotline_rebalances_total",
+                "Times the consumer group moved partitions to or from this instance.",
+            ),
             health: Arc::new(Health::default()),
             registry: r,
         }
@@ -145,20 +152,22 @@ impl Telemetry {
         self.health.clone()
     }
 
+    /// An input message was ingested: routed to its counting partition or dead-lettered.
+    pub fn message_ingested(&self) {
+        self.processed.inc();
+    }
+
     pub fn event_counted(&self, topic: &str, event_type: &str) {
         self.events.with_label_values(&[topic, event_type]).inc();
-        self.processed.inc();
     }
 
     pub fn event_duplicate(&self) {
         self.duplicates.inc();
-        self.processed.inc();
     }
 
     pub fn event_rejected(&self, topic: &str, partition: i32, offset: i64, rejection: &Rejection) {
         tracing::warn!(topic, partition, offset, reason = rejection.kind(), detail = %rejection, "input message sent to the dead letters");
         self.rejected.with_label_values(&[rejection.kind()]).inc();
-        self.processed.inc();
     }
 
     pub fn transaction_committed(&self, snapshots: usize) {
@@ -195,10 +204,25 @@ impl Telemetry {
         }
     }
 
-    /// Refreshes the gauges that mirror the ledger.
-    pub fn ledger_changed(&self, ledger: &Ledger, watermark: Option<Timestamp>) {
-        self.cases_held.set(ledger.cases_held() as i64);
-        self.cases_waiting.set(ledger.waiting_for_created() as i64);
+    /// The consumer group moved partitions; the pipeline restores state for its new share.
+    pub fn rebalanced(&self) {
+        tracing::info!("partitions reassigned; restoring state for this instance's share");
+        self.rebalances.inc();
+    }
+
+    /// Refreshes the gauges of the cases this instance's counting partitions hold.
+    pub fn cases_held(&self, held: usize, waiting_for_created: usize) {
+        self.cases_held.set(held as i64);
+        self.cases_waiting.set(waiting_for_created as i64);
+    }
+
+    /// Refreshes the city's gauges from the publisher's sums (only the instance publishing
+    /// has them; the others show none).
+    pub fn figures_changed<'a>(
+        &self,
+        months: impl IntoIterator<Item = (Month, &'a Tally)>,
+        watermark: Option<Timestamp>,
+    ) {
         let as_of = watermark.unwrap_or(Timestamp::MIN);
         if let Some(w) = watermark {
             self.watermark.set(w.as_second());
@@ -207,7 +231,7 @@ impl Telemetry {
         self.department_open.reset();
         self.department_overdue.reset();
         let mut open = std::collections::BTreeMap::<String, (i64, i64)>::new();
-        for (month, tally) in ledger.months() {
+        for (month, tally) in months {
             let f = tally.figures(as_of);
             let m = month.to_string();
             self.month_cases.with_label_values(&[&m, "received"]).set(f.totals.received as i64);

@@ -5,8 +5,10 @@ mod common;
 
 use hotline::domain::case::CountingRules;
 use hotline::domain::event::{DecodeLimits, Rejection, decode};
+use hotline::domain::figures::Tally;
 use hotline::domain::ledger::Ledger;
 use hotline::domain::month::Month;
+use hotline::domain::routing::partition_of;
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp, ToSpan};
 use proptest::prelude::*;
@@ -122,6 +124,37 @@ proptest! {
             let got = disordered.figures(m, as_of).unwrap_or_default();
             prop_assert_eq!(&in_order.figures(m, as_of).unwrap_or_default(), &got);
             prop_assert_eq!(got, expected);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Several instances: each counting partition sees only the events of its cases, and the
+    /// publisher adds up the tallies it reads back from JSON.
+    #[test]
+    fn partition_tallies_add_up_to_the_reference((ordered, shuffled) in stream_strategy(), partitions in 1i32..5, as_of_h in 0i64..800) {
+        let as_of = base() + SignedDuration::from_hours(as_of_h);
+        let ledgers: Vec<Ledger> = (0..partitions)
+            .map(|p| {
+                let mine: Vec<Value> = shuffled
+                    .iter()
+                    .filter(|e| partition_of(e["case_id"].as_str().unwrap(), partitions) == p)
+                    .cloned()
+                    .collect();
+                ledger_of(&mine)
+            })
+            .collect();
+        for month in ["2022-04", "2022-05"] {
+            let m: Month = month.parse().unwrap();
+            let mut sum = Tally::default();
+            for tally in ledgers.iter().filter_map(|l| l.tally(m)) {
+                let read_back: Tally = serde_json::from_slice(&serde_json::to_vec(tally).unwrap()).unwrap();
+                sum.merge(&read_back);
+            }
+            let expected = common::reference::figures(&ordered, month, &rules().zone, rules().default_sla, as_of);
+            prop_assert_eq!(sum.figures(as_of), expected);
         }
     }
 }

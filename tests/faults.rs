@@ -18,21 +18,27 @@ const MONTH: &str = "2022-04";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_commits_and_coordinator_moves_leave_the_figures_exact() {
     let mock = MockCluster::new(3).unwrap();
-    let text = common::config_text_on(&mock.bootstrap_servers(), "", "[limits]\nmax_batch = 200\n");
+    let instance = common::unique("instance");
+    let text = common::config_text_on(
+        &mock.bootstrap_servers(),
+        &format!("instance_id = \"{instance}\""),
+        "[limits]\nmax_batch = 200\n",
+    );
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     let t = &config.topics;
     // The mock cluster does not serve CreateTopics.
-    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog] {
+    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
         mock.create_topic(topic, 3, 1).unwrap();
     }
+    mock.create_topic(&t.partials, 1, 1).unwrap();
     let plan =
         Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1200, next_month_days: 3, seed: 11 };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
 
     let pipeline = common::Running::start(settings.clone()).await;
     let mut sender = Sender::new(&config.kafka).unwrap();
-    let transactional_id = format!("{}-counter", config.kafka.group_id);
+    let transactional_id = format!("{}-{instance}", config.kafka.group_id);
     let chunks: Vec<&[Value]> = events.chunks(events.len() / 5 + 1).collect();
     for (i, chunk) in chunks.iter().enumerate() {
         match i {

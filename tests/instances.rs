@@ -1,10 +1,7 @@
 //! Three `hotline run` processes in one consumer group on the same input, one of them killed
-//! mid-stream: the month still gets exactly one snapshot stream with exact figures and
-//! revisions 1, 2, 3, ... published once each.
-//!
-//! The instances share one transactional id, so at any moment only the most recently started
-//! one can commit; the others are fenced and start over from its commits. That keeps the
-//! figures exact but does not yet share the work (issue #3's repartitioning stage will).
+//! mid-stream: they share the counting partitions (each holds a share of the cases), the dead
+//! one's partitions and their state move to the others, and the month still gets exactly one
+//! snapshot stream with exact figures and revisions 1, 2, 3, ... published once each.
 
 mod common;
 
@@ -29,15 +26,26 @@ impl Drop for Instances {
     }
 }
 
-fn start(config: &std::path::Path, instance: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_hotline"))
+/// Starts an instance with its HTTP listener on a free port, returned with the child.
+fn start(config: &std::path::Path, instance: &str) -> (Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let listen = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("HOTLINE_KAFKA__INSTANCE_ID", instance)
+        .env("HOTLINE_HTTP__LISTEN", &listen)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap()
+        .unwrap();
+    (child, listen)
+}
+
+/// The value of an unlabelled metric of the instance listening on `listen`.
+async fn metric(listen: &str, name: &str) -> f64 {
+    let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,12 +59,26 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     let plan =
         Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1500, next_month_days: 3, seed: 3 };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
-    let mut instances = Instances(["a", "b", "c"].iter().map(|i| start(&file, &common::unique(i))).collect());
+    let (children, listens): (Vec<Child>, Vec<String>) =
+        ["a", "b", "c"].iter().map(|i| start(&file, &common::unique(i))).unzip();
+    let mut instances = Instances(children);
 
     let mut sender = Sender::new(&config.kafka).unwrap();
     let (first, second) = events.split_at(events.len() / 2);
     common::send_all(&mut sender, &config, first).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Every instance counts a share: each holds cases of its own counting partition.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut held = Vec::new();
+        for l in &listens {
+            held.push(metric(l, "hotline_cases_held").await);
+        }
+        if held.iter().all(|h| *h > 0.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not every instance holds cases: {held:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     instances.0[0].kill().unwrap(); // SIGKILL, mid-stream
     instances.0[0].wait().unwrap();
     common::send_all(&mut sender, &config, second).await;
@@ -67,4 +89,10 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
     let expected: Vec<u64> = (1..=revisions.len() as u64).collect();
     assert_eq!(revisions, expected, "one snapshot stream, each revision published once");
+
+    // The killed instance's partition and its cases moved to the two survivors.
+    let cases: std::collections::HashSet<&str> = events.iter().map(|e| e["case_id"].as_str().unwrap()).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await; // gauges refresh every second
+    let held = metric(&listens[1], "hotline_cases_held").await + metric(&listens[2], "hotline_cases_held").await;
+    assert_eq!(held, cases.len() as f64, "the survivors hold every case");
 }

@@ -210,8 +210,22 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
             headers["hotline.reason"].clone(),
         ));
     }
-    let mut expected_dead: Vec<(Vec<u8>, String)> = bad.iter().map(|(p, r)| (p.clone(), (*r).to_owned())).collect();
-    let mut got_dead: Vec<(Vec<u8>, String)> = dead.iter().map(|(p, r, _)| (p.clone(), r.clone())).collect();
+    // Rejected while counting (after routing), a dead letter carries the event as routed,
+    // without the input's personal data: compare those by event id.
+    let identity = |payload: &[u8], reason: &str, routed: bool| -> Vec<u8> {
+        if !["conflicting_created", "already_closed"].contains(&reason) {
+            return payload.to_vec();
+        }
+        let json: Value = serde_json::from_slice(payload).unwrap();
+        let event = if routed { &json["event"] } else { &json };
+        if routed {
+            assert!(!String::from_utf8_lossy(payload).contains("李四"), "no personal data in a routed record");
+        }
+        event["event_id"].as_str().unwrap().as_bytes().to_vec()
+    };
+    let mut expected_dead: Vec<(Vec<u8>, String)> =
+        bad.iter().map(|(p, r)| (identity(p, r, false), (*r).to_owned())).collect();
+    let mut got_dead: Vec<(Vec<u8>, String)> = dead.iter().map(|(p, r, _)| (identity(p, r, true), r.clone())).collect();
     expected_dead.sort();
     got_dead.sort();
     assert_eq!(got_dead, expected_dead);

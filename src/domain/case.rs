@@ -99,7 +99,7 @@ impl CaseRecord {
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
-    pub fn contribution(&self, case_id: &str, rules: &CountingRules) -> Option<Contribution> {
+    pub fn contribution(&self, rules: &CountingRules) -> Option<Contribution> {
         let created = self.created.as_ref()?;
         let closed_at = self.closed.as_ref().map(|c| c.at);
 
@@ -148,7 +148,6 @@ impl CaseRecord {
         });
 
         Some(Contribution {
-            case_id: case_id.to_owned(),
             month: Month::containing(created.at, &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
@@ -166,7 +165,6 @@ impl CaseRecord {
 /// One case's share of its month's figures.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Contribution {
-    pub case_id: String,
     pub month: Month,
     pub channel: Channel,
     pub board: Option<Board>,

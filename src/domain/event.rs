@@ -180,6 +180,8 @@ pub enum Rejection {
     AlreadyClosed,
     #[error("the event belongs to a month older than the retention, whose cases are no longer held")]
     MonthEvicted,
+    #[error("an internal record does not decode (written by another version of hotline?)")]
+    UnreadableInternalRecord,
 }
 
 impl Rejection {
@@ -203,6 +205,7 @@ impl Rejection {
             Rejection::ConflictingCreated => "conflicting_created",
             Rejection::AlreadyClosed => "already_closed",
             Rejection::MonthEvicted => "month_evicted",
+            Rejection::UnreadableInternalRecord => "unreadable_internal_record",
         }
     }
 }

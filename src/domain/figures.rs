@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Contribution, HoldingState};
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Count {
     received: i64,
     closed: i64,
@@ -24,7 +24,7 @@ impl Count {
     }
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct DepartmentCount {
     assigned: i64,
     closed_on_time: i64,
@@ -39,17 +39,19 @@ impl DepartmentCount {
     }
 }
 
-/// Running counters of one month.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// Running counters of one month. Serializable, because a counting partition publishes its
+/// tallies for the publisher to add up (`merge`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     total: Count,
-    by_channel: BTreeMap<&'static str, Count>,
-    by_board: BTreeMap<&'static str, Count>,
-    by_request_kind: BTreeMap<&'static str, Count>,
+    by_channel: BTreeMap<String, Count>,
+    by_board: BTreeMap<String, Count>,
+    by_request_kind: BTreeMap<String, Count>,
     by_category: BTreeMap<String, Count>,
     by_department: BTreeMap<String, DepartmentCount>,
-    /// Open cases held by a department, by deadline: (due, case id) -> department.
-    open_by_due: BTreeMap<(Timestamp, String), String>,
+    /// Open cases each department holds, by deadline: department -> due -> cases. Enough to
+    /// judge overdue at any `as_of`, and it adds up across partitions.
+    open_by_due: BTreeMap<String, BTreeMap<Timestamp, i64>>,
     transfers: i64,
     cases_transferred: i64,
     returned_cases: i64,
@@ -81,12 +83,12 @@ impl Tally {
             n.closed += closed;
         };
         count(&mut self.total);
-        bump(&mut self.by_channel, c.channel.code(), count, Count::is_zero);
+        bump(&mut self.by_channel, c.channel.code().to_owned(), count, Count::is_zero);
         if let Some(board) = c.board {
-            bump(&mut self.by_board, board.code(), count, Count::is_zero);
+            bump(&mut self.by_board, board.code().to_owned(), count, Count::is_zero);
         }
         if let Some(kind) = c.request_kind {
-            bump(&mut self.by_request_kind, kind.code(), count, Count::is_zero);
+            bump(&mut self.by_request_kind, kind.code().to_owned(), count, Count::is_zero);
         }
         bump(&mut self.by_category, c.category.clone(), count, Count::is_zero);
 
@@ -105,11 +107,10 @@ impl Tally {
                 DepartmentCount::is_zero,
             );
             if h.state == HoldingState::Open {
-                let key = (h.due, c.case_id.clone());
-                if sign > 0 {
-                    self.open_by_due.insert(key, h.department.clone());
-                } else {
-                    self.open_by_due.remove(&key);
+                let dues = self.open_by_due.entry(h.department.clone()).or_default();
+                bump(dues, h.due, |n| *n += sign, |n| *n == 0);
+                if dues.is_empty() {
+                    self.open_by_due.remove(&h.department);
                 }
             }
         }
@@ -128,6 +129,50 @@ impl Tally {
         }
     }
 
+    /// Adds another tally of disjoint cases (another partition's) to this one.
+    pub fn merge(&mut self, other: &Tally) {
+        fn add<K: Ord + Clone, V: Default>(
+            into: &mut BTreeMap<K, V>,
+            from: &BTreeMap<K, V>,
+            f: impl Fn(&mut V, &V),
+            is_zero: fn(&V) -> bool,
+        ) {
+            for (k, v) in from {
+                bump(into, k.clone(), |mine| f(mine, v), is_zero);
+            }
+        }
+        let count = |a: &mut Count, b: &Count| {
+            a.received += b.received;
+            a.closed += b.closed;
+        };
+        count(&mut self.total, &other.total);
+        add(&mut self.by_channel, &other.by_channel, count, Count::is_zero);
+        add(&mut self.by_board, &other.by_board, count, Count::is_zero);
+        add(&mut self.by_request_kind, &other.by_request_kind, count, Count::is_zero);
+        add(&mut self.by_category, &other.by_category, count, Count::is_zero);
+        add(
+            &mut self.by_department,
+            &other.by_department,
+            |a, b| {
+                a.assigned += b.assigned;
+                a.closed_on_time += b.closed_on_time;
+                a.closed_late += b.closed_late;
+                a.transferred_in += b.transferred_in;
+                a.transferred_out += b.transferred_out;
+            },
+            DepartmentCount::is_zero,
+        );
+        add(
+            &mut self.open_by_due,
+            &other.open_by_due,
+            |a, b| add(a, b, |x, y| *x += y, |n| *n == 0),
+            BTreeMap::is_empty,
+        );
+        self.transfers += other.transfers;
+        self.cases_transferred += other.cases_transferred;
+        self.returned_cases += other.returned_cases;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.total.is_zero() && self.by_department.is_empty()
     }
@@ -139,14 +184,14 @@ impl Tally {
     /// The figures a snapshot carries, with overdue cases judged at `as_of`.
     pub fn figures(&self, as_of: Timestamp) -> Figures {
         let total = self.total.received;
-        let counts = |m: &BTreeMap<&'static str, Count>| -> BTreeMap<String, Counts> {
-            m.iter().map(|(k, v)| ((*k).to_owned(), Counts::from(*v))).collect()
+        let counts = |m: &BTreeMap<String, Count>| -> BTreeMap<String, Counts> {
+            m.iter().map(|(k, v)| (k.clone(), Counts::from(*v))).collect()
         };
-        let mut overdue: BTreeMap<&str, u64> = BTreeMap::new();
-        // Keys sort by deadline first: everything before (as_of, "") is due strictly before as_of.
-        for department in self.open_by_due.range(..(as_of, String::new())).map(|(_, d)| d) {
-            *overdue.entry(department.as_str()).or_default() += 1;
-        }
+        let overdue: BTreeMap<&str, u64> = self
+            .open_by_due
+            .iter()
+            .map(|(department, dues)| (department.as_str(), u(dues.range(..as_of).map(|(_, n)| n).sum())))
+            .collect();
         Figures {
             totals: Totals {
                 received: u(self.total.received),

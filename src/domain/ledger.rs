@@ -62,7 +62,7 @@ impl Ledger {
             result = Err(Rejection::MonthEvicted);
         }
         if matches!(result, Ok(Applied::Changed)) {
-            self.replace(&event.case_id, &before, &record);
+            self.replace(&before, &record);
             self.changed_cases.insert(event.case_id.clone());
         }
         if record != CaseRecord::default() {
@@ -75,16 +75,16 @@ impl Ledger {
     /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let before = self.cases.remove(&case_id).unwrap_or_default();
-        self.replace(&case_id, &before, &record);
+        self.replace(&before, &record);
         if record != CaseRecord::default() {
             self.cases.insert(case_id, record);
         }
     }
 
-    fn replace(&mut self, case_id: &str, before: &CaseRecord, after: &CaseRecord) {
+    fn replace(&mut self, before: &CaseRecord, after: &CaseRecord) {
         let waiting = |r: &CaseRecord| usize::from(r.created.is_none() && *r != CaseRecord::default());
         self.waiting_for_created = self.waiting_for_created + waiting(after) - waiting(before);
-        if let Some(old) = before.contribution(case_id, &self.rules) {
+        if let Some(old) = before.contribution(&self.rules) {
             let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
             tally.remove(&old);
             if tally.is_empty() {
@@ -92,7 +92,7 @@ impl Ledger {
             }
             self.changed_months.insert(old.month);
         }
-        if let Some(new) = after.contribution(case_id, &self.rules) {
+        if let Some(new) = after.contribution(&self.rules) {
             self.months.entry(new.month).or_default().add(&new);
             self.changed_months.insert(new.month);
         }
@@ -140,6 +140,15 @@ impl Ledger {
 
     pub fn months(&self) -> impl Iterator<Item = (Month, &Tally)> {
         self.months.iter().map(|(m, t)| (*m, t))
+    }
+
+    pub fn tally(&self, month: Month) -> Option<&Tally> {
+        self.months.get(&month)
+    }
+
+    /// The first month still held, once months have been evicted.
+    pub fn kept_from(&self) -> Option<Month> {
+        self.kept_from
     }
 
     pub fn figures(&self, month: Month, as_of: Timestamp) -> Option<Figures> {

@@ -7,4 +7,5 @@ pub mod figures;
 pub mod ledger;
 pub mod month;
 pub mod publisher;
+pub mod routing;
 pub mod snapshot;

@@ -10,8 +10,7 @@ use std::time::{Duration, Instant};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 
-use super::figures::Figures;
-use super::ledger::Ledger;
+use super::figures::{Figures, Tally};
 use super::month::Month;
 use super::snapshot::{Snapshot, Status};
 
@@ -68,18 +67,18 @@ impl Publisher {
         watermark >= closes_at
     }
 
-    /// The revisions due now: one per held month whose figures or status changed since its
-    /// last revision, and whose last revision is at least `min_interval` old.
-    pub fn due(
+    /// The revisions due now: one per month whose figures or status changed since its last
+    /// revision, and whose last revision is at least `min_interval` old.
+    pub fn due<'a>(
         &mut self,
-        ledger: &Ledger,
+        months: impl IntoIterator<Item = (Month, &'a Tally)>,
         watermark: Option<Timestamp>,
         now: Instant,
         published_at: Timestamp,
     ) -> Vec<Snapshot> {
         let Some(as_of) = watermark else { return Vec::new() };
         let mut due = Vec::new();
-        for (month, tally) in ledger.months() {
+        for (month, tally) in months {
             let closed_now = self.is_closed(month, as_of);
             let p = self.months.entry(month).or_default();
             if p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
@@ -128,6 +127,11 @@ impl Watermarks {
         self.floor = self.floor.max(Some(at));
     }
 
+    /// How many partitions have reported an event time.
+    pub fn partitions(&self) -> usize {
+        self.partitions.len()
+    }
+
     pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
         let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((occurred_at, now));
         entry.0 = entry.0.max(occurred_at);
@@ -153,6 +157,7 @@ mod tests {
     use super::*;
     use crate::domain::case::CountingRules;
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use crate::domain::ledger::Ledger;
     use jiff::ToSpan;
 
     fn rules() -> PublishRules {
@@ -194,19 +199,19 @@ mod tests {
         let mut p = Publisher::new(rules());
         let t0 = Instant::now();
         let wm = Some(ts("2022-04-20T00:00:00Z"));
-        let s = p.due(&ledger_with(1), wm, t0, Timestamp::UNIX_EPOCH);
+        let s = p.due(ledger_with(1).months(), wm, t0, Timestamp::UNIX_EPOCH);
         assert_eq!(s.len(), 1);
         assert_eq!((s[0].revision, s[0].status), (1, Status::Provisional));
         assert!(
-            p.due(&ledger_with(1), wm, t0 + Duration::from_secs(60), Timestamp::UNIX_EPOCH).is_empty(),
+            p.due(ledger_with(1).months(), wm, t0 + Duration::from_secs(60), Timestamp::UNIX_EPOCH).is_empty(),
             "no change, no revision"
         );
-        assert!(p.due(&ledger_with(2), wm, t0 + Duration::from_secs(65), Timestamp::UNIX_EPOCH).len() == 1);
+        assert!(p.due(ledger_with(2).months(), wm, t0 + Duration::from_secs(65), Timestamp::UNIX_EPOCH).len() == 1);
         assert!(
-            p.due(&ledger_with(3), wm, t0 + Duration::from_secs(66), Timestamp::UNIX_EPOCH).is_empty(),
+            p.due(ledger_with(3).months(), wm, t0 + Duration::from_secs(66), Timestamp::UNIX_EPOCH).is_empty(),
             "throttled"
         );
-        let s = p.due(&ledger_with(3), wm, t0 + Duration::from_secs(76), Timestamp::UNIX_EPOCH);
+        let s = p.due(ledger_with(3).months(), wm, t0 + Duration::from_secs(76), Timestamp::UNIX_EPOCH);
         assert_eq!(s[0].revision, 3);
         assert_eq!(s[0].figures.totals.received, 3);
     }
@@ -217,9 +222,10 @@ mod tests {
         let t0 = Instant::now();
         let l = ledger_with(1);
         // April ends at 2022-04-30T16:00Z in Shanghai; grace is one day.
-        let s = p.due(&l, Some(ts("2022-05-01T15:59:59Z")), t0, Timestamp::UNIX_EPOCH);
+        let s = p.due(l.months(), Some(ts("2022-05-01T15:59:59Z")), t0, Timestamp::UNIX_EPOCH);
         assert_eq!(s[0].status, Status::Provisional);
-        let s = p.due(&l, Some(ts("2022-05-01T16:00:00Z")), t0 + Duration::from_secs(20), Timestamp::UNIX_EPOCH);
+        let s =
+            p.due(l.months(), Some(ts("2022-05-01T16:00:00Z")), t0 + Duration::from_secs(20), Timestamp::UNIX_EPOCH);
         assert_eq!((s[0].revision, s[0].status), (2, Status::Closed));
     }
 
@@ -228,12 +234,16 @@ mod tests {
         let mut p = Publisher::new(rules());
         let l = ledger_with(1);
         let april = "2022-04".parse().unwrap();
-        let mut old = p.due(&l, Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).remove(0);
+        let mut old =
+            p.due(l.months(), Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).remove(0);
         old.revision = 7;
         let mut fresh = Publisher::new(rules());
         fresh.restore(april, &old);
-        assert!(fresh.due(&l, Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).is_empty());
-        let s = fresh.due(&ledger_with(2), Some(ts("2022-04-20T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH);
+        assert!(
+            fresh.due(l.months(), Some(ts("2022-06-01T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH).is_empty()
+        );
+        let s =
+            fresh.due(ledger_with(2).months(), Some(ts("2022-04-20T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH);
         assert_eq!((s[0].revision, s[0].status), (8, Status::Closed));
     }
 

@@ -1,7 +1,7 @@
 //! Topics `hotline` owns (created when missing) and reading a topic to its end, which is how
 //! state and revision numbers are rebuilt on start.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -20,26 +20,32 @@ use super::client_config;
 /// A topic to create when missing.
 pub struct TopicSpec<'a> {
     pub name: &'a str,
+    pub partitions: i32,
     pub compacted: bool,
     /// `max.message.bytes` for the topic, when it must hold larger messages than the default.
     pub max_message_bytes: Option<usize>,
 }
 
-/// Creates the topics that do not exist yet. Existing topics are left as they are.
-pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()> {
+/// Creates the topics that do not exist yet (existing topics are left as they are) and returns
+/// the partition count of each.
+pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<HashMap<String, i32>> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(kafka).create().context("creating the Kafka admin client")?;
     let metadata =
         admin.inner().fetch_metadata(None, Duration::from_secs(30)).context("reading the cluster's metadata")?;
-    let existing: HashSet<&str> = metadata.topics().iter().filter(|t| t.error().is_none()).map(|t| t.name()).collect();
-    let partitions = kafka.partitions;
+    let mut partitions: HashMap<String, i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .map(|t| (t.name().to_owned(), t.partitions().len() as i32))
+        .collect();
     let max_bytes: Vec<Option<String>> = topics.iter().map(|t| t.max_message_bytes.map(|n| n.to_string())).collect();
     let new: Vec<NewTopic> = topics
         .iter()
         .zip(&max_bytes)
-        .filter(|(t, _)| !existing.contains(t.name))
+        .filter(|(t, _)| !partitions.contains_key(t.name))
         .map(|(t, max_bytes)| {
-            let mut topic = NewTopic::new(t.name, partitions, TopicReplication::Fixed(kafka.replication_factor));
+            let mut topic = NewTopic::new(t.name, t.partitions, TopicReplication::Fixed(kafka.replication_factor));
             if t.compacted {
                 topic = topic.set("cleanup.policy", "compact");
             }
@@ -49,8 +55,11 @@ pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()>
             topic
         })
         .collect();
+    for t in topics {
+        partitions.entry(t.name.to_owned()).or_insert(t.partitions);
+    }
     if new.is_empty() {
-        return Ok(());
+        return Ok(partitions);
     }
     let results = admin
         .create_topics(&new, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
@@ -63,7 +72,7 @@ pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<()>
             Err((name, code)) => bail!("could not create topic {name}: {code}"),
         }
     }
-    Ok(())
+    Ok(partitions)
 }
 
 /// A client context that does not report reaching a partition's end as an error: when
@@ -85,6 +94,17 @@ impl ConsumerContext for ReadToEnd {}
 pub fn read_to_end(
     kafka: &KafkaConfig,
     topic: &str,
+    timeout: Duration,
+    f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
+) -> Result<u64> {
+    read_partitions_to_end(kafka, topic, None, timeout, f)
+}
+
+/// `read_to_end` for some partitions of `topic` only (all when `only` is `None`).
+pub fn read_partitions_to_end(
+    kafka: &KafkaConfig,
+    topic: &str,
+    only: Option<&[i32]>,
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<u64> {
@@ -109,6 +129,13 @@ pub fn read_to_end(
         .collect();
     if partitions.is_empty() {
         bail!("topic {topic} does not exist");
+    }
+    let partitions: Vec<i32> = match only {
+        Some(only) => partitions.into_iter().filter(|p| only.contains(p)).collect(),
+        None => partitions,
+    };
+    if partitions.is_empty() {
+        return Ok(0);
     }
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {

@@ -59,6 +59,8 @@ boards = "{id}.boards"
 snapshots = "{id}.snapshots"
 dead_letters = "{id}.dead_letters"
 changelog = "{id}.case_state"
+case_events = "{id}.case_events"
+partials = "{id}.partials"
 [snapshot]
 grace = "1d"
 min_interval = "500ms"

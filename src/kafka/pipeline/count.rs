@@ -1,0 +1,217 @@
+//! Counting: the cases of this instance's partitions of the internal topic.
+//!
+//! Partition p of `case_events` holds every event of the cases that hash to p, and partition
+//! p of the changelog holds their records, so a partition's state moves with the partition:
+//! on assignment it is rebuilt from its changelog partition. Each partition also tells the
+//! publisher its monthly tallies and its watermark through the `partials` topic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use jiff::Timestamp;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::BaseRecord;
+
+use crate::config::{KafkaConfig, Settings};
+use crate::domain::case::{Applied, CaseRecord, CountingRules};
+use crate::domain::event::Rejection;
+use crate::domain::ledger::Ledger;
+use crate::domain::month::Month;
+use crate::domain::publisher::Watermarks;
+use crate::domain::routing::{Routed, RoutedEvent};
+use crate::kafka::topics::{self, key_str};
+use crate::telemetry::Telemetry;
+
+use super::{Output, RESTORE_TIMEOUT};
+
+/// Changelog key of a partition's watermark; `#` never occurs in a case id.
+const WATERMARK_KEY: &str = "#watermark";
+/// How often a partition's changed tallies are written to `partials` while events flow. A
+/// tally carries the deadline of each open case, so it is not written on every commit.
+const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Counting {
+    rules: CountingRules,
+    retention_months: u32,
+    partitions: BTreeMap<i32, Partition>,
+}
+
+struct Partition {
+    ledger: Ledger,
+    /// How far each input partition has got, as its records told this partition.
+    sources: Watermarks,
+    /// The watermark last written (changelog and partials).
+    written_watermark: Option<Timestamp>,
+    /// Months whose tally changed since it was last written to `partials`.
+    dirty: BTreeSet<Month>,
+    partials_written: Option<Instant>,
+}
+
+impl Counting {
+    /// Rebuilds the given partitions from their changelog partitions.
+    pub fn restore(settings: &Settings, partitions: &[i32]) -> Result<Counting> {
+        let config = &settings.config;
+        let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
+        let mut restored: BTreeMap<i32, Partition> = partitions
+            .iter()
+            .map(|p| {
+                let partition = Partition {
+                    ledger: Ledger::new(rules.clone()),
+                    sources: Watermarks::new(settings.idle_partition),
+                    written_watermark: None,
+                    dirty: BTreeSet::new(),
+                    partials_written: None,
+                };
+                (*p, partition)
+            })
+            .collect();
+        if !partitions.is_empty() {
+            topics::read_partitions_to_end(
+                &config.kafka,
+                &config.topics.changelog,
+                Some(partitions),
+                RESTORE_TIMEOUT,
+                |m| {
+                    let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
+                    match key_str(m) {
+                        Some(WATERMARK_KEY) => {
+                            let at: Timestamp = serde_json::from_slice(m.payload().unwrap_or_default())
+                                .context("a changelog watermark does not decode")?;
+                            p.sources.raise_floor(at);
+                            p.written_watermark = Some(at);
+                        }
+                        Some(case_id) => restore_record(&mut p.ledger, case_id, m.payload())?,
+                        None => {}
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        let mut counting = Counting { rules, retention_months: config.state.retention_months, partitions: restored };
+        for p in counting.partitions.values_mut() {
+            p.ledger.take_changes();
+            // Tallies changed before a crash may not have been written yet: write them all.
+            p.dirty = p.ledger.months().map(|(m, _)| m).collect();
+        }
+        // Before consuming, so late events of evicted months are rejected from the first batch.
+        let now = Instant::now();
+        let (zone, retention) = (counting.rules.zone.clone(), counting.retention_months);
+        for p in counting.partitions.values_mut() {
+            if let Some(kept_from) = p.kept_from(now, &zone, retention) {
+                p.ledger.evict_before(kept_from);
+            }
+        }
+        Ok(counting)
+    }
+
+    /// Cases held and cases waiting for their `created`, over all partitions.
+    pub fn held(&self) -> (usize, usize) {
+        self.partitions
+            .values()
+            .fold((0, 0), |(h, w), p| (h + p.ledger.cases_held(), w + p.ledger.waiting_for_created()))
+    }
+
+    /// Counts one record of the internal topic.
+    pub fn handle(&mut self, out: &Output<'_>, telemetry: &Telemetry, m: &BorrowedMessage<'_>) -> Result<()> {
+        let Some(p) = self.partitions.get_mut(&m.partition()) else {
+            bail!("a record of counting partition {} arrived before its state was restored", m.partition());
+        };
+        let Some(routed) = m.payload().and_then(|b| serde_json::from_slice::<Routed>(b).ok()) else {
+            let rejection = Rejection::UnreadableInternalRecord;
+            telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
+            return out.dead_letter(&rejection, (m.topic(), m.partition(), m.offset()), m.key(), m.payload());
+        };
+        let source = &routed.source;
+        p.sources.observe(&source.topic, source.partition, routed.watermark, Instant::now());
+        let Some(RoutedEvent { offset, event }) = &routed.event else { return Ok(()) };
+        match p.ledger.apply(event) {
+            Ok(Applied::Changed) => telemetry.event_counted(&source.topic, event.change.type_code()),
+            Ok(Applied::Duplicate) => telemetry.event_duplicate(),
+            Err(rejection) => {
+                telemetry.event_rejected(&source.topic, source.partition, *offset, &rejection);
+                // The dead letter carries the event as routed: the input's personal data is gone.
+                out.dead_letter(&rejection, (&source.topic, source.partition, *offset), m.key(), m.payload())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what changed in each partition: case records to the changelog, tallies (at most
+    /// every `PARTIAL_INTERVAL`, and always when `stopping`) and the watermark to `partials`.
+    pub fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
+        let t = &out.settings.config.topics;
+        for (&partition, p) in &mut self.partitions {
+            let kept_from = p.kept_from(now, &self.rules.zone, self.retention_months);
+            let evicting = kept_from.is_some_and(|k| p.ledger.kept_from().is_none_or(|held| k > held));
+            let (mut cases, months) = p.ledger.take_changes();
+            p.dirty.extend(months);
+            let partials_due = stopping || evicting || p.partials_written.is_none_or(|at| now - at >= PARTIAL_INTERVAL);
+            if !p.dirty.is_empty() && partials_due {
+                for month in std::mem::take(&mut p.dirty) {
+                    let key = format!("tally/{partition}/{month}");
+                    let payload = p.ledger.tally(month).map(|t| serde_json::to_vec(t).expect("tallies serialize"));
+                    send(out, &t.partials, 0, key.as_bytes(), payload.as_deref())?;
+                }
+                p.partials_written = Some(now);
+            }
+            if let (Some(kept_from), true) = (kept_from, evicting) {
+                let evicted = p.ledger.evict_before(kept_from);
+                tracing::info!(partition, cases = evicted.len(), %kept_from, "evicted cases of months past the retention");
+                cases.extend(p.ledger.take_changes().0);
+            }
+            for case_id in &cases {
+                let payload = p.ledger.case(case_id).map(|r| serde_json::to_vec(r).expect("records serialize"));
+                send(out, &t.changelog, partition, case_id.as_bytes(), payload.as_deref())?;
+            }
+            // The watermark goes out only with every tally it covers, so the publisher never
+            // sees a partition further in event time than its figures.
+            let watermark = p.sources.current(now);
+            if p.dirty.is_empty() && watermark.is_some() && watermark != p.written_watermark {
+                let payload = serde_json::to_vec(&watermark).expect("timestamps serialize");
+                send(out, &t.changelog, partition, WATERMARK_KEY.as_bytes(), Some(&payload))?;
+                send(out, &t.partials, 0, format!("watermark/{partition}").as_bytes(), Some(&payload))?;
+                p.written_watermark = watermark;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Partition {
+    /// The first month to keep, by this partition's watermark.
+    fn kept_from(&self, now: Instant, zone: &jiff::tz::TimeZone, retention_months: u32) -> Option<Month> {
+        let watermark = self.sources.current(now)?;
+        Some(Month::containing(watermark, zone).months_before(retention_months))
+    }
+}
+
+fn send(out: &Output<'_>, topic: &str, partition: i32, key: &[u8], payload: Option<&[u8]>) -> Result<()> {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key);
+    if let Some(p) = payload {
+        record = record.payload(p);
+    }
+    out.send(record)
+}
+
+/// Puts one changelog record back into `ledger`; a tombstone removes the case.
+fn restore_record(ledger: &mut Ledger, case_id: &str, payload: Option<&[u8]>) -> Result<()> {
+    let record = match payload {
+        Some(bytes) => serde_json::from_slice(bytes).context("a changelog record does not decode")?,
+        None => CaseRecord::default(),
+    };
+    ledger.restore(case_id.to_owned(), record);
+    Ok(())
+}
+
+/// Rebuilds one ledger from every partition of a changelog; returns it with the number of
+/// records read. (The benchmark's measure of a restart.)
+pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules) -> Result<(Ledger, u64)> {
+    let mut ledger = Ledger::new(rules);
+    let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match key_str(m) {
+        Some(WATERMARK_KEY) | None => Ok(()),
+        Some(case_id) => restore_record(&mut ledger, case_id, m.payload()),
+    })?;
+    ledger.take_changes();
+    Ok((ledger, read))
+}

@@ -1,0 +1,543 @@
+//! The consume-route-count-publish loop, exactly once through Kafka transactions.
+//!
+//! Every instance consumes, in one consumer group, the input topics, the internal
+//! `case_events` topic and the one-partition `partials` topic, and plays the parts its share
+//! of partitions gives it:
+//! - **ingest** (input partitions, `ingest.rs`): decode, dead-letter what is invalid, and route
+//!   each valid event by case id to its counting partition;
+//! - **count** (`case_events` partitions, `count.rs`): hold the partition's cases, write the
+//!   changed ones to the changelog and the partition's monthly tallies to `partials`;
+//! - **publish** (the single `partials` partition, so one instance at a time, `publish.rs`):
+//!   add up the partitions' tallies and publish snapshot revisions.
+//!
+//! One transaction per batch carries every output and every consumed offset. On any failure
+//! the transaction is aborted and the pipeline starts over from the last commit; when the
+//! group moves partitions, it aborts and restores the state of its new share. Either way
+//! state, outputs and offsets never disagree.
+
+mod count;
+mod ingest;
+mod publish;
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::avro::Framing;
+use crate::config::Settings;
+use crate::domain::event::Rejection;
+use crate::telemetry::Telemetry;
+
+use super::client_config;
+use super::topics::{self, TopicSpec};
+
+pub use count::restore_ledger;
+
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Dead letters keep the rejected payload unchanged up to this size; a larger payload is
+/// dropped (the headers still say where it was), so the broker never refuses a dead letter and
+/// no input can stall the pipeline.
+pub const DEAD_LETTER_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// Largest message the pipeline produces: a dead letter's payload plus its key and headers.
+const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + 64 * 1024;
+
+/// Runs the pipeline until `stop` is set, starting over after failures.
+pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
+    // Kafka may not be up yet when we start: wait for it.
+    let mut backoff = Backoff::default();
+    let partitions = loop {
+        match topics::ensure(&settings.config.kafka, &owned_topics(&settings)).await {
+            Ok(p) => break p,
+            Err(e) if !stop.load(Ordering::Relaxed) => {
+                telemetry.kafka_unavailable(&format!("{e:#}"));
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(_) => return Ok(()),
+        }
+    };
+    let layout = Layout::check(&settings, &partitions)?;
+    tokio::task::spawn_blocking(move || {
+        // The consumer outlives the pipeline's lives: starting over rewinds it to the committed
+        // offsets instead of leaving and rejoining the group.
+        let rebalanced = Arc::new(AtomicBool::new(false));
+        let consumer = consumer(&settings, &telemetry, &rebalanced)?;
+        let instance = settings.config.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
+        let mut backoff = Backoff::default();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            let life = Life::start(&settings, &telemetry, framing, &instance, layout, &consumer, &rebalanced);
+            match life.and_then(|mut l| l.run(&stop)) {
+                Ok(End::Stopped) => return Ok(()),
+                Ok(End::Rebalanced) => telemetry.rebalanced(),
+                Err(e) => {
+                    telemetry.ready(false);
+                    telemetry.restarting(&format!("{e:#}"));
+                    if started.elapsed() > Duration::from_secs(60) {
+                        backoff = Backoff::default();
+                    }
+                    std::thread::sleep(backoff.next());
+                }
+            }
+        }
+        Ok(())
+    })
+    .await
+    .context("the pipeline thread panicked")?
+}
+
+fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
+    let t = &settings.config.topics;
+    let n = settings.config.kafka.partitions;
+    vec![
+        TopicSpec { name: &t.case_events, partitions: n, compacted: false, max_message_bytes: None },
+        TopicSpec { name: &t.changelog, partitions: n, compacted: true, max_message_bytes: None },
+        TopicSpec { name: &t.partials, partitions: 1, compacted: true, max_message_bytes: None },
+        TopicSpec { name: &t.snapshots, partitions: n, compacted: true, max_message_bytes: None },
+        TopicSpec {
+            name: &t.dead_letters,
+            partitions: n,
+            compacted: false,
+            max_message_bytes: Some(MAX_PRODUCED_BYTES),
+        },
+    ]
+}
+
+/// The partition counts the pipeline relies on.
+#[derive(Clone, Copy, Debug)]
+struct Layout {
+    /// Partitions of `case_events` and of the changelog: the counting partitions.
+    counting_partitions: i32,
+}
+
+impl Layout {
+    fn check(settings: &Settings, partitions: &HashMap<String, i32>) -> Result<Layout> {
+        let t = &settings.config.topics;
+        let count = |name: &str| partitions.get(name).copied().unwrap_or(0);
+        let counting_partitions = count(&t.case_events);
+        if count(&t.changelog) != counting_partitions {
+            bail!(
+                "{} has {} partitions but {} has {}: partition p of the changelog holds the cases of partition p \
+                 of the events, so both need the same count",
+                t.changelog,
+                count(&t.changelog),
+                t.case_events,
+                counting_partitions
+            );
+        }
+        if count(&t.partials) != 1 {
+            bail!("{} must have exactly one partition (it has {})", t.partials, count(&t.partials));
+        }
+        Ok(Layout { counting_partitions })
+    }
+}
+
+/// Waits between attempts: 0.5 s, doubling up to 10 s.
+struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        wait
+    }
+}
+
+/// Turns the clients' connection errors into readiness (`/readyz` fails while no broker can
+/// be reached, even while the loop waits inside a blocking transaction call), and notes that
+/// the group moved partitions.
+#[derive(Clone)]
+struct KafkaEvents {
+    telemetry: Telemetry,
+    rebalanced: Arc<AtomicBool>,
+    joined: Arc<AtomicBool>,
+}
+
+impl ClientContext for KafkaEvents {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
+                self.telemetry.kafka_unavailable(&error);
+            }
+            _ => tracing::error!(%error, reason, "Kafka client error"),
+        }
+    }
+}
+
+impl ConsumerContext for KafkaEvents {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, _: &Rebalance<'_>) {
+        self.rebalanced.store(true, Ordering::SeqCst);
+    }
+
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if matches!(rebalance, Rebalance::Assign(_)) {
+            // Joined the group: from now on a life holds this instance's share of the work.
+            self.joined.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+impl ProducerContext for KafkaEvents {
+    type DeliveryOpaque = ();
+    // Delivery failures surface as a failed commit, which aborts and restarts the life.
+    fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
+}
+
+fn consumer(
+    settings: &Settings,
+    telemetry: &Telemetry,
+    rebalanced: &Arc<AtomicBool>,
+) -> Result<BaseConsumer<KafkaEvents>> {
+    let config = &settings.config;
+    let mut consumer_config = client_config(&config.kafka);
+    if let Some(id) = &config.kafka.instance_id {
+        consumer_config.set("group.instance.id", id);
+    }
+    let consumer: BaseConsumer<KafkaEvents> = consumer_config
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        .set("max.poll.interval.ms", "300000")
+        // A dead instance's partitions move to the others after this long.
+        .set("session.timeout.ms", "10000")
+        .create_with_context(KafkaEvents {
+            telemetry: telemetry.clone(),
+            rebalanced: rebalanced.clone(),
+            joined: Arc::default(),
+        })
+        .context("creating the consumer")?;
+    let t = &config.topics;
+    let mut subscribed: Vec<&str> = t.inputs().to_vec();
+    subscribed.extend([t.case_events.as_str(), t.partials.as_str()]);
+    consumer.subscribe(&subscribed).context("subscribing")?;
+    Ok(consumer)
+}
+
+/// How a life ended without an error.
+enum End {
+    Stopped,
+    Rebalanced,
+}
+
+/// One life of the pipeline, from a restore to a failure, a rebalance or a stop.
+struct Life<'a> {
+    settings: &'a Settings,
+    telemetry: &'a Telemetry,
+    consumer: &'a BaseConsumer<KafkaEvents>,
+    rebalanced: &'a AtomicBool,
+    out: Output<'a>,
+    ingest: ingest::Ingest,
+    counting: count::Counting,
+    publishing: Option<publish::Publishing>,
+}
+
+impl<'a> Life<'a> {
+    fn start(
+        settings: &'a Settings,
+        telemetry: &'a Telemetry,
+        framing: Framing,
+        instance: &str,
+        layout: Layout,
+        consumer: &'a BaseConsumer<KafkaEvents>,
+        rebalanced: &'a AtomicBool,
+    ) -> Result<Life<'a>> {
+        let config = &settings.config;
+        // One transactional id per instance: a restarted instance fences its predecessor, whose
+        // open transaction is aborted. Instances fence each other's stale work through the
+        // group's generation, sent with the offsets (KIP-447).
+        let producer: ThreadedProducer<KafkaEvents> = client_config(&config.kafka)
+            .set("transactional.id", format!("{}-{instance}", config.kafka.group_id))
+            // An instance that dies mid-transaction holds up its partitions' readers this long.
+            .set("transaction.timeout.ms", "10000")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
+            .create_with_context(KafkaEvents {
+                telemetry: telemetry.clone(),
+                rebalanced: Arc::default(),
+                joined: Arc::default(),
+            })
+            .context("creating the transactional producer")?;
+        producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
+
+        let t = &config.topics;
+        loop {
+            rebalanced.store(false, Ordering::SeqCst);
+            let assignment = consumer.assignment().context("reading the assignment")?;
+            // Committed offsets first: with read_committed this waits for a previous owner's
+            // pending transaction, so the changelog read next includes all it committed.
+            let committed = if assignment.count() == 0 {
+                TopicPartitionList::new()
+            } else {
+                consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
+            };
+            let counted: Vec<i32> =
+                committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
+            let counting = count::Counting::restore(settings, &counted)?;
+            let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
+                true => None,
+                false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
+            };
+            if rebalanced.load(Ordering::SeqCst) {
+                continue; // the share changed while restoring
+            }
+            seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
+            tracing::info!(
+                counting_partitions = ?counted,
+                publishing = publishing.is_some(),
+                cases = counting.held().0,
+                "state restored for this instance's partitions"
+            );
+            return Ok(Life {
+                settings,
+                telemetry,
+                consumer,
+                rebalanced,
+                out: Output { producer, settings, in_transaction: Cell::new(false) },
+                ingest: ingest::Ingest::new(layout.counting_partitions),
+                counting,
+                publishing,
+            });
+        }
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<End> {
+        // Ready once the group has given this instance its share and its state is restored.
+        self.telemetry.ready(self.consumer.context().joined.load(Ordering::SeqCst));
+        let mut last_gauges = None::<Instant>;
+        loop {
+            let stopping = stop.load(Ordering::Relaxed);
+            let Some(offsets) = self.consume_batch(stopping)? else {
+                self.out.abort();
+                return Ok(End::Rebalanced);
+            };
+            self.commit(offsets, stopping)?;
+            if last_gauges.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) || stopping {
+                self.refresh_gauges();
+                last_gauges = Some(Instant::now());
+            }
+            if stopping {
+                tracing::info!("stopped after the last transaction");
+                return Ok(End::Stopped);
+            }
+        }
+    }
+
+    fn refresh_gauges(&self) {
+        let (held, waiting) = self.counting.held();
+        self.telemetry.cases_held(held, waiting);
+        match &self.publishing {
+            Some(p) => self.telemetry.figures_changed(p.sums(), p.watermark(Instant::now())),
+            None => self.telemetry.figures_changed([], None),
+        }
+    }
+
+    /// Handles messages for up to one commit interval inside an open transaction, and returns
+    /// the next offset of each partition read; `None` when the group moved partitions.
+    fn consume_batch(&mut self, stopping: bool) -> Result<Option<HashMap<(String, i32), i64>>> {
+        let mut offsets = HashMap::new();
+        if stopping {
+            return Ok(Some(offsets));
+        }
+        let t = &self.settings.config.topics;
+        let deadline = Instant::now() + self.settings.commit_interval;
+        let mut messages = 0;
+        while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
+            let polled = self.consumer.poll(deadline.saturating_duration_since(Instant::now()));
+            if self.rebalanced.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            let Some(polled) = polled else { break };
+            let m = match polled {
+                Ok(m) => m,
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => continue,
+                Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e).context("consuming"),
+                Err(e) => {
+                    self.telemetry.kafka_unavailable(&e);
+                    continue;
+                }
+            };
+            self.telemetry.kafka_available();
+            if m.topic() == t.case_events {
+                self.counting.handle(&self.out, self.telemetry, &m)?;
+            } else if m.topic() == t.partials {
+                match &mut self.publishing {
+                    Some(p) => p.handle(&m),
+                    None => bail!("a partials record arrived but this instance restored no publisher"),
+                }
+            } else {
+                self.ingest.handle(&self.out, self.telemetry, &m)?;
+            }
+            offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
+            messages += 1;
+        }
+        Ok(Some(offsets))
+    }
+
+    /// Writes what the batch left owed (routing markers, changed cases, tallies, due
+    /// snapshots) and commits it with the consumed offsets.
+    fn commit(&mut self, offsets: HashMap<(String, i32), i64>, stopping: bool) -> Result<()> {
+        let now = Instant::now();
+        self.ingest.send_markers(&self.out)?;
+        self.counting.flush(&self.out, now, stopping)?;
+        let mut published = 0;
+        if let Some(p) = &mut self.publishing {
+            published = p.publish_due(&self.out, now)?;
+        }
+        match self.out.commit(&offsets, self.consumer) {
+            Ok(true) => {
+                self.telemetry.transaction_committed(published);
+                self.telemetry.kafka_available();
+            }
+            Ok(false) => {}
+            Err(e) => {
+                self.telemetry.transaction_aborted(&format!("{e:#}"));
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Moves every assigned partition to its committed offset (the beginning where none is
+/// committed yet), dropping whatever was read after the last commit; the partials partition
+/// goes to where the publisher's restore stopped reading.
+fn seek(
+    consumer: &BaseConsumer<KafkaEvents>,
+    committed: &TopicPartitionList,
+    partials: &str,
+    partials_next: Option<i64>,
+) -> Result<()> {
+    if committed.count() == 0 {
+        return Ok(());
+    }
+    let mut positions = TopicPartitionList::new();
+    for p in committed.elements() {
+        let offset = match (p.topic() == partials, partials_next, p.offset()) {
+            (true, Some(next), _) => Offset::Offset(next),
+            (_, _, Offset::Offset(n)) => Offset::Offset(n),
+            _ => Offset::Beginning,
+        };
+        positions.add_partition_offset(p.topic(), p.partition(), offset)?;
+    }
+    for p in consumer.seek_partitions(positions, TRANSACTION_TIMEOUT)?.elements() {
+        if let Err(e) = p.error() {
+            return Err(e).with_context(|| format!("seeking {}[{}]", p.topic(), p.partition()));
+        }
+    }
+    Ok(())
+}
+
+/// The transactional producer of one life, opening a transaction with the first record.
+struct Output<'a> {
+    producer: ThreadedProducer<KafkaEvents>,
+    settings: &'a Settings,
+    in_transaction: Cell<bool>,
+}
+
+impl Output<'_> {
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        if !self.in_transaction.get() {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.in_transaction.set(true);
+        }
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e).context("producing"),
+            }
+        }
+    }
+
+    /// Sends a rejected message to the dead letters with its reason and origin.
+    fn dead_letter(
+        &self,
+        rejection: &Rejection,
+        origin: (&str, i32, i64),
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+    ) -> Result<()> {
+        let (topic, partition, offset) = origin;
+        let kept = payload.filter(|p| p.len() <= DEAD_LETTER_MAX_PAYLOAD);
+        let mut headers = OwnedHeaders::new()
+            .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
+            .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) })
+            .insert(Header { key: "hotline.source_topic", value: Some(topic) })
+            .insert(Header { key: "hotline.source_partition", value: Some(&partition.to_string()) })
+            .insert(Header { key: "hotline.source_offset", value: Some(&offset.to_string()) });
+        if kept.is_none() && payload.is_some() {
+            headers = headers
+                .insert(Header { key: "hotline.payload_omitted", value: Some("larger than the dead-letter limit") });
+        }
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.dead_letters).headers(headers);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = kept {
+            record = record.payload(p);
+        }
+        self.send(record)
+    }
+
+    /// Commits the open transaction (opening one if only offsets are to commit) with the
+    /// consumed offsets. Returns whether there was anything to commit.
+    fn commit(&self, offsets: &HashMap<(String, i32), i64>, consumer: &BaseConsumer<KafkaEvents>) -> Result<bool> {
+        if offsets.is_empty() && !self.in_transaction.get() {
+            return Ok(false);
+        }
+        if !self.in_transaction.get() {
+            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.in_transaction.set(true);
+        }
+        let result = (|| {
+            if !offsets.is_empty() {
+                let mut tpl = TopicPartitionList::new();
+                for ((topic, partition), offset) in offsets {
+                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+                }
+                let group = consumer.group_metadata().context("no consumer group metadata")?;
+                self.producer
+                    .send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)
+                    .context("sending offsets to the transaction")?;
+            }
+            self.producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing the transaction")
+        })();
+        self.in_transaction.set(false);
+        if let Err(e) = result {
+            let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
+            return Err(e);
+        }
+        Ok(true)
+    }
+
+    /// Aborts the open transaction, if any.
+    fn abort(&self) {
+        if self.in_transaction.replace(false)
+            && let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT)
+        {
+            tracing::warn!(error = %e, "aborting the transaction");
+        }
+    }
+}

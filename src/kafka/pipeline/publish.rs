@@ -1,0 +1,162 @@
+//! Publishing: the instance holding the single `partials` partition adds up the counting
+//! partitions' tallies and publishes each month's snapshot revisions.
+//!
+//! A partial is the latest tally of one month on one counting partition (key
+//! `tally/{partition}/{month}`) or a partition's watermark (key `watermark/{partition}`). The
+//! topic is compacted and every record replaces the previous one with its key, so reading it
+//! from the beginning rebuilds the publisher, and revision numbers continue from the
+//! snapshots topic.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use anyhow::Result;
+use jiff::Timestamp;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::producer::BaseRecord;
+
+use crate::avro::{Framing, SnapshotCodec};
+use crate::config::Settings;
+use crate::domain::figures::Tally;
+use crate::domain::month::Month;
+use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
+use crate::kafka::topics::{self, key_str};
+
+use super::{Output, RESTORE_TIMEOUT};
+
+pub struct Publishing {
+    settings: Settings,
+    counting_partitions: i32,
+    /// month -> counting partition -> its latest tally.
+    partials: BTreeMap<Month, BTreeMap<i32, Tally>>,
+    /// The sum over partitions of each month, kept up to date for the months in `changed`.
+    sums: BTreeMap<Month, Tally>,
+    changed: BTreeSet<Month>,
+    /// Event time per counting partition.
+    watermarks: Watermarks,
+    publisher: Publisher,
+    codec: SnapshotCodec,
+    /// Where consuming the partials partition resumes after the restore.
+    pub next_offset: i64,
+}
+
+impl Publishing {
+    pub fn restore(settings: &Settings, framing: Framing, counting_partitions: i32) -> Result<Publishing> {
+        let config = &settings.config;
+        let mut publishing = Publishing {
+            settings: settings.clone(),
+            counting_partitions,
+            partials: BTreeMap::new(),
+            sums: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            watermarks: Watermarks::new(settings.idle_partition),
+            publisher: Publisher::new(PublishRules {
+                zone: settings.zone.clone(),
+                zone_name: config.time.zone.clone(),
+                grace: settings.grace,
+                min_interval: settings.min_interval,
+            }),
+            codec: SnapshotCodec::new(framing),
+            next_offset: 0,
+        };
+        let p = &mut publishing;
+        topics::read_to_end(&config.kafka, &config.topics.partials, RESTORE_TIMEOUT, |m| {
+            p.handle(m);
+            p.next_offset = m.offset() + 1;
+            Ok(())
+        })?;
+        topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
+            match m.payload().map(|bytes| p.codec.decode(bytes)) {
+                Some(Ok(s)) => {
+                    p.watermarks.raise_floor(s.as_of);
+                    p.publisher.restore(s.month, &s);
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "skipping an undecodable snapshot"),
+                None => {}
+            }
+            Ok(())
+        })?;
+        Ok(publishing)
+    }
+
+    /// Takes in one partial.
+    pub fn handle(&mut self, m: &BorrowedMessage<'_>) {
+        let key = key_str(m).unwrap_or_default();
+        let parsed = if let Some(rest) = key.strip_prefix("tally/") {
+            rest.split_once('/').and_then(|(p, month)| {
+                let (partition, month) = (p.parse::<i32>().ok()?, month.parse::<Month>().ok()?);
+                let tally = match m.payload() {
+                    Some(bytes) => Some(serde_json::from_slice::<Tally>(bytes).ok()?),
+                    None => None,
+                };
+                let tallies = self.partials.entry(month).or_default();
+                match tally {
+                    Some(t) => tallies.insert(partition, t),
+                    None => tallies.remove(&partition),
+                };
+                self.changed.insert(month);
+                Some(())
+            })
+        } else if let Some(p) = key.strip_prefix("watermark/") {
+            p.parse::<i32>().ok().zip(m.payload().and_then(|b| serde_json::from_slice::<Timestamp>(b).ok())).map(
+                |(partition, at)| {
+                    self.watermarks.observe(&self.settings.config.topics.case_events, partition, at, Instant::now())
+                },
+            )
+        } else {
+            None
+        };
+        if parsed.is_none() {
+            tracing::error!(
+                offset = m.offset(),
+                "skipping a partial that does not decode (written by another version?)"
+            );
+        }
+    }
+
+    /// The month watermark: the slowest active counting partition, once every partition has
+    /// told its own (before that, a month could look complete with some partitions missing).
+    pub fn watermark(&self, now: Instant) -> Option<Timestamp> {
+        (self.watermarks.partitions() >= self.counting_partitions as usize)
+            .then(|| self.watermarks.current(now))
+            .flatten()
+    }
+
+    pub fn sums(&self) -> impl Iterator<Item = (Month, &Tally)> {
+        self.sums.iter().map(|(m, t)| (*m, t))
+    }
+
+    /// Sends the snapshot revisions due now; returns how many.
+    pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<usize> {
+        let watermark = self.watermark(now);
+        if let Some(w) = watermark {
+            let kept_from =
+                Month::containing(w, &self.settings.zone).months_before(self.settings.config.state.retention_months);
+            self.partials.retain(|m, _| *m >= kept_from);
+            self.sums.retain(|m, _| *m >= kept_from);
+            self.changed.retain(|m| *m >= kept_from);
+            self.publisher.forget_before(kept_from);
+        }
+        for month in std::mem::take(&mut self.changed) {
+            let mut sum = Tally::default();
+            for tally in self.partials.get(&month).into_iter().flat_map(|p| p.values()) {
+                sum.merge(tally);
+            }
+            if sum.is_empty() {
+                self.sums.remove(&month);
+            } else {
+                self.sums.insert(month, sum);
+            }
+        }
+        let due = self.publisher.due(self.sums.iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
+        let topic = &self.settings.config.topics.snapshots;
+        for snapshot in &due {
+            let bytes = self.codec.encode(snapshot)?;
+            let key = snapshot.month.to_string();
+            out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
+            tracing::info!(month = %snapshot.month, revision = snapshot.revision, status = snapshot.status.code(),
+                received = snapshot.figures.totals.received, "publishing snapshot");
+        }
+        Ok(due.len())
+    }
+}
