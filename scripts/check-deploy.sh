@@ -42,7 +42,8 @@ if docker compose version >/dev/null 2>&1; then
     compose=(docker compose)
 else
     if ! command -v docker-compose >/dev/null; then
-        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker-compose >"$work/apt" 2>&1 ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+            apt-get install -y -qq --no-install-recommends docker-compose; } >"$work/apt" 2>&1 ||
             { cat "$work/apt" >&2; echo "check-deploy: cannot install docker-compose" >&2; exit 1; }
     fi
     compose=(docker-compose)
