@@ -8,6 +8,10 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro
 
+# deploy/: alert rules and their unit tests, the dashboard against a real Prometheus, compose
+# and Kubernetes manifests (needs no broker and no build).
+scripts/check-deploy.sh
+
 broker_dir="$PWD/target/test-broker"
 trap 'scripts/broker.sh stop "$broker_dir"' EXIT
 HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
