@@ -11,6 +11,8 @@ use jiff::tz::TimeZone;
 use jiff::{Span, SpanRelativeTo};
 use serde::Deserialize;
 
+use crate::labels::LabelRegistry;
+
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -29,6 +31,16 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub state: StateConfig,
+    #[serde(default)]
+    pub labels: LabelsConfig,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LabelsConfig {
+    /// The departments and categories allowed as metric labels; the built-in
+    /// `config/registry.toml` when unset.
+    pub registry: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -202,6 +214,7 @@ pub struct Settings {
     pub idle_partition: Duration,
     pub commit_interval: Duration,
     pub listen: SocketAddr,
+    pub labels: LabelRegistry,
 }
 
 impl Config {
@@ -234,7 +247,12 @@ impl Config {
         if self.kafka.partitions < 1 {
             bail!("kafka.partitions must be at least 1");
         }
+        let labels = match &self.labels.registry {
+            Some(path) => LabelRegistry::load(path)?,
+            None => LabelRegistry::default(),
+        };
         Ok(Settings {
+            labels,
             max_future: wall(&self.time.max_future, "time.max_future")?,
             default_sla: span(&self.sla.default, "sla.default")?,
             grace: span(&self.snapshot.grace, "snapshot.grace")?,

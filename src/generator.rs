@@ -24,7 +24,7 @@ const CHANNELS: &[(&str, u32)] = &[
     ("hotline", 29_447),
 ];
 
-const CATEGORIES: &[(&str, u32)] = &[
+pub const CATEGORIES: &[(&str, u32)] = &[
     ("epidemic", 17_883),
     ("social_security", 1802),
     ("housing_construction", 621),

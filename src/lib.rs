@@ -8,6 +8,7 @@ pub mod domain;
 pub mod generator;
 pub mod http;
 pub mod kafka;
+pub mod labels;
 pub mod schema_registry;
 pub mod telemetry;
 

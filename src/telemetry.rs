@@ -1,35 +1,66 @@
 //! What can happen in the pipeline, each as one function that writes the log line and moves
 //! the metric together, so telemetry cannot drift from behaviour. Labels are bounded: topics,
-//! event types, rejection kinds, months held and department codes; never ids or payloads.
+//! partitions, event types, rejection kinds, months held, and department and category codes
+//! from the label registry (others count as `unknown`); never ids or payloads.
+//!
+//! Counts of what a batch did are held back until its transaction commits, so an aborted
+//! batch, which is read again, is not counted twice.
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
 
 use crate::domain::event::Rejection;
-use crate::domain::figures::Tally;
+use crate::domain::figures::{Counts, Figures, Tally};
 use crate::domain::month::Month;
+use crate::labels::LabelRegistry;
 
 #[derive(Clone)]
 pub struct Telemetry {
     pub registry: Registry,
+    labels: Arc<LabelRegistry>,
+    pending: Arc<Mutex<Pending>>,
     events: IntCounterVec,
     rejected: IntCounterVec,
     duplicates: IntCounter,
-    month_cases: IntGaugeVec,
-    department_open: IntGaugeVec,
-    department_overdue: IntGaugeVec,
-    snapshots_published: IntCounter,
-    transactions: IntCounterVec,
-    cases_held: IntGauge,
-    cases_waiting: IntGauge,
-    watermark: IntGauge,
     processed: IntCounter,
+    latency: HistogramVec,
+    snapshots_published: IntCounter,
+    publish_latency: Histogram,
+    transactions: IntCounterVec,
     restarts: IntCounter,
     rebalances: IntCounter,
+    month_cases: IntGaugeVec,
+    month_channel: IntGaugeVec,
+    month_category: IntGaugeVec,
+    month_department: IntGaugeVec,
+    department_open: IntGaugeVec,
+    department_overdue: IntGaugeVec,
+    month_closed: IntGaugeVec,
+    snapshot_closed: IntGaugeVec,
+    snapshot_revision: IntGaugeVec,
+    cases_held: IntGauge,
+    cases_waiting: IntGauge,
+    state_bytes: IntGauge,
+    watermark: IntGauge,
+    lag: IntGaugeVec,
+    ready: IntGauge,
     health: Arc<Health>,
+}
+
+/// What the open transaction did, counted once it commits.
+#[derive(Default)]
+struct Pending {
+    events: HashMap<(String, &'static str), u64>,
+    rejected: HashMap<&'static str, u64>,
+    duplicates: u64,
+    processed: u64,
+    latencies: Vec<(&'static str, f64)>,
 }
 
 /// Liveness and readiness as `/healthz` and `/readyz` report them.
@@ -45,40 +76,43 @@ impl Health {
     }
 }
 
+fn register<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, metric: T) -> T {
+    r.register(Box::new(metric.clone())).expect("unique metric");
+    metric
+}
+
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    register(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    let c = IntCounter::new(name, help).expect("valid metric");
-    r.register(Box::new(c.clone())).expect("unique metric");
-    c
+    register(r, IntCounter::new(name, help).expect("valid metric"))
 }
 
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    let g = IntGauge::new(name, help).expect("valid metric");
-    r.register(Box::new(g.clone())).expect("unique metric");
-    g
+    register(r, IntGauge::new(name, help).expect("valid metric"))
 }
+
+/// Seconds, from 10 ms to a day: replays of old months land in the top buckets.
+const LATENCY_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 86400.0];
 
 impl Default for Telemetry {
     fn default() -> Telemetry {
-        Telemetry::new()
+        Telemetry::new(LabelRegistry::default())
     }
 }
 
 impl Telemetry {
-    pub fn new() -> Telemetry {
+    pub fn new(labels: LabelRegistry) -> Telemetry {
         let r = Registry::new();
-        Telemetry {
+        let t = Telemetry {
+            labels: Arc::new(labels),
+            pending: Arc::default(),
             events: counter_vec(
                 &r,
                 "hotline_events_total",
@@ -88,15 +122,82 @@ impl Telemetry {
             rejected: counter_vec(
                 &r,
                 "hotline_events_rejected_total",
-                "Input messages sent to the dead letters, by reason.",
+                "Messages sent to the dead letters, by reason.",
                 &["reason"],
             ),
             duplicates: counter(&r, "hotline_events_duplicate_total", "Events whose event_id was already applied."),
+            processed: counter(
+                &r,
+                "hotline_messages_processed_total",
+                "Input messages ingested (routed to counting or dead-lettered) and committed.",
+            ),
+            latency: register(
+                &r,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "hotline_event_latency_seconds",
+                        "From an event's occurred_at, or its input message's Kafka timestamp, to its counting.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                    &["from"],
+                )
+                .expect("valid metric"),
+            ),
+            snapshots_published: counter(
+                &r,
+                "hotline_snapshots_published_total",
+                "Snapshot revisions committed to the snapshots topic.",
+            ),
+            publish_latency: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "hotline_snapshot_publish_latency_seconds",
+                        "From the partial that changed a month to the commit of its new revision.",
+                    )
+                    .buckets(LATENCY_BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            transactions: counter_vec(
+                &r,
+                "hotline_transactions_total",
+                "Kafka transactions, by outcome (committed, aborted).",
+                &["outcome"],
+            ),
+            restarts: counter(
+                &r,
+                "hotline_pipeline_restarts_total",
+                "Times the pipeline started over from the last commit after a failure.",
+            ),
+            rebalances: counter(
+                &r,
+                "hotline_rebalances_total",
+                "Times the consumer group moved partitions to or from this instance.",
+            ),
             month_cases: gauge_vec(
                 &r,
                 "hotline_month_cases",
                 "Cases of each month held, by status (received, closed, in_progress).",
                 &["month", "status"],
+            ),
+            month_channel: gauge_vec(
+                &r,
+                "hotline_month_channel_cases",
+                "Cases of the running and previous month by channel and status.",
+                &["month", "channel", "status"],
+            ),
+            month_category: gauge_vec(
+                &r,
+                "hotline_month_category_cases",
+                "Cases of the running and previous month by category and status.",
+                &["month", "category", "status"],
+            ),
+            month_department: gauge_vec(
+                &r,
+                "hotline_month_department_cases",
+                "Cases of the running and previous month by department: received (assigned), closed, in_progress.",
+                &["month", "department", "status"],
             ),
             department_open: gauge_vec(
                 &r,
@@ -110,81 +211,127 @@ impl Telemetry {
                 "Open cases past their deadline at the watermark.",
                 &["department"],
             ),
-            snapshots_published: counter(
+            month_closed: gauge_vec(
                 &r,
-                "hotline_snapshots_published_total",
-                "Snapshot revisions committed to the snapshots topic.",
+                "hotline_month_closed",
+                "1 once event time has passed the month's end plus the grace period.",
+                &["month"],
             ),
-            transactions: counter_vec(
+            snapshot_closed: gauge_vec(
                 &r,
-                "hotline_transactions_total",
-                "Kafka transactions, by outcome (committed, aborted).",
-                &["outcome"],
+                "hotline_snapshot_closed",
+                "1 once the month's latest published snapshot is closed.",
+                &["month"],
             ),
-            cases_held: gauge(&r, "hotline_cases_held", "Case records held in memory."),
+            snapshot_revision: gauge_vec(
+                &r,
+                "hotline_snapshot_revision",
+                "Revision of the month's latest published snapshot.",
+                &["month"],
+            ),
+            cases_held: gauge(&r, "hotline_cases_held", "Case records this instance's counting partitions hold."),
             cases_waiting: gauge(
                 &r,
                 "hotline_cases_waiting_for_created",
                 "Cases with events but no created event yet.",
             ),
+            state_bytes: gauge(&r, "hotline_state_bytes", "Estimated bytes of the case records held in memory."),
             watermark: gauge(&r, "hotline_watermark_seconds", "Event-time watermark, Unix seconds."),
-            processed: counter(
+            lag: gauge_vec(
                 &r,
-                "hotline_messages_processed_total",
-                "Input messages handled: counted, duplicate or rejected.",
+                "hotline_consumer_lag_messages",
+                "Messages not yet consumed, per assigned partition (librdkafka statistics).",
+                &["topic", "partition"],
             ),
-            restarts: counter(
-                &r,
-                "hotline_pipeline_restarts_total",
-                "Times the pipeline started over from the last commit.",
-            ),
-            rebalances: counter(
-                &r,
-                "hotline_rebalances_total",
-                "Times the consumer group moved partitions to or from this instance.",
-            ),
+            ready: gauge(&r, "hotline_ready", "1 while /readyz answers 200."),
             health: Arc::new(Health::default()),
             registry: r,
+        };
+        // Counters start at zero, so the first abort or dead letter shows in increase().
+        t.transactions.with_label_values(&["committed"]);
+        t.transactions.with_label_values(&["aborted"]);
+        for kind in Rejection::KINDS {
+            t.rejected.with_label_values(&[kind]);
         }
+        t
     }
 
     pub fn health(&self) -> Arc<Health> {
         self.health.clone()
     }
 
-    /// An input message was ingested: routed to its counting partition or dead-lettered.
-    pub fn message_ingested(&self) {
-        self.processed.inc();
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn event_counted(&self, topic: &str, event_type: &str) {
-        self.events.with_label_values(&[topic, event_type]).inc();
+    /// An input message was ingested: routed to its counting partition or dead-lettered.
+    pub fn message_ingested(&self) {
+        self.pending().processed += 1;
+    }
+
+    /// An event was counted; `kafka_timestamp` is its input message's (milliseconds).
+    pub fn event_counted(&self, topic: &str, event_type: &'static str, occurred_at: Timestamp, kafka_timestamp: Option<i64>) {
+        let now = Timestamp::now();
+        let mut p = self.pending();
+        *p.events.entry((topic.to_owned(), event_type)).or_default() += 1;
+        p.latencies.push(("occurred_at", now.duration_since(occurred_at).as_secs_f64().max(0.0)));
+        if let Some(ms) = kafka_timestamp {
+            p.latencies.push(("kafka_timestamp", (now.as_millisecond() - ms).max(0) as f64 / 1000.0));
+        }
     }
 
     pub fn event_duplicate(&self) {
-        self.duplicates.inc();
+        self.pending().duplicates += 1;
     }
 
     pub fn event_rejected(&self, topic: &str, partition: i32, offset: i64, rejection: &Rejection) {
-        tracing::warn!(topic, partition, offset, reason = rejection.kind(), detail = %rejection, "input message sent to the dead letters");
-        self.rejected.with_label_values(&[rejection.kind()]).inc();
+        tracing::warn!(topic, partition, offset, reason = rejection.kind(), detail = %rejection, "message sent to the dead letters");
+        *self.pending().rejected.entry(rejection.kind()).or_default() += 1;
     }
 
-    pub fn transaction_committed(&self, snapshots: usize) {
+    /// The open transaction committed: what it did counts now.
+    pub fn transaction_committed(&self, snapshots: usize, publish_latencies: &[f64]) {
         tracing::debug!(snapshots, "transaction committed");
         self.transactions.with_label_values(&["committed"]).inc();
         self.snapshots_published.inc_by(snapshots as u64);
+        for l in publish_latencies {
+            self.publish_latency.observe(*l);
+        }
+        let p = std::mem::take(&mut *self.pending());
+        for ((topic, kind), n) in p.events {
+            self.events.with_label_values(&[&topic, kind]).inc_by(n);
+        }
+        for (reason, n) in p.rejected {
+            self.rejected.with_label_values(&[reason]).inc_by(n);
+        }
+        self.duplicates.inc_by(p.duplicates);
+        self.processed.inc_by(p.processed);
+        for (from, seconds) in p.latencies {
+            self.latency.with_label_values(&[from]).observe(seconds);
+        }
     }
 
     pub fn transaction_aborted(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "transaction could not commit; aborting it");
         self.transactions.with_label_values(&["aborted"]).inc();
+        self.discard_uncommitted();
+    }
+
+    /// Forgets what the open transaction did: it will be done again from the last commit.
+    pub fn discard_uncommitted(&self) {
+        *self.pending() = Pending::default();
     }
 
     /// The pipeline drops its in-memory state and starts over from the last commit.
     pub fn restarting(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "restarting from the last committed point");
         self.restarts.inc();
+    }
+
+    /// The consumer group moved partitions; the pipeline restores state for its new share.
+    pub fn rebalanced(&self) {
+        tracing::info!("partitions reassigned; restoring state for this instance's share");
+        self.rebalances.inc();
     }
 
     pub fn ready(&self, ready: bool) {
@@ -204,57 +351,125 @@ impl Telemetry {
         }
     }
 
-    /// The consumer group moved partitions; the pipeline restores state for its new share.
-    pub fn rebalanced(&self) {
-        tracing::info!("partitions reassigned; restoring state for this instance's share");
-        self.rebalances.inc();
+    /// Consumer lag per assigned partition, from librdkafka's statistics.
+    pub fn consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
+        self.lag.reset();
+        for (topic, partition, lag) in lags {
+            // librdkafka reports -1 while it does not know yet.
+            if partition >= 0 && lag >= 0 {
+                self.lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
+            }
+        }
     }
 
     /// Refreshes the gauges of the cases this instance's counting partitions hold.
-    pub fn cases_held(&self, held: usize, waiting_for_created: usize) {
+    pub fn cases_held(&self, held: usize, waiting_for_created: usize, bytes: usize) {
         self.cases_held.set(held as i64);
         self.cases_waiting.set(waiting_for_created as i64);
+        self.state_bytes.set(bytes as i64);
     }
 
-    /// Refreshes the city's gauges from the publisher's sums (only the instance publishing
-    /// has them; the others show none).
-    pub fn figures_changed<'a>(
-        &self,
-        months: impl IntoIterator<Item = (Month, &'a Tally)>,
-        watermark: Option<Timestamp>,
-    ) {
-        let as_of = watermark.unwrap_or(Timestamp::MIN);
-        if let Some(w) = watermark {
+    /// Refreshes the city's gauges from the publisher's sums. Only the publishing instance has
+    /// them; the others show none, so sums over instances stay right.
+    pub fn city_changed<'a>(&self, city: Option<City<'a>>) {
+        for g in [
+            &self.month_cases,
+            &self.month_channel,
+            &self.month_category,
+            &self.month_department,
+            &self.department_open,
+            &self.department_overdue,
+            &self.month_closed,
+            &self.snapshot_closed,
+            &self.snapshot_revision,
+        ] {
+            g.reset();
+        }
+        let Some(city) = city else { return };
+        let as_of = city.watermark.unwrap_or(Timestamp::MIN);
+        if let Some(w) = city.watermark {
             self.watermark.set(w.as_second());
         }
-        self.month_cases.reset();
-        self.department_open.reset();
-        self.department_overdue.reset();
-        let mut open = std::collections::BTreeMap::<String, (i64, i64)>::new();
-        for (month, tally) in months {
+        let running = city.watermark.map(|w| Month::containing(w, &city.zone));
+        let mut open = BTreeMap::<String, (i64, i64)>::new();
+        for (month, tally, closed) in city.months {
             let f = tally.figures(as_of);
             let m = month.to_string();
-            self.month_cases.with_label_values(&[&m, "received"]).set(f.totals.received as i64);
-            self.month_cases.with_label_values(&[&m, "closed"]).set(f.totals.closed as i64);
-            self.month_cases.with_label_values(&[&m, "in_progress"]).set(f.totals.in_progress as i64);
-            for (d, figures) in f.by_department {
-                let e = open.entry(d).or_default();
+            let totals = &f.totals;
+            let counts = Counts { received: totals.received, closed: totals.closed, in_progress: totals.in_progress };
+            set_counts(&self.month_cases, &[&m], &counts);
+            if running.is_some_and(|r| month == r || month == r.months_before(1)) {
+                self.month_breakdown(&m, &f);
+            }
+            for (d, figures) in &f.by_department {
+                let e = open.entry(self.labels.department(d).to_owned()).or_default();
                 e.0 += figures.in_progress as i64;
                 e.1 += figures.overdue as i64;
             }
+            self.month_closed.with_label_values(&[&m]).set(i64::from(closed));
         }
         for (d, (o, od)) in open {
             self.department_open.with_label_values(&[&d]).set(o);
             self.department_overdue.with_label_values(&[&d]).set(od);
         }
+        for (month, revision, closed) in city.published {
+            let m = month.to_string();
+            self.snapshot_revision.with_label_values(&[&m]).set(revision as i64);
+            self.snapshot_closed.with_label_values(&[&m]).set(i64::from(closed));
+        }
     }
 
-    /// Input messages handled so far: counted, duplicate or rejected.
+    fn month_breakdown(&self, m: &str, f: &Figures) {
+        for (channel, c) in &f.by_channel {
+            set_counts(&self.month_channel, &[m, channel], c);
+        }
+        let mut categories = BTreeMap::<&str, Counts>::new();
+        for (category, c) in &f.by_category {
+            let sum = categories.entry(self.labels.category(category)).or_default();
+            sum.received += c.received;
+            sum.closed += c.closed;
+            sum.in_progress += c.in_progress;
+        }
+        for (category, c) in categories {
+            set_counts(&self.month_category, &[m, category], &c);
+        }
+        let mut departments = BTreeMap::<&str, Counts>::new();
+        for (department, d) in &f.by_department {
+            let sum = departments.entry(self.labels.department(department)).or_default();
+            sum.received += d.assigned;
+            sum.closed += d.closed_on_time + d.closed_late;
+            sum.in_progress += d.in_progress;
+        }
+        for (department, c) in departments {
+            set_counts(&self.month_department, &[m, department], &c);
+        }
+    }
+
+    /// Input messages ingested and committed so far.
     pub fn messages_processed(&self) -> u64 {
         self.processed.get()
     }
 
     pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.health.is_ready()));
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
+}
+
+fn set_counts(g: &IntGaugeVec, labels: &[&str], c: &Counts) {
+    for (status, n) in [("received", c.received), ("closed", c.closed), ("in_progress", c.in_progress)] {
+        let mut values = labels.to_vec();
+        values.push(status);
+        g.with_label_values(&values).set(n as i64);
+    }
+}
+
+/// What the publishing instance knows of the city.
+pub struct City<'a> {
+    /// Each month's summed tally, and whether event time has closed it.
+    pub months: Vec<(Month, &'a Tally, bool)>,
+    pub watermark: Option<Timestamp>,
+    pub zone: jiff::tz::TimeZone,
+    /// Per month: the latest published revision and whether it is closed.
+    pub published: Vec<(Month, u64, bool)>,
 }

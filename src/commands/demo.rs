@@ -45,7 +45,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
-    let telemetry = Telemetry::new();
+    let telemetry = Telemetry::new(settings.labels.clone());
     let bound = crate::http::serve(settings.listen, telemetry.clone()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));

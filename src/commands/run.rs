@@ -13,7 +13,7 @@ use crate::telemetry::Telemetry;
 
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    let telemetry = Telemetry::new();
+    let telemetry = Telemetry::new(settings.labels.clone());
     crate::http::serve(settings.listen, telemetry.clone()).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let framing = framing(&settings).await?;

@@ -50,6 +50,25 @@ pub enum Applied {
 }
 
 impl CaseRecord {
+    /// Roughly the heap this record takes, for the state-size metric.
+    pub fn approx_bytes(&self) -> usize {
+        let created = self.created.as_ref().map_or(0, |f| {
+            let d = &f.data;
+            f.event_id.len() + d.category.len() + d.department.as_ref().map_or(0, String::len)
+        });
+        let transfers: usize = self
+            .transfers
+            .iter()
+            .map(|f| {
+                std::mem::size_of::<Fact<Transferred>>()
+                    + f.event_id.len()
+                    + f.data.to_department.len()
+                    + f.data.from_department.as_ref().map_or(0, String::len)
+            })
+            .sum();
+        std::mem::size_of::<CaseRecord>() + created + transfers + self.closed.as_ref().map_or(0, |f| f.event_id.len())
+    }
+
     fn has_event(&self, event_id: &str) -> bool {
         self.created.as_ref().is_some_and(|f| f.event_id == event_id)
             || self.closed.as_ref().is_some_and(|f| f.event_id == event_id)

@@ -185,6 +185,28 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every `kind()`, so metrics can start each at zero.
+    pub const KINDS: &'static [&'static str] = &[
+        "too_large",
+        "empty",
+        "invalid_utf8",
+        "invalid_json",
+        "not_an_object",
+        "missing_field",
+        "wrong_type",
+        "bad_timestamp",
+        "timestamp_out_of_range",
+        "invalid_code",
+        "unknown_type",
+        "unknown_channel",
+        "unknown_board",
+        "unknown_request_kind",
+        "conflicting_created",
+        "already_closed",
+        "month_evicted",
+        "unreadable_internal_record",
+    ];
+
     /// A low-cardinality label for metrics.
     pub fn kind(&self) -> &'static str {
         match self {

@@ -21,6 +21,8 @@ pub struct Ledger {
     months: BTreeMap<Month, Tally>,
     /// Cases whose `created` event has not arrived yet.
     waiting_for_created: usize,
+    /// Estimated bytes of the cases held (ids and records).
+    bytes: usize,
     changed_cases: BTreeSet<String>,
     changed_months: BTreeSet<Month>,
     /// Months before this one are evicted: their cases are dropped and late events for them
@@ -35,6 +37,7 @@ impl Ledger {
             cases: HashMap::new(),
             months: BTreeMap::new(),
             waiting_for_created: 0,
+            bytes: 0,
             changed_cases: BTreeSet::new(),
             changed_months: BTreeSet::new(),
             kept_from: None,
@@ -62,7 +65,7 @@ impl Ledger {
             result = Err(Rejection::MonthEvicted);
         }
         if matches!(result, Ok(Applied::Changed)) {
-            self.replace(&before, &record);
+            self.replace(&event.case_id, &before, &record);
             self.changed_cases.insert(event.case_id.clone());
         }
         if record != CaseRecord::default() {
@@ -75,15 +78,16 @@ impl Ledger {
     /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let before = self.cases.remove(&case_id).unwrap_or_default();
-        self.replace(&before, &record);
+        self.replace(&case_id, &before, &record);
         if record != CaseRecord::default() {
             self.cases.insert(case_id, record);
         }
     }
 
-    fn replace(&mut self, before: &CaseRecord, after: &CaseRecord) {
+    fn replace(&mut self, case_id: &str, before: &CaseRecord, after: &CaseRecord) {
         let waiting = |r: &CaseRecord| usize::from(r.created.is_none() && *r != CaseRecord::default());
         self.waiting_for_created = self.waiting_for_created + waiting(after) - waiting(before);
+        self.bytes = self.bytes + held_bytes(case_id, after) - held_bytes(case_id, before);
         if let Some(old) = before.contribution(&self.rules) {
             let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
             tally.remove(&old);
@@ -118,6 +122,7 @@ impl Ledger {
             .collect();
         for id in &evicted {
             let record = self.cases.remove(id).expect("listed above");
+            self.bytes -= held_bytes(id, &record);
             self.waiting_for_created -= usize::from(record.created.is_none());
             self.changed_cases.insert(id.clone());
         }
@@ -128,6 +133,11 @@ impl Ledger {
 
     pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
         self.cases.get(case_id)
+    }
+
+    /// Estimated bytes of the cases held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     pub fn cases_held(&self) -> usize {
@@ -159,6 +169,11 @@ impl Ledger {
     pub fn take_changes(&mut self) -> (BTreeSet<String>, BTreeSet<Month>) {
         (std::mem::take(&mut self.changed_cases), std::mem::take(&mut self.changed_months))
     }
+}
+
+/// What holding `record` under `case_id` costs, roughly; nothing for an empty record.
+fn held_bytes(case_id: &str, record: &CaseRecord) -> usize {
+    if *record == CaseRecord::default() { 0 } else { case_id.len() + record.approx_bytes() }
 }
 
 #[cfg(test)]

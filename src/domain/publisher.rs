@@ -57,6 +57,14 @@ impl Publisher {
         self.months.retain(|m, _| *m >= kept_from);
     }
 
+    /// Each month's latest revision and whether it is closed.
+    pub fn published(&self) -> impl Iterator<Item = (Month, u64, bool)> + '_ {
+        self.months
+            .iter()
+            .filter(|(_, p)| p.revision > 0)
+            .map(|(m, p)| (*m, p.revision, p.status == Some(Status::Closed)))
+    }
+
     pub fn revision(&self, month: Month) -> u64 {
         self.months.get(&month).map_or(0, |p| p.revision)
     }

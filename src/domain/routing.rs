@@ -42,6 +42,9 @@ pub struct Routed {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RoutedEvent {
     pub offset: i64,
+    /// The input message's Kafka timestamp (milliseconds), for the latency metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_timestamp: Option<i64>,
     #[serde(flatten)]
     pub event: CaseEvent,
 }
@@ -142,7 +145,7 @@ mod tests {
             Routed {
                 source: source(2),
                 watermark: ts("2022-04-03T00:00:00Z"),
-                event: Some(RoutedEvent { offset: 7, event }),
+                event: Some(RoutedEvent { offset: 7, input_timestamp: Some(1), event }),
             },
         ] {
             let json = serde_json::to_vec(&r).unwrap();

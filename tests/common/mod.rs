@@ -116,7 +116,7 @@ impl Drop for Running {
 impl Running {
     pub async fn start(settings: Settings) -> Running {
         hotline::commands::init_logging(false); // shown with --nocapture or on failure
-        let telemetry = Telemetry::new();
+        let telemetry = Telemetry::new(settings.labels.clone());
         let http = hotline::http::serve(settings.listen, telemetry.clone()).await.unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let task = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));

@@ -105,11 +105,12 @@ impl Counting {
         Ok(counting)
     }
 
-    /// Cases held and cases waiting for their `created`, over all partitions.
-    pub fn held(&self) -> (usize, usize) {
-        self.partitions
-            .values()
-            .fold((0, 0), |(h, w), p| (h + p.ledger.cases_held(), w + p.ledger.waiting_for_created()))
+    /// Cases held, cases waiting for their `created` and their estimated bytes, over all
+    /// partitions.
+    pub fn held(&self) -> (usize, usize, usize) {
+        self.partitions.values().fold((0, 0, 0), |(h, w, b), p| {
+            (h + p.ledger.cases_held(), w + p.ledger.waiting_for_created(), b + p.ledger.bytes())
+        })
     }
 
     /// Counts one record of the internal topic.
@@ -124,9 +125,11 @@ impl Counting {
         };
         let source = &routed.source;
         p.sources.observe(&source.topic, source.partition, routed.watermark, Instant::now());
-        let Some(RoutedEvent { offset, event }) = &routed.event else { return Ok(()) };
+        let Some(RoutedEvent { offset, input_timestamp, event }) = &routed.event else { return Ok(()) };
         match p.ledger.apply(event) {
-            Ok(Applied::Changed) => telemetry.event_counted(&source.topic, event.change.type_code()),
+            Ok(Applied::Changed) => {
+                telemetry.event_counted(&source.topic, event.change.type_code(), event.occurred_at, *input_timestamp)
+            }
             Ok(Applied::Duplicate) => telemetry.event_duplicate(),
             Err(rejection) => {
                 telemetry.event_rejected(&source.topic, source.partition, *offset, &rejection);

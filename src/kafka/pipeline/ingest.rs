@@ -36,7 +36,9 @@ impl Ingest {
                 // A clock running ahead upstream must not close months early.
                 let watermark = self.progress.route(&source, event.occurred_at.min(Timestamp::now()), to);
                 let case_id = event.case_id.clone();
-                let routed = Routed { source, watermark, event: Some(RoutedEvent { offset: m.offset(), event }) };
+                let input_timestamp = m.timestamp().to_millis();
+                let routed =
+                    Routed { source, watermark, event: Some(RoutedEvent { offset: m.offset(), input_timestamp, event }) };
                 let payload = serde_json::to_vec(&routed).expect("routed records serialize");
                 out.send(
                     BaseRecord::to(&settings.config.topics.case_events)

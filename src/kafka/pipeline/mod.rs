@@ -30,6 +30,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::statistics::Statistics;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
@@ -172,6 +173,13 @@ struct KafkaEvents {
 }
 
 impl ClientContext for KafkaEvents {
+    fn stats(&self, statistics: Statistics) {
+        let lags = statistics.topics.into_iter().flat_map(|(topic, t)| {
+            t.partitions.into_values().map(move |p| (topic.clone(), p.partition, p.consumer_lag))
+        });
+        self.telemetry.consumer_lag(lags);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
@@ -219,6 +227,8 @@ fn consumer(
         .set("max.poll.interval.ms", "300000")
         // A dead instance's partitions move to the others after this long.
         .set("session.timeout.ms", "10000")
+        // Consumer lag per partition for the metrics.
+        .set("statistics.interval.ms", "5000")
         .create_with_context(KafkaEvents {
             telemetry: telemetry.clone(),
             rebalanced: rebalanced.clone(),
@@ -278,6 +288,8 @@ impl<'a> Life<'a> {
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
 
+        // Whatever the previous life did since its last commit will be done again.
+        telemetry.discard_uncommitted();
         let t = &config.topics;
         loop {
             rebalanced.store(false, Ordering::SeqCst);
@@ -342,12 +354,9 @@ impl<'a> Life<'a> {
     }
 
     fn refresh_gauges(&self) {
-        let (held, waiting) = self.counting.held();
-        self.telemetry.cases_held(held, waiting);
-        match &self.publishing {
-            Some(p) => self.telemetry.figures_changed(p.sums(), p.watermark(Instant::now())),
-            None => self.telemetry.figures_changed([], None),
-        }
+        let (held, waiting, bytes) = self.counting.held();
+        self.telemetry.cases_held(held, waiting, bytes);
+        self.telemetry.city_changed(self.publishing.as_ref().map(|p| p.city(Instant::now())));
     }
 
     /// Handles messages for up to one commit interval inside an open transaction, and returns
@@ -398,13 +407,14 @@ impl<'a> Life<'a> {
         let now = Instant::now();
         self.ingest.send_markers(&self.out)?;
         self.counting.flush(&self.out, now, stopping)?;
-        let mut published = 0;
+        let mut published = Vec::new();
         if let Some(p) = &mut self.publishing {
             published = p.publish_due(&self.out, now)?;
         }
         match self.out.commit(&offsets, self.consumer) {
             Ok(true) => {
-                self.telemetry.transaction_committed(published);
+                let latencies: Vec<f64> = published.iter().flatten().copied().collect();
+                self.telemetry.transaction_committed(published.len(), &latencies);
                 self.telemetry.kafka_available();
             }
             Ok(false) => {}

@@ -21,6 +21,7 @@ use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
 use crate::kafka::topics::{self, key_str};
+use crate::telemetry::City;
 
 use super::{Output, RESTORE_TIMEOUT};
 
@@ -32,6 +33,8 @@ pub struct Publishing {
     /// The sum over partitions of each month, kept up to date for the months in `changed`.
     sums: BTreeMap<Month, Tally>,
     changed: BTreeSet<Month>,
+    /// Kafka timestamp (ms) of the latest partial that changed each month not yet published.
+    changed_at: BTreeMap<Month, i64>,
     /// Event time per counting partition.
     watermarks: Watermarks,
     publisher: Publisher,
@@ -49,6 +52,7 @@ impl Publishing {
             partials: BTreeMap::new(),
             sums: BTreeMap::new(),
             changed: BTreeSet::new(),
+            changed_at: BTreeMap::new(),
             watermarks: Watermarks::new(settings.idle_partition),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
@@ -95,6 +99,9 @@ impl Publishing {
                     None => tallies.remove(&partition),
                 };
                 self.changed.insert(month);
+                if let Some(ms) = m.timestamp().to_millis() {
+                    self.changed_at.insert(month, ms);
+                }
                 Some(())
             })
         } else if let Some(p) = key.strip_prefix("watermark/") {
@@ -122,12 +129,24 @@ impl Publishing {
             .flatten()
     }
 
-    pub fn sums(&self) -> impl Iterator<Item = (Month, &Tally)> {
-        self.sums.iter().map(|(m, t)| (*m, t))
+    /// What the city's gauges show.
+    pub fn city(&self, now: Instant) -> City<'_> {
+        let watermark = self.watermark(now);
+        City {
+            months: self
+                .sums
+                .iter()
+                .map(|(m, t)| (*m, t, watermark.is_some_and(|w| self.publisher.is_closed(*m, w))))
+                .collect(),
+            watermark,
+            zone: self.settings.zone.clone(),
+            published: self.publisher.published().collect(),
+        }
     }
 
-    /// Sends the snapshot revisions due now; returns how many.
-    pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<usize> {
+    /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
+    /// partial that changed its month (seconds), where a partial did.
+    pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<Vec<Option<f64>>> {
         let watermark = self.watermark(now);
         if let Some(w) = watermark {
             let kept_from =
@@ -150,13 +169,16 @@ impl Publishing {
         }
         let due = self.publisher.due(self.sums.iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
         let topic = &self.settings.config.topics.snapshots;
+        let mut latencies = Vec::new();
         for snapshot in &due {
+            let changed_at = self.changed_at.remove(&snapshot.month);
+            latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
             let bytes = self.codec.encode(snapshot)?;
             let key = snapshot.month.to_string();
             out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
             tracing::info!(month = %snapshot.month, revision = snapshot.revision, status = snapshot.status.code(),
                 received = snapshot.figures.totals.received, "publishing snapshot");
         }
-        Ok(due.len())
+        Ok(latencies)
     }
 }
