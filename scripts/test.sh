@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
-# Avro decoder; the Kafka broker via Maven), starts one real Apache Kafka 4.1 broker on
+# Avro decoder; Debian's prometheus and promtool; the Kafka broker via Maven), starts one real
+# Apache Kafka 4.1 broker on
 # 127.0.0.1 for the whole suite, runs the unit and integration tests, and stops the broker.
 # Cargo's and Maven's caches (~/.cargo, ~/.m2) are reused when present.
 set -euo pipefail
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro
 
 # deploy/: alert rules and their unit tests, the dashboard against a real Prometheus, compose
-# and Kubernetes manifests (needs no broker and no build).
+# and Kubernetes manifests (needs no broker and no build). It installs prometheus, which
+# tests/prometheus.rs runs against the pipeline too.
 scripts/check-deploy.sh
 
 broker_dir="$PWD/target/test-broker"

@@ -270,7 +270,13 @@ impl Telemetry {
     }
 
     /// An event was counted; `kafka_timestamp` is its input message's (milliseconds).
-    pub fn event_counted(&self, topic: &str, event_type: &'static str, occurred_at: Timestamp, kafka_timestamp: Option<i64>) {
+    pub fn event_counted(
+        &self,
+        topic: &str,
+        event_type: &'static str,
+        occurred_at: Timestamp,
+        kafka_timestamp: Option<i64>,
+    ) {
         let now = Timestamp::now();
         let mut p = self.pending();
         *p.events.entry((topic.to_owned(), event_type)).or_default() += 1;
@@ -351,14 +357,11 @@ impl Telemetry {
         }
     }
 
-    /// Consumer lag per assigned partition, from librdkafka's statistics.
+    /// Consumer lag per assigned partition.
     pub fn consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
         self.lag.reset();
         for (topic, partition, lag) in lags {
-            // librdkafka reports -1 while it does not know yet.
-            if partition >= 0 && lag >= 0 {
-                self.lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
-            }
+            self.lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
         }
     }
 

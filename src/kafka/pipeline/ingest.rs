@@ -37,8 +37,11 @@ impl Ingest {
                 let watermark = self.progress.route(&source, event.occurred_at.min(Timestamp::now()), to);
                 let case_id = event.case_id.clone();
                 let input_timestamp = m.timestamp().to_millis();
-                let routed =
-                    Routed { source, watermark, event: Some(RoutedEvent { offset: m.offset(), input_timestamp, event }) };
+                let routed = Routed {
+                    source,
+                    watermark,
+                    event: Some(RoutedEvent { offset: m.offset(), input_timestamp, event }),
+                };
                 let payload = serde_json::to_vec(&routed).expect("routed records serialize");
                 out.send(
                     BaseRecord::to(&settings.config.topics.case_events)

@@ -30,8 +30,8 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
-use rdkafka::statistics::Statistics;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -174,8 +174,15 @@ struct KafkaEvents {
 
 impl ClientContext for KafkaEvents {
     fn stats(&self, statistics: Statistics) {
+        // librdkafka's own `consumer_lag` counts from offsets the consumer committed itself,
+        // which a transactional pipeline never does: count from the position instead, to the
+        // last stable offset (the end a read_committed consumer can reach).
         let lags = statistics.topics.into_iter().flat_map(|(topic, t)| {
-            t.partitions.into_values().map(move |p| (topic.clone(), p.partition, p.consumer_lag))
+            t.partitions.into_values().filter_map(move |p| {
+                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
+                (p.partition >= 0 && position >= 0 && p.ls_offset >= 0)
+                    .then(|| (topic.clone(), p.partition, (p.ls_offset - position).max(0)))
+            })
         });
         self.telemetry.consumer_lag(lags);
     }

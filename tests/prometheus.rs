@@ -1,0 +1,157 @@
+//! The metrics as the office's Grafana wall sees them: a real Prometheus server (Debian's,
+//! installed by `scripts/prometheus.sh`) scrapes a pipeline counting a month through the real
+//! broker. Checked through Prometheus's HTTP API: the running month's received count equals
+//! what was produced, `promtool check metrics` accepts `/metrics`, and every panel of the
+//! Grafana dashboard returns data.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hotline::generator::{self, Plan};
+use hotline::kafka::sender::Sender;
+use serde_json::Value;
+
+const MONTH: &str = "2022-04";
+
+/// A Prometheus server scraping `target` every second, stopped when dropped.
+struct Prometheus {
+    child: Child,
+    url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    fn start(target: &str) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+                 scrape_configs:\n  - job_name: hotline\n    static_configs:\n      - targets: ['{target}']\n"
+            ),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("prometheus is installed by scripts/prometheus.sh (Debian's package)");
+        Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
+    }
+
+    /// The value of the single series `query` returns, if it returns one.
+    async fn value(&self, query: &str) -> Option<f64> {
+        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/query", self.url), [("query", query)]).ok()?;
+        let r = reqwest::get(url).await.ok()?;
+        let body: Value = r.json().await.ok()?;
+        let result = body["data"]["result"].as_array()?;
+        match result.as_slice() {
+            [one] => one["value"][1].as_str()?.parse().ok(),
+            _ => None,
+        }
+    }
+
+    /// Waits until `query` returns `expected`.
+    async fn wait_for(&self, query: &str, expected: f64) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let got = self.value(query).await;
+            if got == Some(expected) {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{query} is {got:?}, expected {expected}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_data() {
+    let text = common::config_text("", "");
+    let config = common::parse(&text);
+    let settings = config.clone().settings().unwrap();
+    common::create_inputs(&config).await;
+    let pipeline = common::Running::start(settings.clone()).await;
+    let prometheus = Prometheus::start(&pipeline.http.to_string());
+    // Rates and quantiles need samples from before the events: wait for the first scrapes.
+    prometheus.wait_for(r#"up{job="hotline"}"#, 1.0).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let plan =
+        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 800, next_month_days: 3, seed: 5 };
+    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let mut sender = Sender::new(&config.kafka).unwrap();
+    // In two halves some seconds apart, so rates and latency quantiles have samples to work on.
+    let (first, second) = events.split_at(events.len() / 2);
+    common::send_all(&mut sender, &config, first).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    common::send_all(&mut sender, &config, second).await;
+    sender.finish().await.unwrap();
+    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+
+    // What Prometheus scraped matches what was produced and published.
+    prometheus.wait_for(&format!(r#"hotline_month_cases{{month="{MONTH}",status="received"}}"#), 800.0).await;
+    let closed = last.figures.totals.closed as f64;
+    prometheus.wait_for(&format!(r#"hotline_month_cases{{month="{MONTH}",status="closed"}}"#), closed).await;
+    let by_channel = format!(r#"sum(hotline_month_channel_cases{{month="{MONTH}",status="received"}})"#);
+    prometheus.wait_for(&by_channel, 800.0).await;
+    prometheus.wait_for(&format!(r#"hotline_month_closed{{month="{MONTH}"}}"#), 1.0).await;
+    prometheus.wait_for(&format!(r#"hotline_snapshot_revision{{month="{MONTH}"}}"#), last.revision as f64).await;
+    prometheus.wait_for("sum(hotline_messages_processed_total)", events.len() as f64).await;
+    prometheus.wait_for(r#"hotline_transactions_total{outcome="aborted"}"#, 0.0).await;
+
+    // promtool accepts the exposition.
+    let (_, metrics) = pipeline.get("/metrics").await;
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed with prometheus");
+    use std::io::Write;
+    promtool.stdin.take().unwrap().write_all(metrics.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Every panel of the dashboard returns data (lag comes with librdkafka's 5 s statistics).
+    let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards/hotline.json");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard_queries.py");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("python3")
+            .args([script, "--prometheus", &prometheus.url, "--dashboard", dashboard])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "dashboard panels without data:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    pipeline.stop().await;
+}
