@@ -1,16 +1,30 @@
 //! The HTTP listener: `/metrics` (Prometheus text format), `/healthz` and `/readyz`.
-//! Anything else is 404; the listener serves nothing that could hold up the pipeline.
+//! Anything else is 404. It shares the process with the Kafka clients, so it is kept from
+//! hurting them: at most `MAX_CONNECTIONS` at once (so slow clients cannot use up the
+//! process's sockets), request headers must arrive within `HEADER_TIMEOUT` and stay small, no
+//! connection lives longer than `CONNECTION_TIMEOUT`, and request bodies are never read.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::telemetry::Telemetry;
+
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// Request line and headers; larger requests are refused (431).
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], t.render())
@@ -33,8 +47,6 @@ pub fn router(telemetry: Telemetry) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        // Requests carry no body we read; keep the limit tiny.
-        .layer(axum::extract::DefaultBodyLimit::max(1024))
         .with_state(telemetry)
 }
 
@@ -43,9 +55,31 @@ pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<So
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
+    let service = TowerToHyperService::new(router(telemetry));
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, router(telemetry)).await {
-            tracing::error!(error = %e, "HTTP listener stopped");
+        loop {
+            // Past the limit, new connections wait in the kernel's backlog.
+            let Ok(slot) = slots.clone().acquire_owned().await else { return };
+            let stream = match listener.accept().await {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let service = service.clone();
+            tokio::spawn(async move {
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_TIMEOUT)
+                    .max_buf_size(MAX_HEADER_BYTES)
+                    .keep_alive(false)
+                    .serve_connection(TokioIo::new(stream), service);
+                let _ = tokio::time::timeout(CONNECTION_TIMEOUT, connection).await;
+                drop(slot);
+            });
         }
     });
     Ok(bound)
