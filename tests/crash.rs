@@ -21,7 +21,7 @@ fn start(config: &Path, log: &Path) -> (Child, String) {
     let listen = format!("127.0.0.1:{port}");
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["run", "--config", config.to_str().unwrap()])
+        .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
         .env("HOTLINE_HTTP__LISTEN", &listen)
         .stdout(Stdio::null())
@@ -107,11 +107,17 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     assert!(term.elapsed() < Duration::from_secs(10), "stopped in {:?}", term.elapsed());
 
     let logged = std::fs::read_to_string(&log).unwrap();
+    // Structured: every line is a JSON object with a level and a message.
+    for line in logged.lines() {
+        let entry: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        assert!(entry["level"].is_string() && entry["fields"]["message"].is_string(), "{line}");
+    }
     // Restarts rebuilt ever larger states: the kills landed while the month streamed in.
     let held: std::collections::BTreeSet<u64> = logged
         .lines()
-        .filter(|l| l.contains("state restored for this instance"))
-        .filter_map(|l| l.split("cases=").nth(1)?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["fields"]["message"].as_str().is_some_and(|m| m.starts_with("state restored")))
+        .filter_map(|e| e["fields"]["cases"].as_u64())
         .collect();
     assert!(
         held.len() >= 5,
