@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -73,6 +73,17 @@ pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<Has
         }
     }
     Ok(partitions)
+}
+
+/// The topic's `max.message.bytes`, as the broker reports it.
+pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize> {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config(kafka).create().context("creating the Kafka admin client")?;
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let results = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await?;
+    let resource = results.into_iter().next().context("no answer")?.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let value = resource.get("max.message.bytes").and_then(|e| e.value.clone()).context("not reported")?;
+    value.parse().with_context(|| format!("max.message.bytes of {topic} is {value:?}"))
 }
 
 /// A client context that does not report reaching a partition's end as an error: when

@@ -48,12 +48,14 @@ pub use count::restore_ledger;
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Dead letters keep the rejected payload unchanged up to this size; a larger payload is
-/// dropped (the headers still say where it was), so the broker never refuses a dead letter and
-/// no input can stall the pipeline.
+/// Dead letters keep the rejected payload unchanged up to this size, or less when the
+/// dead-letter topic takes less; a larger payload is dropped (the headers still say where it
+/// was), so the broker never refuses a dead letter and no input can stall the pipeline.
 pub const DEAD_LETTER_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// Room for a dead letter's key, headers and batch framing besides its payload.
+const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
 /// Largest message the pipeline produces: a dead letter's payload plus its key and headers.
-const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + 64 * 1024;
+const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + DEAD_LETTER_HEADROOM;
 
 /// Runs the pipeline until `stop` is set, starting over after failures.
 pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
@@ -69,7 +71,12 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
             Err(_) => return Ok(()),
         }
     };
-    let layout = Layout::check(&settings, &partitions)?;
+    let mut layout = Layout::check(&settings, &partitions)?;
+    // A dead-letter topic made before hotline may take less than it would create.
+    match topics::max_message_bytes(&settings.config.kafka, &settings.config.topics.dead_letters).await {
+        Ok(n) => layout.dead_letter_max_payload = n.saturating_sub(DEAD_LETTER_HEADROOM).min(DEAD_LETTER_MAX_PAYLOAD),
+        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not read the dead-letter topic's max.message.bytes"),
+    }
     tokio::task::spawn_blocking(move || {
         // The consumer outlives the pipeline's lives: starting over rewinds it to the committed
         // offsets instead of leaving and rejoining the group.
@@ -121,6 +128,8 @@ fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
 struct Layout {
     /// Partitions of `case_events` and of the changelog: the counting partitions.
     counting_partitions: i32,
+    /// Largest payload a dead letter keeps.
+    dead_letter_max_payload: usize,
 }
 
 impl Layout {
@@ -141,7 +150,7 @@ impl Layout {
         if count(&t.partials) != 1 {
             bail!("{} must have exactly one partition (it has {})", t.partials, count(&t.partials));
         }
-        Ok(Layout { counting_partitions })
+        Ok(Layout { counting_partitions, dead_letter_max_payload: DEAD_LETTER_MAX_PAYLOAD })
     }
 }
 
@@ -330,7 +339,12 @@ impl<'a> Life<'a> {
                 telemetry,
                 consumer,
                 rebalanced,
-                out: Output { producer, settings, in_transaction: Cell::new(false) },
+                out: Output {
+                    producer,
+                    settings,
+                    dead_letter_max_payload: layout.dead_letter_max_payload,
+                    in_transaction: Cell::new(false),
+                },
                 ingest: ingest::Ingest::new(layout.counting_partitions),
                 counting,
                 publishing,
@@ -467,6 +481,7 @@ fn seek(
 struct Output<'a> {
     producer: ThreadedProducer<KafkaEvents>,
     settings: &'a Settings,
+    dead_letter_max_payload: usize,
     in_transaction: Cell<bool>,
 }
 
@@ -497,7 +512,7 @@ impl Output<'_> {
         payload: Option<&[u8]>,
     ) -> Result<()> {
         let (topic, partition, offset) = origin;
-        let kept = payload.filter(|p| p.len() <= DEAD_LETTER_MAX_PAYLOAD);
+        let kept = payload.filter(|p| p.len() <= self.dead_letter_max_payload);
         let mut headers = OwnedHeaders::new()
             .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
             .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) })
