@@ -35,6 +35,7 @@ pub struct Telemetry {
     transactions: IntCounterVec,
     restarts: IntCounter,
     rebalances: IntCounter,
+    offset_resets: IntCounter,
     month_cases: IntGaugeVec,
     month_channel: IntGaugeVec,
     month_category: IntGaugeVec,
@@ -174,6 +175,12 @@ impl Telemetry {
                 &r,
                 "hotline_rebalances_total",
                 "Times the consumer group moved partitions to or from this instance.",
+            ),
+            offset_resets: counter(
+                &r,
+                "hotline_offset_resets_total",
+                "Times a partition's position was gone from the broker (deleted by retention before it was read) \
+                 and consuming restarted at the earliest offset: input was lost.",
             ),
             month_cases: gauge_vec(
                 &r,
@@ -338,6 +345,13 @@ impl Telemetry {
     pub fn rebalanced(&self) {
         tracing::info!("partitions reassigned; restoring state for this instance's share");
         self.rebalances.inc();
+    }
+
+    /// The consumer's position was deleted by retention before it was read: the messages in
+    /// between are lost to the counts. Never silent.
+    pub fn offset_reset(&self, error: &dyn std::fmt::Display) {
+        tracing::error!(%error, "input deleted before it was read; consuming resumes at the earliest offset kept");
+        self.offset_resets.inc();
     }
 
     pub fn ready(&self, ready: bool) {

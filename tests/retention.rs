@@ -65,3 +65,41 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
     assert!(!metrics.contains(r#"month="2022-03""#), "no gauges for an evicted month");
     pipeline.stop().await;
 }
+
+/// Input deleted by the broker's retention before the pipeline read it cannot be counted; the
+/// loss is reported in a metric and the log, never silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn input_deleted_before_it_was_read_is_reported() {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let text = common::config_text("", "");
+    let config = common::parse(&text);
+    let settings = config.clone().settings().unwrap();
+    common::create_inputs(&config).await;
+    let board = |i: usize| {
+        json!({"event_id": format!("b{i}"), "case_id": format!("board-{i}"), "type": "created",
+            "occurred_at": "2022-04-10T10:00:00+08:00", "channel": "leader_board", "board": "mayor", "category": "water"})
+    };
+    let mut sender = Sender::new(&config.kafka).unwrap();
+    let pipeline = common::Running::start(settings.clone()).await;
+    common::send_all(&mut sender, &config, &[board(0)]).await;
+    pipeline.wait_processed(1, Duration::from_secs(60)).await;
+    pipeline.stop().await;
+
+    // While it is down, two messages come and go before it could read them.
+    common::send_all(&mut sender, &config, &[board(1), board(2), board(3)]).await;
+    sender.finish().await.unwrap();
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
+    let mut up_to = TopicPartitionList::new();
+    up_to.add_partition_offset(&config.topics.boards, 0, Offset::Offset(3)).unwrap();
+    admin.delete_records(&up_to, &AdminOptions::new()).await.unwrap();
+
+    let pipeline = common::Running::start(settings.clone()).await;
+    pipeline.wait_processed(1, Duration::from_secs(60)).await; // the one message left
+    let (_, metrics) = pipeline.get("/metrics").await;
+    assert!(metrics.contains("hotline_offset_resets_total 1"), "{metrics}");
+    pipeline.stop().await;
+}

@@ -160,7 +160,9 @@ impl Counting {
             }
             if let (Some(kept_from), true) = (kept_from, evicting) {
                 let evicted = p.ledger.evict_before(kept_from);
-                tracing::info!(partition, cases = evicted.len(), %kept_from, "evicted cases of months past the retention");
+                if !evicted.is_empty() {
+                    tracing::info!(partition, cases = evicted.len(), %kept_from, "evicted cases of months past the retention");
+                }
                 cases.extend(p.ledger.take_changes().0);
             }
             for case_id in &cases {

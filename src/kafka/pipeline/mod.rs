@@ -20,13 +20,14 @@ mod ingest;
 mod publish;
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
@@ -179,9 +180,33 @@ struct KafkaEvents {
     telemetry: Telemetry,
     rebalanced: Arc<AtomicBool>,
     joined: Arc<AtomicBool>,
+    /// Offset resets already reported.
+    resets_seen: Arc<Mutex<HashSet<String>>>,
 }
 
 impl ClientContext for KafkaEvents {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        // librdkafka only logs that a position was gone and it reset to the earliest offset:
+        // input was lost, and that must show. Logged once per partition and position.
+        if facility == "OFFSET" && message.contains("offset reset") {
+            let position = message.split(" to offset").next().unwrap_or(message).to_owned();
+            if self.resets_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(position) {
+                self.telemetry.offset_reset(&message);
+            }
+            return;
+        }
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                tracing::error!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
+                tracing::info!(target: "librdkafka", facility, "{message}")
+            }
+            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
+        }
+    }
+
     fn stats(&self, statistics: Statistics) {
         // librdkafka's own `consumer_lag` counts from offsets the consumer committed itself,
         // which a transactional pipeline never does: count from the position instead, to the
@@ -249,6 +274,7 @@ fn consumer(
             telemetry: telemetry.clone(),
             rebalanced: rebalanced.clone(),
             joined: Arc::default(),
+            resets_seen: Arc::default(),
         })
         .context("creating the consumer")?;
     let t = &config.topics;
@@ -300,6 +326,7 @@ impl<'a> Life<'a> {
                 telemetry: telemetry.clone(),
                 rebalanced: Arc::default(),
                 joined: Arc::default(),
+                resets_seen: Arc::default(),
             })
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
