@@ -110,7 +110,7 @@ fn long(n: u64) -> Value {
 }
 
 fn micros(t: Timestamp) -> Value {
-    Value::TimestampMicros(t.as_microsecond() as i64)
+    Value::TimestampMicros(t.as_microsecond())
 }
 
 fn record(fields: Vec<(&str, Value)>) -> Value {
@@ -302,8 +302,10 @@ mod tests {
     use super::*;
 
     fn sample() -> Snapshot {
-        let mut figures = Figures::default();
-        figures.totals = Totals { received: 3, closed: 2, in_progress: 1, closure_rate: 2.0 / 3.0 };
+        let mut figures = Figures {
+            totals: Totals { received: 3, closed: 2, in_progress: 1, closure_rate: 2.0 / 3.0 },
+            ..Figures::default()
+        };
         figures.by_channel.insert("hotline".into(), Counts { received: 3, closed: 2, in_progress: 1 });
         figures
             .by_category

@@ -189,7 +189,7 @@ fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut
                 break to;
             }
         };
-        now = now + SignedDuration::from_secs(rng.random_range(600..86_400));
+        now += SignedDuration::from_secs(rng.random_range(600..86_400));
         out.push(Generated {
             case_id: case_id.into(),
             occurred_at: now,
@@ -198,7 +198,7 @@ fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut
         });
         // Buck-passing: the case comes back to its first department.
         if rng.random_bool(0.1) {
-            now = now + SignedDuration::from_secs(rng.random_range(600..86_400));
+            now += SignedDuration::from_secs(rng.random_range(600..86_400));
             out.push(Generated {
                 case_id: case_id.into(),
                 occurred_at: now,
