@@ -82,6 +82,8 @@ fn main() -> std::process::ExitCode {
             Command::Demo { listen, scale, exit } => commands::demo::demo(&listen, scale, exit).await,
         }
     });
+    // A pipeline thread still blocked on an unreachable broker must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -1,10 +1,11 @@
 //! The broker stopped for 30 s mid-stream and started again: the pipeline waits, reports it on
-//! /readyz, resumes, and the month's figures are still exact. Uses a broker of its own, so the
-//! rest of the suite keeps its broker.
+//! /readyz, resumes, and the month's figures are still exact; and a `hotline run` told to stop
+//! during the outage exits 0 within seconds. Uses a broker of its own, so the rest of the suite
+//! keeps its broker.
 
 mod common;
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hotline::generator::{self, Plan};
@@ -53,13 +54,46 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
     pipeline.wait_processed(first.len() as u64, Duration::from_secs(60)).await;
     assert_eq!(pipeline.get("/readyz").await.0, 200);
 
+    // A second, separate pipeline as a process, to be stopped while the broker is down.
+    let (_dir, other_config) = common::write_config(&common::config_text_on(&brokers, "", ""));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut other = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["run", "--config", other_config.to_str().unwrap()])
+        .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let ready = Instant::now();
+    while reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the second pipeline never got ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     broker("stop", &broker_dir);
     let down = Instant::now();
     let mut seen_unready = false;
+    let mut stopped = false;
     while down.elapsed() < Duration::from_secs(30) {
         seen_unready |= pipeline.get("/readyz").await.0 == 503;
+        if !stopped && down.elapsed() > Duration::from_secs(5) {
+            let term = Instant::now();
+            Command::new("kill").args(["-TERM", &other.id().to_string()]).status().unwrap();
+            let status = loop {
+                if let Some(status) = other.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(term.elapsed() < Duration::from_secs(30), "still running 30 s after SIGTERM");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            };
+            assert!(status.success(), "exit status after SIGTERM during the outage: {status}");
+            assert!(term.elapsed() < Duration::from_secs(12), "stopped in {:?}", term.elapsed());
+            stopped = true;
+            continue;
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    assert!(stopped);
     assert!(seen_unready, "/readyz reported the outage");
     assert_eq!(pipeline.get("/healthz").await.0, 200, "alive all along");
     broker("resume", &broker_dir);

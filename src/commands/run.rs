@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use anyhow::Result;
 
@@ -21,8 +22,20 @@ pub async fn run(config: &Path) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("stopping: finishing the current transaction");
     stop.store(true, Ordering::Relaxed);
-    pipeline.await?
+    match tokio::time::timeout(STOP_TIMEOUT, pipeline).await {
+        Ok(finished) => finished?,
+        // Kafka is unreachable and a transaction call is waiting on it. Nothing of the open
+        // transaction is committed, so leaving it to be aborted loses nothing: the next start
+        // redoes it from the last commit.
+        Err(_) => {
+            tracing::warn!(timeout = ?STOP_TIMEOUT, "Kafka did not answer; exiting without the open transaction");
+            Ok(())
+        }
+    }
 }
+
+/// How long a stop may wait for the current transaction.
+const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Single-object encoding, or the Confluent wire format with the id the registry assigns.
 pub async fn framing(settings: &Settings) -> Result<Framing> {

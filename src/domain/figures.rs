@@ -5,6 +5,7 @@
 //! `Figures` is what a snapshot carries: the tally read at an instant (`as_of`), which decides
 //! which open cases are overdue.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
@@ -57,13 +58,26 @@ pub struct Tally {
     returned_cases: i64,
 }
 
-fn bump<K: Ord + Clone, V: Default>(map: &mut BTreeMap<K, V>, key: K, f: impl FnOnce(&mut V), is_zero: fn(&V) -> bool) {
-    let entry = map.entry(key.clone()).or_default();
-    f(entry);
-    if is_zero(entry) {
-        // Keyed maps only hold what some case contributes, so a tally built incrementally
-        // equals one built from scratch.
-        map.remove(&key);
+/// Changes the row `key` by `f`. Keyed maps only hold rows some case contributes to (a row
+/// that falls to zero goes), so a tally built incrementally equals one built from scratch. The
+/// key is copied only for a new row.
+fn bump<K, Q, V>(map: &mut BTreeMap<K, V>, key: &Q, f: impl FnOnce(&mut V), is_zero: fn(&V) -> bool)
+where
+    K: Ord + Borrow<Q>,
+    Q: Ord + ToOwned<Owned = K> + ?Sized,
+    V: Default,
+{
+    if let Some(row) = map.get_mut(key) {
+        f(row);
+        if is_zero(row) {
+            map.remove(key);
+        }
+    } else {
+        let mut row = V::default();
+        f(&mut row);
+        if !is_zero(&row) {
+            map.insert(key.to_owned(), row);
+        }
     }
 }
 
@@ -83,19 +97,19 @@ impl Tally {
             n.closed += closed;
         };
         count(&mut self.total);
-        bump(&mut self.by_channel, c.channel.code().to_owned(), count, Count::is_zero);
+        bump(&mut self.by_channel, c.channel.code(), count, Count::is_zero);
         if let Some(board) = c.board {
-            bump(&mut self.by_board, board.code().to_owned(), count, Count::is_zero);
+            bump(&mut self.by_board, board.code(), count, Count::is_zero);
         }
         if let Some(kind) = c.request_kind {
-            bump(&mut self.by_request_kind, kind.code().to_owned(), count, Count::is_zero);
+            bump(&mut self.by_request_kind, kind.code(), count, Count::is_zero);
         }
-        bump(&mut self.by_category, c.category.clone(), count, Count::is_zero);
+        bump(&mut self.by_category, c.category.as_str(), count, Count::is_zero);
 
         if let Some(h) = &c.holding {
             bump(
                 &mut self.by_department,
-                h.department.clone(),
+                h.department.as_str(),
                 |d| {
                     d.assigned += sign;
                     match h.state {
@@ -107,18 +121,21 @@ impl Tally {
                 DepartmentCount::is_zero,
             );
             if h.state == HoldingState::Open {
-                let dues = self.open_by_due.entry(h.department.clone()).or_default();
-                bump(dues, h.due, |n| *n += sign, |n| *n == 0);
+                let dues = match self.open_by_due.get_mut(h.department.as_str()) {
+                    Some(dues) => dues,
+                    None => self.open_by_due.entry(h.department.clone()).or_default(),
+                };
+                bump(dues, &h.due, |n| *n += sign, |n| *n == 0);
                 if dues.is_empty() {
-                    self.open_by_due.remove(&h.department);
+                    self.open_by_due.remove(h.department.as_str());
                 }
             }
         }
         for d in &c.transfers_in {
-            bump(&mut self.by_department, d.clone(), |d| d.transferred_in += sign, DepartmentCount::is_zero);
+            bump(&mut self.by_department, d.as_str(), |d| d.transferred_in += sign, DepartmentCount::is_zero);
         }
         for d in &c.transfers_out {
-            bump(&mut self.by_department, d.clone(), |d| d.transferred_out += sign, DepartmentCount::is_zero);
+            bump(&mut self.by_department, d.as_str(), |d| d.transferred_out += sign, DepartmentCount::is_zero);
         }
         self.transfers += sign * c.transfers_in.len() as i64;
         if !c.transfers_in.is_empty() {
@@ -138,7 +155,7 @@ impl Tally {
             is_zero: fn(&V) -> bool,
         ) {
             for (k, v) in from {
-                bump(into, k.clone(), |mine| f(mine, v), is_zero);
+                bump(into, k, |mine| f(mine, v), is_zero);
             }
         }
         let count = |a: &mut Count, b: &Count| {

@@ -65,10 +65,6 @@ impl Publisher {
             .map(|(m, p)| (*m, p.revision, p.status == Some(Status::Closed)))
     }
 
-    pub fn revision(&self, month: Month) -> u64 {
-        self.months.get(&month).map_or(0, |p| p.revision)
-    }
-
     pub fn is_closed(&self, month: Month, watermark: Timestamp) -> bool {
         let end = month.end(&self.rules.zone).to_zoned_datetime(self.rules.zone.clone());
         let closes_at = end.checked_add(self.rules.grace).map_or(Timestamp::MAX, |z| z.timestamp());
