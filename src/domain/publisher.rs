@@ -136,6 +136,18 @@ impl Watermarks {
         self.partitions.len()
     }
 
+    /// Each partition's event time, sorted, to keep across restarts (`observe` puts them back).
+    pub fn partition_times(&self) -> Vec<(String, i32, Timestamp)> {
+        let mut times: Vec<(String, i32, Timestamp)> =
+            self.partitions.iter().map(|((topic, p), (at, _))| (topic.clone(), *p, *at)).collect();
+        times.sort();
+        times
+    }
+
+    pub fn floor(&self) -> Option<Timestamp> {
+        self.floor
+    }
+
     pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
         let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((occurred_at, now));
         entry.0 = entry.0.max(occurred_at);

@@ -12,6 +12,7 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{KafkaConfig, Settings};
 use crate::domain::case::{Applied, CaseRecord, CountingRules};
@@ -25,8 +26,16 @@ use crate::telemetry::Telemetry;
 
 use super::{Output, RESTORE_TIMEOUT};
 
-/// Changelog key of a partition's watermark; `#` never occurs in a case id.
+/// Changelog key of a partition's progress in event time; `#` never occurs in a case id.
 const WATERMARK_KEY: &str = "#watermark";
+
+/// How far a counting partition had got, kept in its changelog partition so a restore does
+/// not start from nothing: every input partition's event time, and the partition's own.
+#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
+struct PartitionProgress {
+    watermark: Option<Timestamp>,
+    sources: Vec<(String, i32, Timestamp)>,
+}
 /// How often a partition's changed tallies are written to `partials` while events flow. A
 /// tally carries the deadline of each open case, so it is not written on every commit.
 const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
@@ -41,8 +50,10 @@ struct Partition {
     ledger: Ledger,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
-    /// The watermark last written (changelog and partials).
+    /// The watermark last written to `partials`.
     written_watermark: Option<Timestamp>,
+    /// The progress last written to the changelog.
+    written_progress: PartitionProgress,
     /// Months whose tally changed since it was last written to `partials`.
     dirty: BTreeSet<Month>,
     partials_written: Option<Instant>,
@@ -60,6 +71,7 @@ impl Counting {
                     ledger: Ledger::new(rules.clone()),
                     sources: Watermarks::new(settings.idle_partition),
                     written_watermark: None,
+                    written_progress: PartitionProgress::default(),
                     dirty: BTreeSet::new(),
                     partials_written: None,
                 };
@@ -76,10 +88,16 @@ impl Counting {
                     let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
                     match key_str(m) {
                         Some(WATERMARK_KEY) => {
-                            let at: Timestamp = serde_json::from_slice(m.payload().unwrap_or_default())
+                            let progress: PartitionProgress = serde_json::from_slice(m.payload().unwrap_or_default())
                                 .context("a changelog watermark does not decode")?;
-                            p.sources.raise_floor(at);
-                            p.written_watermark = Some(at);
+                            if let Some(at) = progress.watermark {
+                                p.sources.raise_floor(at);
+                            }
+                            for (topic, partition, at) in &progress.sources {
+                                p.sources.observe(topic, *partition, *at, Instant::now());
+                            }
+                            p.written_watermark = progress.watermark;
+                            p.written_progress = progress;
                         }
                         Some(case_id) => restore_record(&mut p.ledger, case_id, m.payload())?,
                         None => {}
@@ -174,9 +192,19 @@ impl Counting {
             let watermark = p.sources.current(now);
             if p.dirty.is_empty() && watermark.is_some() && watermark != p.written_watermark {
                 let payload = serde_json::to_vec(&watermark).expect("timestamps serialize");
-                send(out, &t.changelog, partition, WATERMARK_KEY.as_bytes(), Some(&payload))?;
                 send(out, &t.partials, 0, format!("watermark/{partition}").as_bytes(), Some(&payload))?;
                 p.written_watermark = watermark;
+            }
+            // Progress kept with the cases it describes (never ahead of them; behind only
+            // between writes, which is safe), so a restore resumes it.
+            let progress = PartitionProgress {
+                watermark: p.written_watermark.max(p.sources.floor()),
+                sources: p.sources.partition_times(),
+            };
+            if progress != p.written_progress && (partials_due || p.written_watermark != p.written_progress.watermark) {
+                let payload = serde_json::to_vec(&progress).expect("progress serializes");
+                send(out, &t.changelog, partition, WATERMARK_KEY.as_bytes(), Some(&payload))?;
+                p.written_progress = progress;
             }
         }
         Ok(())

@@ -91,6 +91,9 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
             match life.and_then(|mut l| l.run(&stop)) {
                 Ok(End::Stopped) => return Ok(()),
                 Ok(End::Rebalanced) => telemetry.rebalanced(),
+                // A consumer fenced for good (another process with this instance_id) cannot
+                // come back: exit, so the operator sees it and a supervisor starts afresh.
+                Err(e) if is_fatal_for_the_consumer(&e) => return Err(e),
                 Err(e) => {
                     telemetry.ready(false);
                     telemetry.restarting(&format!("{e:#}"));
@@ -107,13 +110,18 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
     .context("the pipeline thread panicked")?
 }
 
+fn is_fatal_for_the_consumer(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| matches!(cause.downcast_ref::<KafkaError>(), Some(KafkaError::MessageConsumptionFatal(_))))
+}
+
 fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
     let t = &settings.config.topics;
     let n = settings.config.kafka.partitions;
     vec![
         TopicSpec { name: &t.case_events, partitions: n, compacted: false, max_message_bytes: None },
         TopicSpec { name: &t.changelog, partitions: n, compacted: true, max_message_bytes: None },
-        TopicSpec { name: &t.partials, partitions: 1, compacted: true, max_message_bytes: None },
+        // A month's tally carries every open case's deadline: let it grow.
+        TopicSpec { name: &t.partials, partitions: 1, compacted: true, max_message_bytes: Some(MAX_PRODUCED_BYTES) },
         TopicSpec { name: &t.snapshots, partitions: n, compacted: true, max_message_bytes: None },
         TopicSpec {
             name: &t.dead_letters,
@@ -321,6 +329,7 @@ impl<'a> Life<'a> {
             // An instance that dies mid-transaction holds up its partitions' readers this long.
             .set("transaction.timeout.ms", "10000")
             .set("linger.ms", "5")
+            .set("compression.type", "lz4")
             .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
             .create_with_context(KafkaEvents {
                 telemetry: telemetry.clone(),
@@ -334,49 +343,45 @@ impl<'a> Life<'a> {
         // Whatever the previous life did since its last commit will be done again.
         telemetry.discard_uncommitted();
         let t = &config.topics;
-        loop {
-            rebalanced.store(false, Ordering::SeqCst);
-            let assignment = consumer.assignment().context("reading the assignment")?;
-            // Committed offsets first: with read_committed this waits for a previous owner's
-            // pending transaction, so the changelog read next includes all it committed.
-            let committed = if assignment.count() == 0 {
-                TopicPartitionList::new()
-            } else {
-                consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
-            };
-            let counted: Vec<i32> =
-                committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
-            let counting = count::Counting::restore(settings, &counted)?;
-            let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
-                true => None,
-                false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
-            };
-            if rebalanced.load(Ordering::SeqCst) {
-                continue; // the share changed while restoring
-            }
-            seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
-            tracing::info!(
-                counting_partitions = ?counted,
-                publishing = publishing.is_some(),
-                cases = counting.held().0,
-                "state restored for this instance's partitions"
-            );
-            return Ok(Life {
+        // Rebalance callbacks run only inside `poll`: the share read here holds until the
+        // next poll, which notices any change.
+        rebalanced.store(false, Ordering::SeqCst);
+        let assignment = consumer.assignment().context("reading the assignment")?;
+        // Committed offsets first: with read_committed this waits for a previous owner's
+        // pending transaction, so the changelog read next includes all it committed.
+        let committed = if assignment.count() == 0 {
+            TopicPartitionList::new()
+        } else {
+            consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
+        };
+        let counted: Vec<i32> = committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
+        let counting = count::Counting::restore(settings, &counted)?;
+        let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
+            true => None,
+            false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
+        };
+        seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
+        tracing::info!(
+            counting_partitions = ?counted,
+            publishing = publishing.is_some(),
+            cases = counting.held().0,
+            "state restored for this instance's partitions"
+        );
+        Ok(Life {
+            settings,
+            telemetry,
+            consumer,
+            rebalanced,
+            out: Output {
+                producer,
                 settings,
-                telemetry,
-                consumer,
-                rebalanced,
-                out: Output {
-                    producer,
-                    settings,
-                    dead_letter_max_payload: layout.dead_letter_max_payload,
-                    in_transaction: Cell::new(false),
-                },
-                ingest: ingest::Ingest::new(layout.counting_partitions),
-                counting,
-                publishing,
-            });
-        }
+                dead_letter_max_payload: layout.dead_letter_max_payload,
+                in_transaction: Cell::new(false),
+            },
+            ingest: ingest::Ingest::new(layout.counting_partitions),
+            counting,
+            publishing,
+        })
     }
 
     fn run(&mut self, stop: &AtomicBool) -> Result<End> {
@@ -571,11 +576,21 @@ impl Output<'_> {
             self.in_transaction.set(true);
         }
         let result = (|| {
-            if !offsets.is_empty() {
-                let mut tpl = TopicPartitionList::new();
-                for ((topic, partition), offset) in offsets {
-                    tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            // Offsets go with every transaction, the positions of the partitions held when the
+            // batch read nothing: they carry the group generation, which fences the work of
+            // an instance that lost its partitions without noticing (KIP-447).
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), offset) in offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+            }
+            if offsets.is_empty() {
+                for p in consumer.position()?.elements() {
+                    if let Offset::Offset(n) = p.offset() {
+                        tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(n))?;
+                    }
                 }
+            }
+            if tpl.count() > 0 {
                 let group = consumer.group_metadata().context("no consumer group metadata")?;
                 self.producer
                     .send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)

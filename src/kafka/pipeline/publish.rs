@@ -8,7 +8,7 @@
 //! snapshots topic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use jiff::Timestamp;
@@ -53,7 +53,9 @@ impl Publishing {
             sums: BTreeMap::new(),
             changed: BTreeSet::new(),
             changed_at: BTreeMap::new(),
-            watermarks: Watermarks::new(settings.idle_partition),
+            // Counting partitions are never idle (every input partition's progress reaches all
+            // of them), so a silent one is behind, not done: no idle timeout here.
+            watermarks: Watermarks::new(Duration::MAX),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
                 zone_name: config.time.zone.clone(),
@@ -151,7 +153,20 @@ impl Publishing {
         if let Some(w) = watermark {
             let kept_from =
                 Month::containing(w, &self.settings.zone).months_before(self.settings.config.state.retention_months);
-            self.partials.retain(|m, _| *m >= kept_from);
+            // Every counting partition is at least this far, so none writes these months
+            // again: their tallies can go from the compacted topic too.
+            let forgotten = self.partials.split_off(&kept_from);
+            let forgotten = std::mem::replace(&mut self.partials, forgotten);
+            for (month, tallies) in forgotten {
+                for partition in tallies.keys() {
+                    let key = format!("tally/{partition}/{month}");
+                    out.send(
+                        BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.partials)
+                            .partition(0)
+                            .key(key.as_bytes()),
+                    )?;
+                }
+            }
             self.sums.retain(|m, _| *m >= kept_from);
             self.changed.retain(|m| *m >= kept_from);
             self.publisher.forget_before(kept_from);
