@@ -58,14 +58,16 @@ pub async fn check_access(kafka: &KafkaConfig) -> Result<()> {
     loop {
         let c = consumer.clone();
         let answered = tokio::task::spawn_blocking(move || {
-            let answered = c.fetch_metadata(None, Duration::from_secs(1)).is_ok();
+            if c.fetch_metadata(None, Duration::from_secs(1)).is_ok() {
+                return true;
+            }
             // Serve the client's queued events (logs, then errors), so that `Access` sees its
             // errors. A poll that served a log returns nothing either, so poll for a while.
             let until = Instant::now() + Duration::from_millis(100);
             while Instant::now() < until {
                 c.poll(Duration::from_millis(10));
             }
-            answered
+            false
         })
         .await?;
         if answered {
