@@ -4,6 +4,11 @@
 #                                 prints the bootstrap address; DIR/pid holds its process id
 #   scripts/broker.sh stop DIR
 #   scripts/broker.sh resume DIR  starts a stopped broker again with its data and ports
+# With BROKER_SASL_SSL=1, `start` makes the client listener SASL_SSL (the broker's own and the
+# controller's listeners stay PLAINTEXT on loopback): it generates a CA and a certificate for
+# 127.0.0.1 and localhost into DIR/tls (clients trust DIR/tls/ca.pem), enables SCRAM-SHA-512
+# and PLAIN, and creates the users in BROKER_SASL_USERS ("name:password name:password",
+# letters, digits, '-' and '_' only) for both mechanisms. The address printed is that listener's.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?start|stop}"
@@ -11,6 +16,23 @@ dir="${2:?broker directory}"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A CA and, signed by it, the broker's certificate for 127.0.0.1 and localhost, in a PKCS12
+# keystore whose password is in DIR/tls/keystore-password.
+tls() {
+  local t="$dir/tls"
+  mkdir -p "$t"
+  openssl rand -hex 16 > "$t/keystore-password"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=hotline test CA" \
+    -keyout "$t/ca.key" -out "$t/ca.pem" 2> "$t/openssl.log"
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" -keyout "$t/broker.key" -out "$t/broker.csr" \
+    2>> "$t/openssl.log"
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$t/san.ext"
+  openssl x509 -req -in "$t/broker.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial -days 2 \
+    -extfile "$t/san.ext" -out "$t/broker.pem" 2>> "$t/openssl.log"
+  openssl pkcs12 -export -in "$t/broker.pem" -inkey "$t/broker.key" -certfile "$t/ca.pem" -name broker \
+    -passout "file:$t/keystore-password" -out "$t/broker.p12"
 }
 
 # Runs the broker formatted in $dir and waits until it serves.
@@ -40,15 +62,42 @@ start)
   rm -rf "$dir" && mkdir -p "$dir/data"
   port=$(free_port)
   controller=$(free_port)
+  scram=()
+  if [ -n "${BROKER_SASL_SSL:-}" ]; then
+    internal=$(free_port)
+    tls
+    plain_users=""
+    for user in ${BROKER_SASL_USERS:?name:password pairs}; do
+      name="${user%%:*}" password="${user#*:}"
+      if ! [[ "$name" =~ ^[A-Za-z0-9_-]+$ && "$password" =~ ^[A-Za-z0-9_-]+$ ]]; then
+        echo "BROKER_SASL_USERS: names and passwords of letters, digits, '-' and '_' only" >&2; exit 2
+      fi
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$password]")
+      plain_users+=" user_$name=\"$password\""
+    done
+    listeners="listeners=CLIENT://127.0.0.1:$port,INTERNAL://127.0.0.1:$internal,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=CLIENT://127.0.0.1:$port,INTERNAL://127.0.0.1:$internal
+listener.security.protocol.map=CLIENT:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=INTERNAL
+listener.name.client.sasl.enabled.mechanisms=SCRAM-SHA-512,PLAIN
+listener.name.client.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.client.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required$plain_users;
+listener.name.client.ssl.keystore.type=PKCS12
+listener.name.client.ssl.keystore.location=$dir/tls/broker.p12
+listener.name.client.ssl.keystore.password=$(cat "$dir/tls/keystore-password")
+listener.name.client.ssl.client.auth=none"
+  else
+    listeners="listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
+advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT"
+  fi
   cat > "$dir/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+$listeners
 controller.listener.names=CONTROLLER
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
 log.dirs=$dir/data
 num.partitions=1
 auto.create.topics.enable=false
@@ -64,7 +113,7 @@ message.max.bytes=17825792
 PROPS
   cp="$here/kafka/target/libs/*"
   java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
-    -c "$dir/server.properties" > "$dir/format.log" 2>&1
+    -c "$dir/server.properties" "${scram[@]}" > "$dir/format.log" 2>&1
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   launch
   ;;

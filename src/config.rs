@@ -1,15 +1,19 @@
 //! Configuration: a TOML file (see `config/hotline.toml`), each key overridable by an
 //! environment variable `HOTLINE_<SECTION>__<KEY>`, e.g. `HOTLINE_KAFKA__BROKERS`.
+//!
+//! Secrets (the Kafka password) come from a file or the environment only, never from the
+//! configuration file or the command line, and are never printed: see [`Secret`].
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use jiff::tz::TimeZone;
 use jiff::{Span, SpanRelativeTo};
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 
 use crate::labels::LabelRegistry;
 
@@ -72,9 +76,231 @@ pub struct KafkaConfig {
     pub partitions: i32,
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
-    /// Extra librdkafka properties for every client (security settings, for example).
+    /// TLS and SASL: `[kafka.security]`.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// Extra librdkafka properties for every client. Not for what `[kafka.security]` sets, and
+    /// never a password.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+/// How the clients connect and log in: `security.protocol`, SASL and TLS for librdkafka.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSecurity {
+    pub protocol: Protocol,
+    /// SASL mechanism, with `SASL_SSL` or `SASL_PLAINTEXT`.
+    pub mechanism: Option<Mechanism>,
+    pub username: Option<String>,
+    /// A file holding the password (one trailing line break is ignored): a mounted secret.
+    pub password_file: Option<PathBuf>,
+    /// The password: from the environment variable `HOTLINE_KAFKA__SECURITY__PASSWORD` only,
+    /// or, once parsed, read from `password_file`.
+    pub password: Option<Secret>,
+    /// PEM file of the certificate authorities to trust instead of the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the broker's certificate must name the host (or IP address) connected to.
+    pub verify_hostname: bool,
+}
+
+impl Default for KafkaSecurity {
+    fn default() -> KafkaSecurity {
+        KafkaSecurity {
+            protocol: Protocol::Plaintext,
+            mechanism: None,
+            username: None,
+            password_file: None,
+            password: None,
+            ca_file: None,
+            verify_hostname: true,
+        }
+    }
+}
+
+/// librdkafka's `security.protocol`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Protocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Plaintext => "PLAINTEXT",
+            Protocol::Ssl => "SSL",
+            Protocol::SaslPlaintext => "SASL_PLAINTEXT",
+            Protocol::SaslSsl => "SASL_SSL",
+        }
+    }
+
+    pub fn tls(self) -> bool {
+        matches!(self, Protocol::Ssl | Protocol::SaslSsl)
+    }
+
+    pub fn sasl(self) -> bool {
+        matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
+    }
+}
+
+/// The SASL mechanisms `hotline` supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+pub enum Mechanism {
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "PLAIN")]
+    Plain,
+}
+
+impl Mechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha512 => "SCRAM-SHA-512",
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::Plain => "PLAIN",
+        }
+    }
+}
+
+impl fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A password. `Debug` prints `<redacted>`; nothing else prints it, and errors about it never
+/// quote it. [`Secret::expose`] hands it to the Kafka client.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: impl Into<String>) -> Secret {
+        Secret(secret.into())
+    }
+
+    /// The secret itself, for the Kafka client's configuration only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        // Serde's own type errors quote the value they got: this visitor never does.
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_owned()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string"))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string"))
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom("a secret must be a string"))
+            }
+        }
+        deserializer.deserialize_str(Visitor)
+    }
+}
+
+/// The environment variable that may hold the Kafka password.
+pub const PASSWORD_VARIABLE: &str = "HOTLINE_KAFKA__SECURITY__PASSWORD";
+
+/// librdkafka properties that carry secrets: refused in `kafka.properties`.
+const SECRET_PROPERTIES: &[&str] =
+    &["sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem", "sasl.oauthbearer.client.secret"];
+
+/// librdkafka properties `[kafka.security]` sets: refused in `kafka.properties`.
+const SECURITY_PROPERTIES: &[&str] = &[
+    "security.protocol",
+    "sasl.mechanism",
+    "sasl.mechanisms",
+    "sasl.username",
+    "ssl.ca.location",
+    "ssl.endpoint.identification.algorithm",
+];
+
+impl KafkaSecurity {
+    /// Checks that the keys fit together and reads the password file.
+    fn resolve(&mut self) -> Result<()> {
+        if self.protocol.sasl() {
+            let Some(mechanism) = self.mechanism else {
+                bail!("kafka.security.protocol {} needs kafka.security.mechanism", self.protocol.as_str());
+            };
+            if self.username.as_deref().is_none_or(str::is_empty) {
+                bail!("kafka.security.mechanism {mechanism} needs kafka.security.username");
+            }
+            match (&self.password_file, &self.password) {
+                (Some(_), Some(_)) => bail!(
+                    "the Kafka password is given twice, in kafka.security.password_file and in {PASSWORD_VARIABLE}: \
+                     keep one"
+                ),
+                (None, None) => bail!(
+                    "kafka.security.mechanism {mechanism} needs a password: name a file holding it in \
+                     kafka.security.password_file, or set {PASSWORD_VARIABLE}"
+                ),
+                (Some(file), None) => {
+                    let text = std::fs::read_to_string(file).with_context(|| {
+                        format!("reading the Kafka password from kafka.security.password_file {}", file.display())
+                    })?;
+                    let password = text.strip_suffix('\n').map(|p| p.strip_suffix('\r').unwrap_or(p)).unwrap_or(&text);
+                    if password.is_empty() {
+                        bail!("kafka.security.password_file {} is empty", file.display());
+                    }
+                    self.password = Some(Secret::new(password));
+                }
+                (None, Some(p)) if p.expose().is_empty() => bail!("{PASSWORD_VARIABLE} is empty"),
+                (None, Some(_)) => {}
+            }
+        } else {
+            let sasl_keys = [
+                ("mechanism", self.mechanism.is_some()),
+                ("username", self.username.is_some()),
+                ("password_file", self.password_file.is_some()),
+                ("password", self.password.is_some()),
+            ];
+            if let Some((key, _)) = sasl_keys.iter().find(|(_, set)| *set) {
+                bail!(
+                    "kafka.security.{key} is set but kafka.security.protocol is {}: SASL needs SASL_SSL (or \
+                     SASL_PLAINTEXT)",
+                    self.protocol.as_str()
+                );
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            if !self.protocol.tls() {
+                bail!(
+                    "kafka.security.ca_file is set but kafka.security.protocol {} uses no TLS",
+                    self.protocol.as_str()
+                );
+            }
+            std::fs::metadata(ca).with_context(|| format!("kafka.security.ca_file {}", ca.display()))?;
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -223,17 +449,41 @@ impl Config {
         Config::parse(&text, std::env::vars())
     }
 
+    /// Parses the configuration, applies the environment's overrides, checks the Kafka
+    /// security keys and reads the password file.
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
         let mut table: toml::Table = text.parse().context("the configuration is not valid TOML")?;
+        let security = table.get("kafka").and_then(|k| k.get("security"));
+        if security.is_some_and(|s| s.get("password").is_some()) {
+            bail!(
+                "kafka.security.password must not be written in the configuration file: name a file holding it \
+                 in kafka.security.password_file, or set {PASSWORD_VARIABLE}"
+            );
+        }
         for (name, value) in env {
             let Some(path) = name.strip_prefix("HOTLINE_") else { continue };
             if path == "CONFIG" || !path.contains("__") {
                 continue;
             }
             let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
-            set(&mut table, &keys, &value).with_context(|| format!("applying {name}"))?;
+            // A password is taken as it is, never read as a number or a date.
+            let raw = keys == ["kafka", "security", "password"];
+            set(&mut table, &keys, &value, raw).with_context(|| format!("applying {name}"))?;
         }
-        table.try_into().context("the configuration does not match the expected keys")
+        let mut config: Config = table.try_into().context("the configuration does not match the expected keys")?;
+        config.kafka.security.resolve()?;
+        for key in config.kafka.properties.keys() {
+            if SECRET_PROPERTIES.contains(&key.as_str()) {
+                bail!(
+                    "kafka.properties must not hold {key:?}: secrets come from kafka.security.password_file or \
+                     {PASSWORD_VARIABLE}"
+                );
+            }
+            if SECURITY_PROPERTIES.contains(&key.as_str()) {
+                bail!("kafka.properties must not set {key:?}: [kafka.security] does");
+            }
+        }
+        Ok(config)
     }
 
     pub fn settings(self) -> Result<Settings> {
@@ -266,9 +516,9 @@ impl Config {
     }
 }
 
-/// Sets a dotted key from an environment variable; the value is read as a TOML value
-/// (number, boolean) when it is one, else as a string.
-fn set(table: &mut toml::Table, keys: &[String], value: &str) -> Result<()> {
+/// Sets a dotted key from an environment variable; unless `raw`, the value is read as a TOML
+/// value (number, boolean) when it is one, else as a string.
+fn set(table: &mut toml::Table, keys: &[String], value: &str, raw: bool) -> Result<()> {
     let (last, parents) = keys.split_last().expect("split always yields a key");
     let mut t = table;
     for k in parents {
@@ -278,9 +528,9 @@ fn set(table: &mut toml::Table, keys: &[String], value: &str) -> Result<()> {
             .as_table_mut()
             .with_context(|| format!("{k} is not a section"))?;
     }
-    let parsed = format!("v = {value}")
-        .parse::<toml::Table>()
-        .ok()
+    let parsed = (!raw)
+        .then(|| format!("v = {value}").parse::<toml::Table>().ok())
+        .flatten()
         .and_then(|mut t| t.remove("v"))
         .filter(|v| !v.is_str() && !v.is_table() && !v.is_array())
         .unwrap_or_else(|| toml::Value::String(value.to_owned()));
@@ -327,6 +577,69 @@ mod tests {
         assert_eq!(c.limits.max_batch, 7);
         assert_eq!(c.topics.cases, "city.cases");
         assert_eq!(c.snapshot.schema_registry_url.as_deref(), Some("http://127.0.0.1:8081"));
+    }
+
+    const SASL: &str = "[kafka]\nbrokers = \"a:1\"\n[kafka.security]\nprotocol = \"SASL_SSL\"\n\
+                        mechanism = \"SCRAM-SHA-512\"\nusername = \"hotline\"\n";
+
+    fn password_env(password: &str) -> [(String, String); 1] {
+        [(PASSWORD_VARIABLE.to_owned(), password.to_owned())]
+    }
+
+    #[test]
+    fn the_password_comes_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("password");
+        std::fs::write(&file, "s3cret-from-file\n").unwrap();
+        let text = format!("{SASL}password_file = {:?}\nca_file = {:?}\n", file, file);
+        let c = Config::parse(&text, []).unwrap();
+        let s = &c.kafka.security;
+        assert_eq!(s.protocol, Protocol::SaslSsl);
+        assert_eq!(s.mechanism, Some(Mechanism::ScramSha512));
+        assert_eq!(s.password.as_ref().map(Secret::expose), Some("s3cret-from-file"));
+        assert!(s.verify_hostname);
+        let debug = format!("{:?}", c.settings().unwrap());
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(debug.contains("<redacted>"), "{debug}");
+
+        std::fs::write(&file, "").unwrap();
+        let err = Config::parse(&text, []).unwrap_err();
+        assert!(err.to_string().contains("is empty"), "{err:#}");
+        let missing = format!("{SASL}password_file = \"/nonexistent/password\"\n");
+        let err = Config::parse(&missing, []).unwrap_err();
+        assert!(format!("{err:#}").contains("kafka.security.password_file /nonexistent/password"), "{err:#}");
+    }
+
+    #[test]
+    fn the_password_comes_from_the_environment_as_it_is() {
+        // Values that TOML would read as numbers, dates or booleans stay the exact string.
+        for password in ["0x1F", "1_000", "+5", "1979-05-27", "true", "\"quoted\"", "a b#c"] {
+            let c = Config::parse(SASL, password_env(password)).unwrap();
+            assert_eq!(c.kafka.security.password.as_ref().map(Secret::expose), Some(password));
+        }
+        let c = Config::parse(SASL, password_env("s3cret-from-env")).unwrap();
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+    }
+
+    #[test]
+    fn secrets_are_refused_where_they_would_leak() {
+        let err = Config::parse(&format!("{SASL}password = \"in-the-file\"\n"), []).unwrap_err();
+        assert!(err.to_string().contains("password_file"), "{err:#}");
+        assert!(!format!("{err:#}").contains("in-the-file"));
+        let text = "[kafka]\nbrokers = \"a:1\"\n[kafka.properties]\n\"sasl.password\" = \"in-properties\"\n";
+        let err = Config::parse(text, []).unwrap_err();
+        assert!(!format!("{err:#}").contains("in-properties"), "{err:#}");
+        let err = Config::parse(SASL, []).unwrap_err();
+        assert!(err.to_string().contains(PASSWORD_VARIABLE), "{err:#}");
+        let text = "[kafka]\nbrokers = \"a:1\"\n[kafka.security]\nusername = \"u\"\n";
+        let err = Config::parse(text, []).unwrap_err();
+        assert!(err.to_string().contains("SASL_SSL"), "{err:#}");
+        let text = "[kafka]\nbrokers = \"a:1\"\n[kafka.properties]\n\"security.protocol\" = \"SSL\"\n";
+        assert!(Config::parse(text, []).is_err());
+        // A password with no mechanism to use it is a mistake, not silently dropped.
+        let text = "[kafka]\nbrokers = \"a:1\"\n";
+        let err = Config::parse(text, password_env("unused-secret")).unwrap_err();
+        assert!(!format!("{err:#}").contains("unused-secret"), "{err:#}");
     }
 
     #[test]

@@ -16,6 +16,12 @@ pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     let telemetry = Telemetry::new(settings.labels.clone());
     crate::http::serve(settings.listen, telemetry.clone()).await?;
+    // Wrong credentials or an untrusted certificate stop the process here with a clear error
+    // rather than leaving it waiting, unready, as for a broker outage.
+    tokio::select! {
+        checked = crate::kafka::check_access(&settings.config.kafka) => checked?,
+        _ = shutdown_signal() => return Ok(()),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let framing = framing(&settings).await?;
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry, framing, stop.clone()));

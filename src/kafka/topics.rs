@@ -2,11 +2,13 @@
 //! state and revision numbers are rebuilt on start.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -87,12 +89,37 @@ pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize
 }
 
 /// A client context that does not report reaching a partition's end as an error: when
-/// reading to the end, that is the point.
-pub struct ReadToEnd;
+/// reading to the end, that is the point. Nor, once the reader is `done`, its connections
+/// closing as it is dropped: over SASL that cuts short a login still under way (the group
+/// coordinator's), which librdkafka reports as a failed authentication.
+#[derive(Default)]
+pub struct ReadToEnd {
+    done: AtomicBool,
+}
 
 impl ClientContext for ReadToEnd {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        use RDKafkaLogLevel::*;
+        match level {
+            _ if self.done.load(Ordering::Relaxed) => {
+                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message} (closing a reader)")
+            }
+            Emerg | Alert | Critical | Error => {
+                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
+            }
+            Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            Notice | Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+            Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+        if matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            return;
+        }
+        if self.done.load(Ordering::Relaxed) {
+            tracing::debug!(%error, reason, "Kafka client error while closing a reader");
+        } else {
             tracing::error!(%error, reason, "Kafka client error");
         }
     }
@@ -128,7 +155,7 @@ pub fn read_partitions_to_end(
         // broker hold that fetch open.
         .set("fetch.wait.max.ms", "10")
         .set("isolation.level", "read_committed")
-        .create_with_context(ReadToEnd)
+        .create_with_context(ReadToEnd::default())
         .context("creating a restore consumer")?;
     let metadata =
         consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
@@ -175,6 +202,7 @@ pub fn read_partitions_to_end(
             bail!("no progress reading {topic} for {timeout:?}");
         }
     }
+    consumer.context().done.store(true, Ordering::Relaxed);
     Ok(read)
 }
 
