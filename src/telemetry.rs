@@ -490,3 +490,46 @@ pub struct City<'a> {
     /// Per month: the latest published revision and whether it is closed.
     pub published: Vec<(Month, u64, bool)>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::case::CountingRules;
+    use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use crate::domain::ledger::Ledger;
+    use jiff::ToSpan;
+
+    #[test]
+    fn codes_outside_the_registry_are_counted_as_unknown() {
+        let zone = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
+        let mut ledger = Ledger::new(CountingRules { zone: zone.clone(), default_sla: 15.days() });
+        for (i, (department, category)) in
+            [("tiexi_district", "water"), ("13912345678", "zhang_san"), ("typo_bureau", "water")].iter().enumerate()
+        {
+            let created = Created {
+                channel: Channel::Hotline,
+                category: (*category).into(),
+                board: None,
+                request_kind: None,
+                department: Some((*department).into()),
+                due_at: None,
+            };
+            let event = CaseEvent {
+                event_id: format!("e{i}"),
+                case_id: format!("c{i}"),
+                occurred_at: "2022-04-10T00:00:00Z".parse().unwrap(),
+                change: Change::Created(created),
+            };
+            ledger.apply(&event).unwrap();
+        }
+        let t = Telemetry::default();
+        let months: Vec<(Month, &Tally, bool)> = ledger.months().map(|(m, tally)| (m, tally, false)).collect();
+        let watermark = Some("2022-04-20T00:00:00Z".parse().unwrap());
+        t.city_changed(Some(City { months, watermark, zone, published: vec![] }));
+        let text = t.render();
+        assert!(text.contains(r#"hotline_department_open_cases{department="unknown"} 2"#), "{text}");
+        assert!(text.contains(r#"hotline_department_open_cases{department="tiexi_district"} 1"#));
+        assert!(text.contains(r#"category="unknown",month="2022-04",status="received"} 1"#), "{text}");
+        assert!(!text.contains("13912345678") && !text.contains("zhang_san") && !text.contains("typo_bureau"));
+    }
+}
