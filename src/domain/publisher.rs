@@ -112,23 +112,30 @@ impl Publisher {
     }
 }
 
-/// Event time per input partition; the pipeline's watermark is the slowest active partition.
-#[derive(Debug)]
+/// Event time per partition; the watermark is the slowest partition that is not idle.
+/// Idleness is told explicitly (a partition read to its end with nothing new), never guessed
+/// from silence: a partition that stops talking because its reader is down or slow holds the
+/// watermark back, which delays a month's closing but never closes it early.
+#[derive(Debug, Default)]
 pub struct Watermarks {
-    idle_after: Duration,
-    partitions: HashMap<(String, i32), (Timestamp, Instant)>,
+    /// (topic, partition) -> (event time reached, idle).
+    partitions: HashMap<(String, i32), (Timestamp, bool)>,
     /// The watermark of an earlier life (the latest snapshot's `as_of`): event time never
     /// goes back across a restart, and revisions throttled before a crash still go out.
     floor: Option<Timestamp>,
 }
 
 impl Watermarks {
-    pub fn new(idle_after: Duration) -> Watermarks {
-        Watermarks { idle_after, partitions: HashMap::new(), floor: None }
+    pub fn new() -> Watermarks {
+        Watermarks::default()
     }
 
     pub fn raise_floor(&mut self, at: Timestamp) {
         self.floor = self.floor.max(Some(at));
+    }
+
+    pub fn floor(&self) -> Option<Timestamp> {
+        self.floor
     }
 
     /// How many partitions have reported an event time.
@@ -136,33 +143,33 @@ impl Watermarks {
         self.partitions.len()
     }
 
-    /// Each partition's event time, sorted, to keep across restarts (`observe` puts them back).
-    pub fn partition_times(&self) -> Vec<(String, i32, Timestamp)> {
-        let mut times: Vec<(String, i32, Timestamp)> =
-            self.partitions.iter().map(|((topic, p), (at, _))| (topic.clone(), *p, *at)).collect();
+    /// Each partition's event time and idleness, sorted, to keep across restarts.
+    pub fn partition_times(&self) -> Vec<(String, i32, Timestamp, bool)> {
+        let mut times: Vec<_> =
+            self.partitions.iter().map(|((topic, p), (at, idle))| (topic.clone(), *p, *at, *idle)).collect();
         times.sort();
         times
     }
 
-    pub fn floor(&self) -> Option<Timestamp> {
-        self.floor
+    /// A partition reached `at` in event time; it is not idle.
+    pub fn observe(&mut self, topic: &str, partition: i32, at: Timestamp) {
+        let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((at, false));
+        entry.0 = entry.0.max(at);
+        entry.1 = false;
     }
 
-    pub fn observe(&mut self, topic: &str, partition: i32, occurred_at: Timestamp, now: Instant) {
-        let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((occurred_at, now));
-        entry.0 = entry.0.max(occurred_at);
-        entry.1 = now;
+    /// A partition was read to its end and has nothing new (or has again). Partitions that
+    /// never reported an event time hold nothing back either way.
+    pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
+        if let Some(entry) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
+            entry.1 = idle;
+        }
     }
 
-    /// The minimum event time over partitions that saw an event within `idle_after`; when all
-    /// are idle, the maximum over all, so a quiet partition cannot hold months open forever.
-    pub fn current(&self, now: Instant) -> Option<Timestamp> {
-        let active = self
-            .partitions
-            .values()
-            .filter(|(_, seen)| now.duration_since(*seen) < self.idle_after)
-            .map(|(t, _)| *t)
-            .min();
+    /// The minimum event time over partitions that are not idle; when all are idle, the
+    /// maximum over all (everything has been read); never below the floor.
+    pub fn current(&self) -> Option<Timestamp> {
+        let active = self.partitions.values().filter(|(_, idle)| !idle).map(|(t, _)| *t).min();
         let current = active.or_else(|| self.partitions.values().map(|(t, _)| *t).max());
         current.max(self.floor)
     }
@@ -265,25 +272,29 @@ mod tests {
 
     #[test]
     fn the_watermark_never_goes_below_an_earlier_life() {
-        let mut w = Watermarks::new(Duration::from_secs(30));
-        assert_eq!(w.current(Instant::now()), None);
+        let mut w = Watermarks::new();
+        assert_eq!(w.current(), None);
         w.raise_floor(ts("2022-05-10T00:00:00Z"));
-        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-10T00:00:00Z")));
-        w.observe("cases", 0, ts("2022-05-01T00:00:00Z"), Instant::now());
-        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-10T00:00:00Z")));
-        w.observe("cases", 0, ts("2022-05-11T00:00:00Z"), Instant::now());
-        assert_eq!(w.current(Instant::now()), Some(ts("2022-05-11T00:00:00Z")));
+        assert_eq!(w.current(), Some(ts("2022-05-10T00:00:00Z")));
+        w.observe("cases", 0, ts("2022-05-01T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-05-10T00:00:00Z")));
+        w.observe("cases", 0, ts("2022-05-11T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-05-11T00:00:00Z")));
     }
 
     #[test]
-    fn an_idle_partition_does_not_hold_the_watermark() {
-        let mut w = Watermarks::new(Duration::from_secs(30));
-        let t0 = Instant::now();
-        w.observe("cases", 0, ts("2022-04-01T00:00:00Z"), t0);
-        w.observe("cases", 1, ts("2022-05-03T00:00:00Z"), t0);
-        assert_eq!(w.current(t0), Some(ts("2022-04-01T00:00:00Z")));
-        w.observe("cases", 1, ts("2022-05-04T00:00:00Z"), t0 + Duration::from_secs(40));
-        assert_eq!(w.current(t0 + Duration::from_secs(40)), Some(ts("2022-05-04T00:00:00Z")));
-        assert_eq!(w.current(t0 + Duration::from_secs(100)), Some(ts("2022-05-04T00:00:00Z")));
+    fn only_a_partition_told_idle_stops_holding_the_watermark() {
+        let mut w = Watermarks::new();
+        w.observe("cases", 0, ts("2022-04-01T00:00:00Z"));
+        w.observe("cases", 1, ts("2022-05-03T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-04-01T00:00:00Z")), "silence is not idleness");
+        w.set_idle("cases", 0, true);
+        assert_eq!(w.current(), Some(ts("2022-05-03T00:00:00Z")));
+        w.set_idle("cases", 1, true);
+        assert_eq!(w.current(), Some(ts("2022-05-03T00:00:00Z")), "all idle: everything is read");
+        w.observe("cases", 0, ts("2022-04-02T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-04-02T00:00:00Z")), "an event wakes it");
+        w.set_idle("letters", 0, true);
+        assert_eq!(w.partitions(), 2, "idleness of a partition never heard of changes nothing");
     }
 }

@@ -8,6 +8,7 @@
 //! sending a counting partition anything, a record without an event (a marker) tells it.
 
 use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,12 @@ pub struct Source {
 pub struct Routed {
     pub source: Source,
     /// The event time `source` has reached: every earlier event of `source` routed to this
-    /// counting partition comes before this record.
-    pub watermark: Timestamp,
+    /// counting partition comes before this record. None before its first event.
+    pub watermark: Option<Timestamp>,
+    /// `source` has been read to its end and has had nothing new for a while: it does not hold
+    /// the counting partition's watermark back until it has events again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub idle: bool,
     /// The event and its offset in `source`; none in a marker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<RoutedEvent>,
@@ -49,7 +54,8 @@ pub struct RoutedEvent {
     pub event: CaseEvent,
 }
 
-/// What the ingest stage has told each counting partition about each input partition.
+/// What the ingest stage has told each counting partition about each input partition it
+/// reads.
 #[derive(Debug, Default)]
 pub struct Progress {
     sources: HashMap<Source, SourceProgress>,
@@ -57,42 +63,65 @@ pub struct Progress {
 
 #[derive(Debug)]
 struct SourceProgress {
-    watermark: Timestamp,
-    /// The watermark each counting partition was last sent.
-    told: HashMap<i32, Timestamp>,
+    watermark: Option<Timestamp>,
+    idle: bool,
+    /// When the last event came (wall clock); when reading started, before any.
+    last_event: Instant,
+    /// What each counting partition was last told: watermark and idleness.
+    told: HashMap<i32, (Option<Timestamp>, bool)>,
+}
+
+impl SourceProgress {
+    fn new(now: Instant) -> SourceProgress {
+        SourceProgress { watermark: None, idle: false, last_event: now, told: HashMap::new() }
+    }
 }
 
 impl Progress {
+    /// Starts following an input partition this instance reads, events or not.
+    pub fn track(&mut self, source: Source, now: Instant) {
+        self.sources.entry(source).or_insert_with(|| SourceProgress::new(now));
+    }
+
     /// Notes an event of `source` at `occurred_at` routed to counting partition `to`, and
     /// returns the watermark its record carries.
-    pub fn route(&mut self, source: &Source, occurred_at: Timestamp, to: i32) -> Timestamp {
-        let p = self
-            .sources
-            .entry(source.clone())
-            .or_insert_with(|| SourceProgress { watermark: occurred_at, told: HashMap::new() });
-        p.watermark = p.watermark.max(occurred_at);
-        p.told.insert(to, p.watermark);
-        p.watermark
+    pub fn route(&mut self, source: &Source, occurred_at: Timestamp, to: i32, now: Instant) -> Timestamp {
+        let p = self.sources.entry(source.clone()).or_insert_with(|| SourceProgress::new(now));
+        let watermark = p.watermark.map_or(occurred_at, |w| w.max(occurred_at));
+        p.watermark = Some(watermark);
+        p.idle = false;
+        p.last_event = now;
+        p.told.insert(to, (p.watermark, false));
+        watermark
+    }
+
+    /// Marks idle every input partition without an event for `idle_after` that `caught_up`
+    /// says has been read to its end.
+    pub fn mark_idle(&mut self, now: Instant, idle_after: Duration, caught_up: impl Fn(&Source) -> bool) {
+        for (source, p) in &mut self.sources {
+            if !p.idle && now.duration_since(p.last_event) >= idle_after && caught_up(source) {
+                p.idle = true;
+            }
+        }
     }
 
     /// The markers owed: for each input partition, every counting partition in `0..partitions`
-    /// that has not been told its latest watermark. Afterwards all are up to date.
+    /// that has not been told its latest watermark and idleness. Afterwards all are up to date.
     pub fn markers(&mut self, partitions: i32) -> Vec<(i32, Routed)> {
         let mut out = Vec::new();
         for (source, p) in &mut self.sources {
+            if p.watermark.is_none() && !p.idle {
+                continue; // nothing to tell yet
+            }
             for to in 0..partitions {
-                if p.told.get(&to) != Some(&p.watermark) {
-                    p.told.insert(to, p.watermark);
-                    out.push((to, Routed { source: source.clone(), watermark: p.watermark, event: None }));
+                if p.told.get(&to) != Some(&(p.watermark, p.idle)) {
+                    p.told.insert(to, (p.watermark, p.idle));
+                    let marker = Routed { source: source.clone(), watermark: p.watermark, idle: p.idle, event: None };
+                    out.push((to, marker));
                 }
             }
         }
         out
-    }
-
-    /// Forgets everything, for input partitions that may have moved to another instance.
-    pub fn clear(&mut self) {
-        self.sources.clear();
     }
 }
 
@@ -111,25 +140,44 @@ mod tests {
     #[test]
     fn records_carry_the_highest_event_time_of_their_source() {
         let mut p = Progress::default();
-        assert_eq!(p.route(&source(0), ts("2022-04-02T00:00:00Z"), 1), ts("2022-04-02T00:00:00Z"));
-        assert_eq!(p.route(&source(0), ts("2022-04-01T00:00:00Z"), 1), ts("2022-04-02T00:00:00Z"), "late event");
-        assert_eq!(p.route(&source(1), ts("2022-04-01T00:00:00Z"), 1), ts("2022-04-01T00:00:00Z"), "per source");
+        let now = Instant::now();
+        assert_eq!(p.route(&source(0), ts("2022-04-02T00:00:00Z"), 1, now), ts("2022-04-02T00:00:00Z"));
+        assert_eq!(p.route(&source(0), ts("2022-04-01T00:00:00Z"), 1, now), ts("2022-04-02T00:00:00Z"), "late event");
+        assert_eq!(p.route(&source(1), ts("2022-04-01T00:00:00Z"), 1, now), ts("2022-04-01T00:00:00Z"), "per source");
     }
 
     #[test]
     fn markers_go_only_to_partitions_behind_and_only_once() {
         let mut p = Progress::default();
-        p.route(&source(0), ts("2022-04-01T00:00:00Z"), 0);
-        p.route(&source(0), ts("2022-04-02T00:00:00Z"), 1);
+        let now = Instant::now();
+        p.route(&source(0), ts("2022-04-01T00:00:00Z"), 0, now);
+        p.route(&source(0), ts("2022-04-02T00:00:00Z"), 1, now);
         let markers = p.markers(3);
-        let to: Vec<i32> = {
-            let mut v: Vec<i32> = markers.iter().map(|(to, _)| *to).collect();
-            v.sort();
-            v
-        };
+        let mut to: Vec<i32> = markers.iter().map(|(to, _)| *to).collect();
+        to.sort();
         assert_eq!(to, [0, 2], "partition 1 already has the latest watermark");
-        assert!(markers.iter().all(|(_, r)| r.watermark == ts("2022-04-02T00:00:00Z") && r.event.is_none()));
+        assert!(markers.iter().all(|(_, r)| r.watermark == Some(ts("2022-04-02T00:00:00Z")) && r.event.is_none()));
         assert!(p.markers(3).is_empty(), "nothing new, no markers");
+    }
+
+    #[test]
+    fn a_quiet_source_is_idle_only_once_read_to_its_end_and_wakes_with_its_next_event() {
+        let mut p = Progress::default();
+        let t0 = Instant::now();
+        p.track(source(0), t0);
+        p.route(&source(1), ts("2022-04-01T00:00:00Z"), 0, t0);
+        p.markers(2);
+        let later = t0 + Duration::from_secs(60);
+        p.mark_idle(later, Duration::from_secs(30), |_| false);
+        assert!(p.markers(2).is_empty(), "not read to the end: not idle");
+        p.mark_idle(later, Duration::from_secs(30), |s| s.partition == 0);
+        let idle = p.markers(2);
+        assert_eq!(idle.len(), 2, "the source without events tells every partition it is idle");
+        assert!(idle.iter().all(|(_, r)| r.idle && r.watermark.is_none() && r.source == source(0)));
+        p.route(&source(0), ts("2022-04-03T00:00:00Z"), 1, later);
+        let awake = p.markers(2);
+        assert_eq!(awake.len(), 1, "partition 0 learns it is active again; partition 1 got the event");
+        assert!(!awake[0].1.idle && awake[0].0 == 0);
     }
 
     #[test]
@@ -141,10 +189,11 @@ mod tests {
             change: super::super::event::Change::Closed,
         };
         for r in [
-            Routed { source: source(2), watermark: ts("2022-04-02T00:00:00Z"), event: None },
+            Routed { source: source(2), watermark: None, idle: true, event: None },
             Routed {
                 source: source(2),
-                watermark: ts("2022-04-03T00:00:00Z"),
+                watermark: Some(ts("2022-04-03T00:00:00Z")),
+                idle: false,
                 event: Some(RoutedEvent { offset: 7, input_timestamp: Some(1), event }),
             },
         ] {

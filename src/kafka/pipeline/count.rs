@@ -34,7 +34,7 @@ const WATERMARK_KEY: &str = "#watermark";
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct PartitionProgress {
     watermark: Option<Timestamp>,
-    sources: Vec<(String, i32, Timestamp)>,
+    sources: Vec<(String, i32, Timestamp, bool)>,
 }
 /// How often a partition's changed tallies are written to `partials` while events flow. A
 /// tally carries the deadline of each open case, so it is not written on every commit.
@@ -69,7 +69,7 @@ impl Counting {
             .map(|p| {
                 let partition = Partition {
                     ledger: Ledger::new(rules.clone()),
-                    sources: Watermarks::new(settings.idle_partition),
+                    sources: Watermarks::new(),
                     written_watermark: None,
                     written_progress: PartitionProgress::default(),
                     dirty: BTreeSet::new(),
@@ -93,8 +93,9 @@ impl Counting {
                             if let Some(at) = progress.watermark {
                                 p.sources.raise_floor(at);
                             }
-                            for (topic, partition, at) in &progress.sources {
-                                p.sources.observe(topic, *partition, *at, Instant::now());
+                            for (topic, partition, at, idle) in &progress.sources {
+                                p.sources.observe(topic, *partition, *at);
+                                p.sources.set_idle(topic, *partition, *idle);
                             }
                             p.written_watermark = progress.watermark;
                             p.written_progress = progress;
@@ -113,10 +114,9 @@ impl Counting {
             p.dirty = p.ledger.months().map(|(m, _)| m).collect();
         }
         // Before consuming, so late events of evicted months are rejected from the first batch.
-        let now = Instant::now();
         let (zone, retention) = (counting.rules.zone.clone(), counting.retention_months);
         for p in counting.partitions.values_mut() {
-            if let Some(kept_from) = p.kept_from(now, &zone, retention) {
+            if let Some(kept_from) = p.kept_from(&zone, retention) {
                 p.ledger.evict_before(kept_from);
             }
         }
@@ -142,7 +142,10 @@ impl Counting {
             return out.dead_letter(&rejection, (m.topic(), m.partition(), m.offset()), m.key(), m.payload());
         };
         let source = &routed.source;
-        p.sources.observe(&source.topic, source.partition, routed.watermark, Instant::now());
+        if let Some(at) = routed.watermark {
+            p.sources.observe(&source.topic, source.partition, at);
+        }
+        p.sources.set_idle(&source.topic, source.partition, routed.idle);
         let Some(RoutedEvent { offset, input_timestamp, event }) = &routed.event else { return Ok(()) };
         match p.ledger.apply(event) {
             Ok(Applied::Changed) => {
@@ -163,7 +166,7 @@ impl Counting {
     pub fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
         let t = &out.settings.config.topics;
         for (&partition, p) in &mut self.partitions {
-            let kept_from = p.kept_from(now, &self.rules.zone, self.retention_months);
+            let kept_from = p.kept_from(&self.rules.zone, self.retention_months);
             let evicting = kept_from.is_some_and(|k| p.ledger.kept_from().is_none_or(|held| k > held));
             let (mut cases, months) = p.ledger.take_changes();
             p.dirty.extend(months);
@@ -189,7 +192,7 @@ impl Counting {
             }
             // The watermark goes out only with every tally it covers, so the publisher never
             // sees a partition further in event time than its figures.
-            let watermark = p.sources.current(now);
+            let watermark = p.sources.current();
             if p.dirty.is_empty() && watermark.is_some() && watermark != p.written_watermark {
                 let payload = serde_json::to_vec(&watermark).expect("timestamps serialize");
                 send(out, &t.partials, 0, format!("watermark/{partition}").as_bytes(), Some(&payload))?;
@@ -213,8 +216,8 @@ impl Counting {
 
 impl Partition {
     /// The first month to keep, by this partition's watermark.
-    fn kept_from(&self, now: Instant, zone: &jiff::tz::TimeZone, retention_months: u32) -> Option<Month> {
-        let watermark = self.sources.current(now)?;
+    fn kept_from(&self, zone: &jiff::tz::TimeZone, retention_months: u32) -> Option<Month> {
+        let watermark = self.sources.current()?;
         Some(Month::containing(watermark, zone).months_before(retention_months))
     }
 }

@@ -1,6 +1,9 @@
 //! Ingesting: input messages are decoded (personal data dropped) and routed by case id to
 //! their counting partition, or sent to the dead letters with their reason.
 
+use std::collections::HashMap;
+use std::time::Instant;
+
 use anyhow::Result;
 use jiff::Timestamp;
 use rdkafka::message::{BorrowedMessage, Message};
@@ -18,8 +21,14 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    pub fn new(counting_partitions: i32) -> Ingest {
-        Ingest { counting_partitions, progress: Progress::default() }
+    /// Follows the input partitions this instance reads, with or without events.
+    pub fn new(counting_partitions: i32, sources: impl IntoIterator<Item = Source>) -> Ingest {
+        let mut progress = Progress::default();
+        let now = Instant::now();
+        for source in sources {
+            progress.track(source, now);
+        }
+        Ingest { counting_partitions, progress }
     }
 
     pub fn handle(&mut self, out: &Output<'_>, telemetry: &Telemetry, m: &BorrowedMessage<'_>) -> Result<()> {
@@ -34,14 +43,12 @@ impl Ingest {
                 let to = partition_of(&event.case_id, self.counting_partitions);
                 let source = Source { topic: m.topic().to_owned(), partition: m.partition() };
                 // A clock running ahead upstream must not close months early.
-                let watermark = self.progress.route(&source, event.occurred_at.min(Timestamp::now()), to);
+                let watermark =
+                    self.progress.route(&source, event.occurred_at.min(Timestamp::now()), to, Instant::now());
                 let case_id = event.case_id.clone();
                 let input_timestamp = m.timestamp().to_millis();
-                let routed = Routed {
-                    source,
-                    watermark,
-                    event: Some(RoutedEvent { offset: m.offset(), input_timestamp, event }),
-                };
+                let event = Some(RoutedEvent { offset: m.offset(), input_timestamp, event });
+                let routed = Routed { source, watermark: Some(watermark), idle: false, event };
                 let payload = serde_json::to_vec(&routed).expect("routed records serialize");
                 out.send(
                     BaseRecord::to(&settings.config.topics.case_events)
@@ -58,8 +65,11 @@ impl Ingest {
     }
 
     /// Tells every counting partition how far each input partition has got, where the
-    /// batch's events did not already.
-    pub fn send_markers(&mut self, out: &Output<'_>) -> Result<()> {
+    /// batch's events did not already, and which input partitions are idle: read to their end
+    /// (`lags`, from librdkafka's statistics) with no event for `snapshot.idle_partition`.
+    pub fn send_markers(&mut self, out: &Output<'_>, lags: &HashMap<(String, i32), i64>) -> Result<()> {
+        let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
+        self.progress.mark_idle(Instant::now(), out.settings.idle_partition, caught_up);
         for (to, marker) in self.progress.markers(self.counting_partitions) {
             let payload = serde_json::to_vec(&marker).expect("routed records serialize");
             out.send(

@@ -39,6 +39,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use crate::avro::Framing;
 use crate::config::Settings;
 use crate::domain::event::Rejection;
+use crate::domain::routing::Source;
 use crate::telemetry::Telemetry;
 
 use super::client_config;
@@ -190,6 +191,8 @@ struct KafkaEvents {
     joined: Arc<AtomicBool>,
     /// Offset resets already reported.
     resets_seen: Arc<Mutex<HashSet<String>>>,
+    /// Messages left to read per assigned partition, as of the latest statistics.
+    lags: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
 impl ClientContext for KafkaEvents {
@@ -219,14 +222,20 @@ impl ClientContext for KafkaEvents {
         // librdkafka's own `consumer_lag` counts from offsets the consumer committed itself,
         // which a transactional pipeline never does: count from the position instead, to the
         // last stable offset (the end a read_committed consumer can reach).
-        let lags = statistics.topics.into_iter().flat_map(|(topic, t)| {
-            t.partitions.into_values().filter_map(move |p| {
-                let position = if p.app_offset >= 0 { p.app_offset } else { p.next_offset };
-                (p.partition >= 0 && position >= 0 && p.ls_offset >= 0)
-                    .then(|| (topic.clone(), p.partition, (p.ls_offset - position).max(0)))
+        let lags: HashMap<(String, i32), i64> = statistics
+            .topics
+            .into_iter()
+            .flat_map(|(topic, t)| {
+                t.partitions.into_values().filter_map(move |p| {
+                    // The fetch position is past transaction markers, which are never handed out.
+                    let position = p.app_offset.max(p.next_offset);
+                    (p.partition >= 0 && position >= 0 && p.ls_offset >= 0)
+                        .then(|| ((topic.clone(), p.partition), (p.ls_offset - position).max(0)))
+                })
             })
-        });
-        self.telemetry.consumer_lag(lags);
+            .collect();
+        self.telemetry.consumer_lag(lags.iter().map(|((topic, p), lag)| (topic.clone(), *p, *lag)));
+        *self.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
@@ -283,6 +292,7 @@ fn consumer(
             rebalanced: rebalanced.clone(),
             joined: Arc::default(),
             resets_seen: Arc::default(),
+            lags: Arc::default(),
         })
         .context("creating the consumer")?;
     let t = &config.topics;
@@ -336,6 +346,7 @@ impl<'a> Life<'a> {
                 rebalanced: Arc::default(),
                 joined: Arc::default(),
                 resets_seen: Arc::default(),
+                lags: Arc::default(),
             })
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
@@ -361,6 +372,12 @@ impl<'a> Life<'a> {
             false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
         };
         seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
+        let inputs: Vec<Source> = t
+            .inputs()
+            .iter()
+            .flat_map(|topic| committed.elements_for_topic(topic))
+            .map(|p| Source { topic: p.topic().to_owned(), partition: p.partition() })
+            .collect();
         tracing::info!(
             counting_partitions = ?counted,
             publishing = publishing.is_some(),
@@ -378,7 +395,7 @@ impl<'a> Life<'a> {
                 dead_letter_max_payload: layout.dead_letter_max_payload,
                 in_transaction: Cell::new(false),
             },
-            ingest: ingest::Ingest::new(layout.counting_partitions),
+            ingest: ingest::Ingest::new(layout.counting_partitions, inputs),
             counting,
             publishing,
         })
@@ -409,7 +426,7 @@ impl<'a> Life<'a> {
     fn refresh_gauges(&self) {
         let (held, waiting, bytes) = self.counting.held();
         self.telemetry.cases_held(held, waiting, bytes);
-        self.telemetry.city_changed(self.publishing.as_ref().map(|p| p.city(Instant::now())));
+        self.telemetry.city_changed(self.publishing.as_ref().map(|p| p.city()));
     }
 
     /// Handles messages for up to one commit interval inside an open transaction, and returns
@@ -458,7 +475,8 @@ impl<'a> Life<'a> {
     /// snapshots) and commits it with the consumed offsets.
     fn commit(&mut self, offsets: HashMap<(String, i32), i64>, stopping: bool) -> Result<()> {
         let now = Instant::now();
-        self.ingest.send_markers(&self.out)?;
+        let lags = self.consumer.context().lags.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        self.ingest.send_markers(&self.out, &lags)?;
         self.counting.flush(&self.out, now, stopping)?;
         let mut published = Vec::new();
         if let Some(p) = &mut self.publishing {

@@ -8,7 +8,7 @@
 //! snapshots topic.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Result;
 use jiff::Timestamp;
@@ -54,8 +54,8 @@ impl Publishing {
             changed: BTreeSet::new(),
             changed_at: BTreeMap::new(),
             // Counting partitions are never idle (every input partition's progress reaches all
-            // of them), so a silent one is behind, not done: no idle timeout here.
-            watermarks: Watermarks::new(Duration::MAX),
+            // of them), so a silent one is behind, not done.
+            watermarks: Watermarks::new(),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
                 zone_name: config.time.zone.clone(),
@@ -107,11 +107,10 @@ impl Publishing {
                 Some(())
             })
         } else if let Some(p) = key.strip_prefix("watermark/") {
-            p.parse::<i32>().ok().zip(m.payload().and_then(|b| serde_json::from_slice::<Timestamp>(b).ok())).map(
-                |(partition, at)| {
-                    self.watermarks.observe(&self.settings.config.topics.case_events, partition, at, Instant::now())
-                },
-            )
+            p.parse::<i32>()
+                .ok()
+                .zip(m.payload().and_then(|b| serde_json::from_slice::<Timestamp>(b).ok()))
+                .map(|(partition, at)| self.watermarks.observe(&self.settings.config.topics.case_events, partition, at))
         } else {
             None
         };
@@ -125,15 +124,13 @@ impl Publishing {
 
     /// The month watermark: the slowest active counting partition, once every partition has
     /// told its own (before that, a month could look complete with some partitions missing).
-    pub fn watermark(&self, now: Instant) -> Option<Timestamp> {
-        (self.watermarks.partitions() >= self.counting_partitions as usize)
-            .then(|| self.watermarks.current(now))
-            .flatten()
+    pub fn watermark(&self) -> Option<Timestamp> {
+        (self.watermarks.partitions() >= self.counting_partitions as usize).then(|| self.watermarks.current()).flatten()
     }
 
     /// What the city's gauges show.
-    pub fn city(&self, now: Instant) -> City<'_> {
-        let watermark = self.watermark(now);
+    pub fn city(&self) -> City<'_> {
+        let watermark = self.watermark();
         City {
             months: self
                 .sums
@@ -149,7 +146,7 @@ impl Publishing {
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
     /// partial that changed its month (seconds), where a partial did.
     pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<Vec<Option<f64>>> {
-        let watermark = self.watermark(now);
+        let watermark = self.watermark();
         if let Some(w) = watermark {
             let kept_from =
                 Month::containing(w, &self.settings.zone).months_before(self.settings.config.state.retention_months);
