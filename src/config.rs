@@ -373,7 +373,8 @@ impl Default for SlaConfig {
 pub struct SnapshotConfig {
     pub grace: String,
     pub min_interval: String,
-    /// A partition with no new event for this long stops holding the watermark back.
+    /// An input partition read to its end with no new event for this long stops holding the
+    /// watermark back (until its next event).
     pub idle_partition: String,
     /// When set, snapshots use the Confluent wire format with the id this registry assigns.
     pub schema_registry_url: Option<String>,
