@@ -198,13 +198,14 @@ impl Counting {
                 send(out, &t.partials, 0, format!("watermark/{partition}").as_bytes(), Some(&payload))?;
                 p.written_watermark = watermark;
             }
-            // Progress kept with the cases it describes (never ahead of them; behind only
-            // between writes, which is safe), so a restore resumes it.
+            // Progress goes out in the same transaction as the offsets of the records that
+            // told it, every time it changes: a restore resumes after those records, so
+            // progress written later would be lost for good.
             let progress = PartitionProgress {
                 watermark: p.written_watermark.max(p.sources.floor()),
                 sources: p.sources.partition_times(),
             };
-            if progress != p.written_progress && (partials_due || p.written_watermark != p.written_progress.watermark) {
+            if progress != p.written_progress {
                 let payload = serde_json::to_vec(&progress).expect("progress serializes");
                 send(out, &t.changelog, partition, WATERMARK_KEY.as_bytes(), Some(&payload))?;
                 p.written_progress = progress;
