@@ -115,11 +115,12 @@ impl Publisher {
 /// Event time per partition; the watermark is the slowest partition that is not idle.
 /// Idleness is told explicitly (a partition read to its end with nothing new), never guessed
 /// from silence: a partition that stops talking because its reader is down or slow holds the
-/// watermark back, which delays a month's closing but never closes it early.
+/// watermark back, which delays a month's closing but never closes it early. A partition
+/// `expect`ed but not heard from yet holds it at the floor.
 #[derive(Debug, Default)]
 pub struct Watermarks {
-    /// (topic, partition) -> (event time reached, idle).
-    partitions: HashMap<(String, i32), (Timestamp, bool)>,
+    /// (topic, partition) -> (event time reached, if told one; idle).
+    partitions: HashMap<(String, i32), (Option<Timestamp>, bool)>,
     /// The watermark of an earlier life (the latest snapshot's `as_of`): event time never
     /// goes back across a restart, and revisions throttled before a crash still go out.
     floor: Option<Timestamp>,
@@ -138,13 +139,26 @@ impl Watermarks {
         self.floor
     }
 
+    /// Partitions that exist whether or not they have told anything yet: until each has told
+    /// an event time or that it is idle, the watermark stays at the floor.
+    pub fn expect(&mut self, partitions: impl IntoIterator<Item = (String, i32)>) {
+        for key in partitions {
+            self.partitions.entry(key).or_insert((None, false));
+        }
+    }
+
+    /// Forgets partitions outside `keep` (an input dropped from the configuration).
+    pub fn retain(&mut self, keep: impl Fn(&str, i32) -> bool) {
+        self.partitions.retain(|(topic, p), _| keep(topic, *p));
+    }
+
     /// How many partitions have reported an event time.
     pub fn partitions(&self) -> usize {
-        self.partitions.len()
+        self.partitions.values().filter(|(at, _)| at.is_some()).count()
     }
 
     /// Each partition's event time and idleness, sorted, to keep across restarts.
-    pub fn partition_times(&self) -> Vec<(String, i32, Timestamp, bool)> {
+    pub fn partition_times(&self) -> Vec<(String, i32, Option<Timestamp>, bool)> {
         let mut times: Vec<_> =
             self.partitions.iter().map(|((topic, p), (at, idle))| (topic.clone(), *p, *at, *idle)).collect();
         times.sort();
@@ -153,24 +167,25 @@ impl Watermarks {
 
     /// A partition reached `at` in event time; it is not idle.
     pub fn observe(&mut self, topic: &str, partition: i32, at: Timestamp) {
-        let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((at, false));
-        entry.0 = entry.0.max(at);
+        let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((None, false));
+        entry.0 = entry.0.max(Some(at));
         entry.1 = false;
     }
 
-    /// A partition was read to its end and has nothing new (or has again). Partitions that
-    /// never reported an event time hold nothing back either way.
+    /// A partition was read to its end and has nothing new, or is being read again.
     pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
-        if let Some(entry) = self.partitions.get_mut(&(topic.to_owned(), partition)) {
-            entry.1 = idle;
-        }
+        self.partitions.entry((topic.to_owned(), partition)).or_insert((None, idle)).1 = idle;
     }
 
     /// The minimum event time over partitions that are not idle; when all are idle, the
-    /// maximum over all (everything has been read); never below the floor.
+    /// maximum over all (everything has been read); the floor while a partition that is not
+    /// idle has told no event time; never below the floor.
     pub fn current(&self) -> Option<Timestamp> {
-        let active = self.partitions.values().filter(|(_, idle)| !idle).map(|(t, _)| *t).min();
-        let current = active.or_else(|| self.partitions.values().map(|(t, _)| *t).max());
+        if self.partitions.values().any(|(at, idle)| at.is_none() && !idle) {
+            return self.floor;
+        }
+        let active = self.partitions.values().filter(|(_, idle)| !idle).filter_map(|(t, _)| *t).min();
+        let current = active.or_else(|| self.partitions.values().filter_map(|(t, _)| *t).max());
         current.max(self.floor)
     }
 }
@@ -295,6 +310,22 @@ mod tests {
         w.observe("cases", 0, ts("2022-04-02T00:00:00Z"));
         assert_eq!(w.current(), Some(ts("2022-04-02T00:00:00Z")), "an event wakes it");
         w.set_idle("letters", 0, true);
-        assert_eq!(w.partitions(), 2, "idleness of a partition never heard of changes nothing");
+        assert_eq!(w.current(), Some(ts("2022-04-02T00:00:00Z")), "an idle partition without events holds nothing");
+    }
+
+    #[test]
+    fn an_expected_partition_not_heard_from_holds_the_watermark_at_the_floor() {
+        let mut w = Watermarks::new();
+        w.expect([("cases".to_owned(), 0), ("letters".to_owned(), 0)]);
+        w.observe("cases", 0, ts("2022-06-05T00:00:00Z"));
+        assert_eq!(w.current(), None, "letters/0 may still hold April's events");
+        w.raise_floor(ts("2022-04-10T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-04-10T00:00:00Z")));
+        w.set_idle("letters", 0, false);
+        assert_eq!(w.current(), Some(ts("2022-04-10T00:00:00Z")), "being read, no time yet");
+        w.observe("letters", 0, ts("2022-04-20T00:00:00Z"));
+        assert_eq!(w.current(), Some(ts("2022-04-20T00:00:00Z")));
+        w.set_idle("letters", 0, true);
+        assert_eq!(w.current(), Some(ts("2022-06-05T00:00:00Z")));
     }
 }

@@ -110,9 +110,7 @@ impl Progress {
     pub fn markers(&mut self, partitions: i32) -> Vec<(i32, Routed)> {
         let mut out = Vec::new();
         for (source, p) in &mut self.sources {
-            if p.watermark.is_none() && !p.idle {
-                continue; // nothing to tell yet
-            }
+            // Also a source with nothing to tell yet: that it is being read, not idle.
             for to in 0..partitions {
                 if p.told.get(&to) != Some(&(p.watermark, p.idle)) {
                     p.told.insert(to, (p.watermark, p.idle));
@@ -166,8 +164,10 @@ mod tests {
         let t0 = Instant::now();
         p.track(source(0), t0);
         p.route(&source(1), ts("2022-04-01T00:00:00Z"), 0, t0);
-        p.markers(2);
         let later = t0 + Duration::from_secs(60);
+        let reading: Vec<_> = p.markers(2).into_iter().filter(|(_, r)| r.source == source(0)).collect();
+        assert_eq!(reading.len(), 2, "the tracked source tells every partition it is being read");
+        assert!(reading.iter().all(|(_, r)| !r.idle && r.watermark.is_none()));
         p.mark_idle(later, Duration::from_secs(30), |_| false);
         assert!(p.markers(2).is_empty(), "not read to the end: not idle");
         p.mark_idle(later, Duration::from_secs(30), |s| s.partition == 0);

@@ -34,7 +34,7 @@ const WATERMARK_KEY: &str = "#watermark";
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct PartitionProgress {
     watermark: Option<Timestamp>,
-    sources: Vec<(String, i32, Timestamp, bool)>,
+    sources: Vec<(String, i32, Option<Timestamp>, bool)>,
 }
 /// How often a partition's changed tallies are written to `partials` while events flow. A
 /// tally carries the deadline of each open case, so it is not written on every commit.
@@ -61,7 +61,9 @@ struct Partition {
 
 impl Counting {
     /// Rebuilds the given partitions from their changelog partitions.
-    pub fn restore(settings: &Settings, partitions: &[i32]) -> Result<Counting> {
+    /// Rebuilds the given partitions from their changelog partitions. `inputs` are every
+    /// input partition: each holds a partition's watermark until it has told its progress.
+    pub fn restore(settings: &Settings, partitions: &[i32], inputs: &[(String, i32)]) -> Result<Counting> {
         let config = &settings.config;
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
         let mut restored: BTreeMap<i32, Partition> = partitions
@@ -94,7 +96,9 @@ impl Counting {
                                 p.sources.raise_floor(at);
                             }
                             for (topic, partition, at, idle) in &progress.sources {
-                                p.sources.observe(topic, *partition, *at);
+                                if let Some(at) = at {
+                                    p.sources.observe(topic, *partition, *at);
+                                }
                                 p.sources.set_idle(topic, *partition, *idle);
                             }
                             p.written_watermark = progress.watermark;
@@ -112,6 +116,10 @@ impl Counting {
             p.ledger.take_changes();
             // Tallies changed before a crash may not have been written yet: write them all.
             p.dirty = p.ledger.months().map(|(m, _)| m).collect();
+            // An input no longer configured must not hold the watermark forever.
+            let configured: Vec<&str> = settings.config.topics.inputs().to_vec();
+            p.sources.retain(|topic, _| configured.contains(&topic));
+            p.sources.expect(inputs.iter().cloned());
         }
         // Before consuming, so late events of evicted months are rejected from the first batch.
         let (zone, retention) = (counting.rules.zone.clone(), counting.retention_months);

@@ -88,7 +88,7 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
         let mut backoff = Backoff::default();
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
-            let life = Life::start(&settings, &telemetry, framing, &instance, layout, &consumer, &rebalanced);
+            let life = Life::start(&settings, &telemetry, framing, &instance, &layout, &consumer, &rebalanced);
             match life.and_then(|mut l| l.run(&stop)) {
                 Ok(End::Stopped) => return Ok(()),
                 Ok(End::Rebalanced) => telemetry.rebalanced(),
@@ -134,10 +134,12 @@ fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
 }
 
 /// The partition counts the pipeline relies on.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Layout {
     /// Partitions of `case_events` and of the changelog: the counting partitions.
     counting_partitions: i32,
+    /// Every input partition when the pipeline started.
+    inputs: Vec<(String, i32)>,
     /// Largest payload a dead letter keeps.
     dead_letter_max_payload: usize,
 }
@@ -160,7 +162,8 @@ impl Layout {
         if count(&t.partials) != 1 {
             bail!("{} must have exactly one partition (it has {})", t.partials, count(&t.partials));
         }
-        Ok(Layout { counting_partitions, dead_letter_max_payload: DEAD_LETTER_MAX_PAYLOAD })
+        let inputs = t.inputs().iter().flat_map(|topic| (0..count(topic)).map(|p| (topic.to_string(), p))).collect();
+        Ok(Layout { counting_partitions, inputs, dead_letter_max_payload: DEAD_LETTER_MAX_PAYLOAD })
     }
 }
 
@@ -222,16 +225,23 @@ impl ClientContext for KafkaEvents {
         // librdkafka's own `consumer_lag` counts from offsets the consumer committed itself,
         // which a transactional pipeline never does: count from the position instead, to the
         // last stable offset (the end a read_committed consumer can reach).
+        // Only figures fresh from a fetching partition whose leader is reachable: otherwise a
+        // lag of 0 may be an old one.
+        let up: HashSet<i32> = statistics.brokers.values().filter(|b| b.state == "UP").map(|b| b.nodeid).collect();
         let lags: HashMap<(String, i32), i64> = statistics
             .topics
             .into_iter()
             .flat_map(|(topic, t)| {
-                t.partitions.into_values().filter_map(move |p| {
-                    // The fetch position is past transaction markers, which are never handed out.
-                    let position = p.app_offset.max(p.next_offset);
-                    (p.partition >= 0 && position >= 0 && p.ls_offset >= 0)
-                        .then(|| ((topic.clone(), p.partition), (p.ls_offset - position).max(0)))
-                })
+                let up = up.clone();
+                t.partitions
+                    .into_values()
+                    .filter(move |p| p.fetch_state == "active" && up.contains(&p.leader))
+                    .filter_map(move |p| {
+                        // The fetch position is past transaction markers, which are never handed out.
+                        let position = p.app_offset.max(p.next_offset);
+                        (p.partition >= 0 && position >= 0 && p.ls_offset >= 0)
+                            .then(|| ((topic.clone(), p.partition), (p.ls_offset - position).max(0)))
+                    })
             })
             .collect();
         self.telemetry.consumer_lag(lags.iter().map(|((topic, p), lag)| (topic.clone(), *p, *lag)));
@@ -326,7 +336,7 @@ impl<'a> Life<'a> {
         telemetry: &'a Telemetry,
         framing: Framing,
         instance: &str,
-        layout: Layout,
+        layout: &Layout,
         consumer: &'a BaseConsumer<KafkaEvents>,
         rebalanced: &'a AtomicBool,
     ) -> Result<Life<'a>> {
@@ -366,7 +376,7 @@ impl<'a> Life<'a> {
             consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
         };
         let counted: Vec<i32> = committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
-        let counting = count::Counting::restore(settings, &counted)?;
+        let counting = count::Counting::restore(settings, &counted, &layout.inputs)?;
         let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
             true => None,
             false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
