@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, anyhow};
 use rdkafka::ClientConfig;
 use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
@@ -135,5 +136,16 @@ fn scrub(kafka: &KafkaConfig, error: anyhow::Error) -> anyhow::Error {
     match &kafka.security.password {
         Some(p) if !p.expose().is_empty() => anyhow!(format!("{error:#}").replace(p.expose(), "<redacted>")),
         _ => error,
+    }
+}
+
+/// A librdkafka log line as a tracing event of the same level.
+pub(crate) fn log_librdkafka(level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => tracing::error!(target: "librdkafka", facility, "{message}"),
+        Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
+        Notice | Info => tracing::info!(target: "librdkafka", facility, "{message}"),
+        Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
     }
 }

@@ -98,18 +98,11 @@ pub struct ReadToEnd {
 }
 
 impl ClientContext for ReadToEnd {
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        use RDKafkaLogLevel::*;
-        match level {
-            _ if self.done.load(Ordering::Relaxed) => {
-                tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message} (closing a reader)")
-            }
-            Emerg | Alert | Critical | Error => {
-                tracing::error!(target: "librdkafka", "librdkafka: {fac} {log_message}")
-            }
-            Warning => tracing::warn!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
-            Notice | Info => tracing::info!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
-            Debug => tracing::debug!(target: "librdkafka", "librdkafka: {fac} {log_message}"),
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        if self.done.load(Ordering::Relaxed) {
+            tracing::debug!(target: "librdkafka", facility, "{message} (closing a reader)");
+        } else {
+            super::log_librdkafka(level, facility, message);
         }
     }
 

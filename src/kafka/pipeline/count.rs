@@ -112,12 +112,12 @@ impl Counting {
             )?;
         }
         let mut counting = Counting { rules, retention_months: config.state.retention_months, partitions: restored };
+        // An input no longer configured must not hold the watermark forever.
+        let configured = settings.config.topics.inputs();
         for p in counting.partitions.values_mut() {
             p.ledger.take_changes();
             // Tallies changed before a crash may not have been written yet: write them all.
             p.dirty = p.ledger.months().map(|(m, _)| m).collect();
-            // An input no longer configured must not hold the watermark forever.
-            let configured: Vec<&str> = settings.config.topics.inputs().to_vec();
             p.sources.retain(|topic, _| configured.contains(&topic));
             p.sources.expect(inputs.iter().cloned());
         }

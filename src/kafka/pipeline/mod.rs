@@ -209,16 +209,7 @@ impl ClientContext for KafkaEvents {
             }
             return;
         }
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                tracing::error!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Warning => tracing::warn!(target: "librdkafka", facility, "{message}"),
-            RDKafkaLogLevel::Notice | RDKafkaLogLevel::Info => {
-                tracing::info!(target: "librdkafka", facility, "{message}")
-            }
-            RDKafkaLogLevel::Debug => tracing::debug!(target: "librdkafka", facility, "{message}"),
-        }
+        super::log_librdkafka(level, facility, message);
     }
 
     fn stats(&self, statistics: Statistics) {
@@ -546,11 +537,17 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    /// Opens a transaction unless one is open.
+    fn begin(&self) -> Result<()> {
         if !self.in_transaction.get() {
             self.producer.begin_transaction().context("beginning a transaction")?;
             self.in_transaction.set(true);
         }
+        Ok(())
+    }
+
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        self.begin()?;
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -599,10 +596,7 @@ impl Output<'_> {
         if offsets.is_empty() && !self.in_transaction.get() {
             return Ok(false);
         }
-        if !self.in_transaction.get() {
-            self.producer.begin_transaction().context("beginning a transaction")?;
-            self.in_transaction.set(true);
-        }
+        self.begin()?;
         let result = (|| {
             // Offsets go with every transaction, the positions of the partitions held when the
             // batch read nothing: they carry the group generation, which fences the work of
