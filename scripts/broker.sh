@@ -4,6 +4,11 @@
 #                                 prints the bootstrap address; DIR/pid holds its process id
 #   scripts/broker.sh stop DIR
 #   scripts/broker.sh resume DIR  starts a stopped broker again with its data and ports
+#   scripts/broker.sh cluster DIR starts a three-node cluster, each node broker and controller,
+#                                 in DIR/node1..3 (node.id 1..3), with replication factor 3 and
+#                                 min.insync.replicas=2 everywhere, and prints the bootstrap
+#                                 addresses; `resume DIR/nodeN` restarts a killed node, and
+#                                 `stop DIR` stops them all
 # With BROKER_SASL_SSL=1, `start` makes the client listener SASL_SSL (the broker's own and the
 # controller's listeners stay PLAINTEXT on loopback): it generates a CA and a certificate for
 # 127.0.0.1 and localhost into DIR/tls (clients trust DIR/tls/ca.pem), enables SCRAM-SHA-512
@@ -35,30 +40,55 @@ tls() {
     -passout "file:$t/keystore-password" -out "$t/broker.p12"
 }
 
-# Runs the broker formatted in $dir and waits until it serves.
-launch() {
-  : > "$dir/broker.log"
-  nohup java -Xms256m -Xmx768m -cp "$here/kafka/target/libs/*" kafka.Kafka "$dir/server.properties" \
-    >> "$dir/broker.log" 2>&1 &
-  echo $! > "$dir/pid"
-  for _ in $(seq 1 120); do
-    if grep -q "Kafka Server started" "$dir/broker.log" 2>/dev/null; then
-      cat "$dir/bootstrap"
-      exit 0
+# Runs the broker formatted in $1 (default $dir) without waiting for it.
+spawn() {
+  local d="${1:-$dir}"
+  : > "$d/broker.log"
+  nohup java -Xms256m -Xmx${BROKER_HEAP:-768m} -cp "$here/kafka/target/libs/*" kafka.Kafka "$d/server.properties" \
+    >> "$d/broker.log" 2>&1 &
+  echo $! > "$d/pid"
+}
+
+# Waits until the broker in $1 (default $dir) serves.
+wait_started() {
+  local d="${1:-$dir}"
+  for _ in $(seq 1 180); do
+    if grep -q "Kafka Server started" "$d/broker.log" 2>/dev/null; then
+      return 0
     fi
-    if ! kill -0 "$(cat "$dir/pid")" 2>/dev/null; then
-      echo "the Kafka broker exited; its log:" >&2; tail -50 "$dir/broker.log" >&2; exit 1
+    if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then
+      echo "the Kafka broker in $d exited; its log:" >&2; tail -50 "$d/broker.log" >&2; exit 1
     fi
     sleep 0.5
   done
-  echo "the Kafka broker did not start within 60 s; its log:" >&2; tail -50 "$dir/broker.log" >&2
+  echo "the Kafka broker in $d did not start within 90 s; its log:" >&2; tail -50 "$d/broker.log" >&2
   exit 1
+}
+
+# Runs the broker formatted in $dir, waits until it serves and prints its address.
+launch() {
+  spawn
+  wait_started
+  cat "$dir/bootstrap"
+}
+
+fetch() {
+  # Maven's local repository (~/.m2) is reused between runs.
+  (cd "$here/kafka" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/libs) >&2
+}
+
+format() {
+  local cp="$here/kafka/target/libs/*"
+  java -cp "$cp" kafka.tools.StorageTool format -t "$1" -c "$2/server.properties" "${@:3}" > "$2/format.log" 2>&1
+}
+
+cluster_id() {
+  java -cp "$here/kafka/target/libs/*" kafka.tools.StorageTool random-uuid
 }
 
 case "$cmd" in
 start)
-  # Maven's local repository (~/.m2) is reused between runs.
-  (cd "$here/kafka" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/libs) >&2
+  fetch
   rm -rf "$dir" && mkdir -p "$dir/data"
   port=$(free_port)
   controller=$(free_port)
@@ -111,23 +141,72 @@ log.cleaner.backoff.ms=1000
 # Room for the bad-input test's 10 MB message.
 message.max.bytes=17825792
 PROPS
-  cp="$here/kafka/target/libs/*"
-  java -cp "$cp" kafka.tools.StorageTool format -t "$(java -cp "$cp" kafka.tools.StorageTool random-uuid)" \
-    -c "$dir/server.properties" "${scram[@]}" > "$dir/format.log" 2>&1
+  format "$(cluster_id)" "$dir" "${scram[@]}"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
   launch
+  ;;
+cluster)
+  fetch
+  rm -rf "$dir" && mkdir -p "$dir"
+  nodes=(1 2 3)
+  declare -A ports controllers
+  voters=""
+  for n in "${nodes[@]}"; do
+    ports[$n]=$(free_port)
+    controllers[$n]=$(free_port)
+    voters+="${voters:+,}$n@127.0.0.1:${controllers[$n]}"
+  done
+  id=$(cluster_id)
+  bootstrap=""
+  for n in "${nodes[@]}"; do
+    d="$dir/node$n"
+    mkdir -p "$d/data"
+    cat > "$d/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=$n
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:${ports[$n]},CONTROLLER://127.0.0.1:${controllers[$n]}
+advertised.listeners=PLAINTEXT://127.0.0.1:${ports[$n]}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+log.dirs=$d/data
+num.partitions=1
+default.replication.factor=3
+min.insync.replicas=2
+auto.create.topics.enable=false
+offsets.topic.replication.factor=3
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=3
+transaction.state.log.min.isr=2
+transaction.state.log.num.partitions=3
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+message.max.bytes=17825792
+PROPS
+    format "$id" "$d"
+    echo "127.0.0.1:${ports[$n]}" > "$d/bootstrap"
+    bootstrap+="${bootstrap:+,}127.0.0.1:${ports[$n]}"
+  done
+  echo "$bootstrap" > "$dir/bootstrap"
+  # A controller quorum needs two of the three nodes: start them together.
+  for n in "${nodes[@]}"; do BROKER_HEAP=512m spawn "$dir/node$n"; done
+  for n in "${nodes[@]}"; do wait_started "$dir/node$n"; done
+  cat "$dir/bootstrap"
   ;;
 resume)
   launch
   ;;
 stop)
-  if [ -f "$dir/pid" ]; then
-    pid=$(cat "$dir/pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/pid"
-  fi
+  for d in "$dir" "$dir"/node*; do
+    if [ -f "$d/pid" ]; then
+      pid=$(cat "$d/pid")
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$d/pid"
+    fi
+  done
   ;;
-*) echo "usage: $0 start|stop|resume DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start|cluster|stop|resume DIR" >&2; exit 2 ;;
 esac

@@ -76,6 +76,14 @@ pub struct KafkaConfig {
     pub partitions: i32,
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// The consumer group's session timeout: how long the group waits for a silent instance
+    /// before moving its partitions. Long enough to outlast a broker restart (45 s by default,
+    /// as Kafka's own consumers), at the price of a crashed instance's partitions moving later.
+    #[serde(default = "default_session_timeout")]
+    pub session_timeout: String,
+    /// How often each instance tells the group it is alive; well under `session_timeout`.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: String,
     /// TLS and SASL: `[kafka.security]`.
     #[serde(default)]
     pub security: KafkaSecurity,
@@ -232,6 +240,25 @@ pub const PASSWORD_VARIABLE: &str = "HOTLINE_KAFKA__SECURITY__PASSWORD";
 /// librdkafka properties that carry secrets: refused in `kafka.properties`.
 const SECRET_PROPERTIES: &[&str] =
     &["sasl.password", "ssl.key.password", "ssl.keystore.password", "ssl.key.pem", "sasl.oauthbearer.client.secret"];
+
+/// librdkafka properties that `hotline` sets itself, because counting exactly depends on them
+/// or because a key of its own says it: refused in `kafka.properties`, with why. Every other
+/// property there wins over `hotline`'s defaults (`linger.ms`, `compression.type`, ...).
+const OWNED_PROPERTIES: &[(&str, &str)] = &[
+    ("bootstrap.servers", "set kafka.brokers"),
+    ("group.id", "set kafka.group_id"),
+    ("group.instance.id", "set kafka.instance_id"),
+    ("transactional.id", "it is \"<kafka.group_id>-<kafka.instance_id>\", so that a restart fences its predecessor"),
+    ("session.timeout.ms", "set kafka.session_timeout, which hotline also reads to tell its own fencing from a duplicate"),
+    ("heartbeat.interval.ms", "set kafka.heartbeat_interval"),
+    ("enable.auto.commit", "offsets are committed in the transaction of what they produced"),
+    ("enable.auto.offset.store", "offsets are committed in the transaction of what they produced"),
+    ("isolation.level", "read_committed keeps aborted transactions out of the counts"),
+    ("auto.offset.reset", "a partition with no committed offset is read from its start, or cases would be missed"),
+    ("enable.partition.eof", "restores need to see each partition's end"),
+    ("enable.idempotence", "transactions need it"),
+    ("statistics.interval.ms", "an input partition is only told idle from fresh statistics"),
+];
 
 /// librdkafka properties `[kafka.security]` sets: refused in `kafka.properties`.
 const SECURITY_PROPERTIES: &[&str] = &[
@@ -395,13 +422,20 @@ impl Default for SnapshotConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
     pub listen: String,
+    /// `/healthz` fails once the pipeline loop has made no progress (not even an empty poll)
+    /// for this long, so that a supervisor restarts a wedged process.
+    pub stalled_after: String,
 }
 
 impl Default for HttpConfig {
     fn default() -> HttpConfig {
-        HttpConfig { listen: "127.0.0.1:9464".into() }
+        HttpConfig { listen: "127.0.0.1:9464".into(), stalled_after: "2m".into() }
     }
 }
+
+/// Shortest `http.stalled_after`: longer than the longest single call the loop makes (a
+/// restore may read for up to a minute).
+const MIN_STALLED_AFTER: Duration = Duration::from_secs(90);
 
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -428,6 +462,12 @@ fn default_partitions() -> i32 {
 fn default_replication() -> i32 {
     1
 }
+fn default_session_timeout() -> String {
+    "45s".into()
+}
+fn default_heartbeat_interval() -> String {
+    "3s".into()
+}
 
 /// Configuration with its durations and zone parsed and checked.
 #[derive(Clone, Debug)]
@@ -440,7 +480,11 @@ pub struct Settings {
     pub min_interval: Duration,
     pub idle_partition: Duration,
     pub commit_interval: Duration,
+    pub session_timeout: Duration,
+    pub heartbeat_interval: Duration,
     pub listen: SocketAddr,
+    /// `/healthz` fails once the pipeline loop has made no progress for this long.
+    pub stalled_after: Duration,
     pub labels: LabelRegistry,
 }
 
@@ -483,6 +527,9 @@ impl Config {
             if SECURITY_PROPERTIES.contains(&key.as_str()) {
                 bail!("kafka.properties must not set {key:?}: [kafka.security] does");
             }
+            if let Some((_, why)) = OWNED_PROPERTIES.iter().find(|(owned, _)| owned == key) {
+                bail!("kafka.properties must not set {key:?}: {why}");
+            }
         }
         Ok(config)
     }
@@ -498,6 +545,24 @@ impl Config {
         if self.kafka.partitions < 1 {
             bail!("kafka.partitions must be at least 1");
         }
+        let session_timeout = wall(&self.kafka.session_timeout, "kafka.session_timeout")?;
+        let heartbeat_interval = wall(&self.kafka.heartbeat_interval, "kafka.heartbeat_interval")?;
+        if heartbeat_interval.is_zero() || heartbeat_interval * 2 > session_timeout {
+            bail!(
+                "kafka.heartbeat_interval ({}) must be above zero and at most half of kafka.session_timeout ({}), \
+                 or one late heartbeat ends the session",
+                self.kafka.heartbeat_interval,
+                self.kafka.session_timeout
+            );
+        }
+        let stalled_after = wall(&self.http.stalled_after, "http.stalled_after")?;
+        if stalled_after < MIN_STALLED_AFTER {
+            bail!(
+                "http.stalled_after ({}) must be at least {}s: one Kafka call may legitimately take that long",
+                self.http.stalled_after,
+                MIN_STALLED_AFTER.as_secs()
+            );
+        }
         let labels = match &self.labels.registry {
             Some(path) => LabelRegistry::load(path)?,
             None => LabelRegistry::default(),
@@ -510,6 +575,9 @@ impl Config {
             min_interval: wall(&self.snapshot.min_interval, "snapshot.min_interval")?,
             idle_partition: wall(&self.snapshot.idle_partition, "snapshot.idle_partition")?,
             commit_interval: wall(&self.limits.commit_interval, "limits.commit_interval")?,
+            session_timeout,
+            heartbeat_interval,
+            stalled_after,
             zone,
             listen,
             config: self,
@@ -656,5 +724,37 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("sla.default"), "{err}");
         assert!(Config::parse("[kafka]\nbrokers = \"a:1\"\nbrokerz = 1\n", []).is_err());
+    }
+
+    #[test]
+    fn properties_hotline_relies_on_are_refused_with_why() {
+        for (key, hint) in [
+            ("session.timeout.ms", "kafka.session_timeout"),
+            ("isolation.level", "read_committed"),
+            ("enable.auto.commit", "transaction"),
+            ("group.instance.id", "kafka.instance_id"),
+            ("statistics.interval.ms", "idle"),
+        ] {
+            let text = format!("[kafka]\nbrokers = \"a:1\"\n[kafka.properties]\n{key:?} = \"1\"\n");
+            let err = Config::parse(&text, []).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(hint), "{key}: {err}");
+        }
+        let text = "[kafka]\nbrokers = \"a:1\"\n[kafka.properties]\n\"linger.ms\" = \"50\"\n";
+        assert!(Config::parse(text, []).is_ok());
+    }
+
+    #[test]
+    fn session_and_heartbeat_fit_together() {
+        let s = Config::parse("[kafka]\nbrokers = \"a:1\"\n", []).unwrap().settings().unwrap();
+        assert_eq!((s.session_timeout, s.heartbeat_interval), (Duration::from_secs(45), Duration::from_secs(3)));
+        assert_eq!(s.stalled_after, Duration::from_secs(120));
+        for kafka in ["session_timeout = \"5s\"\nheartbeat_interval = \"3s\"", "heartbeat_interval = \"0s\""] {
+            let text = format!("[kafka]\nbrokers = \"a:1\"\n{kafka}\n");
+            let err = Config::parse(&text, []).unwrap().settings().unwrap_err();
+            assert!(err.to_string().contains("kafka.heartbeat_interval"), "{err}");
+        }
+        let text = "[kafka]\nbrokers = \"a:1\"\n[http]\nstalled_after = \"10s\"\n";
+        let err = Config::parse(text, []).unwrap().settings().unwrap_err();
+        assert!(err.to_string().contains("http.stalled_after"), "{err}");
     }
 }

@@ -18,7 +18,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Liveness, Telemetry};
 
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,8 +30,14 @@ async fn metrics(State(t): State<Telemetry>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], t.render())
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
+async fn healthz(State(t): State<Telemetry>) -> (StatusCode, String) {
+    match t.health().liveness() {
+        Liveness::Alive => (StatusCode::OK, "ok\n".into()),
+        Liveness::Ended => (StatusCode::SERVICE_UNAVAILABLE, "the pipeline has ended\n".into()),
+        Liveness::Stalled(d) => {
+            (StatusCode::SERVICE_UNAVAILABLE, format!("the pipeline loop has not moved for {} s\n", d.as_secs()))
+        }
+    }
 }
 
 async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {

@@ -7,8 +7,9 @@
 //! batch, which is read again, is not counted twice.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use prometheus::{
@@ -34,6 +35,8 @@ pub struct Telemetry {
     publish_latency: Histogram,
     transactions: IntCounterVec,
     restarts: IntCounter,
+    consumers_recreated: IntCounterVec,
+    polls: IntCounter,
     rebalances: IntCounter,
     offset_resets: IntCounter,
     month_cases: IntGaugeVec,
@@ -65,15 +68,67 @@ struct Pending {
 }
 
 /// Liveness and readiness as `/healthz` and `/readyz` report them.
-#[derive(Default)]
 pub struct Health {
     ready: AtomicBool,
     kafka_ok: AtomicBool,
+    /// The pipeline has ended: nothing is counted any more.
+    ended: AtomicBool,
+    /// When the pipeline loop last showed progress, in milliseconds since `born`, plus one
+    /// (0: not yet started, not watched).
+    progress: AtomicU64,
+    /// How long without progress makes the loop stalled, in milliseconds (0: not watched).
+    stalled_after: AtomicU64,
+    born: Instant,
+}
+
+/// What `/healthz` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Liveness {
+    Alive,
+    /// The pipeline returned or panicked: the process must exit.
+    Ended,
+    /// The pipeline loop has not moved (not even an empty poll) for this long.
+    Stalled(Duration),
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            kafka_ok: AtomicBool::new(false),
+            ended: AtomicBool::new(false),
+            progress: AtomicU64::new(0),
+            stalled_after: AtomicU64::new(0),
+            born: Instant::now(),
+        }
+    }
 }
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.kafka_ok.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.kafka_ok.load(Ordering::Relaxed) && self.liveness() == Liveness::Alive
+    }
+
+    pub fn liveness(&self) -> Liveness {
+        self.liveness_at(Instant::now())
+    }
+
+    fn liveness_at(&self, now: Instant) -> Liveness {
+        if self.ended.load(Ordering::Relaxed) {
+            return Liveness::Ended;
+        }
+        let (progress, stalled_after) =
+            (self.progress.load(Ordering::Relaxed), self.stalled_after.load(Ordering::Relaxed));
+        if progress == 0 || stalled_after == 0 {
+            return Liveness::Alive;
+        }
+        let since = now.saturating_duration_since(self.born + Duration::from_millis(progress - 1));
+        if since > Duration::from_millis(stalled_after) { Liveness::Stalled(since) } else { Liveness::Alive }
+    }
+
+    fn progressed_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.born).as_millis() as u64 + 1;
+        self.progress.store(ms, Ordering::Relaxed);
     }
 }
 
@@ -170,6 +225,18 @@ impl Telemetry {
                 &r,
                 "hotline_pipeline_restarts_total",
                 "Times the pipeline started over from the last commit after a failure.",
+            ),
+            consumers_recreated: counter_vec(
+                &r,
+                "hotline_consumer_recreated_total",
+                "Kafka consumers failed for good and replaced by a new one, by the error that failed them.",
+                &["reason"],
+            ),
+            polls: counter(
+                &r,
+                "hotline_polls_total",
+                "Polls of the Kafka consumer by the pipeline loop, empty ones included: it stands still only when \
+                 the loop does.",
             ),
             rebalances: counter(
                 &r,
@@ -339,6 +406,41 @@ impl Telemetry {
     pub fn restarting(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "restarting from the last committed point");
         self.restarts.inc();
+    }
+
+    /// A consumer failed for good (`reason`, a librdkafka error name) and a new one takes its
+    /// place after `wait`.
+    pub fn consumer_recreated(&self, reason: &str, error: &dyn std::fmt::Display, wait: Duration) {
+        tracing::warn!(%error, reason, ?wait, "the Kafka consumer failed for good; a new one takes its place");
+        self.consumers_recreated.with_label_values(&[reason]).inc();
+    }
+
+    /// From now on `/healthz` fails when the pipeline loop shows no progress for `stalled_after`.
+    pub fn watch_progress(&self, stalled_after: Duration) {
+        self.health.stalled_after.store(stalled_after.as_millis().max(1) as u64, Ordering::Relaxed);
+        self.progress();
+    }
+
+    /// The pipeline loop is moving (it started a life, waits out a backoff, ...).
+    pub fn progress(&self) {
+        self.health.progressed_at(Instant::now());
+    }
+
+    /// The pipeline loop polled the consumer, whether it got anything or not.
+    pub fn polled(&self) {
+        self.polls.inc();
+        self.progress();
+    }
+
+    /// The pipeline ended, `stopped` when asked to. From now on `/healthz` and `/readyz` fail.
+    pub fn pipeline_ended(&self, stopped: bool, error: Option<&anyhow::Error>) {
+        self.health.ended.store(true, Ordering::Relaxed);
+        self.health.ready.store(false, Ordering::Relaxed);
+        match error {
+            Some(error) => tracing::error!(error = %format!("{error:#}"), "the pipeline ended"),
+            None if !stopped => tracing::error!("the pipeline ended though no stop was asked for"),
+            None => tracing::info!("the pipeline stopped"),
+        }
     }
 
     /// The consumer group moved partitions; the pipeline restores state for its new share.
@@ -531,5 +633,28 @@ mod tests {
         assert!(text.contains(r#"hotline_department_open_cases{department="tiexi_district"} 1"#));
         assert!(text.contains(r#"category="unknown",month="2022-04",status="received"} 1"#), "{text}");
         assert!(!text.contains("13912345678") && !text.contains("zhang_san") && !text.contains("typo_bureau"));
+    }
+
+    #[test]
+    fn health_fails_once_the_pipeline_ends_or_stalls() {
+        let h = Health::default();
+        let t0 = h.born;
+        // Not watched before the pipeline starts (it may wait a long time for the brokers).
+        assert_eq!(h.liveness_at(t0 + Duration::from_secs(3600)), Liveness::Alive);
+        h.stalled_after.store(120_000, Ordering::Relaxed);
+        h.progressed_at(t0 + Duration::from_secs(10));
+        assert_eq!(h.liveness_at(t0 + Duration::from_secs(130)), Liveness::Alive);
+        assert_eq!(h.liveness_at(t0 + Duration::from_secs(131)), Liveness::Stalled(Duration::from_secs(121)));
+        h.progressed_at(t0 + Duration::from_secs(131));
+        assert_eq!(h.liveness_at(t0 + Duration::from_secs(132)), Liveness::Alive);
+
+        // Readiness needs a live pipeline as well as Kafka and a restored state.
+        h.ready.store(true, Ordering::Relaxed);
+        h.kafka_ok.store(true, Ordering::Relaxed);
+        h.progressed_at(Instant::now());
+        assert!(h.is_ready());
+        h.ended.store(true, Ordering::Relaxed);
+        assert_eq!(h.liveness(), Liveness::Ended);
+        assert!(!h.is_ready());
     }
 }

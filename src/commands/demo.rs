@@ -73,6 +73,10 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     // Done once a closed revision with every case has been the latest for a few seconds.
     let mut candidate: Option<u64> = None;
     let snapshot = loop {
+        if pipeline.is_finished() {
+            pipeline.await??;
+            bail!("the pipeline ended before {month} was closed");
+        }
         let (kafka, topic) = (config.kafka.clone(), config.topics.snapshots.clone());
         let latest = tokio::task::spawn_blocking(move || super::snapshot::latest(&kafka, &topic, month)).await??;
         match latest {

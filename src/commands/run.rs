@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 
 use crate::avro::Framing;
 use crate::config::{Config, Settings};
@@ -24,8 +24,25 @@ pub async fn run(config: &Path) -> Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let framing = framing(&settings).await?;
-    let pipeline = tokio::spawn(pipeline::run(settings, telemetry, framing, stop.clone()));
-    shutdown_signal().await;
+    let mut pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), framing, stop.clone()));
+    tokio::select! {
+        // The pipeline ended by itself: nothing counts any more, so the process must not stay
+        // up looking healthy. Exiting non-zero hands the restart to the supervisor.
+        ended = &mut pipeline => {
+            // A panic never reached `pipeline::run`'s own bookkeeping.
+            let error = match ended {
+                Ok(Ok(())) => anyhow!("the pipeline ended though no stop was asked for"),
+                Ok(Err(e)) => e,
+                Err(panicked) => {
+                    let e = anyhow!("the pipeline panicked: {panicked}");
+                    telemetry.pipeline_ended(false, Some(&e));
+                    e
+                }
+            };
+            return Err(error.context("the pipeline ended"));
+        }
+        _ = shutdown_signal() => {}
+    }
     tracing::info!("stopping: finishing the current transaction");
     stop.store(true, Ordering::Relaxed);
     match tokio::time::timeout(STOP_TIMEOUT, pipeline).await {

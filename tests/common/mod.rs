@@ -86,11 +86,16 @@ pub fn parse(text: &str) -> Config {
 
 /// Creates the input topics with different partition counts, as upstream platforms do.
 pub async fn create_inputs(config: &Config) {
+    create_inputs_replicated(config, 1).await
+}
+
+/// `create_inputs` with `replication` copies of each partition.
+pub async fn create_inputs_replicated(config: &Config, replication: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let t = &config.topics;
     let topics = [(&t.cases, 4), (&t.letters, 2), (&t.boards, 1)].map(|(name, partitions)| {
-        NewTopic::new(name, partitions, TopicReplication::Fixed(1)).set("max.message.bytes", "17825792")
+        NewTopic::new(name, partitions, TopicReplication::Fixed(replication)).set("max.message.bytes", "17825792")
     });
     for r in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
         r.expect("creating an input topic");
@@ -139,6 +144,12 @@ impl Running {
     pub async fn get(&self, path: &str) -> (u16, String) {
         let r = reqwest::get(format!("http://{}{path}", self.http)).await.unwrap();
         (r.status().as_u16(), r.text().await.unwrap())
+    }
+
+    /// Waits until the pipeline ends by itself, and returns how.
+    pub async fn ended(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let task = self.task.take().expect("ended once");
+        tokio::time::timeout(timeout, task).await.expect("the pipeline ended in time").unwrap()
     }
 
     pub async fn stop(mut self) {

@@ -18,6 +18,7 @@
 mod count;
 mod ingest;
 mod publish;
+mod recovery;
 
 use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
@@ -25,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -34,7 +35,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::avro::Framing;
 use crate::config::Settings;
@@ -59,11 +60,25 @@ const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
 /// Largest message the pipeline produces: a dead letter's payload plus its key and headers.
 const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + DEAD_LETTER_HEADROOM;
 
-/// Runs the pipeline until `stop` is set, starting over after failures.
+/// Runs the pipeline until `stop` is set, starting over after failures. However it ends,
+/// `/healthz` and `/readyz` fail from then on: the caller is to exit.
 pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
+    telemetry.watch_progress(settings.stalled_after);
+    let ended = run_until_stopped(settings, telemetry.clone(), framing, stop.clone()).await;
+    telemetry.pipeline_ended(stop.load(Ordering::Relaxed), ended.as_ref().err());
+    ended
+}
+
+async fn run_until_stopped(
+    settings: Settings,
+    telemetry: Telemetry,
+    framing: Framing,
+    stop: Arc<AtomicBool>,
+) -> Result<()> {
     // Kafka may not be up yet when we start: wait for it.
     let mut backoff = Backoff::default();
     let partitions = loop {
+        telemetry.progress();
         match topics::ensure(&settings.config.kafka, &owned_topics(&settings)).await {
             Ok(p) => break p,
             Err(e) if !stop.load(Ordering::Relaxed) => {
@@ -80,29 +95,50 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not read the dead-letter topic's max.message.bytes"),
     }
     tokio::task::spawn_blocking(move || {
-        // The consumer outlives the pipeline's lives: starting over rewinds it to the committed
-        // offsets instead of leaving and rejoining the group.
-        let rebalanced = Arc::new(AtomicBool::new(false));
-        let consumer = consumer(&settings, &telemetry, &rebalanced)?;
         let instance = settings.config.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
+        tracing::info!(
+            group_id = %settings.config.kafka.group_id,
+            transactional_id = %format!("{}-{instance}", settings.config.kafka.group_id),
+            static_membership = settings.config.kafka.instance_id.is_some(),
+            "pipeline starting"
+        );
         let mut backoff = Backoff::default();
+        let mut fatal = recovery::FatalStreak::new(settings.session_timeout);
         while !stop.load(Ordering::Relaxed) {
-            let started = Instant::now();
-            let life = Life::start(&settings, &telemetry, framing, &instance, &layout, &consumer, &rebalanced);
-            match life.and_then(|mut l| l.run(&stop)) {
-                Ok(End::Stopped) => return Ok(()),
-                Ok(End::Rebalanced) => telemetry.rebalanced(),
-                // A consumer fenced for good (another process with this instance_id) cannot
-                // come back: exit, so the operator sees it and a supervisor starts afresh.
-                Err(e) if is_fatal_for_the_consumer(&e) => return Err(e),
-                Err(e) => {
-                    telemetry.ready(false);
-                    telemetry.restarting(&format!("{e:#}"));
-                    if started.elapsed() > Duration::from_secs(60) {
-                        backoff = Backoff::default();
+            // A consumer outlives the pipeline's lives: starting over rewinds it to the
+            // committed offsets instead of leaving and rejoining the group. Only a consumer
+            // failed for good is replaced.
+            let rebalanced = Arc::new(AtomicBool::new(false));
+            let consumer = consumer(&settings, &telemetry, &rebalanced)?;
+            loop {
+                telemetry.progress();
+                let started = Instant::now();
+                let life = Life::start(&settings, &telemetry, framing, &instance, &layout, &consumer, &rebalanced);
+                let error = match life.and_then(|mut l| l.run(&stop)) {
+                    Ok(End::Stopped) => return Ok(()),
+                    Ok(End::Rebalanced) => {
+                        telemetry.rebalanced();
+                        continue;
                     }
-                    std::thread::sleep(backoff.next());
+                    Err(e) => e,
+                };
+                telemetry.ready(false);
+                if started.elapsed() > Duration::from_secs(60) {
+                    backoff = Backoff::default();
                 }
+                let wait = backoff.next();
+                if let Some((code, reason)) = consumer.client().fatal_error() {
+                    if !fatal.failed(Instant::now(), wait) {
+                        return Err(gave_up(&settings, &instance, code, &reason, &fatal));
+                    }
+                    telemetry.consumer_recreated(&format!("{code:?}"), &format!("{error:#}"), wait);
+                    telemetry.progress();
+                    std::thread::sleep(wait);
+                    break;
+                }
+                telemetry.restarting(&format!("{error:#}"));
+                telemetry.progress();
+                std::thread::sleep(wait);
             }
         }
         Ok(())
@@ -111,8 +147,26 @@ pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, sto
     .context("the pipeline thread panicked")?
 }
 
-fn is_fatal_for_the_consumer(e: &anyhow::Error) -> bool {
-    e.chain().any(|cause| matches!(cause.downcast_ref::<KafkaError>(), Some(KafkaError::MessageConsumptionFatal(_))))
+/// Why the process ends after its consumers kept failing for good.
+fn gave_up(
+    settings: &Settings,
+    instance: &str,
+    code: RDKafkaErrorCode,
+    reason: &str,
+    fatal: &recovery::FatalStreak,
+) -> anyhow::Error {
+    let lasted = fatal.length(Instant::now()).as_secs();
+    if code == RDKafkaErrorCode::FencedInstanceId {
+        anyhow!(
+            "another process in consumer group {:?} uses kafka.instance_id {instance:?}: every new consumer was \
+             fenced by it for {lasted} s, longer than the session timeout ({} s). Give each instance its own \
+             kafka.instance_id",
+            settings.config.kafka.group_id,
+            settings.session_timeout.as_secs()
+        )
+    } else {
+        anyhow!("the Kafka consumer failed for good again and again for {lasted} s ({code:?}): {reason}")
+    }
 }
 
 fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
@@ -268,26 +322,48 @@ impl ProducerContext for KafkaEvents {
     fn delivery(&self, _: &DeliveryResult<'_>, _: ()) {}
 }
 
+/// The pipeline consumer's settings: what exactness needs (refused in `[kafka.properties]`,
+/// see `config.rs`), then defaults that the properties override.
+fn consumer_config(settings: &Settings) -> ClientConfig {
+    let config = &settings.config;
+    let mut consumer_config = client_config(&config.kafka);
+    if let Some(id) = &config.kafka.instance_id {
+        consumer_config.set("group.instance.id", id);
+    }
+    consumer_config
+        .set("group.id", &config.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .set("auto.offset.reset", "earliest")
+        // A dead instance's partitions move to the others after this long.
+        .set("session.timeout.ms", settings.session_timeout.as_millis().to_string())
+        .set("heartbeat.interval.ms", settings.heartbeat_interval.as_millis().to_string())
+        // Consumer lag per partition, for the metrics and to tell idle inputs.
+        .set("statistics.interval.ms", "5000");
+    set_default(&mut consumer_config, "max.poll.interval.ms", "300000");
+    consumer_config
+}
+
+/// The transactional producer's settings, as `consumer_config`.
+fn producer_config(settings: &Settings, instance: &str) -> ClientConfig {
+    let kafka = &settings.config.kafka;
+    let mut producer_config = client_config(kafka);
+    producer_config.set("transactional.id", format!("{}-{instance}", kafka.group_id));
+    // An instance that dies mid-transaction holds up its partitions' readers this long.
+    set_default(&mut producer_config, "transaction.timeout.ms", "10000");
+    set_default(&mut producer_config, "linger.ms", "5");
+    set_default(&mut producer_config, "compression.type", "lz4");
+    set_default(&mut producer_config, "message.max.bytes", &MAX_PRODUCED_BYTES.to_string());
+    producer_config
+}
+
 fn consumer(
     settings: &Settings,
     telemetry: &Telemetry,
     rebalanced: &Arc<AtomicBool>,
 ) -> Result<BaseConsumer<KafkaEvents>> {
     let config = &settings.config;
-    let mut consumer_config = client_config(&config.kafka);
-    if let Some(id) = &config.kafka.instance_id {
-        consumer_config.set("group.instance.id", id);
-    }
-    let consumer: BaseConsumer<KafkaEvents> = consumer_config
-        .set("group.id", &config.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("auto.offset.reset", "earliest")
-        .set("max.poll.interval.ms", "300000")
-        // A dead instance's partitions move to the others after this long.
-        .set("session.timeout.ms", "10000")
-        // Consumer lag per partition for the metrics.
-        .set("statistics.interval.ms", "5000")
+    let consumer: BaseConsumer<KafkaEvents> = consumer_config(settings)
         .create_with_context(KafkaEvents {
             telemetry: telemetry.clone(),
             rebalanced: rebalanced.clone(),
@@ -301,6 +377,13 @@ fn consumer(
     subscribed.extend([t.case_events.as_str(), t.partials.as_str()]);
     consumer.subscribe(&subscribed).context("subscribing")?;
     Ok(consumer)
+}
+
+/// Sets `key` unless `[kafka.properties]` did: there the operator's word wins.
+fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    if config.get(key).is_none() {
+        config.set(key, value);
+    }
 }
 
 /// How a life ended without an error.
@@ -335,13 +418,7 @@ impl<'a> Life<'a> {
         // One transactional id per instance: a restarted instance fences its predecessor, whose
         // open transaction is aborted. Instances fence each other's stale work through the
         // group's generation, sent with the offsets (KIP-447).
-        let producer: ThreadedProducer<KafkaEvents> = client_config(&config.kafka)
-            .set("transactional.id", format!("{}-{instance}", config.kafka.group_id))
-            // An instance that dies mid-transaction holds up its partitions' readers this long.
-            .set("transaction.timeout.ms", "10000")
-            .set("linger.ms", "5")
-            .set("compression.type", "lz4")
-            .set("message.max.bytes", MAX_PRODUCED_BYTES.to_string())
+        let producer: ThreadedProducer<KafkaEvents> = producer_config(settings, instance)
             .create_with_context(KafkaEvents {
                 telemetry: telemetry.clone(),
                 rebalanced: Arc::default(),
@@ -442,6 +519,7 @@ impl<'a> Life<'a> {
         let mut messages = 0;
         while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
             let polled = self.consumer.poll(deadline.saturating_duration_since(Instant::now()));
+            self.telemetry.polled();
             if self.rebalanced.load(Ordering::SeqCst) {
                 return Ok(None);
             }
@@ -449,6 +527,7 @@ impl<'a> Life<'a> {
             let m = match polled {
                 Ok(m) => m,
                 Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => continue,
+                // Failed for good: the caller replaces the consumer.
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e).context("consuming"),
                 Err(e) => {
                     self.telemetry.kafka_unavailable(&e);
@@ -635,5 +714,47 @@ impl Output<'_> {
         {
             tracing::warn!(error = %e, "aborting the transaction");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn settings(kafka: &str) -> Settings {
+        Config::parse(&format!("[kafka]\nbrokers = \"a:1\"\ninstance_id = \"hotline-0\"\n{kafka}"), [])
+            .unwrap()
+            .settings()
+            .unwrap()
+    }
+
+    #[test]
+    fn the_session_survives_a_broker_restart_by_default() {
+        let c = consumer_config(&settings(""));
+        assert_eq!(c.get("session.timeout.ms"), Some("45000"));
+        assert_eq!(c.get("heartbeat.interval.ms"), Some("3000"));
+        assert_eq!(c.get("group.instance.id"), Some("hotline-0"));
+        let c = consumer_config(&settings("session_timeout = \"20s\"\nheartbeat_interval = \"2s\"\n"));
+        assert_eq!(c.get("session.timeout.ms"), Some("20000"));
+        assert_eq!(c.get("heartbeat.interval.ms"), Some("2000"));
+    }
+
+    #[test]
+    fn kafka_properties_win_over_defaults() {
+        let s = settings(
+            "[kafka.properties]\n\"linger.ms\" = \"50\"\n\"compression.type\" = \"zstd\"\n\
+             \"max.poll.interval.ms\" = \"600000\"\n\"transaction.timeout.ms\" = \"60000\"\n",
+        );
+        let p = producer_config(&s, "hotline-0");
+        assert_eq!(p.get("linger.ms"), Some("50"));
+        assert_eq!(p.get("compression.type"), Some("zstd"));
+        assert_eq!(p.get("transaction.timeout.ms"), Some("60000"));
+        assert_eq!(p.get("transactional.id"), Some("hotline-hotline-0"));
+        assert_eq!(consumer_config(&s).get("max.poll.interval.ms"), Some("600000"));
+        // Untouched defaults stay.
+        let d = producer_config(&settings(""), "hotline-0");
+        assert_eq!(d.get("linger.ms"), Some("5"));
+        assert_eq!(d.get("compression.type"), Some("lz4"));
     }
 }

@@ -1,0 +1,166 @@
+//! A pipeline that ends ends the process, and a consumer fenced for good is replaced:
+//! - librdkafka's mock cluster answers the group's requests with FENCED_INSTANCE_ID, which
+//!   fails the consumer for good: a few such answers (the consumer's own past self, after a
+//!   broker failover) are recovered with a new consumer and the count stays exact; answers
+//!   that go on for longer than the session timeout end the pipeline, and from then on
+//!   `/healthz` and `/readyz` answer 503;
+//! - on the real broker, two `hotline run` processes with one `instance_id` fence each other
+//!   until one gives up and exits non-zero with an error naming the id.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hotline::generator::{self, Plan};
+use hotline::kafka::sender::Sender;
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+use serde_json::Value;
+
+const MONTH: &str = "2022-04";
+const FENCED: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID;
+
+type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
+
+/// A pipeline with a static `instance_id` on a new mock cluster with its topics.
+async fn on_mock(mock: &Mock, instance: &str) -> (common::Running, hotline::config::Settings) {
+    let text = common::config_text_on(
+        &mock.bootstrap_servers(),
+        &format!("instance_id = \"{instance}\"\nsession_timeout = \"6s\"\nheartbeat_interval = \"1s\""),
+        "",
+    );
+    let config = common::parse(&text);
+    let t = &config.topics;
+    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
+        mock.create_topic(topic, 3, 1).unwrap();
+    }
+    mock.create_topic(&t.partials, 1, 1).unwrap();
+    let settings = config.settings().unwrap();
+    (common::Running::start(settings.clone()).await, settings)
+}
+
+async fn metric(pipeline: &common::Running, name: &str) -> f64 {
+    let (_, text) = pipeline.get("/metrics").await;
+    text.lines().filter_map(|l| l.strip_prefix(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+}
+
+async fn wait_ready(pipeline: &common::Running) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while pipeline.get("/readyz").await.0 != 200 {
+        assert!(Instant::now() < deadline, "not ready within 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_fenced_by_its_own_past_self_is_replaced_and_counts_exactly() {
+    let mock = MockCluster::new(3).unwrap();
+    let (pipeline, settings) = on_mock(&mock, &common::unique("instance")).await;
+    wait_ready(&pipeline).await;
+
+    let plan =
+        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 600, next_month_days: 3, seed: 8 };
+    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let (first, second) = events.split_at(events.len() / 2);
+    let mut sender = Sender::new(&settings.config.kafka).unwrap();
+    common::send_all(&mut sender, &settings.config, first).await;
+    sender.finish().await.unwrap();
+    pipeline.wait_processed(first.len() as u64, Duration::from_secs(60)).await;
+
+    // The coordinator says another member holds this instance id: the consumer's next
+    // heartbeat fails it for good. The new consumer's join is fenced once more.
+    mock.request_errors(RDKafkaApiKey::Heartbeat, &[FENCED]);
+    mock.request_errors(RDKafkaApiKey::JoinGroup, &[FENCED]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&pipeline, "hotline_consumer_recreated_total{reason=\"FencedInstanceId\"}").await < 1.0 {
+        assert!(Instant::now() < deadline, "the fenced consumer was never replaced");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut sender = Sender::new(&settings.config.kafka).unwrap();
+    common::send_all(&mut sender, &settings.config, second).await;
+    sender.finish().await.unwrap();
+
+    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    assert_eq!(last.figures.totals.received, 600);
+    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
+    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>());
+    assert_eq!(pipeline.get("/healthz").await.0, 200);
+    assert_eq!(pipeline.get("/readyz").await.0, 200);
+    pipeline.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fencing_that_never_stops_ends_the_pipeline_and_fails_the_probes() {
+    let mock = MockCluster::new(3).unwrap();
+    let instance = common::unique("instance");
+    let (mut pipeline, _) = on_mock(&mock, &instance).await;
+    wait_ready(&pipeline).await;
+    assert_eq!(pipeline.get("/healthz").await.0, 200);
+
+    // Every consumer is fenced at once, for longer than the 6 s session timeout.
+    mock.request_errors(RDKafkaApiKey::Heartbeat, &[FENCED; 1000]);
+    mock.request_errors(RDKafkaApiKey::JoinGroup, &[FENCED; 1000]);
+    mock.request_errors(RDKafkaApiKey::SyncGroup, &[FENCED; 1000]);
+    let ended = Instant::now();
+    let error = pipeline.ended(Duration::from_secs(60)).await.unwrap_err();
+    let text = format!("{error:#}");
+    assert!(text.contains(&instance) && text.contains("kafka.instance_id"), "{text}");
+    assert!(ended.elapsed() > Duration::from_secs(5), "gave up after {:?}, before the session timeout", ended.elapsed());
+    assert!(metric(&pipeline, "hotline_consumer_recreated_total").await >= 1.0);
+    // From the moment it ended, neither probe passes.
+    let (status, body) = pipeline.get("/healthz").await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(pipeline.get("/readyz").await.0, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_with_one_instance_id_stop_fighting() {
+    let instance = common::unique("twin");
+    let text = common::config_text(&format!("session_timeout = \"6s\"\nheartbeat_interval = \"1s\""), "");
+    let config = common::parse(&text);
+    common::create_inputs(&config).await;
+    let (dir, file) = common::write_config(&text);
+    let start = |name: &str| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::fs::File::create(dir.path().join(name)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .args(["run", "--config", file.to_str().unwrap()])
+            .env("HOTLINE_KAFKA__INSTANCE_ID", &instance)
+            .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (child, format!("127.0.0.1:{port}"))
+    };
+    let (mut a, listen_a) = start("a.log");
+    let ready = Instant::now();
+    while reqwest::get(format!("http://{listen_a}/readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+        assert!(ready.elapsed() < Duration::from_secs(60), "the first process never got ready");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (mut b, _) = start("b.log");
+    let twins = Instant::now();
+    let (status, log) = loop {
+        if let Some(status) = a.try_wait().unwrap() {
+            break (status, "a.log");
+        }
+        if let Some(status) = b.try_wait().unwrap() {
+            break (status, "b.log");
+        }
+        if twins.elapsed() > Duration::from_secs(120) {
+            let _ = (a.kill(), b.kill());
+            panic!("two processes with one instance_id still fight after 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    assert!(!status.success(), "a process that gave up exits non-zero: {status}");
+    let logged = std::fs::read_to_string(dir.path().join(log)).unwrap();
+    assert!(logged.contains("a new one takes its place"), "it first tried a new consumer:\n{logged}");
+    let last = logged.lines().last().unwrap_or_default();
+    assert!(last.contains(&instance) && last.contains("kafka.instance_id"), "the error names the id: {last}");
+    eprintln!("gave up after {:?}: {last}", twins.elapsed());
+}
