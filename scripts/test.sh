@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
 # Avro decoder; Debian's prometheus and promtool; the Kafka broker via Maven), starts one real
-# Apache Kafka 4.1 broker on
-# 127.0.0.1 for the whole suite, runs the unit and integration tests, and stops the broker.
+# Apache Kafka 4.1 broker on 127.0.0.1 for the whole suite and a three-node cluster for the
+# failover tests (tests/failover.rs), runs the unit and integration tests, and stops them.
 # Cargo's and Maven's caches (~/.cargo, ~/.m2) are reused when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,10 +15,14 @@ python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ig
 scripts/check-deploy.sh
 
 broker_dir="$PWD/target/test-broker"
-trap 'scripts/broker.sh stop "$broker_dir"' EXIT
+cluster_dir="$PWD/target/test-cluster"
+trap 'scripts/broker.sh stop "$broker_dir"; scripts/broker.sh stop "$cluster_dir"' EXIT
 HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
 export HOTLINE_TEST_BROKERS
 echo "Kafka broker on $HOTLINE_TEST_BROKERS"
+cluster=$(scripts/broker.sh cluster "$cluster_dir")
+echo "Three-node Kafka cluster on $cluster"
+export HOTLINE_TEST_CLUSTER="$cluster_dir"
 
 # The benchmark only has to build here; scripts/bench.sh runs it.
 cargo build --benches

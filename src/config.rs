@@ -249,7 +249,10 @@ const OWNED_PROPERTIES: &[(&str, &str)] = &[
     ("group.id", "set kafka.group_id"),
     ("group.instance.id", "set kafka.instance_id"),
     ("transactional.id", "it is \"<kafka.group_id>-<kafka.instance_id>\", so that a restart fences its predecessor"),
-    ("session.timeout.ms", "set kafka.session_timeout, which hotline also reads to tell its own fencing from a duplicate"),
+    (
+        "session.timeout.ms",
+        "set kafka.session_timeout, which hotline also reads to tell its own fencing from a duplicate",
+    ),
     ("heartbeat.interval.ms", "set kafka.heartbeat_interval"),
     ("enable.auto.commit", "offsets are committed in the transaction of what they produced"),
     ("enable.auto.offset.store", "offsets are committed in the transaction of what they produced"),

@@ -106,7 +106,9 @@ impl Default for Health {
 
 impl Health {
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) && self.kafka_ok.load(Ordering::Relaxed) && self.liveness() == Liveness::Alive
+        self.ready.load(Ordering::Relaxed)
+            && self.kafka_ok.load(Ordering::Relaxed)
+            && self.liveness() == Liveness::Alive
     }
 
     pub fn liveness(&self) -> Liveness {

@@ -50,7 +50,8 @@ async fn metric(listen: &str, name: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
-    let text = common::config_text("", "[limits]\nmax_batch = 300\n");
+    // The killed instance's partitions move once its session times out.
+    let text = common::config_text("session_timeout = \"10s\"", "[limits]\nmax_batch = 300\n");
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs(&config).await;

@@ -106,7 +106,11 @@ async fn fencing_that_never_stops_ends_the_pipeline_and_fails_the_probes() {
     let error = pipeline.ended(Duration::from_secs(60)).await.unwrap_err();
     let text = format!("{error:#}");
     assert!(text.contains(&instance) && text.contains("kafka.instance_id"), "{text}");
-    assert!(ended.elapsed() > Duration::from_secs(5), "gave up after {:?}, before the session timeout", ended.elapsed());
+    assert!(
+        ended.elapsed() > Duration::from_secs(5),
+        "gave up after {:?}, before the session timeout",
+        ended.elapsed()
+    );
     assert!(metric(&pipeline, "hotline_consumer_recreated_total").await >= 1.0);
     // From the moment it ended, neither probe passes.
     let (status, body) = pipeline.get("/healthz").await;
