@@ -121,7 +121,7 @@ async fn fencing_that_never_stops_ends_the_pipeline_and_fails_the_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_one_instance_id_stop_fighting() {
     let instance = common::unique("twin");
-    let text = common::config_text(&format!("session_timeout = \"6s\"\nheartbeat_interval = \"1s\""), "");
+    let text = common::config_text("session_timeout = \"6s\"\nheartbeat_interval = \"1s\"", "");
     let config = common::parse(&text);
     common::create_inputs(&config).await;
     let (dir, file) = common::write_config(&text);
