@@ -246,6 +246,7 @@ const SECRET_PROPERTIES: &[&str] =
 /// property there wins over `hotline`'s defaults (`linger.ms`, `compression.type`, ...).
 const OWNED_PROPERTIES: &[(&str, &str)] = &[
     ("bootstrap.servers", "set kafka.brokers"),
+    ("metadata.broker.list", "set kafka.brokers"),
     ("group.id", "set kafka.group_id"),
     ("group.instance.id", "set kafka.instance_id"),
     ("transactional.id", "it is \"<kafka.group_id>-<kafka.instance_id>\", so that a restart fences its predecessor"),
@@ -436,6 +437,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// The pipeline consumer's `max.poll.interval.ms` unless `[kafka.properties]` sets it.
+pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+
 /// Shortest `http.stalled_after`: longer than the longest single call the loop makes (a
 /// restore may read for up to a minute).
 const MIN_STALLED_AFTER: Duration = Duration::from_secs(90);
@@ -556,6 +560,19 @@ impl Config {
                  or one late heartbeat ends the session",
                 self.kafka.heartbeat_interval,
                 self.kafka.session_timeout
+            );
+        }
+        let max_poll_interval = match self.kafka.properties.get("max.poll.interval.ms") {
+            Some(ms) => Duration::from_millis(
+                ms.parse().with_context(|| format!("kafka.properties max.poll.interval.ms {ms:?} is not a number"))?,
+            ),
+            None => DEFAULT_MAX_POLL_INTERVAL,
+        };
+        if session_timeout > max_poll_interval {
+            bail!(
+                "kafka.session_timeout ({}) must not exceed max.poll.interval.ms ({} ms): Kafka refuses such a consumer",
+                self.kafka.session_timeout,
+                max_poll_interval.as_millis()
             );
         }
         let stalled_after = wall(&self.http.stalled_after, "http.stalled_after")?;
@@ -756,6 +773,10 @@ mod tests {
             let err = Config::parse(&text, []).unwrap().settings().unwrap_err();
             assert!(err.to_string().contains("kafka.heartbeat_interval"), "{err}");
         }
+        let text = "[kafka]\nbrokers = \"a:1\"\nsession_timeout = \"90s\"\n[kafka.properties]\n\
+                    \"max.poll.interval.ms\" = \"60000\"\n";
+        let err = Config::parse(text, []).unwrap().settings().unwrap_err();
+        assert!(err.to_string().contains("max.poll.interval.ms"), "{err}");
         let text = "[kafka]\nbrokers = \"a:1\"\n[http]\nstalled_after = \"10s\"\n";
         let err = Config::parse(text, []).unwrap().settings().unwrap_err();
         assert!(err.to_string().contains("http.stalled_after"), "{err}");

@@ -41,8 +41,11 @@ async fn healthz(State(t): State<Telemetry>) -> (StatusCode, String) {
 }
 
 async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
-    if t.health().is_ready() {
+    let health = t.health();
+    if health.is_ready() {
         (StatusCode::OK, "ready\n")
+    } else if health.liveness() != Liveness::Alive {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready: the pipeline has ended or stalled (see /healthz)\n")
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready: restoring state or waiting for Kafka\n")
     }

@@ -42,10 +42,10 @@ fn start(config: &std::path::Path, instance: &str) -> (Child, String) {
     (child, listen)
 }
 
-/// The value of an unlabelled metric of the instance listening on `listen`.
+/// The value of a metric of the instance listening on `listen`.
 async fn metric(listen: &str, name: &str) -> f64 {
     let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok()).unwrap_or(0.0)
+    common::metric(&text, name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,8 +41,7 @@ async fn on_mock(mock: &Mock, instance: &str) -> (common::Running, hotline::conf
 }
 
 async fn metric(pipeline: &common::Running, name: &str) -> f64 {
-    let (_, text) = pipeline.get("/metrics").await;
-    text.lines().filter_map(|l| l.strip_prefix(name)).filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok()).sum()
+    common::metric(&pipeline.get("/metrics").await.1, name)
 }
 
 async fn wait_ready(pipeline: &common::Running) {
@@ -160,11 +159,13 @@ async fn two_processes_with_one_instance_id_stop_fighting() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
+    let fought = twins.elapsed();
     let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    assert!(fought > Duration::from_secs(6), "gave up after {fought:?}, before a 6 s session timeout");
     assert!(!status.success(), "a process that gave up exits non-zero: {status}");
     let logged = std::fs::read_to_string(dir.path().join(log)).unwrap();
     assert!(logged.contains("a new one takes its place"), "it first tried a new consumer:\n{logged}");
     let last = logged.lines().last().unwrap_or_default();
     assert!(last.contains(&instance) && last.contains("kafka.instance_id"), "the error names the id: {last}");
-    eprintln!("gave up after {:?}: {last}", twins.elapsed());
+    eprintln!("gave up after {fought:?}: {last}");
 }

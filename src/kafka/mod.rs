@@ -46,6 +46,26 @@ pub fn client_config(kafka: &KafkaConfig) -> ClientConfig {
     c
 }
 
+/// librdkafka properties known by two names.
+const ALIASES: &[(&str, &str)] = &[("linger.ms", "queue.buffering.max.ms"), ("compression.type", "compression.codec")];
+
+/// Sets `key` unless `[kafka.properties]` set it, under either of its names: there the
+/// operator's word wins.
+pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
+    let other = ALIASES.iter().find_map(|&(a, b)| {
+        if a == key {
+            Some(b)
+        } else if b == key {
+            Some(a)
+        } else {
+            None
+        }
+    });
+    if config.get(key).is_none() && other.is_none_or(|o| config.get(o).is_none()) {
+        config.set(key, value);
+    }
+}
+
 /// Waits until the cluster answers a metadata request, as long as it takes for the brokers to
 /// come up. A refused login or a failed TLS handshake ends the wait with an error that says
 /// which user, mechanism and file to check: neither fixes itself by waiting, while a restart

@@ -11,7 +11,7 @@ use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 
-use super::client_config;
+use super::{client_config, set_default};
 
 const IN_FLIGHT: usize = 10_000;
 
@@ -23,11 +23,10 @@ pub struct Sender {
 
 impl Sender {
     pub fn new(kafka: &KafkaConfig) -> Result<Sender> {
-        let producer = client_config(kafka)
-            .set("enable.idempotence", "true")
-            .set("linger.ms", "20")
-            .create()
-            .context("creating the producer")?;
+        let mut config = client_config(kafka);
+        config.set("enable.idempotence", "true");
+        set_default(&mut config, "linger.ms", "20");
+        let producer = config.create().context("creating the producer")?;
         Ok(Sender { producer, in_flight: VecDeque::new(), sent: 0 })
     }
 

@@ -139,17 +139,18 @@ pub fn read_partitions_to_end(
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<u64> {
-    let consumer: BaseConsumer<ReadToEnd> = client_config(kafka)
+    let mut config = client_config(kafka);
+    config
         .set("group.id", "hotline-restore")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        // The end of an idle partition is only seen when a fetch returns empty: don't let the
-        // broker hold that fetch open.
-        .set("fetch.wait.max.ms", "10")
-        .set("isolation.level", "read_committed")
-        .create_with_context(ReadToEnd::default())
-        .context("creating a restore consumer")?;
+        .set("isolation.level", "read_committed");
+    // The end of an idle partition is only seen when a fetch returns empty: don't let the
+    // broker hold that fetch open.
+    super::set_default(&mut config, "fetch.wait.max.ms", "10");
+    let consumer: BaseConsumer<ReadToEnd> =
+        config.create_with_context(ReadToEnd::default()).context("creating a restore consumer")?;
     let metadata =
         consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
     let partitions: Vec<i32> = metadata

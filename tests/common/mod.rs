@@ -163,6 +163,15 @@ impl Running {
     }
 }
 
+/// The sum of a metric over all its label sets in a `/metrics` text (`name` may include
+/// labels, `name{reason="x"}`); 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
     let mut case_topics = HashMap::new();
     for e in events {

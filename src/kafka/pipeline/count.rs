@@ -60,10 +60,15 @@ struct Partition {
 }
 
 impl Counting {
-    /// Rebuilds the given partitions from their changelog partitions.
     /// Rebuilds the given partitions from their changelog partitions. `inputs` are every
     /// input partition: each holds a partition's watermark until it has told its progress.
-    pub fn restore(settings: &Settings, partitions: &[i32], inputs: &[(String, i32)]) -> Result<Counting> {
+    /// Each record read is progress of the loop, however long the restore takes.
+    pub fn restore(
+        settings: &Settings,
+        telemetry: &Telemetry,
+        partitions: &[i32],
+        inputs: &[(String, i32)],
+    ) -> Result<Counting> {
         let config = &settings.config;
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
         let mut restored: BTreeMap<i32, Partition> = partitions
@@ -87,6 +92,7 @@ impl Counting {
                 Some(partitions),
                 RESTORE_TIMEOUT,
                 |m| {
+                    telemetry.progress();
                     let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
                     match key_str(m) {
                         Some(WATERMARK_KEY) => {

@@ -43,8 +43,8 @@ use crate::domain::event::Rejection;
 use crate::domain::routing::Source;
 use crate::telemetry::Telemetry;
 
-use super::client_config;
 use super::topics::{self, TopicSpec};
+use super::{client_config, set_default};
 
 pub use count::restore_ledger;
 
@@ -110,11 +110,14 @@ async fn run_until_stopped(
             // failed for good is replaced.
             let rebalanced = Arc::new(AtomicBool::new(false));
             let consumer = consumer(&settings, &telemetry, &rebalanced)?;
-            loop {
+            while !stop.load(Ordering::Relaxed) {
                 telemetry.progress();
                 let started = Instant::now();
                 let life = Life::start(&settings, &telemetry, framing, &instance, &layout, &consumer, &rebalanced);
-                let error = match life.and_then(|mut l| l.run(&stop)) {
+                let ended = life.and_then(|mut l| l.run(&stop));
+                // Not ready again until the next life has restored its share.
+                telemetry.ready(false);
+                let error = match ended {
                     Ok(End::Stopped) => return Ok(()),
                     Ok(End::Rebalanced) => {
                         telemetry.rebalanced();
@@ -122,23 +125,22 @@ async fn run_until_stopped(
                     }
                     Err(e) => e,
                 };
-                telemetry.ready(false);
                 if started.elapsed() > Duration::from_secs(60) {
                     backoff = Backoff::default();
                 }
                 let wait = backoff.next();
-                if let Some((code, reason)) = consumer.client().fatal_error() {
-                    if !fatal.failed(Instant::now(), wait) {
-                        return Err(gave_up(&settings, &instance, code, &reason, &fatal));
+                let fatal_error = consumer.client().fatal_error();
+                match &fatal_error {
+                    Some((code, reason)) if !fatal.failed(Instant::now(), wait) => {
+                        return Err(gave_up(&settings, &instance, *code, reason, &fatal));
                     }
-                    telemetry.consumer_recreated(&format!("{code:?}"), &format!("{error:#}"), wait);
-                    telemetry.progress();
-                    std::thread::sleep(wait);
+                    Some((code, _)) => telemetry.consumer_recreated(&format!("{code:?}"), &format!("{error:#}"), wait),
+                    None => telemetry.restarting(&format!("{error:#}")),
+                }
+                std::thread::sleep(wait);
+                if fatal_error.is_some() {
                     break;
                 }
-                telemetry.restarting(&format!("{error:#}"));
-                telemetry.progress();
-                std::thread::sleep(wait);
             }
         }
         Ok(())
@@ -340,7 +342,11 @@ fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("heartbeat.interval.ms", settings.heartbeat_interval.as_millis().to_string())
         // Consumer lag per partition, for the metrics and to tell idle inputs.
         .set("statistics.interval.ms", "5000");
-    set_default(&mut consumer_config, "max.poll.interval.ms", "300000");
+    set_default(
+        &mut consumer_config,
+        "max.poll.interval.ms",
+        &crate::config::DEFAULT_MAX_POLL_INTERVAL.as_millis().to_string(),
+    );
     consumer_config
 }
 
@@ -377,13 +383,6 @@ fn consumer(
     subscribed.extend([t.case_events.as_str(), t.partials.as_str()]);
     consumer.subscribe(&subscribed).context("subscribing")?;
     Ok(consumer)
-}
-
-/// Sets `key` unless `[kafka.properties]` did: there the operator's word wins.
-fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
-    if config.get(key).is_none() {
-        config.set(key, value);
-    }
 }
 
 /// How a life ended without an error.
@@ -428,6 +427,7 @@ impl<'a> Life<'a> {
             })
             .context("creating the transactional producer")?;
         producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
+        telemetry.progress();
 
         // Whatever the previous life did since its last commit will be done again.
         telemetry.discard_uncommitted();
@@ -444,10 +444,11 @@ impl<'a> Life<'a> {
             consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
         };
         let counted: Vec<i32> = committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
-        let counting = count::Counting::restore(settings, &counted, &layout.inputs)?;
+        telemetry.progress();
+        let counting = count::Counting::restore(settings, telemetry, &counted, &layout.inputs)?;
         let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
             true => None,
-            false => Some(publish::Publishing::restore(settings, framing, layout.counting_partitions)?),
+            false => Some(publish::Publishing::restore(settings, telemetry, framing, layout.counting_partitions)?),
         };
         seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
         let inputs: Vec<Source> = t
@@ -743,11 +744,12 @@ mod tests {
     #[test]
     fn kafka_properties_win_over_defaults() {
         let s = settings(
-            "[kafka.properties]\n\"linger.ms\" = \"50\"\n\"compression.type\" = \"zstd\"\n\
+            "[kafka.properties]\n\"queue.buffering.max.ms\" = \"50\"\n\"compression.type\" = \"zstd\"\n\
              \"max.poll.interval.ms\" = \"600000\"\n\"transaction.timeout.ms\" = \"60000\"\n",
         );
         let p = producer_config(&s, "hotline-0");
-        assert_eq!(p.get("linger.ms"), Some("50"));
+        // Set under librdkafka's other name for linger.ms: not set twice.
+        assert_eq!((p.get("queue.buffering.max.ms"), p.get("linger.ms")), (Some("50"), None));
         assert_eq!(p.get("compression.type"), Some("zstd"));
         assert_eq!(p.get("transaction.timeout.ms"), Some("60000"));
         assert_eq!(p.get("transactional.id"), Some("hotline-hotline-0"));

@@ -21,7 +21,7 @@ use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
 use crate::kafka::topics::{self, key_str};
-use crate::telemetry::City;
+use crate::telemetry::{City, Telemetry};
 
 use super::{Output, RESTORE_TIMEOUT};
 
@@ -44,7 +44,13 @@ pub struct Publishing {
 }
 
 impl Publishing {
-    pub fn restore(settings: &Settings, framing: Framing, counting_partitions: i32) -> Result<Publishing> {
+    /// Rebuilt from the partials and snapshots topics; each record read is progress of the loop.
+    pub fn restore(
+        settings: &Settings,
+        telemetry: &Telemetry,
+        framing: Framing,
+        counting_partitions: i32,
+    ) -> Result<Publishing> {
         let config = &settings.config;
         let mut publishing = Publishing {
             settings: settings.clone(),
@@ -67,11 +73,13 @@ impl Publishing {
         };
         let p = &mut publishing;
         topics::read_to_end(&config.kafka, &config.topics.partials, RESTORE_TIMEOUT, |m| {
+            telemetry.progress();
             p.handle(m);
             p.next_offset = m.offset() + 1;
             Ok(())
         })?;
         topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
+            telemetry.progress();
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {
                     p.watermarks.raise_floor(s.as_of);
