@@ -43,8 +43,10 @@ tls() {
 # Runs the broker formatted in $1 (default $dir) without waiting for it.
 spawn() {
   local d="${1:-$dir}"
+  local heap=768m
+  [ -f "$d/heap" ] && heap=$(cat "$d/heap")
   : > "$d/broker.log"
-  nohup java -Xms256m -Xmx${BROKER_HEAP:-768m} -cp "$here/kafka/target/libs/*" kafka.Kafka "$d/server.properties" \
+  nohup java -Xms256m -Xmx$heap -cp "$here/kafka/target/libs/*" kafka.Kafka "$d/server.properties" \
     >> "$d/broker.log" 2>&1 &
   echo $! > "$d/pid"
 }
@@ -185,12 +187,14 @@ log.cleaner.backoff.ms=1000
 message.max.bytes=17825792
 PROPS
     format "$id" "$d"
+    # Three brokers share the machine with the tests: a smaller heap each, kept on restarts.
+    echo 512m > "$d/heap"
     echo "127.0.0.1:${ports[$n]}" > "$d/bootstrap"
     bootstrap+="${bootstrap:+,}127.0.0.1:${ports[$n]}"
   done
   echo "$bootstrap" > "$dir/bootstrap"
   # A controller quorum needs two of the three nodes: start them together.
-  for n in "${nodes[@]}"; do BROKER_HEAP=512m spawn "$dir/node$n"; done
+  for n in "${nodes[@]}"; do spawn "$dir/node$n"; done
   for n in "${nodes[@]}"; do wait_started "$dir/node$n"; done
   cat "$dir/bootstrap"
   ;;

@@ -262,7 +262,11 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();
     common::create_inputs_replicated(&config, 3).await;
-    let (dir, file) = common::write_config(&text);
+    let (_config_dir, file) = common::write_config(&text);
+    // The instances' logs outlive the test, to read when it fails.
+    let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(common::unique("failover-logs"));
+    std::fs::create_dir_all(&logs).unwrap();
+    eprintln!("instances' logs: {}", logs.display());
 
     let plan =
         Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 31 };
@@ -274,7 +278,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let instances: Vec<Instance> = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| Instance::start(&file, dir.path().join(format!("{n}.log")), id.clone()))
+        .map(|(n, id)| Instance::start(&file, logs.join(format!("{n}.log")), id.clone()))
         .collect();
     let instances = Arc::new(Mutex::new(instances));
     let seen = Arc::new(Mutex::new(Watch::default()));
@@ -346,7 +350,25 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let sent = producing.await.unwrap();
     assert_eq!(sent, (events.len() + bad.len()) as u64);
 
-    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    let waiting = {
+        let (settings, events) = (settings.clone(), events.clone());
+        tokio::spawn(async move { common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await })
+    };
+    let last = match waiting.await {
+        Ok(last) => last,
+        Err(failed) => {
+            // What the instances said that was not routine.
+            for n in 0..3 {
+                let logged = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
+                let notable: Vec<&str> = logged.lines().filter(|l| !l.contains("\"level\":\"INFO\"")).collect();
+                eprintln!(
+                    "instance {n}, last warnings and errors:\n{}",
+                    notable[notable.len().saturating_sub(30)..].join("\n")
+                );
+            }
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    };
     assert_eq!(last.figures.totals.received, 3000);
     let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
     assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "revisions 1, 2, 3, ... once each");
