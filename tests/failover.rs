@@ -141,6 +141,7 @@ impl Instance {
             .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
             .env("RUST_LOG", "info")
             .env("HOTLINE_HTTP__LISTEN", &listen)
+            .env("HOTLINE_HTTP__STALLED_AFTER", STALLED_AFTER)
             .stdout(Stdio::null())
             .stderr(logged);
         if let Some(id) = &instance_id {
@@ -257,7 +258,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let text = common::config_text_on(
         &cluster.bootstrap,
         &format!("replication_factor = 3{session}"),
-        &format!("[limits]\nmax_batch = 500\n[http]\nstalled_after = \"{STALLED_AFTER}\"\n"),
+        "[limits]\nmax_batch = 500\n",
     );
     let config = common::parse(&text);
     let settings = config.clone().settings().unwrap();

@@ -196,12 +196,18 @@ pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[V
                 return s;
             }
             if tokio::time::Instant::now() > deadline {
-                assert_eq!(s.status, Status::Closed);
                 assert_eq!(
                     serde_json::to_string_pretty(&s.figures).unwrap(),
                     serde_json::to_string_pretty(&expected).unwrap(),
                     "the latest snapshot (revision {}) never matched the reference",
                     s.revision
+                );
+                assert_eq!(
+                    s.status,
+                    Status::Closed,
+                    "revision {} as of {} has every figure right",
+                    s.revision,
+                    s.as_of
                 );
             }
         } else {
