@@ -9,7 +9,9 @@
 //!   its CPU share (`/proc/PID/stat`) and peak RSS (`VmHWM`);
 //! - restart: SIGTERM, then a new `hotline run` on the same state, until `/readyz` answers 200.
 //!
-//! Prints one table and writes `target/bench/report.json`. Run with `scripts/bench.sh`, which
+//! Prints one table and writes `target/bench/report.json`; with HOTLINE_BENCH_PERF=1, `perf`
+//! records the hotline run into `target/bench/perf.data`. HOTLINE_* variables reach the
+//! `hotline run` process, to try a setting. Run with `scripts/bench.sh`, which
 //! starts a broker and builds in release mode; HOTLINE_BENCH_E2E_CASES sets the cases
 //! (default 475,000, about a million messages). Under `cargo test` it only checks that it builds.
 
@@ -99,6 +101,8 @@ fn main() {
         }
     });
 
+    eprintln!("raw read: {raw_read:.2?}");
+
     // Raw copy: the same, piped into one kcat producing to a 3-partition topic.
     let copy_topic = format!("{prefix}.raw_copy");
     runtime.block_on(async {
@@ -115,25 +119,43 @@ fn main() {
         assert!(Command::new("bash").args(["-c", &script]).status().unwrap().success());
     });
 
+    eprintln!("raw copy: {raw_copy:.2?}");
+
     // hotline, from empty until the month is closed with every case counted.
     let month: Month = MONTH.parse().unwrap();
     let started = Instant::now();
     let mut child = start(shipped, &env).0;
+    // HOTLINE_BENCH_PERF=1: a call-graph profile of the run in target/bench/perf.data.
+    let mut perf = std::env::var_os("HOTLINE_BENCH_PERF").map(|_| {
+        let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/perf.data");
+        std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench")).unwrap();
+        Command::new("perf")
+            .args(["record", "-F", "499", "-g", "-o", out, "-p", &child.0.id().to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("perf (apt-get install linux-perf)")
+    });
     let mut last_sample = ProcessSample::default();
     loop {
-        if let Some(s) = latest(&config.kafka, &config.topics.snapshots, month).unwrap()
+        // The snapshots topic exists once hotline has made it.
+        if let Ok(Some(s)) = latest(&config.kafka, &config.topics.snapshots, month)
             && s.status == Status::Closed
             && s.figures.totals.received == cases as u64
         {
             break;
         }
-        last_sample = ProcessSample::of(child.id());
-        assert!(child.try_wait().unwrap().is_none(), "hotline run exited");
+        last_sample = ProcessSample::of(child.0.id());
+        assert!(child.0.try_wait().unwrap().is_none(), "hotline run exited");
         assert!(started.elapsed() < Duration::from_secs(900), "the month was not closed within 15 minutes");
         std::thread::sleep(Duration::from_millis(200));
     }
     let hotline = started.elapsed();
-    let end = ProcessSample::of(child.id());
+    if let Some(p) = &mut perf {
+        Command::new("kill").args(["-INT", &p.id().to_string()]).status().unwrap();
+        p.wait().unwrap();
+    }
+    let end = ProcessSample::of(child.0.id());
     let sample = if end.cpu_seconds > 0.0 { end } else { last_sample };
     stop(&mut child);
 
@@ -150,7 +172,7 @@ fn main() {
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
     let rows = [
         ("raw read (kcat, one consumer per topic)", raw_read),
-        ("raw copy (kcat | kcat)", raw_copy),
+        ("raw copy (kcat into kcat)", raw_copy),
         ("hotline run, until the month is closed", hotline),
     ];
     println!("\n| what | seconds | messages/s |\n|---|---|---|");
@@ -187,8 +209,18 @@ fn timed(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
+/// A `hotline run` process, killed if the benchmark fails.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `hotline run` (the release build beside this benchmark) with its HTTP listener on a free port.
-fn start(config: &str, env: &[(String, String)]) -> (Child, String) {
+fn start(config: &str, env: &[(String, String)]) -> (Running, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let listen = format!("127.0.0.1:{port}");
     let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
@@ -199,12 +231,12 @@ fn start(config: &str, env: &[(String, String)]) -> (Child, String) {
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    (child, listen)
+    (Running(child), listen)
 }
 
-fn stop(child: &mut Child) {
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    child.wait().unwrap();
+fn stop(child: &mut Running) {
+    Command::new("kill").args(["-TERM", &child.0.id().to_string()]).status().unwrap();
+    child.0.wait().unwrap();
 }
 
 fn ready(listen: &str) -> bool {

@@ -456,7 +456,7 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_message_bytes: 1024 * 1024, commit_interval: "200ms".into(), max_batch: 5000 }
+        Limits { max_message_bytes: 1024 * 1024, commit_interval: "200ms".into(), max_batch: 50_000 }
     }
 }
 

@@ -428,10 +428,10 @@ impl Telemetry {
         self.health.progressed_at(Instant::now());
     }
 
-    /// The pipeline loop polled the consumer, whether it got anything or not.
+    /// The pipeline loop polled the consumer, whether it got anything or not. (Progress is
+    /// told once per batch: a batch lasts at most one commit interval.)
     pub fn polled(&self) {
         self.polls.inc();
-        self.progress();
     }
 
     /// The pipeline ended, `stopped` when asked to. From now on `/healthz` and `/readyz` fail.

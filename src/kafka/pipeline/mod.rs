@@ -516,6 +516,7 @@ impl<'a> Life<'a> {
             return Ok(Some(offsets));
         }
         let t = &self.settings.config.topics;
+        self.telemetry.progress();
         let deadline = Instant::now() + self.settings.commit_interval;
         let mut messages = 0;
         while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
