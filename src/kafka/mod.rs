@@ -52,15 +52,7 @@ const ALIASES: &[(&str, &str)] = &[("linger.ms", "queue.buffering.max.ms"), ("co
 /// Sets `key` unless `[kafka.properties]` set it, under either of its names: there the
 /// operator's word wins.
 pub(crate) fn set_default(config: &mut ClientConfig, key: &str, value: &str) {
-    let other = ALIASES.iter().find_map(|&(a, b)| {
-        if a == key {
-            Some(b)
-        } else if b == key {
-            Some(a)
-        } else {
-            None
-        }
-    });
+    let other = ALIASES.iter().find(|(a, b)| *a == key || *b == key).map(|&(a, b)| if a == key { b } else { a });
     if config.get(key).is_none() && other.is_none_or(|o| config.get(o).is_none()) {
         config.set(key, value);
     }

@@ -355,11 +355,15 @@ fn producer_config(settings: &Settings, instance: &str) -> ClientConfig {
     let kafka = &settings.config.kafka;
     let mut producer_config = client_config(kafka);
     producer_config.set("transactional.id", format!("{}-{instance}", kafka.group_id));
+    // A dead letter must always fit: `[kafka.properties]` may raise this, never lower it.
+    let max_bytes = producer_config.get("message.max.bytes").and_then(|v| v.parse::<usize>().ok());
+    if max_bytes.is_none_or(|n| n < MAX_PRODUCED_BYTES) {
+        producer_config.set("message.max.bytes", MAX_PRODUCED_BYTES.to_string());
+    }
     // An instance that dies mid-transaction holds up its partitions' readers this long.
     set_default(&mut producer_config, "transaction.timeout.ms", "10000");
     set_default(&mut producer_config, "linger.ms", "5");
     set_default(&mut producer_config, "compression.type", "lz4");
-    set_default(&mut producer_config, "message.max.bytes", &MAX_PRODUCED_BYTES.to_string());
     producer_config
 }
 
@@ -755,6 +759,14 @@ mod tests {
         assert_eq!(p.get("transaction.timeout.ms"), Some("60000"));
         assert_eq!(p.get("transactional.id"), Some("hotline-hotline-0"));
         assert_eq!(consumer_config(&s).get("max.poll.interval.ms"), Some("600000"));
+        // Dead letters must fit: raised, never lowered.
+        let small = settings("[kafka.properties]\n\"message.max.bytes\" = \"1000\"\n");
+        assert_eq!(
+            producer_config(&small, "i").get("message.max.bytes"),
+            Some(MAX_PRODUCED_BYTES.to_string().as_str())
+        );
+        let large = settings("[kafka.properties]\n\"message.max.bytes\" = \"100000000\"\n");
+        assert_eq!(producer_config(&large, "i").get("message.max.bytes"), Some("100000000"));
         // Untouched defaults stay.
         let d = producer_config(&settings(""), "hotline-0");
         assert_eq!(d.get("linger.ms"), Some("5"));
