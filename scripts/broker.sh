@@ -74,6 +74,28 @@ launch() {
   cat "$dir/bootstrap"
 }
 
+# The properties every node shares, for node directory $1 with replication factor $2 and
+# min.insync.replicas $3 on every topic, internal ones included.
+settings() {
+  cat <<PROPS
+controller.listener.names=CONTROLLER
+log.dirs=$1/data
+num.partitions=1
+default.replication.factor=$2
+min.insync.replicas=$3
+auto.create.topics.enable=false
+offsets.topic.replication.factor=$2
+offsets.topic.num.partitions=3
+transaction.state.log.replication.factor=$2
+transaction.state.log.min.isr=$3
+transaction.state.log.num.partitions=3
+group.initial.rebalance.delay.ms=0
+log.cleaner.backoff.ms=1000
+# Room for the bad-input test's 10 MB message.
+message.max.bytes=17825792
+PROPS
+}
+
 fetch() {
   # Maven's local repository (~/.m2) is reused between runs.
   (cd "$here/kafka" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/libs) >&2
@@ -129,19 +151,7 @@ process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller
 $listeners
-controller.listener.names=CONTROLLER
-log.dirs=$dir/data
-num.partitions=1
-auto.create.topics.enable=false
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=3
-group.initial.rebalance.delay.ms=0
-log.cleaner.backoff.ms=1000
-# Room for the bad-input test's 10 MB message.
-message.max.bytes=17825792
+$(settings "$dir" 1 1)
 PROPS
   format "$(cluster_id)" "$dir" "${scram[@]}"
   echo "127.0.0.1:$port" > "$dir/bootstrap"
@@ -171,20 +181,7 @@ listeners=PLAINTEXT://127.0.0.1:${ports[$n]},CONTROLLER://127.0.0.1:${controller
 advertised.listeners=PLAINTEXT://127.0.0.1:${ports[$n]}
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
-controller.listener.names=CONTROLLER
-log.dirs=$d/data
-num.partitions=1
-default.replication.factor=3
-min.insync.replicas=2
-auto.create.topics.enable=false
-offsets.topic.replication.factor=3
-offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=3
-transaction.state.log.min.isr=2
-transaction.state.log.num.partitions=3
-group.initial.rebalance.delay.ms=0
-log.cleaner.backoff.ms=1000
-message.max.bytes=17825792
+$(settings "$d" 3 2)
 PROPS
     format "$id" "$d"
     # Three brokers share the machine with the tests: a smaller heap each, kept on restarts.
