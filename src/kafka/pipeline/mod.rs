@@ -103,7 +103,7 @@ async fn run_until_stopped(
             "pipeline starting"
         );
         let mut backoff = Backoff::default();
-        let mut fatal = recovery::FatalStreak::new(settings.session_timeout);
+        let mut fatal = recovery::FatalStreak::new(settings.session_timeout, MAX_BACKOFF);
         while !stop.load(Ordering::Relaxed) {
             // A consumer outlives the pipeline's lives: starting over rewinds it to the
             // committed offsets instead of leaving and rejoining the group. Only a consumer
@@ -223,7 +223,10 @@ impl Layout {
     }
 }
 
-/// Waits between attempts: 0.5 s, doubling up to 10 s.
+/// Longest wait between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Waits between attempts: 0.5 s, doubling up to `MAX_BACKOFF`.
 struct Backoff(Duration);
 
 impl Default for Backoff {
@@ -235,7 +238,7 @@ impl Default for Backoff {
 impl Backoff {
     fn next(&mut self) -> Duration {
         let wait = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
         wait
     }
 }

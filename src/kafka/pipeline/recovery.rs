@@ -10,27 +10,31 @@
 
 use std::time::{Duration, Instant};
 
-/// A run of fatal consumer failures, each replacement failing within `window` of its start.
+/// A run of fatal consumer failures, each replacement failing within `hold` of its start.
 #[derive(Debug)]
 pub struct FatalStreak {
     window: Duration,
+    hold: Duration,
     first: Option<Instant>,
     /// When the latest replacement started.
     replaced: Option<Instant>,
 }
 
 impl FatalStreak {
-    /// `window` is the group's session timeout: a replacement that held for that long without
+    /// `window` is the group's session timeout, which a streak may last. A replacement ends the
+    /// streak once it has held for the window plus twice `max_backoff`: a twin process fences
+    /// it only after its own backoff (up to `max_backoff`) and join, which may take longer
+    /// than a short session timeout.
     /// failing again ends the streak.
-    pub fn new(window: Duration) -> FatalStreak {
-        FatalStreak { window, first: None, replaced: None }
+    pub fn new(window: Duration, max_backoff: Duration) -> FatalStreak {
+        FatalStreak { window, hold: window + 2 * max_backoff, first: None, replaced: None }
     }
 
     /// A consumer failed for good at `now`: whether to replace it after `wait` (`true`) or
     /// give up. The wait does not count as holding: a backoff longer than the window must not
     /// end a streak.
     pub fn failed(&mut self, now: Instant, wait: Duration) -> bool {
-        if self.replaced.is_some_and(|replaced| now.saturating_duration_since(replaced) > self.window) {
+        if self.replaced.is_some_and(|replaced| now.saturating_duration_since(replaced) > self.hold) {
             self.first = None;
         }
         let first = *self.first.get_or_insert(now);
@@ -49,13 +53,14 @@ mod tests {
     use super::*;
 
     const SESSION: Duration = Duration::from_secs(45);
+    const BACKOFF: Duration = Duration::from_secs(10);
 
     #[test]
     fn a_fencing_after_a_failover_is_recovered_each_time() {
         let start = Instant::now();
-        let mut streak = FatalStreak::new(SESSION);
+        let mut streak = FatalStreak::new(SESSION, BACKOFF);
         // One fencing per broker failover, minutes apart: each is recovered.
-        for minute in [0, 3, 7, 8] {
+        for minute in [0, 3, 7, 10] {
             assert!(streak.failed(start + Duration::from_secs(60 * minute), Duration::from_secs(1)));
         }
     }
@@ -63,30 +68,31 @@ mod tests {
     #[test]
     fn a_few_fencings_in_a_row_are_recovered() {
         let start = Instant::now();
-        let mut streak = FatalStreak::new(SESSION);
+        let mut streak = FatalStreak::new(SESSION, BACKOFF);
         // The replacement joined while the coordinator was still moving: fenced again soon.
         for s in [0, 2, 7, 20, 44] {
             assert!(streak.failed(start + Duration::from_secs(s), Duration::from_secs(1)), "at {s} s");
         }
-        // ... and once it held for a session timeout, a later fencing starts a new streak.
-        assert!(streak.failed(start + Duration::from_secs(45 + 46), Duration::from_secs(1)));
-        assert_eq!(streak.length(start + Duration::from_secs(45 + 46)), Duration::ZERO);
+        // ... and once it held for the session timeout and two backoffs, a later fencing
+        // starts a new streak.
+        assert!(streak.failed(start + Duration::from_secs(45 + 66), Duration::from_secs(1)));
+        assert_eq!(streak.length(start + Duration::from_secs(45 + 66)), Duration::ZERO);
     }
 
     #[test]
     fn two_processes_with_one_id_give_up_after_a_session_timeout() {
         let start = Instant::now();
-        // The other process fences each replacement within seconds of its start, even once
-        // the backoff between replacements has grown past the session timeout.
-        for wait in [1, 60] {
-            let mut streak = FatalStreak::new(SESSION);
+        // The other process fences each replacement once its own backoff and join are over:
+        // seconds after it starts, up to the longest backoff, even past a short session.
+        for (session, wait, twin) in [(SESSION, 1, 3), (SESSION, 10, 13), (Duration::from_secs(6), 10, 13)] {
+            let mut streak = FatalStreak::new(session, BACKOFF);
             let mut t = 0;
             while streak.failed(start + Duration::from_secs(t), Duration::from_secs(wait)) {
-                t += wait + 3;
+                t += wait + twin;
                 assert!(t < 600, "never gave up");
             }
-            assert!(t > SESSION.as_secs(), "gave up after {t} s, before a session timeout");
-            assert!(streak.length(start + Duration::from_secs(t)) > SESSION);
+            assert!(t > session.as_secs(), "gave up after {t} s, before a session timeout");
+            assert!(streak.length(start + Duration::from_secs(t)) > session);
         }
     }
 }
