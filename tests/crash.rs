@@ -90,20 +90,13 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(sent, events.len() as u64);
     assert!(started.elapsed() < Duration::from_secs(180));
 
-    let waiting = {
-        let (settings, events) = (settings.clone(), events.clone());
-        tokio::spawn(async move { common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await })
-    };
-    let last = match waiting.await {
-        Ok(last) => last,
-        Err(failed) => {
-            // Show what the instance was doing.
-            let logged = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = logged.lines().rev().take(60).collect();
-            eprintln!("last lines of the instances' log:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-            std::panic::resume_unwind(failed.into_panic());
-        }
-    };
+    let last = common::wait_for_exact_snapshot_or(&settings, MONTH, &events, 1, || {
+        // Show what the instance was doing.
+        let logged = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = logged.lines().rev().take(60).collect();
+        eprintln!("last lines of the instances' log:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+    })
+    .await;
     assert_eq!(last.figures.totals.received, 2500);
 
     // Every committed revision of the month, in topic order, grows by one.

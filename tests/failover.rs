@@ -36,6 +36,7 @@ const STILL: Duration = Duration::from_secs(92);
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The cluster `scripts/test.sh` started.
+#[derive(Clone)]
 struct Cluster {
     dir: PathBuf,
     bootstrap: String,
@@ -101,7 +102,7 @@ impl Cluster {
     async fn wait_fully_replicated(&self) {
         let started = Instant::now();
         loop {
-            let c = Cluster { dir: self.dir.clone(), bootstrap: self.bootstrap.clone() };
+            let c = self.clone();
             if tokio::task::spawn_blocking(move || c.fully_replicated()).await.unwrap() {
                 return;
             }
@@ -351,25 +352,18 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let sent = producing.await.unwrap();
     assert_eq!(sent, (events.len() + bad.len()) as u64);
 
-    let waiting = {
-        let (settings, events) = (settings.clone(), events.clone());
-        tokio::spawn(async move { common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await })
-    };
-    let last = match waiting.await {
-        Ok(last) => last,
-        Err(failed) => {
-            // What the instances said that was not routine.
-            for n in 0..3 {
-                let logged = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
-                let notable: Vec<&str> = logged.lines().filter(|l| !l.contains("\"level\":\"INFO\"")).collect();
-                eprintln!(
-                    "instance {n}, last warnings and errors:\n{}",
-                    notable[notable.len().saturating_sub(30)..].join("\n")
-                );
-            }
-            std::panic::resume_unwind(failed.into_panic());
+    let last = common::wait_for_exact_snapshot_or(&settings, MONTH, &events, 1, || {
+        // What the instances said that was not routine.
+        for n in 0..3 {
+            let logged = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
+            let notable: Vec<&str> = logged.lines().filter(|l| !l.contains("\"level\":\"INFO\"")).collect();
+            eprintln!(
+                "instance {n}, last warnings and errors:\n{}",
+                notable[notable.len().saturating_sub(30)..].join("\n")
+            );
         }
-    };
+    })
+    .await;
     assert_eq!(last.figures.totals.received, 3000);
     let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
     assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "revisions 1, 2, 3, ... once each");

@@ -217,6 +217,28 @@ pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[V
     }
 }
 
+/// `wait_for_exact_snapshot`, calling `explain` (to print what the pipeline logged) before
+/// failing when no such snapshot comes.
+pub async fn wait_for_exact_snapshot_or(
+    settings: &Settings,
+    month: &str,
+    good: &[Value],
+    min_revision: u64,
+    explain: impl FnOnce(),
+) -> Snapshot {
+    let waiting = {
+        let (settings, month, good) = (settings.clone(), month.to_owned(), good.to_vec());
+        tokio::spawn(async move { wait_for_exact_snapshot(&settings, &month, &good, min_revision).await })
+    };
+    match waiting.await {
+        Ok(last) => last,
+        Err(failed) => {
+            explain();
+            std::panic::resume_unwind(failed.into_panic());
+        }
+    }
+}
+
 /// Every committed message of `topic`, once there are at least `at_least` of them: what a
 /// pipeline applied shows up only when its transaction commits.
 pub async fn committed_messages(
