@@ -36,6 +36,8 @@ pub struct Telemetry {
     transactions: IntCounterVec,
     restarts: IntCounter,
     consumers_recreated: IntCounterVec,
+    producers_abandoned: IntCounter,
+    calls_blocked: IntGauge,
     polls: IntCounter,
     rebalances: IntCounter,
     offset_resets: IntCounter,
@@ -234,6 +236,17 @@ impl Telemetry {
                 "Kafka consumers failed for good and replaced by a new one, by the error that failed them.",
                 &["reason"],
             ),
+            producers_abandoned: counter(
+                &r,
+                "hotline_producers_abandoned_total",
+                "Transactional producers left behind because one of their calls did not return in time (the next \
+                 one, with the same transactional id, fences them).",
+            ),
+            calls_blocked: gauge(
+                &r,
+                "hotline_transaction_calls_blocked",
+                "Calls of abandoned transactional producers that have still not returned.",
+            ),
             polls: counter(
                 &r,
                 "hotline_polls_total",
@@ -415,6 +428,28 @@ impl Telemetry {
     pub fn consumer_recreated(&self, reason: &str, error: &dyn std::fmt::Display, wait: Duration) {
         tracing::warn!(%error, reason, ?wait, "the Kafka consumer failed for good; a new one takes its place");
         self.consumers_recreated.with_label_values(&[reason]).inc();
+    }
+
+    /// A transactional call (`what`) has not returned `after` its deadline: its producer is left
+    /// to the thread that waits in it.
+    pub fn producer_abandoned(&self, what: &str, after: Duration) {
+        tracing::error!(
+            call = what,
+            ?after,
+            "a Kafka transactional call did not return in time; its producer is abandoned"
+        );
+        self.producers_abandoned.inc();
+        self.calls_blocked.inc();
+    }
+
+    /// An abandoned producer's call returned at last.
+    pub fn abandoned_call_returned(&self) {
+        self.calls_blocked.dec();
+    }
+
+    /// Calls of abandoned producers still blocked.
+    pub fn calls_blocked(&self) -> i64 {
+        self.calls_blocked.get()
     }
 
     /// From now on `/healthz` fails when the pipeline loop shows no progress for `stalled_after`.

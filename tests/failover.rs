@@ -79,6 +79,32 @@ impl Cluster {
             && m.topics().iter().all(|t| t.partitions().iter().all(|p| p.isr().len() == p.replicas().len()))
     }
 
+    /// Partitions of `topics` whose last stable offset (the end a read_committed reader can
+    /// reach) stays behind the high watermark: an open, or hanging, transaction holds them.
+    fn held_by_transactions(&self, topics: &[&str]) -> Vec<String> {
+        let end = |isolation: &str, topic: &str, partition: i32| {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &self.bootstrap)
+                .set("group.id", "failover-diagnosis")
+                .set("isolation.level", isolation)
+                .create()
+                .unwrap();
+            c.fetch_watermarks(topic, partition, Duration::from_secs(10)).map(|w| w.1).unwrap_or(-1)
+        };
+        let m = self.metadata();
+        let mut held = Vec::new();
+        for t in m.topics().iter().filter(|t| topics.contains(&t.name())) {
+            for p in t.partitions() {
+                let (stable, high) =
+                    (end("read_committed", t.name(), p.id()), end("read_uncommitted", t.name(), p.id()));
+                if stable != high {
+                    held.push(format!("{}[{}]: last stable offset {stable}, high watermark {high}", t.name(), p.id()));
+                }
+            }
+        }
+        held
+    }
+
     fn node(&self, id: i32) -> PathBuf {
         self.dir.join(format!("node{id}"))
     }
@@ -118,6 +144,18 @@ fn coordinator_partition(key: &str) -> i32 {
     let hash = key.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     abs % COORDINATOR_PARTITIONS
+}
+
+/// The body of a plain HTTP GET, from a synchronous context; empty when it fails.
+fn http_get(listen: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut text = String::new();
+    if let Ok(mut s) = std::net::TcpStream::connect(listen) {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {listen}\r\n\r\n");
+        let _ = s.read_to_string(&mut text);
+    }
+    text
 }
 
 /// A `hotline run` process, restarted like a supervisor would if it exits.
@@ -353,6 +391,32 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     assert_eq!(sent, (events.len() + bad.len()) as u64);
 
     let last = common::wait_for_exact_snapshot_or(&settings, MONTH, &events, 1, || {
+        let t = &config.topics;
+        let topics = [&t.cases, &t.letters, &t.boards, &t.case_events, &t.changelog, &t.partials, &t.snapshots];
+        let topics: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
+        eprintln!("partitions held by a transaction: {:?}", cluster.held_by_transactions(&topics));
+        for i in instances.lock().unwrap().iter() {
+            let lines: Vec<String> = http_get(&i.listen, "/metrics")
+                .lines()
+                .filter(|l| {
+                    ["hotline_consumer_lag", "hotline_messages_processed_total", "hotline_polls_total", "hotline_ready"]
+                        .iter()
+                        .any(|m| l.starts_with(m))
+                })
+                .map(str::to_owned)
+                .collect();
+            eprintln!("instance on {}:\n{}", i.listen, lines.join("\n"));
+            // Where its threads stand (gdb is there on the test machine; skipped if not).
+            let stacks = Command::new("gdb")
+                .args(["-p", &i.child.id().to_string(), "-batch", "-ex", "thread apply all bt 12"])
+                .output();
+            if let Ok(out) = stacks {
+                let text = String::from_utf8_lossy(&out.stdout);
+                let frames: Vec<&str> =
+                    text.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).collect();
+                eprintln!("threads of {}:\n{}", i.listen, frames.join("\n"));
+            }
+        }
         // What the instances said that was not routine.
         for n in 0..3 {
             let logged = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
@@ -386,13 +450,12 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     assert!(exits.is_empty(), "no instance exits on a broker failover: {exits:?}");
     let mut recovered = 0.0;
     let mut restarts = 0.0;
+    let mut abandoned = 0.0;
     for listen in listens {
         let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
         recovered += common::metric(&text, "hotline_consumer_recreated_total");
         restarts += common::metric(&text, "hotline_pipeline_restarts_total");
-    }
-    if session_timeout.is_some() {
-        assert!(recovered >= 1.0, "sessions shorter than the outages expired, and fenced consumers were replaced");
+        abandoned += common::metric(&text, "hotline_producers_abandoned_total");
     }
     let seen = seen.lock().unwrap();
     assert!(seen.ready_while_still.is_empty(), "ready while the loop stood still: {:?}", seen.ready_while_still);
@@ -403,8 +466,8 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
         })
         .collect();
     eprintln!(
-        "{} membership, session timeout {}: exact after 3 broker kills; {} revisions; consumers recreated {recovered}, pipeline restarts \
-         {restarts}; longest pause in counting after each kill: {}",
+        "{} membership, session timeout {}: exact after 3 broker kills; {} revisions; consumers recreated {recovered}, producers abandoned \
+         {abandoned}, pipeline restarts {restarts}; longest pause in counting after each kill: {}",
         if static_membership { "static" } else { "dynamic" },
         session_timeout.unwrap_or("45s (default)"),
         revisions.len(),
@@ -417,9 +480,10 @@ async fn broker_failover_with_static_membership_counts_exactly() {
     failover(true, None).await;
 }
 
-/// Sessions shorter than a broker's outage expire: librdkafka then fences each static member
+/// Sessions shorter than a broker's outage may expire: librdkafka then fences a static member
 /// against its own earlier membership (librdkafka issue #3437), and a new consumer must take
-/// its place.
+/// its place. Whether a session expires depends on how soon the group's coordinator moves;
+/// `tests/liveness.rs` fences a consumer for certain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_failover_that_outlasts_the_session_is_recovered() {
     failover(true, Some("6s")).await;

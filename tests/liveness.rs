@@ -169,3 +169,70 @@ async fn two_processes_with_one_instance_id_stop_fighting() {
     assert!(last.contains(&instance) && last.contains("kafka.instance_id"), "the error names the id: {last}");
     eprintln!("gave up after {fought:?}: {last}");
 }
+
+/// librdkafka's `send_offsets_to_transaction` can wait past its timeout, for ever, once the
+/// group coordinator's broker is gone (librdkafka issues #5456, #5511): the mock cluster's
+/// group coordinator goes down while events stream in and stays down for longer than the
+/// pipeline's 35 s deadline on a transactional call. The call is abandoned with its producer,
+/// a new life takes over once the broker is back, and the count is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transactional_call_stuck_on_a_lost_coordinator_is_abandoned_and_counts_exactly() {
+    use rdkafka::mocking::MockCoordinator;
+    const COORDINATOR: i32 = 3;
+    let mock = MockCluster::new(3).unwrap();
+    let instance = common::unique("instance");
+    let text = common::config_text_on(
+        &mock.bootstrap_servers(),
+        &format!("instance_id = \"{instance}\"\nsession_timeout = \"60s\""),
+        "",
+    );
+    let config = common::parse(&text);
+    let t = &config.topics;
+    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
+        mock.create_topic(topic, 3, 1).unwrap();
+    }
+    mock.create_topic(&t.partials, 1, 1).unwrap();
+    // Partitions led by the other brokers only: what stops is the coordinator alone.
+    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
+        for p in 0..3 {
+            mock.partition_leader(topic, p, Some(1 + p % 2)).unwrap();
+        }
+    }
+    mock.partition_leader(&t.partials, 0, Some(1)).unwrap();
+    mock.coordinator(MockCoordinator::Group(config.kafka.group_id.clone()), COORDINATOR).unwrap();
+    mock.coordinator(MockCoordinator::Transaction(format!("{}-{instance}", config.kafka.group_id)), 1).unwrap();
+    let settings = config.settings().unwrap();
+    let pipeline = common::Running::start(settings.clone()).await;
+    wait_ready(&pipeline).await;
+
+    let plan =
+        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 600, next_month_days: 3, seed: 9 };
+    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let sending = {
+        let (settings, events) = (settings.clone(), events.clone());
+        tokio::spawn(async move {
+            let mut sender = Sender::new(&settings.config.kafka).unwrap();
+            for chunk in events.chunks(events.len() / 60 + 1) {
+                common::send_all(&mut sender, &settings.config, chunk).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            sender.finish().await.unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    mock.broker_down(COORDINATOR).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&pipeline, "hotline_producers_abandoned_total").await < 1.0 {
+        assert!(Instant::now() < deadline, "no stuck transactional call was abandoned within 60 s");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    mock.broker_up(COORDINATOR).unwrap();
+    sending.await.unwrap();
+
+    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    assert_eq!(last.figures.totals.received, 600);
+    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
+    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>());
+    assert_eq!(pipeline.get("/healthz").await.0, 200);
+    pipeline.stop().await;
+}

@@ -30,7 +30,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
@@ -50,6 +50,12 @@ pub use count::restore_ledger;
 
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long past `TRANSACTION_TIMEOUT` a transactional call may take before its producer is
+/// abandoned.
+const CALL_GRACE: Duration = Duration::from_secs(5);
+/// Abandoned producers whose calls are still blocked, each holding its threads and buffers:
+/// past this many the pipeline ends, for the process to start afresh.
+const MAX_CALLS_BLOCKED: i64 = 3;
 
 /// Dead letters keep the rejected payload unchanged up to this size, or less when the
 /// dead-letter topic takes less; a larger payload is dropped (the headers still say where it
@@ -112,6 +118,13 @@ async fn run_until_stopped(
             let consumer = consumer(&settings, &telemetry, &rebalanced)?;
             while !stop.load(Ordering::Relaxed) {
                 telemetry.progress();
+                if telemetry.calls_blocked() > MAX_CALLS_BLOCKED {
+                    bail!(
+                        "{} transactional calls of abandoned producers are still blocked in librdkafka: starting \
+                         the process afresh",
+                        telemetry.calls_blocked()
+                    );
+                }
                 let started = Instant::now();
                 let life = Life::start(&settings, &telemetry, framing, &instance, &layout, &consumer, &rebalanced);
                 let ended = life.and_then(|mut l| l.run(&stop));
@@ -433,7 +446,16 @@ impl<'a> Life<'a> {
                 lags: Arc::default(),
             })
             .context("creating the transactional producer")?;
-        producer.init_transactions(TRANSACTION_TIMEOUT).context("initialising transactions")?;
+        let out = Output {
+            producer: Arc::new(producer),
+            settings,
+            telemetry,
+            dead_letter_max_payload: layout.dead_letter_max_payload,
+            in_transaction: Cell::new(false),
+            call_deadline: TRANSACTION_TIMEOUT + CALL_GRACE,
+            abandoned: Cell::new(false),
+        };
+        out.call("initialising transactions", |p| p.init_transactions(TRANSACTION_TIMEOUT))?;
         telemetry.progress();
 
         // Whatever the previous life did since its last commit will be done again.
@@ -475,12 +497,7 @@ impl<'a> Life<'a> {
             telemetry,
             consumer,
             rebalanced,
-            out: Output {
-                producer,
-                settings,
-                dead_letter_max_payload: layout.dead_letter_max_payload,
-                in_transaction: Cell::new(false),
-            },
+            out,
             ingest: ingest::Ingest::new(layout.counting_partitions, inputs),
             counting,
             publishing,
@@ -618,17 +635,65 @@ fn seek(
 
 /// The transactional producer of one life, opening a transaction with the first record.
 struct Output<'a> {
-    producer: ThreadedProducer<KafkaEvents>,
+    producer: Arc<ThreadedProducer<KafkaEvents>>,
     settings: &'a Settings,
+    telemetry: &'a Telemetry,
     dead_letter_max_payload: usize,
     in_transaction: Cell<bool>,
+    /// How long a transactional call may take: `TRANSACTION_TIMEOUT` plus `CALL_GRACE`.
+    call_deadline: Duration,
+    /// A call did not return in time: the producer is left to it, and this life must end.
+    abandoned: Cell<bool>,
 }
 
 impl Output<'_> {
+    /// Runs one blocking transactional call (`what`) on a thread of its own, waiting at most
+    /// `call_deadline`. librdkafka bounds these calls by the timeout
+    /// given, except when it does not: `send_offsets_to_transaction` waits for ever once the
+    /// group coordinator's broker has left the cluster (librdkafka issues #5456, #5511, seen
+    /// in `tests/failover.rs`), and the loop would stand still with every probe green. A call
+    /// past its deadline is abandoned with its producer; the next life's producer, with the
+    /// same transactional id, fences it and aborts its transaction.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&ThreadedProducer<KafkaEvents>) -> KafkaResult<T> + Send + 'static,
+    ) -> Result<T> {
+        if self.abandoned.get() {
+            bail!("{what}: the transactional producer was abandoned");
+        }
+        const RUNNING: u8 = 0;
+        const RETURNED: u8 = 1;
+        const ABANDONED: u8 = 2;
+        let state = Arc::new(std::sync::atomic::AtomicU8::new(RUNNING));
+        let (sent, result) = std::sync::mpsc::sync_channel(1);
+        let (producer, telemetry, call_state) = (self.producer.clone(), self.telemetry.clone(), state.clone());
+        std::thread::Builder::new()
+            .name("hotline-txn".into())
+            .spawn(move || {
+                let _ = sent.send(call(&producer));
+                if call_state.compare_exchange(RUNNING, RETURNED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
+                    telemetry.abandoned_call_returned();
+                }
+            })
+            .context("starting a thread for a transactional call")?;
+        let deadline = self.call_deadline;
+        match result.recv_timeout(deadline) {
+            Ok(returned) => returned.context(what),
+            Err(_) if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+                self.abandoned.set(true);
+                self.telemetry.producer_abandoned(what, deadline);
+                bail!("{what}: no answer from librdkafka within {deadline:?}; the producer is abandoned")
+            }
+            // It returned just now.
+            Err(_) => result.recv().context("a transactional call's thread ended")?.context(what),
+        }
+    }
+
     /// Opens a transaction unless one is open.
     fn begin(&self) -> Result<()> {
         if !self.in_transaction.get() {
-            self.producer.begin_transaction().context("beginning a transaction")?;
+            self.call("beginning a transaction", |p| p.begin_transaction())?;
             self.in_transaction.set(true);
         }
         Ok(())
@@ -702,15 +767,17 @@ impl Output<'_> {
             }
             if tpl.count() > 0 {
                 let group = consumer.group_metadata().context("no consumer group metadata")?;
-                self.producer
-                    .send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)
-                    .context("sending offsets to the transaction")?;
+                self.call("sending offsets to the transaction", move |p| {
+                    p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)
+                })?;
             }
-            self.producer.commit_transaction(TRANSACTION_TIMEOUT).context("committing the transaction")
+            self.call("committing the transaction", |p| p.commit_transaction(TRANSACTION_TIMEOUT))
         })();
         self.in_transaction.set(false);
         if let Err(e) = result {
-            let _ = self.producer.abort_transaction(TRANSACTION_TIMEOUT);
+            if !self.abandoned.get() {
+                let _ = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT));
+            }
             return Err(e);
         }
         Ok(true)
@@ -719,9 +786,9 @@ impl Output<'_> {
     /// Aborts the open transaction, if any.
     fn abort(&self) {
         if self.in_transaction.replace(false)
-            && let Err(e) = self.producer.abort_transaction(TRANSACTION_TIMEOUT)
+            && let Err(e) = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT))
         {
-            tracing::warn!(error = %e, "aborting the transaction");
+            tracing::warn!(error = %format!("{e:#}"), "aborting the transaction");
         }
     }
 }
@@ -736,6 +803,46 @@ mod tests {
             .unwrap()
             .settings()
             .unwrap()
+    }
+
+    #[test]
+    fn a_transactional_call_that_never_returns_abandons_the_producer() {
+        let settings = settings("");
+        let telemetry = Telemetry::new(Default::default());
+        // Never contacted: the calls below do not reach librdkafka.
+        let producer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create_with_context(KafkaEvents {
+            telemetry: telemetry.clone(),
+            rebalanced: Arc::default(),
+            joined: Arc::default(),
+            resets_seen: Arc::default(),
+            lags: Arc::default(),
+        });
+        let out = Output {
+            producer: Arc::new(producer.unwrap()),
+            settings: &settings,
+            telemetry: &telemetry,
+            dead_letter_max_payload: 0,
+            in_transaction: Cell::new(false),
+            call_deadline: Duration::from_millis(200),
+            abandoned: Cell::new(false),
+        };
+        assert_eq!(out.call("answering", |_| Ok(7)).unwrap(), 7);
+        let refused = out.call("refusing", |_| Err::<(), _>(KafkaError::Canceled)).unwrap_err();
+        assert!(format!("{refused:#}").starts_with("refusing: "), "{refused:#}");
+        assert!(!out.abandoned.get(), "a call that fails in time leaves the producer usable");
+
+        let stuck = out.call("hanging", |_| {
+            std::thread::sleep(Duration::from_millis(800));
+            Ok(())
+        });
+        assert!(format!("{:#}", stuck.unwrap_err()).contains("the producer is abandoned"));
+        assert!(out.abandoned.get());
+        assert_eq!(telemetry.calls_blocked(), 1);
+        let after = out.call("answering", |_| Ok(7)).unwrap_err();
+        assert!(format!("{after:#}").contains("was abandoned"), "no call reaches an abandoned producer");
+        // The blocked call returns at last: no longer counted as blocked.
+        std::thread::sleep(Duration::from_millis(1000));
+        assert_eq!(telemetry.calls_blocked(), 0);
     }
 
     #[test]
