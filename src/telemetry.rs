@@ -59,9 +59,9 @@ pub struct Telemetry {
     health: Arc<Health>,
 }
 
-/// What the open transaction did, counted once it commits.
+/// What a transaction did, counted once it commits.
 #[derive(Default)]
-struct Pending {
+pub struct Pending {
     events: HashMap<(String, &'static str), u64>,
     rejected: HashMap<&'static str, u64>,
     duplicates: u64,
@@ -385,14 +385,21 @@ impl Telemetry {
     }
 
     /// The open transaction committed: what it did counts now.
-    pub fn transaction_committed(&self, snapshots: usize, publish_latencies: &[f64]) {
+    /// What the open transaction did, set apart as its commit starts: the next transaction's
+    /// work begins before that commit ends.
+    pub fn seal_transaction(&self) -> Pending {
+        std::mem::take(&mut *self.pending())
+    }
+
+    /// A transaction committed: what it did (`sealed`) counts now.
+    pub fn transaction_committed(&self, sealed: Pending, snapshots: usize, publish_latencies: &[f64]) {
         tracing::debug!(snapshots, "transaction committed");
         self.transactions.with_label_values(&["committed"]).inc();
         self.snapshots_published.inc_by(snapshots as u64);
         for l in publish_latencies {
             self.publish_latency.observe(*l);
         }
-        let p = std::mem::take(&mut *self.pending());
+        let p = sealed;
         for ((topic, kind), n) in p.events {
             self.events.with_label_values(&[&topic, kind]).inc_by(n);
         }

@@ -20,9 +20,9 @@ mod ingest;
 mod publish;
 mod recovery;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -41,7 +41,7 @@ use crate::avro::Framing;
 use crate::config::Settings;
 use crate::domain::event::Rejection;
 use crate::domain::routing::Source;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{Pending, Telemetry};
 
 use super::topics::{self, TopicSpec};
 use super::{client_config, set_default};
@@ -358,6 +358,9 @@ fn consumer_config(settings: &Settings) -> ClientConfig {
         .set("heartbeat.interval.ms", settings.heartbeat_interval.as_millis().to_string())
         // Consumer lag per partition, for the metrics and to tell idle inputs.
         .set("statistics.interval.ms", "5000");
+    // librdkafka pauses fetching a partition for this long whenever its local queue is over
+    // its thresholds: at its default (1 s) the loop polled an empty queue half the time.
+    set_default(&mut consumer_config, "fetch.queue.backoff.ms", "10");
     set_default(
         &mut consumer_config,
         "max.poll.interval.ms",
@@ -454,6 +457,8 @@ impl<'a> Life<'a> {
             in_transaction: Cell::new(false),
             call_deadline: TRANSACTION_TIMEOUT + CALL_GRACE,
             abandoned: Cell::new(false),
+            committing: RefCell::new(None),
+            held: RefCell::new(Vec::new()),
         };
         out.call("initialising transactions", |p| p.init_transactions(TRANSACTION_TIMEOUT))?;
         telemetry.progress();
@@ -578,8 +583,10 @@ impl<'a> Life<'a> {
     }
 
     /// Writes what the batch left owed (routing markers, changed cases, tallies, due
-    /// snapshots) and commits it with the consumed offsets.
+    /// snapshots) and starts committing it with the consumed offsets, once the previous
+    /// commit has ended; when `stopping`, waits for this commit too.
     fn commit(&mut self, offsets: HashMap<(String, i32), i64>, stopping: bool) -> Result<()> {
+        self.out.settle()?;
         let now = Instant::now();
         let lags = self.consumer.context().lags.lock().unwrap_or_else(|e| e.into_inner()).clone();
         self.ingest.send_markers(&self.out, &lags)?;
@@ -588,17 +595,9 @@ impl<'a> Life<'a> {
         if let Some(p) = &mut self.publishing {
             published = p.publish_due(&self.out, now)?;
         }
-        match self.out.commit(&offsets, self.consumer) {
-            Ok(true) => {
-                let latencies: Vec<f64> = published.iter().flatten().copied().collect();
-                self.telemetry.transaction_committed(published.len(), &latencies);
-                self.telemetry.kafka_available();
-            }
-            Ok(false) => {}
-            Err(e) => {
-                self.telemetry.transaction_aborted(&format!("{e:#}"));
-                return Err(e);
-            }
+        self.out.commit(&offsets, self.consumer, &published)?;
+        if stopping {
+            self.out.settle()?;
         }
         Ok(())
     }
@@ -633,7 +632,9 @@ fn seek(
     Ok(())
 }
 
-/// The transactional producer of one life, opening a transaction with the first record.
+/// The transactional producer of one life. A transaction opens with its first record; its
+/// commit runs while the loop goes on with the next batch, whose records wait in `held` until
+/// that commit has ended (one producer has one transaction at a time).
 struct Output<'a> {
     producer: Arc<ThreadedProducer<KafkaEvents>>,
     settings: &'a Settings,
@@ -644,28 +645,58 @@ struct Output<'a> {
     call_deadline: Duration,
     /// A call did not return in time: the producer is left to it, and this life must end.
     abandoned: Cell<bool>,
+    /// The previous transaction's commit, under way.
+    committing: RefCell<Option<Committing>>,
+    /// Records sent while a commit is under way, for the next transaction.
+    held: RefCell<Vec<HeldRecord>>,
 }
 
+/// A commit under way, and what its transaction did, to count once it succeeds.
+struct Committing {
+    call: InFlight<()>,
+    sealed: Pending,
+    snapshots: usize,
+    publish_latencies: Vec<f64>,
+}
+
+/// A record waiting for the next transaction.
+struct HeldRecord {
+    topic: String,
+    partition: Option<i32>,
+    key: Option<Vec<u8>>,
+    payload: Option<Vec<u8>>,
+    headers: Option<OwnedHeaders>,
+}
+
+/// A transactional call running on a thread of its own.
+struct InFlight<T> {
+    what: &'static str,
+    result: std::sync::mpsc::Receiver<KafkaResult<T>>,
+    state: Arc<AtomicU8>,
+    deadline: Instant,
+}
+
+const RUNNING: u8 = 0;
+const RETURNED: u8 = 1;
+const ABANDONED: u8 = 2;
+
 impl Output<'_> {
-    /// Runs one blocking transactional call (`what`) on a thread of its own, waiting at most
-    /// `call_deadline`. librdkafka bounds these calls by the timeout
-    /// given, except when it does not: `send_offsets_to_transaction` waits for ever once the
-    /// group coordinator's broker has left the cluster (librdkafka issues #5456, #5511, seen
+    /// Starts one blocking transactional call (`what`) on a thread of its own, to be waited for
+    /// at most `call_deadline`. librdkafka bounds these calls by the
+    /// timeout given, except when it does not: `send_offsets_to_transaction` waits for ever once
+    /// the group coordinator's broker has left the cluster (librdkafka issues #5456, #5511, seen
     /// in `tests/failover.rs`), and the loop would stand still with every probe green. A call
     /// past its deadline is abandoned with its producer; the next life's producer, with the
     /// same transactional id, fences it and aborts its transaction.
-    fn call<T: Send + 'static>(
+    fn start<T: Send + 'static>(
         &self,
         what: &'static str,
         call: impl FnOnce(&ThreadedProducer<KafkaEvents>) -> KafkaResult<T> + Send + 'static,
-    ) -> Result<T> {
+    ) -> Result<InFlight<T>> {
         if self.abandoned.get() {
             bail!("{what}: the transactional producer was abandoned");
         }
-        const RUNNING: u8 = 0;
-        const RETURNED: u8 = 1;
-        const ABANDONED: u8 = 2;
-        let state = Arc::new(std::sync::atomic::AtomicU8::new(RUNNING));
+        let state = Arc::new(AtomicU8::new(RUNNING));
         let (sent, result) = std::sync::mpsc::sync_channel(1);
         let (producer, telemetry, call_state) = (self.producer.clone(), self.telemetry.clone(), state.clone());
         std::thread::Builder::new()
@@ -677,17 +708,32 @@ impl Output<'_> {
                 }
             })
             .context("starting a thread for a transactional call")?;
-        let deadline = self.call_deadline;
-        match result.recv_timeout(deadline) {
+        Ok(InFlight { what, result, state, deadline: Instant::now() + self.call_deadline })
+    }
+
+    /// Waits for a call `start`ed before.
+    fn wait<T>(&self, call: InFlight<T>) -> Result<T> {
+        let InFlight { what, result, state, deadline } = call;
+        match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(returned) => returned.context(what),
             Err(_) if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
                 self.abandoned.set(true);
-                self.telemetry.producer_abandoned(what, deadline);
-                bail!("{what}: no answer from librdkafka within {deadline:?}; the producer is abandoned")
+                self.telemetry.producer_abandoned(what, self.call_deadline);
+                bail!("{what}: no answer from librdkafka in time; the producer is abandoned")
             }
             // It returned just now.
             Err(_) => result.recv().context("a transactional call's thread ended")?.context(what),
         }
+    }
+
+    /// One blocking transactional call, waited for.
+    fn call<T: Send + 'static>(
+        &self,
+        what: &'static str,
+        call: impl FnOnce(&ThreadedProducer<KafkaEvents>) -> KafkaResult<T> + Send + 'static,
+    ) -> Result<T> {
+        let started = self.start(what, call)?;
+        self.wait(started)
     }
 
     /// Opens a transaction unless one is open.
@@ -699,7 +745,21 @@ impl Output<'_> {
         Ok(())
     }
 
-    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+    fn send(&self, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
+        if self.committing.borrow().is_some() {
+            self.held.borrow_mut().push(HeldRecord {
+                topic: record.topic.to_owned(),
+                partition: record.partition,
+                key: record.key.map(<[u8]>::to_vec),
+                payload: record.payload.map(<[u8]>::to_vec),
+                headers: record.headers,
+            });
+            return Ok(());
+        }
+        self.produce(record)
+    }
+
+    fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
         self.begin()?;
         loop {
             match self.producer.send(record) {
@@ -743,52 +803,101 @@ impl Output<'_> {
         self.send(record)
     }
 
-    /// Commits the open transaction (opening one if only offsets are to commit) with the
-    /// consumed offsets. Returns whether there was anything to commit.
-    fn commit(&self, offsets: &HashMap<(String, i32), i64>, consumer: &BaseConsumer<KafkaEvents>) -> Result<bool> {
-        if offsets.is_empty() && !self.in_transaction.get() {
-            return Ok(false);
-        }
-        self.begin()?;
-        let result = (|| {
-            // Offsets go with every transaction, the positions of the partitions held when the
-            // batch read nothing: they carry the group generation, which fences the work of
-            // an instance that lost its partitions without noticing (KIP-447).
-            let mut tpl = TopicPartitionList::new();
-            for ((topic, partition), offset) in offsets {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-            }
-            if offsets.is_empty() {
-                for p in consumer.position()?.elements() {
-                    if let Offset::Offset(n) = p.offset() {
-                        tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(n))?;
-                    }
-                }
-            }
-            if tpl.count() > 0 {
-                let group = consumer.group_metadata().context("no consumer group metadata")?;
-                self.call("sending offsets to the transaction", move |p| {
-                    p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)
-                })?;
-            }
-            self.call("committing the transaction", |p| p.commit_transaction(TRANSACTION_TIMEOUT))
-        })();
-        self.in_transaction.set(false);
-        if let Err(e) = result {
+    /// Waits for the commit under way, if any, and counts what its transaction did; then
+    /// opens the next transaction with the records held meanwhile. A failed commit aborts,
+    /// and the life must end.
+    fn settle(&self) -> Result<()> {
+        let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() else {
+            return Ok(());
+        };
+        if let Err(e) = self.wait(call) {
+            self.telemetry.transaction_aborted(&format!("{e:#}"));
+            self.held.borrow_mut().clear();
             if !self.abandoned.get() {
                 let _ = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT));
             }
             return Err(e);
         }
-        Ok(true)
+        self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
+        self.telemetry.kafka_available();
+        for held in std::mem::take(&mut *self.held.borrow_mut()) {
+            let mut record = BaseRecord::<[u8], [u8]>::to(&held.topic);
+            record.partition = held.partition;
+            record.key = held.key.as_deref();
+            record.payload = held.payload.as_deref();
+            record.headers = held.headers;
+            self.produce(record)?;
+        }
+        Ok(())
     }
 
-    /// Aborts the open transaction, if any.
+    /// Starts committing the open transaction (opening one if only offsets are to commit)
+    /// with the consumed offsets; `settle` waits for it. `published`: the publish latencies of
+    /// the snapshots in it, where known.
+    fn commit(
+        &self,
+        offsets: &HashMap<(String, i32), i64>,
+        consumer: &BaseConsumer<KafkaEvents>,
+        published: &[Option<f64>],
+    ) -> Result<()> {
+        self.settle()?;
+        if offsets.is_empty() && !self.in_transaction.get() {
+            return Ok(());
+        }
+        self.begin()?;
+        // Offsets go with every transaction, the positions of the partitions held when the
+        // batch read nothing: they carry the group generation, which fences the work of an
+        // instance that lost its partitions without noticing (KIP-447).
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), offset) in offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
+        }
+        if offsets.is_empty() {
+            for p in consumer.position()?.elements() {
+                if let Offset::Offset(n) = p.offset() {
+                    tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(n))?;
+                }
+            }
+        }
+        let group = consumer.group_metadata().context("no consumer group metadata")?;
+        // Both calls share one `TRANSACTION_TIMEOUT`.
+        let call = self.start("committing the transaction", move |p| {
+            let started = Instant::now();
+            if tpl.count() > 0 {
+                p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)?;
+            }
+            p.commit_transaction(TRANSACTION_TIMEOUT.saturating_sub(started.elapsed()))
+        })?;
+        self.in_transaction.set(false);
+        *self.committing.borrow_mut() = Some(Committing {
+            call,
+            sealed: self.telemetry.seal_transaction(),
+            snapshots: published.len(),
+            publish_latencies: published.iter().flatten().copied().collect(),
+        });
+        Ok(())
+    }
+
+    /// Lets the commit under way end, then aborts the open transaction, if any.
     fn abort(&self) {
+        if let Err(e) = self.settle() {
+            tracing::warn!(error = %format!("{e:#}"), "the last commit failed");
+        }
         if self.in_transaction.replace(false)
             && let Err(e) = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT))
         {
             tracing::warn!(error = %format!("{e:#}"), "aborting the transaction");
+        }
+    }
+}
+
+/// A life that ends with a commit under way waits for it: if it succeeds, its work counts.
+impl Drop for Output<'_> {
+    fn drop(&mut self) {
+        if let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take()
+            && self.wait(call).is_ok()
+        {
+            self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
         }
     }
 }
@@ -825,6 +934,8 @@ mod tests {
             in_transaction: Cell::new(false),
             call_deadline: Duration::from_millis(200),
             abandoned: Cell::new(false),
+            committing: RefCell::new(None),
+            held: RefCell::new(Vec::new()),
         };
         assert_eq!(out.call("answering", |_| Ok(7)).unwrap(), 7);
         let refused = out.call("refusing", |_| Err::<(), _>(KafkaError::Canceled)).unwrap_err();
@@ -881,5 +992,6 @@ mod tests {
         let d = producer_config(&settings(""), "hotline-0");
         assert_eq!(d.get("linger.ms"), Some("5"));
         assert_eq!(d.get("compression.type"), Some("lz4"));
+        assert_eq!(consumer_config(&settings("")).get("fetch.queue.backoff.ms"), Some("10"));
     }
 }
