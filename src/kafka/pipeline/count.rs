@@ -30,12 +30,20 @@ use super::{Output, RESTORE_TIMEOUT};
 const WATERMARK_KEY: &str = "#watermark";
 
 /// How far a counting partition had got, kept in its changelog partition so a restore does
-/// not start from nothing: every input partition's event time, and the partition's own.
+/// not start from nothing: every input partition's event time, the partition's own, and the
+/// `case_events` offset its state covers (written with every transaction that read the
+/// partition; absent in records of earlier versions).
 #[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
 struct PartitionProgress {
     watermark: Option<Timestamp>,
     sources: Vec<(String, i32, Option<Timestamp>, bool)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    covers: Option<i64>,
 }
+
+/// How long a restore waits for a changelog partition to show the state its committed offset
+/// says was written.
+const COVERED_WITHIN: Duration = Duration::from_secs(30);
 /// How often a partition's changed tallies are written to `partials` while events flow. A
 /// tally carries the deadline of each open case, so it is not written on every commit.
 const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
@@ -57,66 +65,53 @@ struct Partition {
     /// Months whose tally changed since it was last written to `partials`.
     dirty: BTreeSet<Month>,
     partials_written: Option<Instant>,
+    /// The next `case_events` offset of the partition: what its state covers.
+    next_offset: Option<i64>,
 }
 
 impl Counting {
-    /// Rebuilds the given partitions from their changelog partitions. `inputs` are every
-    /// input partition: each holds a partition's watermark until it has told its progress.
-    /// Each record read is progress of the loop, however long the restore takes.
+    /// Rebuilds the given partitions (with the committed offset of each, where one is) from
+    /// their changelog partitions. `inputs` are every input partition: each holds a
+    /// partition's watermark until it has told its progress. Each record read is progress of
+    /// the loop, however long the restore takes.
+    ///
+    /// A changelog partition may not yet show the last transaction whose offsets are
+    /// committed: the transaction's markers reach each partition's leader in their own time,
+    /// and a state older than its offsets would never count what it missed. A partition whose
+    /// progress covers less than its committed offset is read again until it covers it.
     pub fn restore(
         settings: &Settings,
         telemetry: &Telemetry,
-        partitions: &[i32],
+        partitions: &[(i32, Option<i64>)],
         inputs: &[(String, i32)],
     ) -> Result<Counting> {
-        let config = &settings.config;
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
-        let mut restored: BTreeMap<i32, Partition> = partitions
-            .iter()
-            .map(|p| {
-                let partition = Partition {
-                    ledger: Ledger::new(rules.clone()),
-                    sources: Watermarks::new(),
-                    written_watermark: None,
-                    written_progress: PartitionProgress::default(),
-                    dirty: BTreeSet::new(),
-                    partials_written: None,
-                };
-                (*p, partition)
-            })
-            .collect();
-        if !partitions.is_empty() {
-            topics::read_partitions_to_end(
-                &config.kafka,
-                &config.topics.changelog,
-                Some(partitions),
-                RESTORE_TIMEOUT,
-                |m| {
-                    telemetry.progress();
-                    let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
-                    match key_str(m) {
-                        Some(WATERMARK_KEY) => {
-                            let progress: PartitionProgress = serde_json::from_slice(m.payload().unwrap_or_default())
-                                .context("a changelog watermark does not decode")?;
-                            if let Some(at) = progress.watermark {
-                                p.sources.raise_floor(at);
-                            }
-                            for (topic, partition, at, idle) in &progress.sources {
-                                if let Some(at) = at {
-                                    p.sources.observe(topic, *partition, *at);
-                                }
-                                p.sources.set_idle(topic, *partition, *idle);
-                            }
-                            p.written_watermark = progress.watermark;
-                            p.written_progress = progress;
-                        }
-                        Some(case_id) => restore_record(&mut p.ledger, case_id, m.payload())?,
-                        None => {}
-                    }
-                    Ok(())
-                },
-            )?;
+        let ids: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
+        let mut restored = read_changelog(settings, telemetry, &rules, &ids)?;
+        let started = Instant::now();
+        loop {
+            let behind: Vec<i32> = partitions
+                .iter()
+                .filter(|(p, committed)| !covered(restored[p].written_progress.covers, *committed))
+                .map(|(p, _)| *p)
+                .collect();
+            if behind.is_empty() {
+                break;
+            }
+            if started.elapsed() > COVERED_WITHIN {
+                bail!(
+                    "changelog partitions {behind:?} still do not show the state their committed offsets cover after \
+                     {COVERED_WITHIN:?}"
+                );
+            }
+            tracing::info!(partitions = ?behind, "the changelog does not yet show the last commit; reading it again");
+            std::thread::sleep(Duration::from_millis(200));
+            restored.extend(read_changelog(settings, telemetry, &rules, &behind)?);
         }
+        for (p, committed) in partitions {
+            restored.get_mut(p).expect("restored").next_offset = *committed;
+        }
+        let config = &settings.config;
         let mut counting = Counting { rules, retention_months: config.state.retention_months, partitions: restored };
         // An input no longer configured must not hold the watermark forever.
         let configured = settings.config.topics.inputs();
@@ -145,11 +140,17 @@ impl Counting {
         })
     }
 
+    /// The next `case_events` offset a partition's state covers, once known.
+    pub fn covers(&self, partition: i32) -> Option<i64> {
+        self.partitions.get(&partition)?.next_offset
+    }
+
     /// Counts one record of the internal topic.
     pub fn handle(&mut self, out: &Output<'_>, telemetry: &Telemetry, m: &BorrowedMessage<'_>) -> Result<()> {
         let Some(p) = self.partitions.get_mut(&m.partition()) else {
             bail!("a record of counting partition {} arrived before its state was restored", m.partition());
         };
+        p.next_offset = Some(m.offset() + 1);
         let Some(routed) = m.payload().and_then(|b| serde_json::from_slice::<Routed>(b).ok()) else {
             let rejection = Rejection::UnreadableInternalRecord;
             telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
@@ -218,6 +219,7 @@ impl Counting {
             let progress = PartitionProgress {
                 watermark: p.written_watermark.max(p.sources.floor()),
                 sources: p.sources.partition_times(),
+                covers: p.next_offset,
             };
             if progress != p.written_progress {
                 let payload = serde_json::to_vec(&progress).expect("progress serializes");
@@ -234,6 +236,68 @@ impl Partition {
     fn kept_from(&self, zone: &jiff::tz::TimeZone, retention_months: u32) -> Option<Month> {
         let watermark = self.sources.current()?;
         Some(Month::containing(watermark, zone).months_before(retention_months))
+    }
+}
+
+/// The state of the given counting partitions, read from their changelog partitions.
+fn read_changelog(
+    settings: &Settings,
+    telemetry: &Telemetry,
+    rules: &CountingRules,
+    partitions: &[i32],
+) -> Result<BTreeMap<i32, Partition>> {
+    let mut restored: BTreeMap<i32, Partition> = partitions
+        .iter()
+        .map(|p| {
+            let partition = Partition {
+                ledger: Ledger::new(rules.clone()),
+                sources: Watermarks::new(),
+                written_watermark: None,
+                written_progress: PartitionProgress::default(),
+                dirty: BTreeSet::new(),
+                partials_written: None,
+                next_offset: None,
+            };
+            (*p, partition)
+        })
+        .collect();
+    if partitions.is_empty() {
+        return Ok(restored);
+    }
+    let config = &settings.config;
+    topics::read_partitions_to_end(&config.kafka, &config.topics.changelog, Some(partitions), RESTORE_TIMEOUT, |m| {
+        telemetry.progress();
+        let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
+        match key_str(m) {
+            Some(WATERMARK_KEY) => {
+                let progress: PartitionProgress = serde_json::from_slice(m.payload().unwrap_or_default())
+                    .context("a changelog watermark does not decode")?;
+                if let Some(at) = progress.watermark {
+                    p.sources.raise_floor(at);
+                }
+                for (topic, partition, at, idle) in &progress.sources {
+                    if let Some(at) = at {
+                        p.sources.observe(topic, *partition, *at);
+                    }
+                    p.sources.set_idle(topic, *partition, *idle);
+                }
+                p.written_watermark = progress.watermark;
+                p.written_progress = progress;
+            }
+            Some(case_id) => restore_record(&mut p.ledger, case_id, m.payload())?,
+            None => {}
+        }
+        Ok(())
+    })?;
+    Ok(restored)
+}
+
+/// Whether a restored state covers the committed offset: unknown (a record of an earlier
+/// version, or nothing committed) counts as covered.
+fn covered(covers: Option<i64>, committed: Option<i64>) -> bool {
+    match (covers, committed) {
+        (Some(covers), Some(committed)) => covers >= committed,
+        _ => true,
     }
 }
 
@@ -265,4 +329,29 @@ pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules
     })?;
     ledger.take_changes();
     Ok((ledger, read))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restore_waits_for_the_state_its_committed_offset_covers() {
+        assert!(covered(Some(120), Some(120)));
+        assert!(covered(Some(121), Some(120)), "a later commit landed between the two reads");
+        assert!(!covered(Some(119), Some(120)), "the last transaction's changelog records are not visible yet");
+        assert!(covered(None, Some(120)), "a record of an earlier version says nothing");
+        assert!(covered(Some(7), None));
+    }
+
+    #[test]
+    fn progress_written_by_an_earlier_version_still_reads() {
+        let old = r#"{"watermark":"2022-04-30T16:00:00Z","sources":[["cases",0,null,true]]}"#;
+        let progress: PartitionProgress = serde_json::from_str(old).unwrap();
+        assert_eq!(progress.covers, None);
+        assert_eq!(progress.sources, vec![("cases".to_owned(), 0, None, true)]);
+        let new = PartitionProgress { covers: Some(42), ..progress };
+        let again: PartitionProgress = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
+        assert_eq!(again, new);
+    }
 }

@@ -477,7 +477,11 @@ impl<'a> Life<'a> {
         } else {
             consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
         };
-        let counted: Vec<i32> = committed.elements_for_topic(&t.case_events).iter().map(|p| p.partition()).collect();
+        let counted: Vec<(i32, Option<i64>)> = committed
+            .elements_for_topic(&t.case_events)
+            .iter()
+            .map(|p| (p.partition(), if let Offset::Offset(n) = p.offset() { Some(n) } else { None }))
+            .collect();
         telemetry.progress();
         let counting = count::Counting::restore(settings, telemetry, &counted, &layout.inputs)?;
         let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
@@ -595,7 +599,8 @@ impl<'a> Life<'a> {
         if let Some(p) = &mut self.publishing {
             published = p.publish_due(&self.out, now)?;
         }
-        self.out.commit(&offsets, self.consumer, &published)?;
+        let counting = &self.counting;
+        self.out.commit(&offsets, self.consumer, |p| counting.covers(p), &published)?;
         if stopping {
             self.out.settle()?;
         }
@@ -832,12 +837,14 @@ impl Output<'_> {
     }
 
     /// Starts committing the open transaction (opening one if only offsets are to commit)
-    /// with the consumed offsets; `settle` waits for it. `published`: the publish latencies of
-    /// the snapshots in it, where known.
+    /// with the consumed offsets; `settle` waits for it. `covers`: the next offset each counting
+    /// partition's state covers; `published`: the publish latencies of the snapshots in it,
+    /// where known.
     fn commit(
         &self,
         offsets: &HashMap<(String, i32), i64>,
         consumer: &BaseConsumer<KafkaEvents>,
+        covers: impl Fn(i32) -> Option<i64>,
         published: &[Option<f64>],
     ) -> Result<()> {
         self.settle()?;
@@ -847,14 +854,22 @@ impl Output<'_> {
         self.begin()?;
         // Offsets go with every transaction, the positions of the partitions held when the
         // batch read nothing: they carry the group generation, which fences the work of an
-        // instance that lost its partitions without noticing (KIP-447).
+        // instance that lost its partitions without noticing (KIP-447). A counting partition
+        // goes at what its state covers: its position may be past a transaction marker, and
+        // a restore waits until the changelog covers the committed offset.
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), offset) in offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         if offsets.is_empty() {
+            let counting = &self.settings.config.topics.case_events;
             for p in consumer.position()?.elements() {
-                if let Offset::Offset(n) = p.offset() {
+                let at = match p.offset() {
+                    _ if p.topic() == counting => covers(p.partition()),
+                    Offset::Offset(n) => Some(n),
+                    _ => None,
+                };
+                if let Some(n) = at {
                     tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(n))?;
                 }
             }
