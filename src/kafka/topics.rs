@@ -149,6 +149,8 @@ pub fn read_partitions_to_end(
     // The end of an idle partition is only seen when a fetch returns empty: don't let the
     // broker hold that fetch open.
     super::set_default(&mut config, "fetch.wait.max.ms", "10");
+    // Nor pause fetching for a second whenever the local queue is over its thresholds.
+    super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
     let consumer: BaseConsumer<ReadToEnd> =
         config.create_with_context(ReadToEnd::default()).context("creating a restore consumer")?;
     let metadata =
