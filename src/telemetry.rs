@@ -384,7 +384,6 @@ impl Telemetry {
         *self.pending().rejected.entry(rejection.kind()).or_default() += 1;
     }
 
-    /// The open transaction committed: what it did counts now.
     /// What the open transaction did, set apart as its commit starts: the next transaction's
     /// work begins before that commit ends.
     pub fn seal_transaction(&self) -> Pending {

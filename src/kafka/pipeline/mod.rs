@@ -23,6 +23,7 @@ mod recovery;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc::RecvTimeoutError;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -471,7 +472,7 @@ impl<'a> Life<'a> {
         rebalanced.store(false, Ordering::SeqCst);
         let assignment = consumer.assignment().context("reading the assignment")?;
         // Committed offsets first: with read_committed this waits for a previous owner's
-        // pending transaction, so the changelog read next includes all it committed.
+        // pending transaction; the restore then reads the changelog until it covers them.
         let committed = if assignment.count() == 0 {
             TopicPartitionList::new()
         } else {
@@ -721,13 +722,18 @@ impl Output<'_> {
         let InFlight { what, result, state, deadline } = call;
         match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(returned) => returned.context(what),
-            Err(_) if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() => {
+            Err(RecvTimeoutError::Disconnected) => bail!("{what}: the call's thread ended without an answer"),
+            Err(RecvTimeoutError::Timeout)
+                if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() =>
+            {
                 self.abandoned.set(true);
                 self.telemetry.producer_abandoned(what, self.call_deadline);
                 bail!("{what}: no answer from librdkafka in time; the producer is abandoned")
             }
             // It returned just now.
-            Err(_) => result.recv().context("a transactional call's thread ended")?.context(what),
+            Err(RecvTimeoutError::Timeout) => {
+                result.recv().context("a transactional call's thread ended")?.context(what)
+            }
         }
     }
 
@@ -825,7 +831,7 @@ impl Output<'_> {
         }
         self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
         self.telemetry.kafka_available();
-        for held in std::mem::take(&mut *self.held.borrow_mut()) {
+        for held in self.held.take() {
             let mut record = BaseRecord::<[u8], [u8]>::to(&held.topic);
             record.partition = held.partition;
             record.key = held.key.as_deref();
@@ -847,10 +853,32 @@ impl Output<'_> {
         covers: impl Fn(i32) -> Option<i64>,
         published: &[Option<f64>],
     ) -> Result<()> {
+        // One transaction at a time (the loop has usually settled already, so that the batch's
+        // last records went straight into this transaction).
         self.settle()?;
         if offsets.is_empty() && !self.in_transaction.get() {
             return Ok(());
         }
+        let started = self.start_commit(offsets, consumer, covers);
+        if let Err(e) = &started {
+            self.telemetry.transaction_aborted(&format!("{e:#}"));
+        }
+        self.in_transaction.set(false);
+        *self.committing.borrow_mut() = Some(Committing {
+            call: started?,
+            sealed: self.telemetry.seal_transaction(),
+            snapshots: published.len(),
+            publish_latencies: published.iter().flatten().copied().collect(),
+        });
+        Ok(())
+    }
+
+    fn start_commit(
+        &self,
+        offsets: &HashMap<(String, i32), i64>,
+        consumer: &BaseConsumer<KafkaEvents>,
+        covers: impl Fn(i32) -> Option<i64>,
+    ) -> Result<InFlight<()>> {
         self.begin()?;
         // Offsets go with every transaction, the positions of the partitions held when the
         // batch read nothing: they carry the group generation, which fences the work of an
@@ -876,25 +904,19 @@ impl Output<'_> {
         }
         let group = consumer.group_metadata().context("no consumer group metadata")?;
         // Both calls share one `TRANSACTION_TIMEOUT`.
-        let call = self.start("committing the transaction", move |p| {
+        self.start("committing the transaction", move |p| {
             let started = Instant::now();
             if tpl.count() > 0 {
                 p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)?;
             }
             p.commit_transaction(TRANSACTION_TIMEOUT.saturating_sub(started.elapsed()))
-        })?;
-        self.in_transaction.set(false);
-        *self.committing.borrow_mut() = Some(Committing {
-            call,
-            sealed: self.telemetry.seal_transaction(),
-            snapshots: published.len(),
-            publish_latencies: published.iter().flatten().copied().collect(),
-        });
-        Ok(())
+        })
     }
 
-    /// Lets the commit under way end, then aborts the open transaction, if any.
+    /// Lets the commit under way end, then aborts the open transaction, if any; records held
+    /// for the next transaction are dropped.
     fn abort(&self) {
+        self.held.borrow_mut().clear();
         if let Err(e) = self.settle() {
             tracing::warn!(error = %format!("{e:#}"), "the last commit failed");
         }
@@ -909,10 +931,11 @@ impl Output<'_> {
 /// A life that ends with a commit under way waits for it: if it succeeds, its work counts.
 impl Drop for Output<'_> {
     fn drop(&mut self) {
-        if let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take()
-            && self.wait(call).is_ok()
-        {
-            self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
+        if let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() {
+            match self.wait(call) {
+                Ok(()) => self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies),
+                Err(e) => self.telemetry.transaction_aborted(&format!("{e:#}")),
+            }
         }
     }
 }
@@ -947,7 +970,7 @@ mod tests {
             telemetry: &telemetry,
             dead_letter_max_payload: 0,
             in_transaction: Cell::new(false),
-            call_deadline: Duration::from_millis(200),
+            call_deadline: Duration::from_millis(500),
             abandoned: Cell::new(false),
             committing: RefCell::new(None),
             held: RefCell::new(Vec::new()),
@@ -958,7 +981,7 @@ mod tests {
         assert!(!out.abandoned.get(), "a call that fails in time leaves the producer usable");
 
         let stuck = out.call("hanging", |_| {
-            std::thread::sleep(Duration::from_millis(800));
+            std::thread::sleep(Duration::from_millis(2000));
             Ok(())
         });
         assert!(format!("{:#}", stuck.unwrap_err()).contains("the producer is abandoned"));
@@ -967,7 +990,7 @@ mod tests {
         let after = out.call("answering", |_| Ok(7)).unwrap_err();
         assert!(format!("{after:#}").contains("was abandoned"), "no call reaches an abandoned producer");
         // The blocked call returns at last: no longer counted as blocked.
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_millis(3000));
         assert_eq!(telemetry.calls_blocked(), 0);
     }
 
