@@ -23,19 +23,23 @@ const FENCED: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE
 
 type Mock = MockCluster<'static, rdkafka::producer::DefaultProducerContext>;
 
-/// A pipeline with a static `instance_id` on a new mock cluster with its topics.
-async fn on_mock(mock: &Mock, instance: &str) -> (common::Running, hotline::config::Settings) {
-    let text = common::config_text_on(
-        &mock.bootstrap_servers(),
-        &format!("instance_id = \"{instance}\"\nsession_timeout = \"6s\"\nheartbeat_interval = \"1s\""),
-        "",
-    );
+/// A configuration with a static `instance_id` (and `kafka_keys`) on a mock cluster, whose
+/// topics it creates.
+fn mock_config(mock: &Mock, instance: &str, kafka_keys: &str) -> hotline::config::Config {
+    let text =
+        common::config_text_on(&mock.bootstrap_servers(), &format!("instance_id = \"{instance}\"\n{kafka_keys}"), "");
     let config = common::parse(&text);
     let t = &config.topics;
     for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
         mock.create_topic(topic, 3, 1).unwrap();
     }
     mock.create_topic(&t.partials, 1, 1).unwrap();
+    config
+}
+
+/// A pipeline with a static `instance_id` and 6 s sessions on a new mock cluster.
+async fn on_mock(mock: &Mock, instance: &str) -> (common::Running, hotline::config::Settings) {
+    let config = mock_config(mock, instance, "session_timeout = \"6s\"\nheartbeat_interval = \"1s\"");
     let settings = config.settings().unwrap();
     (common::Running::start(settings.clone()).await, settings)
 }
@@ -181,17 +185,8 @@ async fn a_transactional_call_stuck_on_a_lost_coordinator_is_abandoned_and_count
     const COORDINATOR: i32 = 3;
     let mock = MockCluster::new(3).unwrap();
     let instance = common::unique("instance");
-    let text = common::config_text_on(
-        &mock.bootstrap_servers(),
-        &format!("instance_id = \"{instance}\"\nsession_timeout = \"60s\""),
-        "",
-    );
-    let config = common::parse(&text);
+    let config = mock_config(&mock, &instance, "session_timeout = \"60s\"");
     let t = &config.topics;
-    for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
-        mock.create_topic(topic, 3, 1).unwrap();
-    }
-    mock.create_topic(&t.partials, 1, 1).unwrap();
     // Partitions led by the other brokers only: what stops is the coordinator alone.
     for topic in [&t.cases, &t.letters, &t.boards, &t.snapshots, &t.dead_letters, &t.changelog, &t.case_events] {
         for p in 0..3 {
