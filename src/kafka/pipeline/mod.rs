@@ -688,8 +688,8 @@ const ABANDONED: u8 = 2;
 
 impl Output<'_> {
     /// Starts one blocking transactional call (`what`) on a thread of its own, to be waited for
-    /// at most `call_deadline`. librdkafka bounds these calls by the
-    /// timeout given, except when it does not: `send_offsets_to_transaction` waits for ever once
+    /// at most `call_deadline`. librdkafka bounds these calls by the timeout given, except when
+    /// it does not: `send_offsets_to_transaction` waits for ever once
     /// the group coordinator's broker has left the cluster (librdkafka issues #5456, #5511, seen
     /// in `tests/failover.rs`), and the loop would stand still with every probe green. A call
     /// past its deadline is abandoned with its producer; the next life's producer, with the
@@ -818,19 +818,11 @@ impl Output<'_> {
     /// opens the next transaction with the records held meanwhile. A failed commit aborts,
     /// and the life must end.
     fn settle(&self) -> Result<()> {
-        let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() else {
-            return Ok(());
-        };
-        if let Err(e) = self.wait(call) {
-            self.telemetry.transaction_aborted(&format!("{e:#}"));
+        if let Err(e) = self.finish_commit() {
             self.held.borrow_mut().clear();
-            if !self.abandoned.get() {
-                let _ = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT));
-            }
+            let _ = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT));
             return Err(e);
         }
-        self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
-        self.telemetry.kafka_available();
         for held in self.held.take() {
             let mut record = BaseRecord::<[u8], [u8]>::to(&held.topic);
             record.partition = held.partition;
@@ -840,6 +832,25 @@ impl Output<'_> {
             self.produce(record)?;
         }
         Ok(())
+    }
+
+    /// Waits for the commit under way, if any, and counts its transaction as committed or
+    /// aborted.
+    fn finish_commit(&self) -> Result<()> {
+        let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() else {
+            return Ok(());
+        };
+        match self.wait(call) {
+            Ok(()) => {
+                self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
+                self.telemetry.kafka_available();
+                Ok(())
+            }
+            Err(e) => {
+                self.telemetry.transaction_aborted(&format!("{e:#}"));
+                Err(e)
+            }
+        }
     }
 
     /// Starts committing the open transaction (opening one if only offsets are to commit)
@@ -931,12 +942,7 @@ impl Output<'_> {
 /// A life that ends with a commit under way waits for it: if it succeeds, its work counts.
 impl Drop for Output<'_> {
     fn drop(&mut self) {
-        if let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() {
-            match self.wait(call) {
-                Ok(()) => self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies),
-                Err(e) => self.telemetry.transaction_aborted(&format!("{e:#}")),
-            }
-        }
+        let _ = self.finish_commit();
     }
 }
 
