@@ -42,7 +42,7 @@ use crate::avro::Framing;
 use crate::config::Settings;
 use crate::domain::event::Rejection;
 use crate::domain::routing::Source;
-use crate::telemetry::{Pending, Telemetry};
+use crate::telemetry::Telemetry;
 
 use super::topics::{self, TopicSpec};
 use super::{client_config, set_default};
@@ -652,17 +652,9 @@ struct Output<'a> {
     /// A call did not return in time: the producer is left to it, and this life must end.
     abandoned: Cell<bool>,
     /// The previous transaction's commit, under way.
-    committing: RefCell<Option<Committing>>,
+    committing: RefCell<Option<InFlight<()>>>,
     /// Records sent while a commit is under way, for the next transaction.
     held: RefCell<Vec<HeldRecord>>,
-}
-
-/// A commit under way, and what its transaction did, to count once it succeeds.
-struct Committing {
-    call: InFlight<()>,
-    sealed: Pending,
-    snapshots: usize,
-    publish_latencies: Vec<f64>,
 }
 
 /// A record waiting for the next transaction.
@@ -834,15 +826,14 @@ impl Output<'_> {
         Ok(())
     }
 
-    /// Waits for the commit under way, if any, and counts its transaction as committed or
-    /// aborted.
+    /// Waits for the commit under way, if any (which counted its transaction itself once
+    /// committed), and counts it as aborted if it failed.
     fn finish_commit(&self) -> Result<()> {
-        let Some(Committing { call, sealed, snapshots, publish_latencies }) = self.committing.take() else {
+        let Some(call) = self.committing.take() else {
             return Ok(());
         };
         match self.wait(call) {
             Ok(()) => {
-                self.telemetry.transaction_committed(sealed, snapshots, &publish_latencies);
                 self.telemetry.kafka_available();
                 Ok(())
             }
@@ -870,17 +861,12 @@ impl Output<'_> {
         if offsets.is_empty() && !self.in_transaction.get() {
             return Ok(());
         }
-        let started = self.start_commit(offsets, consumer, covers);
+        let started = self.start_commit(offsets, consumer, covers, published);
         if let Err(e) = &started {
             self.telemetry.transaction_aborted(&format!("{e:#}"));
         }
         self.in_transaction.set(false);
-        *self.committing.borrow_mut() = Some(Committing {
-            call: started?,
-            sealed: self.telemetry.seal_transaction(),
-            snapshots: published.len(),
-            publish_latencies: published.iter().flatten().copied().collect(),
-        });
+        *self.committing.borrow_mut() = Some(started?);
         Ok(())
     }
 
@@ -889,6 +875,7 @@ impl Output<'_> {
         offsets: &HashMap<(String, i32), i64>,
         consumer: &BaseConsumer<KafkaEvents>,
         covers: impl Fn(i32) -> Option<i64>,
+        published: &[Option<f64>],
     ) -> Result<InFlight<()>> {
         self.begin()?;
         // Offsets go with every transaction, the positions of the partitions held when the
@@ -914,13 +901,18 @@ impl Output<'_> {
             }
         }
         let group = consumer.group_metadata().context("no consumer group metadata")?;
+        // What the transaction did counts the moment it commits, whatever the loop is doing.
+        let (telemetry, sealed) = (self.telemetry.clone(), self.telemetry.seal_transaction());
+        let (snapshots, latencies) = (published.len(), published.iter().flatten().copied().collect::<Vec<f64>>());
         // Both calls share one `TRANSACTION_TIMEOUT`.
         self.start("committing the transaction", move |p| {
             let started = Instant::now();
             if tpl.count() > 0 {
                 p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)?;
             }
-            p.commit_transaction(TRANSACTION_TIMEOUT.saturating_sub(started.elapsed()))
+            p.commit_transaction(TRANSACTION_TIMEOUT.saturating_sub(started.elapsed()))?;
+            telemetry.transaction_committed(sealed, snapshots, &latencies);
+            Ok(())
         })
     }
 
@@ -939,7 +931,7 @@ impl Output<'_> {
     }
 }
 
-/// A life that ends with a commit under way waits for it: if it succeeds, its work counts.
+/// A life that ends with a commit under way waits for it.
 impl Drop for Output<'_> {
     fn drop(&mut self) {
         let _ = self.finish_commit();
