@@ -5,10 +5,16 @@
 //! broker failover that other member is this process's own past self, whose session ran out
 //! while the coordinator was away: a new consumer with the same id takes the place back, and
 //! the fencing stops. A second live process with the same id fences the new consumer in turn,
-//! and the two would fence each other forever: fencing that goes on for longer than the
-//! session timeout is that, and ends the process.
+//! and the two would fence each other forever. One failover fences a consumer once or twice,
+//! and brokers restarted one after another a few times, each replacement possibly within
+//! seconds of the last: more than `TWIN_FENCINGS` fencings in a row over more than the
+//! session timeout is a second process, and ends this one.
 
 use std::time::{Duration, Instant};
+
+/// Fencings in a row that failovers alone may cause: a twin process fences every replacement
+/// after its own backoff, so it makes more within seconds.
+const TWIN_FENCINGS: u32 = 4;
 
 /// A run of fatal consumer failures, each replacement failing within `hold` of its start.
 #[derive(Debug)]
@@ -16,18 +22,18 @@ pub struct FatalStreak {
     window: Duration,
     hold: Duration,
     first: Option<Instant>,
+    failures: u32,
     /// When the latest replacement started.
     replaced: Option<Instant>,
 }
 
 impl FatalStreak {
-    /// `window` is the group's session timeout, which a streak may last. A replacement ends the
-    /// streak once it has held for the window plus twice `max_backoff`: a twin process fences
-    /// it only after its own backoff (up to `max_backoff`) and join, which may take longer
-    /// than a short session timeout.
-    /// failing again ends the streak.
+    /// `window` is the group's session timeout: a streak of more than `TWIN_FENCINGS`
+    /// failures may last that long. A replacement ends the streak once it has held for the
+    /// window plus twice `max_backoff`: a twin process fences it only after its own backoff
+    /// (up to `max_backoff`) and join, which may take longer than a short session timeout.
     pub fn new(window: Duration, max_backoff: Duration) -> FatalStreak {
-        FatalStreak { window, hold: window + 2 * max_backoff, first: None, replaced: None }
+        FatalStreak { window, hold: window + 2 * max_backoff, first: None, failures: 0, replaced: None }
     }
 
     /// A consumer failed for good at `now`: whether to replace it after `wait` (`true`) or
@@ -36,10 +42,12 @@ impl FatalStreak {
     pub fn failed(&mut self, now: Instant, wait: Duration) -> bool {
         if self.replaced.is_some_and(|replaced| now.saturating_duration_since(replaced) > self.hold) {
             self.first = None;
+            self.failures = 0;
         }
         let first = *self.first.get_or_insert(now);
+        self.failures += 1;
         self.replaced = Some(now + wait);
-        now.saturating_duration_since(first) <= self.window
+        self.failures <= TWIN_FENCINGS || now.saturating_duration_since(first) <= self.window
     }
 
     /// How long the current streak has lasted at `now`.
@@ -77,6 +85,20 @@ mod tests {
         // starts a new streak.
         assert!(streak.failed(start + Duration::from_secs(45 + 66), Duration::from_secs(1)));
         assert_eq!(streak.length(start + Duration::from_secs(45 + 66)), Duration::ZERO);
+    }
+
+    /// Seen on the three-broker cluster with 6 s sessions: the group coordinator's broker
+    /// killed, then 28 s later the broker it had moved to; fenced after each, 24 s apart,
+    /// before the first replacement had held for the session timeout and two backoffs.
+    #[test]
+    fn fencings_after_failovers_in_quick_succession_are_recovered() {
+        let start = Instant::now();
+        let mut streak = FatalStreak::new(Duration::from_secs(6), BACKOFF);
+        for s in [0, 24, 48, 70] {
+            assert!(streak.failed(start + Duration::from_secs(s), Duration::from_secs(1)), "at {s} s");
+        }
+        assert_eq!(streak.length(start + Duration::from_secs(70)), Duration::from_secs(70), "one streak");
+        assert!(!streak.failed(start + Duration::from_secs(80), Duration::from_secs(1)), "a fifth is a twin");
     }
 
     #[test]
