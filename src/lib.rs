@@ -9,6 +9,7 @@ pub mod generator;
 pub mod http;
 pub mod kafka;
 pub mod labels;
+pub mod records;
 pub mod schema_registry;
 pub mod telemetry;
 

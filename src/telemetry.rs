@@ -38,6 +38,7 @@ pub struct Telemetry {
     consumers_recreated: IntCounterVec,
     producers_abandoned: IntCounter,
     calls_blocked: IntGauge,
+    partitions_stopped: IntGaugeVec,
     polls: IntCounter,
     rebalances: IntCounter,
     offset_resets: IntCounter,
@@ -247,6 +248,13 @@ impl Telemetry {
                 "hotline_transaction_calls_blocked",
                 "Calls of abandoned transactional producers that have still not returned.",
             ),
+            partitions_stopped: gauge_vec(
+                &r,
+                "hotline_partitions_stopped",
+                "1 for a partition stopped before an internal record this build cannot read, by that record's topic and \
+                 partition.",
+                &["topic", "partition"],
+            ),
             polls: counter(
                 &r,
                 "hotline_polls_total",
@@ -451,6 +459,26 @@ impl Telemetry {
     /// An abandoned producer's call returned at last.
     pub fn abandoned_call_returned(&self) {
         self.calls_blocked.dec();
+    }
+
+    /// A record this build cannot read (`offset` of `topic`'s `partition`): the partition it
+    /// holds up stops before it for the rest of this life, which goes on with the others.
+    pub fn partition_stopped(&self, topic: &str, partition: i32, offset: i64, why: &crate::records::Unreadable) {
+        tracing::error!(
+            topic,
+            partition,
+            offset,
+            reason = why.kind(),
+            error = %why,
+            "an internal record this build cannot read (written by a newer version of hotline?): its partition \
+             stops before it until a build that reads it takes over"
+        );
+        self.partitions_stopped.with_label_values(&[topic, &partition.to_string()]).set(1);
+    }
+
+    /// A new life tries every partition again.
+    pub fn partitions_resumed(&self) {
+        self.partitions_stopped.reset();
     }
 
     /// Calls of abandoned producers still blocked.

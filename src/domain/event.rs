@@ -180,8 +180,6 @@ pub enum Rejection {
     AlreadyClosed,
     #[error("the event belongs to a month older than the retention, whose cases are no longer held")]
     MonthEvicted,
-    #[error("an internal record does not decode (written by another version of hotline?)")]
-    UnreadableInternalRecord,
 }
 
 impl Rejection {
@@ -204,7 +202,6 @@ impl Rejection {
         "conflicting_created",
         "already_closed",
         "month_evicted",
-        "unreadable_internal_record",
     ];
 
     /// A low-cardinality label for metrics.
@@ -227,7 +224,6 @@ impl Rejection {
             Rejection::ConflictingCreated => "conflicting_created",
             Rejection::AlreadyClosed => "already_closed",
             Rejection::MonthEvicted => "month_evicted",
-            Rejection::UnreadableInternalRecord => "unreadable_internal_record",
         }
     }
 }

@@ -12,34 +12,18 @@ use anyhow::{Context, Result, bail};
 use jiff::Timestamp;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
-use serde::{Deserialize, Serialize};
 
 use crate::config::{KafkaConfig, Settings};
 use crate::domain::case::{Applied, CaseRecord, CountingRules};
-use crate::domain::event::Rejection;
 use crate::domain::ledger::Ledger;
 use crate::domain::month::Month;
 use crate::domain::publisher::Watermarks;
 use crate::domain::routing::{Routed, RoutedEvent};
-use crate::kafka::topics::{self, key_str};
+use crate::kafka::topics;
+use crate::records::{self, ChangelogKey, InputProgress, PartialKey, PartitionProgress, Unreadable, Watermark};
 use crate::telemetry::Telemetry;
 
 use super::{Output, RESTORE_TIMEOUT};
-
-/// Changelog key of a partition's progress in event time; `#` never occurs in a case id.
-const WATERMARK_KEY: &str = "#watermark";
-
-/// How far a counting partition had got, kept in its changelog partition so a restore does
-/// not start from nothing: every input partition's event time, the partition's own, and the
-/// `case_events` offset its state covers (written with every transaction that read the
-/// partition; absent in records of earlier versions).
-#[derive(Debug, Default, PartialEq, Serialize, Deserialize)]
-struct PartitionProgress {
-    watermark: Option<Timestamp>,
-    sources: Vec<(String, i32, Option<Timestamp>, bool)>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    covers: Option<i64>,
-}
 
 /// How long a restore waits for a changelog partition to show the state its committed offset
 /// says was written.
@@ -52,7 +36,12 @@ pub struct Counting {
     rules: CountingRules,
     retention_months: u32,
     partitions: BTreeMap<i32, Partition>,
+    /// Partitions not restored: the changelog offset of a record this build cannot read, and why.
+    pub unreadable: UnreadableAt,
 }
+
+/// Counting partition -> the changelog offset of a record this build cannot read, and why.
+pub type UnreadableAt = BTreeMap<i32, (i64, Unreadable)>;
 
 struct Partition {
     ledger: Ledger,
@@ -87,11 +76,12 @@ impl Counting {
     ) -> Result<Counting> {
         let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
         let ids: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
-        let mut restored = read_changelog(settings, telemetry, &rules, &ids)?;
+        let (mut restored, mut unreadable) = read_changelog(settings, telemetry, &rules, &ids)?;
         let started = Instant::now();
         loop {
             let behind: Vec<i32> = partitions
                 .iter()
+                .filter(|(p, _)| restored.contains_key(p))
                 .filter(|(p, committed)| !covered(restored[p].written_progress.as_ref().map(|w| w.covers), *committed))
                 .map(|(p, _)| *p)
                 .collect();
@@ -112,13 +102,21 @@ impl Counting {
             }
             tracing::info!(partitions = ?behind, "the changelog does not yet show the last commit; reading it again");
             std::thread::sleep(Duration::from_millis(200));
-            restored.extend(read_changelog(settings, telemetry, &rules, &behind)?);
+            let (again, still_unreadable) = read_changelog(settings, telemetry, &rules, &behind)?;
+            restored.extend(again);
+            for (p, at) in still_unreadable {
+                restored.remove(&p);
+                unreadable.insert(p, at);
+            }
         }
         for (p, committed) in partitions {
-            restored.get_mut(p).expect("restored").next_offset = *committed;
+            if let Some(restored) = restored.get_mut(p) {
+                restored.next_offset = *committed;
+            }
         }
         let config = &settings.config;
-        let mut counting = Counting { rules, retention_months: config.state.retention_months, partitions: restored };
+        let mut counting =
+            Counting { rules, retention_months: config.state.retention_months, partitions: restored, unreadable };
         // An input no longer configured must not hold the watermark forever.
         let configured = settings.config.topics.inputs();
         for p in counting.partitions.values_mut() {
@@ -151,23 +149,28 @@ impl Counting {
         self.partitions.get(&partition)?.next_offset
     }
 
-    /// Counts one record of the internal topic.
-    pub fn handle(&mut self, out: &Output<'_>, telemetry: &Telemetry, m: &BorrowedMessage<'_>) -> Result<()> {
+    /// Counts one record of the internal topic. `Some`: this build cannot read it, and the
+    /// partition must stop before it (its state then covers the records before it only).
+    pub fn handle(
+        &mut self,
+        out: &Output<'_>,
+        telemetry: &Telemetry,
+        m: &BorrowedMessage<'_>,
+    ) -> Result<Option<Unreadable>> {
         let Some(p) = self.partitions.get_mut(&m.partition()) else {
             bail!("a record of counting partition {} arrived before its state was restored", m.partition());
         };
-        p.next_offset = Some(m.offset() + 1);
-        let Some(routed) = m.payload().and_then(|b| serde_json::from_slice::<Routed>(b).ok()) else {
-            let rejection = Rejection::UnreadableInternalRecord;
-            telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
-            return out.dead_letter(&rejection, (m.topic(), m.partition(), m.offset()), m.key(), m.payload());
+        let routed: Routed = match records::decode(m.payload()) {
+            Ok(routed) => routed,
+            Err(unreadable) => return Ok(Some(unreadable)),
         };
+        p.next_offset = Some(m.offset() + 1);
         let source = &routed.source;
         if let Some(at) = routed.watermark {
             p.sources.observe(&source.topic, source.partition, at);
         }
         p.sources.set_idle(&source.topic, source.partition, routed.idle);
-        let Some(RoutedEvent { offset, input_timestamp, event }) = &routed.event else { return Ok(()) };
+        let Some(RoutedEvent { offset, input_timestamp, event }) = &routed.event else { return Ok(None) };
         match p.ledger.apply(event) {
             Ok(Applied::Changed) => {
                 telemetry.event_counted(&source.topic, event.change.type_code(), event.occurred_at, *input_timestamp)
@@ -179,7 +182,7 @@ impl Counting {
                 out.dead_letter(&rejection, (&source.topic, source.partition, *offset), m.key(), m.payload())?;
             }
         }
-        Ok(())
+        Ok(None)
     }
 
     /// Writes what changed in each partition: case records to the changelog, tallies (at most
@@ -194,8 +197,8 @@ impl Counting {
             let partials_due = stopping || evicting || p.partials_written.is_none_or(|at| now - at >= PARTIAL_INTERVAL);
             if !p.dirty.is_empty() && partials_due {
                 for month in std::mem::take(&mut p.dirty) {
-                    let key = format!("tally/{partition}/{month}");
-                    let payload = p.ledger.tally(month).map(|t| serde_json::to_vec(t).expect("tallies serialize"));
+                    let key = PartialKey::Tally { partition, month }.to_string();
+                    let payload = p.ledger.tally(month).map(records::encode);
                     send(out, &t.partials, 0, key.as_bytes(), payload.as_deref())?;
                 }
                 p.partials_written = Some(now);
@@ -208,15 +211,15 @@ impl Counting {
                 cases.extend(p.ledger.take_changes().0);
             }
             for case_id in &cases {
-                let payload = p.ledger.case(case_id).map(|r| serde_json::to_vec(r).expect("records serialize"));
+                let payload = p.ledger.case(case_id).map(records::encode);
                 send(out, &t.changelog, partition, case_id.as_bytes(), payload.as_deref())?;
             }
             // The watermark goes out only with every tally it covers, so the publisher never
             // sees a partition further in event time than its figures.
             let watermark = p.sources.current();
-            if p.dirty.is_empty() && watermark.is_some() && watermark != p.written_watermark {
-                let payload = serde_json::to_vec(&watermark).expect("timestamps serialize");
-                send(out, &t.partials, 0, format!("watermark/{partition}").as_bytes(), Some(&payload))?;
+            if let Some(at) = watermark.filter(|_| p.dirty.is_empty() && watermark != p.written_watermark) {
+                let key = PartialKey::Watermark { partition }.to_string();
+                send(out, &t.partials, 0, key.as_bytes(), Some(&records::encode(&Watermark(at))))?;
                 p.written_watermark = watermark;
             }
             // Progress goes out in the same transaction as the offsets of the records that
@@ -224,12 +227,12 @@ impl Counting {
             // progress written later would be lost for good.
             let progress = PartitionProgress {
                 watermark: p.written_watermark.max(p.sources.floor()),
-                sources: p.sources.partition_times(),
+                sources: p.sources.partition_times().into_iter().map(InputProgress::from).collect(),
                 covers: p.next_offset,
             };
             if p.written_progress.as_ref() != Some(&progress) {
-                let payload = serde_json::to_vec(&progress).expect("progress serializes");
-                send(out, &t.changelog, partition, WATERMARK_KEY.as_bytes(), Some(&payload))?;
+                let key = ChangelogKey::Progress.to_string();
+                send(out, &t.changelog, partition, key.as_bytes(), Some(&records::encode(&progress)))?;
                 p.written_progress = Some(progress);
             }
         }
@@ -245,13 +248,14 @@ impl Partition {
     }
 }
 
-/// The state of the given counting partitions, read from their changelog partitions.
+/// The state of the given counting partitions, read from their changelog partitions; and the
+/// partitions that hold a record this build cannot read, with its offset.
 fn read_changelog(
     settings: &Settings,
     telemetry: &Telemetry,
     rules: &CountingRules,
     partitions: &[i32],
-) -> Result<BTreeMap<i32, Partition>> {
+) -> Result<(BTreeMap<i32, Partition>, UnreadableAt)> {
     let mut restored: BTreeMap<i32, Partition> = partitions
         .iter()
         .map(|p| {
@@ -267,35 +271,46 @@ fn read_changelog(
             (*p, partition)
         })
         .collect();
+    let mut unreadable = BTreeMap::new();
     if partitions.is_empty() {
-        return Ok(restored);
+        return Ok((restored, unreadable));
     }
     let config = &settings.config;
     topics::read_partitions_to_end(&config.kafka, &config.topics.changelog, Some(partitions), RESTORE_TIMEOUT, |m| {
         telemetry.progress();
+        if unreadable.contains_key(&m.partition()) {
+            return Ok(());
+        }
         let p = restored.get_mut(&m.partition()).context("a changelog partition not asked for")?;
-        match key_str(m) {
-            Some(WATERMARK_KEY) => {
-                let progress: PartitionProgress = serde_json::from_slice(m.payload().unwrap_or_default())
-                    .context("a changelog watermark does not decode")?;
-                if let Some(at) = progress.watermark {
-                    p.sources.raise_floor(at);
-                }
-                for (topic, partition, at, idle) in &progress.sources {
-                    if let Some(at) = at {
-                        p.sources.observe(topic, *partition, *at);
-                    }
-                    p.sources.set_idle(topic, *partition, *idle);
-                }
-                p.written_watermark = progress.watermark;
-                p.written_progress = Some(progress);
-            }
-            Some(case_id) => restore_record(&mut p.ledger, case_id, m.payload())?,
-            None => {}
+        if let Err(why) = restore_record(p, m.key(), m.payload()) {
+            restored.remove(&m.partition());
+            unreadable.insert(m.partition(), (m.offset(), why));
         }
         Ok(())
     })?;
-    Ok(restored)
+    Ok((restored, unreadable))
+}
+
+/// Puts one changelog record back into a partition's state.
+fn restore_record(p: &mut Partition, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Unreadable> {
+    match records::key(key)? {
+        ChangelogKey::Progress => {
+            let progress: PartitionProgress = records::decode(payload)?;
+            if let Some(at) = progress.watermark {
+                p.sources.raise_floor(at);
+            }
+            for input in &progress.sources {
+                if let Some(at) = input.event_time {
+                    p.sources.observe(&input.topic, input.partition, at);
+                }
+                p.sources.set_idle(&input.topic, input.partition, input.idle);
+            }
+            p.written_watermark = progress.watermark;
+            p.written_progress = Some(progress);
+        }
+        ChangelogKey::Case(case_id) => restore_case(&mut p.ledger, case_id, payload)?,
+    }
+    Ok(())
 }
 
 /// Whether a restored state covers the committed offset, by the progress record read (`None`:
@@ -317,13 +332,13 @@ fn send(out: &Output<'_>, topic: &str, partition: i32, key: &[u8], payload: Opti
     out.send(record)
 }
 
-/// Puts one changelog record back into `ledger`; a tombstone removes the case.
-fn restore_record(ledger: &mut Ledger, case_id: &str, payload: Option<&[u8]>) -> Result<()> {
+/// Puts one case's record back into `ledger`; a tombstone removes the case.
+fn restore_case(ledger: &mut Ledger, case_id: String, payload: Option<&[u8]>) -> Result<(), Unreadable> {
     let record = match payload {
-        Some(bytes) => serde_json::from_slice(bytes).context("a changelog record does not decode")?,
+        Some(_) => records::decode(payload)?,
         None => CaseRecord::default(),
     };
-    ledger.restore(case_id.to_owned(), record);
+    ledger.restore(case_id, record);
     Ok(())
 }
 
@@ -331,9 +346,9 @@ fn restore_record(ledger: &mut Ledger, case_id: &str, payload: Option<&[u8]>) ->
 /// records read. (The benchmark's measure of a restart.)
 pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules) -> Result<(Ledger, u64)> {
     let mut ledger = Ledger::new(rules);
-    let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match key_str(m) {
-        Some(WATERMARK_KEY) | None => Ok(()),
-        Some(case_id) => restore_record(&mut ledger, case_id, m.payload()),
+    let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match records::key(m.key())? {
+        ChangelogKey::Progress => Ok(()),
+        ChangelogKey::Case(case_id) => Ok(restore_case(&mut ledger, case_id, m.payload())?),
     })?;
     ledger.take_changes();
     Ok((ledger, read))
@@ -352,16 +367,5 @@ mod tests {
         assert!(covered(Some(None), Some(120)), "a record of an earlier version says nothing");
         assert!(covered(Some(Some(7)), None));
         assert!(covered(None, None) && covered(None, Some(0)), "nothing committed, nothing to wait for");
-    }
-
-    #[test]
-    fn progress_written_by_an_earlier_version_still_reads() {
-        let old = r#"{"watermark":"2022-04-30T16:00:00Z","sources":[["cases",0,null,true]]}"#;
-        let progress: PartitionProgress = serde_json::from_str(old).unwrap();
-        assert_eq!(progress.covers, None);
-        assert_eq!(progress.sources, vec![("cases".to_owned(), 0, None, true)]);
-        let new = PartitionProgress { covers: Some(42), ..progress };
-        let again: PartitionProgress = serde_json::from_slice(&serde_json::to_vec(&new).unwrap()).unwrap();
-        assert_eq!(again, new);
     }
 }

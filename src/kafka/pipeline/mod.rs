@@ -425,6 +425,8 @@ struct Life<'a> {
     ingest: ingest::Ingest,
     counting: count::Counting,
     publishing: Option<publish::Publishing>,
+    /// Partitions stopped before a record this build cannot read, for the rest of this life.
+    stopped: HashSet<(String, i32)>,
 }
 
 impl<'a> Life<'a> {
@@ -471,6 +473,9 @@ impl<'a> Life<'a> {
         // next poll, which notices any change.
         rebalanced.store(false, Ordering::SeqCst);
         let assignment = consumer.assignment().context("reading the assignment")?;
+        // Partitions an earlier life stopped are tried again.
+        consumer.resume(&assignment).context("resuming the assignment")?;
+        telemetry.partitions_resumed();
         // Committed offsets first: with read_committed this waits for a previous owner's
         // pending transaction; the restore then reads the changelog until it covers them.
         let committed = if assignment.count() == 0 {
@@ -490,6 +495,17 @@ impl<'a> Life<'a> {
             false => Some(publish::Publishing::restore(settings, telemetry, framing, layout.counting_partitions)?),
         };
         seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
+        let mut stopped = HashSet::new();
+        for (&p, (offset, why)) in &counting.unreadable {
+            telemetry.partition_stopped(&t.changelog, p, *offset, why);
+            pause(consumer, &t.case_events, p)?;
+            stopped.insert((t.case_events.clone(), p));
+        }
+        if let Some((offset, why)) = publishing.as_ref().and_then(|p| p.unreadable.as_ref()) {
+            telemetry.partition_stopped(&t.partials, 0, *offset, why);
+            pause(consumer, &t.partials, 0)?;
+            stopped.insert((t.partials.clone(), 0));
+        }
         let inputs: Vec<Source> = t
             .inputs()
             .iter()
@@ -511,6 +527,7 @@ impl<'a> Life<'a> {
             ingest: ingest::Ingest::new(layout.counting_partitions, inputs),
             counting,
             publishing,
+            stopped,
         })
     }
 
@@ -571,8 +588,11 @@ impl<'a> Life<'a> {
                 }
             };
             self.telemetry.kafka_available();
-            if m.topic() == t.case_events {
-                self.counting.handle(&self.out, self.telemetry, &m)?;
+            if !self.stopped.is_empty() && self.stopped.contains(&(m.topic().to_owned(), m.partition())) {
+                continue;
+            }
+            let unreadable = if m.topic() == t.case_events {
+                self.counting.handle(&self.out, self.telemetry, &m)?
             } else if m.topic() == t.partials {
                 match &mut self.publishing {
                     Some(p) => p.handle(&m),
@@ -580,6 +600,17 @@ impl<'a> Life<'a> {
                 }
             } else {
                 self.ingest.handle(&self.out, self.telemetry, &m)?;
+                None
+            };
+            if let Some(why) = unreadable {
+                // Stopped before the record: its offset is what the transaction commits.
+                self.telemetry.partition_stopped(m.topic(), m.partition(), m.offset(), &why);
+                self.consumer
+                    .seek(m.topic(), m.partition(), Offset::Offset(m.offset()), TRANSACTION_TIMEOUT)
+                    .with_context(|| format!("seeking {}[{}] back", m.topic(), m.partition()))?;
+                pause(self.consumer, m.topic(), m.partition())?;
+                self.stopped.insert((m.topic().to_owned(), m.partition()));
+                continue;
             }
             offsets.insert((m.topic().to_owned(), m.partition()), m.offset() + 1);
             messages += 1;
@@ -607,6 +638,13 @@ impl<'a> Life<'a> {
         }
         Ok(())
     }
+}
+
+/// Stops fetching one partition.
+fn pause(consumer: &BaseConsumer<KafkaEvents>, topic: &str, partition: i32) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(topic, partition);
+    consumer.pause(&tpl).with_context(|| format!("pausing {topic}[{partition}]"))
 }
 
 /// Moves every assigned partition to its committed offset (the beginning where none is

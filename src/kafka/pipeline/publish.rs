@@ -1,9 +1,8 @@
 //! Publishing: the instance holding the single `partials` partition adds up the counting
 //! partitions' tallies and publishes each month's snapshot revisions.
 //!
-//! A partial is the latest tally of one month on one counting partition (key
-//! `tally/{partition}/{month}`) or a partition's watermark (key `watermark/{partition}`). The
-//! topic is compacted and every record replaces the previous one with its key, so reading it
+//! A partial is the latest tally of one month on one counting partition or a partition's
+//! watermark (`records::PartialKey`). The topic is compacted and every record replaces the previous one with its key, so reading it
 //! from the beginning rebuilds the publisher, and revision numbers continue from the
 //! snapshots topic.
 
@@ -20,7 +19,8 @@ use crate::config::Settings;
 use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
-use crate::kafka::topics::{self, key_str};
+use crate::kafka::topics;
+use crate::records::{self, PartialKey, Unreadable, Watermark};
 use crate::telemetry::{City, Telemetry};
 
 use super::{Output, RESTORE_TIMEOUT};
@@ -41,6 +41,9 @@ pub struct Publishing {
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
     pub next_offset: i64,
+    /// A partial this build cannot read, and its offset: the sums would miss it, so nothing
+    /// is published in this life.
+    pub unreadable: Option<(i64, Unreadable)>,
 }
 
 impl Publishing {
@@ -70,12 +73,14 @@ impl Publishing {
             }),
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
+            unreadable: None,
         };
         let p = &mut publishing;
         topics::read_to_end(&config.kafka, &config.topics.partials, RESTORE_TIMEOUT, |m| {
             telemetry.progress();
-            p.handle(m);
-            p.next_offset = m.offset() + 1;
+            if p.unreadable.is_none() && p.handle(m).is_none() {
+                p.next_offset = m.offset() + 1;
+            }
             Ok(())
         })?;
         topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
@@ -93,14 +98,18 @@ impl Publishing {
         Ok(publishing)
     }
 
-    /// Takes in one partial.
-    pub fn handle(&mut self, m: &BorrowedMessage<'_>) {
-        let key = key_str(m).unwrap_or_default();
-        let parsed = if let Some(rest) = key.strip_prefix("tally/") {
-            rest.split_once('/').and_then(|(p, month)| {
-                let (partition, month) = (p.parse::<i32>().ok()?, month.parse::<Month>().ok()?);
-                let tally = match m.payload() {
-                    Some(bytes) => Some(serde_json::from_slice::<Tally>(bytes).ok()?),
+    /// Takes in one partial. `Some`: this build cannot read it, and publishing stops.
+    pub fn handle(&mut self, m: &BorrowedMessage<'_>) -> Option<Unreadable> {
+        let why = self.take(m).err()?;
+        self.unreadable = Some((m.offset(), why.clone()));
+        Some(why)
+    }
+
+    fn take(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Unreadable> {
+        match records::key(m.key())? {
+            PartialKey::Tally { partition, month } => {
+                let tally: Option<Tally> = match m.payload() {
+                    Some(_) => Some(records::decode(m.payload())?),
                     None => None,
                 };
                 let tallies = self.partials.entry(month).or_default();
@@ -112,22 +121,13 @@ impl Publishing {
                 if let Some(ms) = m.timestamp().to_millis() {
                     self.changed_at.insert(month, ms);
                 }
-                Some(())
-            })
-        } else if let Some(p) = key.strip_prefix("watermark/") {
-            p.parse::<i32>()
-                .ok()
-                .zip(m.payload().and_then(|b| serde_json::from_slice::<Timestamp>(b).ok()))
-                .map(|(partition, at)| self.watermarks.observe(&self.settings.config.topics.case_events, partition, at))
-        } else {
-            None
-        };
-        if parsed.is_none() {
-            tracing::error!(
-                offset = m.offset(),
-                "skipping a partial that does not decode (written by another version?)"
-            );
+            }
+            PartialKey::Watermark { partition } => {
+                let Watermark(at) = records::decode(m.payload())?;
+                self.watermarks.observe(&self.settings.config.topics.case_events, partition, at);
+            }
         }
+        Ok(())
     }
 
     /// The month watermark: the slowest active counting partition, once every partition has
@@ -154,6 +154,9 @@ impl Publishing {
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
     /// partial that changed its month (seconds), where a partial did.
     pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<Vec<Option<f64>>> {
+        if self.unreadable.is_some() {
+            return Ok(Vec::new());
+        }
         let watermark = self.watermark();
         if let Some(w) = watermark {
             let kept_from =
@@ -163,8 +166,8 @@ impl Publishing {
             let forgotten = self.partials.split_off(&kept_from);
             let forgotten = std::mem::replace(&mut self.partials, forgotten);
             for (month, tallies) in forgotten {
-                for partition in tallies.keys() {
-                    let key = format!("tally/{partition}/{month}");
+                for &partition in tallies.keys() {
+                    let key = PartialKey::Tally { partition, month }.to_string();
                     out.send(
                         BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.partials)
                             .partition(0)

@@ -1,0 +1,258 @@
+//! The records hotline writes for itself, in one place: their keys, their values and the
+//! encoding of both.
+//!
+//! | topic | key | value |
+//! |---|---|---|
+//! | `case_events` | the case id; none for a marker | [`Routed`] |
+//! | changelog | [`ChangelogKey::Case`] | [`CaseRecord`]; a tombstone when the case is gone |
+//! | changelog | [`ChangelogKey::Progress`] | [`PartitionProgress`] |
+//! | `partials` | [`PartialKey::Tally`] | [`Tally`]; a tombstone when the month is forgotten |
+//! | `partials` | [`PartialKey::Watermark`] | [`Watermark`] |
+//!
+//! Every value starts with a byte naming its format's version. Version 1 is JSON after that
+//! byte. Values of earlier builds are JSON with no version byte (they start with `{`, `[` or
+//! `"`, never with a byte below 0x20) and read as version 0. Another encoding is one more
+//! version here, read alongside the others.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::domain::case::CaseRecord;
+use crate::domain::figures::Tally;
+use crate::domain::month::Month;
+use crate::domain::routing::Routed;
+
+/// The version this build writes.
+pub const VERSION: u8 = 1;
+
+/// Why a record could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unreadable {
+    #[error("record format version {0} is unknown to this build, which reads versions 0 to {VERSION}")]
+    Version(u8),
+    #[error("a record of format version {version} does not decode: {detail}")]
+    Malformed { version: u8, detail: String },
+    #[error("the record has no value")]
+    Empty,
+    #[error("the record's key is not one this topic holds")]
+    Key,
+}
+
+impl Unreadable {
+    /// A low-cardinality label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unreadable::Version(_) => "unknown_version",
+            Unreadable::Malformed { .. } => "malformed",
+            Unreadable::Empty => "empty",
+            Unreadable::Key => "unknown_key",
+        }
+    }
+}
+
+/// A value of an internal record: only these are encoded.
+pub trait Value: Serialize + DeserializeOwned {}
+impl Value for Routed {}
+impl Value for CaseRecord {}
+impl Value for PartitionProgress {}
+impl Value for Tally {}
+impl Value for Watermark {}
+
+pub fn encode<T: Value>(value: &T) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(256);
+    bytes.push(VERSION);
+    serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
+    bytes
+}
+
+pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
+    let bytes = bytes.ok_or(Unreadable::Empty)?;
+    let (version, body) = match bytes.first() {
+        None => return Err(Unreadable::Empty),
+        Some(b'{' | b'[' | b'"') => (0, bytes),
+        Some(&v) => (v, &bytes[1..]),
+    };
+    match version {
+        0 | 1 => serde_json::from_slice(body).map_err(|e| Unreadable::Malformed { version, detail: e.to_string() }),
+        _ => Err(Unreadable::Version(version)),
+    }
+}
+
+/// The key of a changelog record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangelogKey {
+    /// A case's record.
+    Case(String),
+    /// The partition's progress; `#` never occurs in a case id.
+    Progress,
+}
+
+const PROGRESS_KEY: &str = "#watermark";
+
+impl fmt::Display for ChangelogKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChangelogKey::Case(id) => f.write_str(id),
+            ChangelogKey::Progress => f.write_str(PROGRESS_KEY),
+        }
+    }
+}
+
+impl FromStr for ChangelogKey {
+    type Err = Unreadable;
+    fn from_str(s: &str) -> Result<ChangelogKey, Unreadable> {
+        match s {
+            PROGRESS_KEY => Ok(ChangelogKey::Progress),
+            _ if s.is_empty() || s.starts_with('#') => Err(Unreadable::Key),
+            id => Ok(ChangelogKey::Case(id.to_owned())),
+        }
+    }
+}
+
+/// The key of a `partials` record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartialKey {
+    /// A counting partition's tally of a month.
+    Tally { partition: i32, month: Month },
+    /// A counting partition's watermark.
+    Watermark { partition: i32 },
+}
+
+impl fmt::Display for PartialKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PartialKey::Tally { partition, month } => write!(f, "tally/{partition}/{month}"),
+            PartialKey::Watermark { partition } => write!(f, "watermark/{partition}"),
+        }
+    }
+}
+
+impl FromStr for PartialKey {
+    type Err = Unreadable;
+    fn from_str(s: &str) -> Result<PartialKey, Unreadable> {
+        let partition = |p: &str| p.parse::<i32>().ok().filter(|p| *p >= 0).ok_or(Unreadable::Key);
+        if let Some(rest) = s.strip_prefix("tally/") {
+            let (p, month) = rest.split_once('/').ok_or(Unreadable::Key)?;
+            Ok(PartialKey::Tally { partition: partition(p)?, month: month.parse().map_err(|_| Unreadable::Key)? })
+        } else if let Some(p) = s.strip_prefix("watermark/") {
+            Ok(PartialKey::Watermark { partition: partition(p)? })
+        } else {
+            Err(Unreadable::Key)
+        }
+    }
+}
+
+/// Parses a record's key as UTF-8 text into `K`.
+pub fn key<K: FromStr<Err = Unreadable>>(bytes: Option<&[u8]>) -> Result<K, Unreadable> {
+    std::str::from_utf8(bytes.ok_or(Unreadable::Key)?).map_err(|_| Unreadable::Key)?.parse()
+}
+
+/// A counting partition's event time, as it tells the publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Watermark(pub Timestamp);
+
+/// How far a counting partition had got, kept in its changelog partition so a restore does
+/// not start from nothing: every input partition's event time, the partition's own, and the
+/// `case_events` offset its state covers (written with every transaction that read the
+/// partition; absent in records of earlier versions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    pub watermark: Option<Timestamp>,
+    pub sources: Vec<InputProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<i64>,
+}
+
+/// How far one input partition had got; written as `[topic, partition, event time, idle]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(String, i32, Option<Timestamp>, bool)", into = "(String, i32, Option<Timestamp>, bool)")]
+pub struct InputProgress {
+    pub topic: String,
+    pub partition: i32,
+    pub event_time: Option<Timestamp>,
+    pub idle: bool,
+}
+
+impl From<(String, i32, Option<Timestamp>, bool)> for InputProgress {
+    fn from((topic, partition, event_time, idle): (String, i32, Option<Timestamp>, bool)) -> InputProgress {
+        InputProgress { topic, partition, event_time, idle }
+    }
+}
+
+impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
+    fn from(p: InputProgress) -> Self {
+        (p.topic, p.partition, p.event_time, p.idle)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_read_back_as_written() {
+        let month: Month = "2022-04".parse().unwrap();
+        for key in [PartialKey::Tally { partition: 3, month }, PartialKey::Watermark { partition: 0 }] {
+            assert_eq!(key.to_string().parse::<PartialKey>(), Ok(key));
+        }
+        assert_eq!(PartialKey::Tally { partition: 3, month }.to_string(), "tally/3/2022-04");
+        assert_eq!(PartialKey::Watermark { partition: 11 }.to_string(), "watermark/11");
+        for bad in ["tally/3", "tally/x/2022-04", "tally/-1/2022-04", "tally/3/April", "watermark/", "sum/3", ""] {
+            assert_eq!(bad.parse::<PartialKey>(), Err(Unreadable::Key), "{bad}");
+        }
+        for key in [ChangelogKey::Case("SP-2022-000123".into()), ChangelogKey::Progress] {
+            assert_eq!(key.to_string().parse::<ChangelogKey>(), Ok(key));
+        }
+        assert_eq!(ChangelogKey::Progress.to_string(), "#watermark");
+        assert_eq!("#other".parse::<ChangelogKey>(), Err(Unreadable::Key));
+        assert_eq!(key::<ChangelogKey>(Some(&[0xff, 0xfe])), Err(Unreadable::Key));
+        assert_eq!(key::<ChangelogKey>(None), Err(Unreadable::Key));
+    }
+
+    #[test]
+    fn values_carry_their_version_and_read_back() {
+        let progress = PartitionProgress {
+            watermark: Some("2022-04-30T16:00:00Z".parse().unwrap()),
+            sources: vec![InputProgress { topic: "cases".into(), partition: 2, event_time: None, idle: true }],
+            covers: Some(42),
+        };
+        let bytes = encode(&progress);
+        assert_eq!(bytes[0], VERSION);
+        assert_eq!(decode::<PartitionProgress>(Some(&bytes)), Ok(progress));
+        let at = Watermark("2022-05-01T00:00:00Z".parse().unwrap());
+        assert_eq!(decode::<Watermark>(Some(&encode(&at))), Ok(at));
+    }
+
+    #[test]
+    fn values_of_earlier_builds_read_as_version_0() {
+        let old = br#"{"watermark":"2022-04-30T16:00:00Z","sources":[["cases",0,null,true]]}"#;
+        let progress: PartitionProgress = decode(Some(old)).unwrap();
+        assert_eq!(progress.covers, None);
+        assert_eq!(
+            progress.sources[0],
+            InputProgress { topic: "cases".into(), partition: 0, event_time: None, idle: true }
+        );
+        let old_watermark = br#""2022-05-01T00:00:00Z""#;
+        assert_eq!(decode::<Watermark>(Some(old_watermark)), Ok(Watermark("2022-05-01T00:00:00Z".parse().unwrap())));
+    }
+
+    #[test]
+    fn a_record_this_build_cannot_read_says_why() {
+        assert_eq!(decode::<Tally>(Some(&[7, b'{', b'}'])), Err(Unreadable::Version(7)));
+        assert_eq!(decode::<Tally>(Some(&[])), Err(Unreadable::Empty));
+        assert_eq!(decode::<Tally>(None), Err(Unreadable::Empty));
+        let Err(Unreadable::Malformed { version: 1, detail }) =
+            decode::<PartitionProgress>(Some(b"\x01{\"watermark\":3"))
+        else {
+            panic!("a truncated record is malformed")
+        };
+        assert!(detail.contains("line 1"), "{detail}");
+        assert!(matches!(decode::<Tally>(Some(b"{oops")), Err(Unreadable::Malformed { version: 0, .. })));
+        assert_eq!(Unreadable::Version(9).kind(), "unknown_version");
+    }
+}
