@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::case::CaseRecord;
 use crate::domain::figures::Tally;
 use crate::domain::month::Month;
+use crate::domain::partition::PartitionProgress;
 use crate::domain::routing::Routed;
 
 /// The version this build writes.
@@ -67,6 +68,11 @@ pub fn encode<T: Value>(value: &T) -> Vec<u8> {
     bytes.push(VERSION);
     serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
     bytes
+}
+
+/// The value as plain JSON, whatever the internal encoding: what a dead letter carries.
+pub fn readable<T: Value>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("internal records serialize")
 }
 
 pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
@@ -156,43 +162,10 @@ pub fn key<K: FromStr<Err = Unreadable>>(bytes: Option<&[u8]>) -> Result<K, Unre
 #[serde(transparent)]
 pub struct Watermark(pub Timestamp);
 
-/// How far a counting partition had got, kept in its changelog partition so a restore does
-/// not start from nothing: every input partition's event time, the partition's own, and the
-/// `case_events` offset its state covers (written with every transaction that read the
-/// partition; absent in records of earlier versions).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PartitionProgress {
-    pub watermark: Option<Timestamp>,
-    pub sources: Vec<InputProgress>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub covers: Option<i64>,
-}
-
-/// How far one input partition had got; written as `[topic, partition, event time, idle]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "(String, i32, Option<Timestamp>, bool)", into = "(String, i32, Option<Timestamp>, bool)")]
-pub struct InputProgress {
-    pub topic: String,
-    pub partition: i32,
-    pub event_time: Option<Timestamp>,
-    pub idle: bool,
-}
-
-impl From<(String, i32, Option<Timestamp>, bool)> for InputProgress {
-    fn from((topic, partition, event_time, idle): (String, i32, Option<Timestamp>, bool)) -> InputProgress {
-        InputProgress { topic, partition, event_time, idle }
-    }
-}
-
-impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
-    fn from(p: InputProgress) -> Self {
-        (p.topic, p.partition, p.event_time, p.idle)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::partition::InputProgress;
 
     #[test]
     fn keys_read_back_as_written() {

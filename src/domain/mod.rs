@@ -6,6 +6,7 @@ pub mod event;
 pub mod figures;
 pub mod ledger;
 pub mod month;
+pub mod partition;
 pub mod publisher;
 pub mod routing;
 pub mod snapshot;

@@ -1,0 +1,428 @@
+//! A counting partition: the ledger of the cases that hash to it, how far each input partition
+//! has got as its records told it, and what a commit must write.
+//!
+//! The shell decodes a record of `case_events` and `apply`s it; at each commit it writes what
+//! `flush` returns: changed cases and the partition's progress to the changelog, changed
+//! tallies and the watermark to `partials`. A restore reads the changelog back through
+//! `restore_case` and `restore_progress`, then `resume`s.
+//!
+//! Rules that keep event time right across restarts:
+//! - progress goes out with every commit that read the partition, in the same transaction as
+//!   the offsets of the records that told it (a restore resumes after those records, so
+//!   progress written later would be lost for good);
+//! - an input partition never heard from holds the watermark back until it tells an event
+//!   time or that it is idle, and silence is never idleness;
+//! - the watermark goes to `partials` only together with every tally it covers, so the
+//!   publisher never sees a partition further in event time than its figures.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::case::{Applied, CaseRecord, CountingRules};
+use super::event::Rejection;
+use super::figures::Tally;
+use super::ledger::Ledger;
+use super::month::Month;
+use super::publisher::Watermarks;
+use super::routing::Routed;
+
+/// How often a partition's changed tallies go to `partials` while events flow. A tally
+/// carries the deadline of each open case, so it is not written on every commit.
+pub const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far a counting partition had got, kept in its changelog partition so a restore does
+/// not start from nothing: every input partition's event time, the partition's own, and the
+/// `case_events` offset its state covers (absent in records of earlier versions).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PartitionProgress {
+    pub watermark: Option<Timestamp>,
+    pub sources: Vec<InputProgress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub covers: Option<i64>,
+}
+
+/// How far one input partition had got; written as `[topic, partition, event time, idle]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "(String, i32, Option<Timestamp>, bool)", into = "(String, i32, Option<Timestamp>, bool)")]
+pub struct InputProgress {
+    pub topic: String,
+    pub partition: i32,
+    pub event_time: Option<Timestamp>,
+    pub idle: bool,
+}
+
+impl From<(String, i32, Option<Timestamp>, bool)> for InputProgress {
+    fn from((topic, partition, event_time, idle): (String, i32, Option<Timestamp>, bool)) -> InputProgress {
+        InputProgress { topic, partition, event_time, idle }
+    }
+}
+
+impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
+    fn from(p: InputProgress) -> Self {
+        (p.topic, p.partition, p.event_time, p.idle)
+    }
+}
+
+/// What a commit must write for one partition.
+#[derive(Debug, Default, PartialEq)]
+pub struct Flush {
+    /// Cases for the changelog: each with `case()`'s record, a tombstone where there is none.
+    pub cases: Vec<String>,
+    /// Months for `partials`: each with `tally()`'s tally, a tombstone where there is none.
+    pub tallies: Vec<Month>,
+    /// The partition's new watermark, for `partials`.
+    pub watermark: Option<Timestamp>,
+    /// The partition's new progress, for the changelog.
+    pub progress: Option<PartitionProgress>,
+    /// Cases evicted (months past the retention), among `cases`.
+    pub evicted: usize,
+}
+
+#[derive(Debug)]
+pub struct CountingPartition {
+    ledger: Ledger,
+    retention_months: u32,
+    /// How far each input partition has got, as its records told this partition.
+    sources: Watermarks,
+    /// The watermark last written to `partials`.
+    written_watermark: Option<Timestamp>,
+    /// The progress last written to the changelog.
+    written_progress: Option<PartitionProgress>,
+    /// Months whose tally changed since it was last written to `partials`.
+    dirty: BTreeSet<Month>,
+    partials_written: Option<Instant>,
+    /// The next `case_events` offset: what the state covers.
+    next_offset: Option<i64>,
+}
+
+impl CountingPartition {
+    pub fn new(rules: CountingRules, retention_months: u32) -> CountingPartition {
+        CountingPartition {
+            ledger: Ledger::new(rules),
+            retention_months,
+            sources: Watermarks::new(),
+            written_watermark: None,
+            written_progress: None,
+            dirty: BTreeSet::new(),
+            partials_written: None,
+            next_offset: None,
+        }
+    }
+
+    /// Puts one changelog record of a case back; `None` (a tombstone) removes the case.
+    pub fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) {
+        self.ledger.restore(case_id, record.unwrap_or_default());
+    }
+
+    /// Puts the partition's progress back, as last written.
+    pub fn restore_progress(&mut self, progress: PartitionProgress) {
+        if let Some(at) = progress.watermark {
+            self.sources.raise_floor(at);
+        }
+        for input in &progress.sources {
+            if let Some(at) = input.event_time {
+                self.sources.observe(&input.topic, input.partition, at);
+            }
+            self.sources.set_idle(&input.topic, input.partition, input.idle);
+        }
+        self.written_watermark = progress.watermark;
+        self.written_progress = Some(progress);
+    }
+
+    /// Whether the restored state covers the committed `case_events` offset. A transaction's
+    /// markers reach each partition's leader in their own time, so the changelog may not yet
+    /// show the last commit: a state older than its offsets would never count what it missed.
+    /// A progress record of an earlier version says nothing and counts as covering.
+    pub fn covers_committed(&self, committed: Option<i64>) -> bool {
+        match (self.written_progress.as_ref().map(|p| p.covers), committed) {
+            (_, None | Some(0)) => true,
+            (None, Some(_)) => false,
+            (Some(None), Some(_)) => true,
+            (Some(Some(covers)), Some(committed)) => covers >= committed,
+        }
+    }
+
+    /// Whether a progress record was restored (state of an earlier version has none).
+    pub fn has_progress(&self) -> bool {
+        self.written_progress.is_some()
+    }
+
+    /// Ends a restore: the state resumes at the `committed` offset; `inputs` are every input
+    /// partition, each holding the watermark back until it has told its progress, and inputs
+    /// of topics no longer `configured` are forgotten.
+    pub fn resume(&mut self, committed: Option<i64>, inputs: &[(String, i32)], configured: &[&str]) {
+        self.next_offset = committed;
+        self.ledger.take_changes();
+        // Tallies changed before a crash may not have been written yet: write them all.
+        self.dirty = self.ledger.months().map(|(m, _)| m).collect();
+        self.sources.retain(|topic, _| configured.contains(&topic));
+        self.sources.expect(inputs.iter().cloned());
+        // Before consuming, so late events of evicted months are rejected from the first batch.
+        // Their tombstones go out with the first flush.
+        if let Some(kept_from) = self.kept_from() {
+            self.ledger.evict_before(kept_from);
+        }
+    }
+
+    /// Applies the record at `offset`: its input partition's progress, then its event, if it
+    /// carries one (a marker does not).
+    pub fn apply(&mut self, offset: i64, routed: &Routed) -> Option<Result<Applied, Rejection>> {
+        self.next_offset = Some(offset + 1);
+        let source = &routed.source;
+        if let Some(at) = routed.watermark {
+            self.sources.observe(&source.topic, source.partition, at);
+        }
+        self.sources.set_idle(&source.topic, source.partition, routed.idle);
+        routed.event.as_ref().map(|e| self.ledger.apply(&e.event))
+    }
+
+    /// What the commit at `now` must write; tallies at most every `PARTIAL_INTERVAL`, and
+    /// always when `stopping` or evicting.
+    pub fn flush(&mut self, now: Instant, stopping: bool) -> Flush {
+        let kept_from = self.kept_from();
+        let evicting = kept_from.is_some_and(|k| self.ledger.kept_from().is_none_or(|held| k > held));
+        let (cases, months) = self.ledger.take_changes();
+        let mut flush = Flush { cases: cases.into_iter().collect(), ..Flush::default() };
+        self.dirty.extend(months);
+        let partials_due =
+            stopping || evicting || self.partials_written.is_none_or(|at| now.duration_since(at) >= PARTIAL_INTERVAL);
+        if !self.dirty.is_empty() && partials_due {
+            flush.tallies = std::mem::take(&mut self.dirty).into_iter().collect();
+            self.partials_written = Some(now);
+        }
+        if let (Some(kept_from), true) = (kept_from, evicting) {
+            flush.evicted = self.ledger.evict_before(kept_from).len();
+            flush.cases.extend(self.ledger.take_changes().0);
+        }
+        let watermark = self.sources.current();
+        if self.dirty.is_empty() && watermark.is_some() && watermark != self.written_watermark {
+            flush.watermark = watermark;
+            self.written_watermark = watermark;
+        }
+        let progress = PartitionProgress {
+            watermark: self.written_watermark.max(self.sources.floor()),
+            sources: self.sources.partition_times().into_iter().map(InputProgress::from).collect(),
+            covers: self.next_offset,
+        };
+        if self.written_progress.as_ref() != Some(&progress) {
+            flush.progress = Some(progress.clone());
+            self.written_progress = Some(progress);
+        }
+        flush
+    }
+
+    pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
+        self.ledger.case(case_id)
+    }
+
+    pub fn tally(&self, month: Month) -> Option<&Tally> {
+        self.ledger.tally(month)
+    }
+
+    /// The next `case_events` offset the state covers, once known.
+    pub fn covers(&self) -> Option<i64> {
+        self.next_offset
+    }
+
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// The first month to keep, by this partition's watermark.
+    fn kept_from(&self) -> Option<Month> {
+        let watermark = self.sources.current()?;
+        Some(Month::containing(watermark, &self.ledger.rules().zone).months_before(self.retention_months))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::ToSpan;
+    use jiff::tz::TimeZone;
+
+    use super::*;
+    use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use crate::domain::routing::{RoutedEvent, Source};
+
+    fn rules() -> CountingRules {
+        CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: 15.days() }
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn source(topic: &str, partition: i32) -> Source {
+        Source { topic: topic.into(), partition }
+    }
+
+    fn created(case_id: &str, occurred_at: &str) -> CaseEvent {
+        CaseEvent {
+            event_id: format!("{case_id}-created"),
+            case_id: case_id.into(),
+            occurred_at: at(occurred_at),
+            change: Change::Created(Created {
+                channel: Channel::Hotline,
+                category: "water".into(),
+                board: None,
+                request_kind: None,
+                department: Some("tiexi_district".into()),
+                due_at: None,
+            }),
+        }
+    }
+
+    /// A routed event from `from`, whose event time has reached the event's.
+    fn event(from: Source, offset: i64, e: CaseEvent) -> Routed {
+        Routed {
+            source: from,
+            watermark: Some(e.occurred_at),
+            idle: false,
+            event: Some(RoutedEvent { offset, input_timestamp: None, event: e }),
+        }
+    }
+
+    fn marker(from: Source, watermark: Option<Timestamp>, idle: bool) -> Routed {
+        Routed { source: from, watermark, idle, event: None }
+    }
+
+    /// A partition fed by input partitions cases/0 and cases/1.
+    fn partition() -> CountingPartition {
+        let mut p = CountingPartition::new(rules(), 2);
+        p.resume(None, &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
+        p
+    }
+
+    #[test]
+    fn an_input_never_heard_from_holds_the_watermark_back() {
+        let mut p = partition();
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, created("c1", "2022-04-10T02:00:00Z")));
+        let flush = p.flush(now, false);
+        assert_eq!(flush.watermark, None, "cases/1 has told nothing yet");
+        assert_eq!(flush.tallies, vec!["2022-04".parse().unwrap()]);
+        p.apply(1, &marker(source("cases", 1), None, true));
+        let flush = p.flush(now + PARTIAL_INTERVAL, false);
+        assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")), "cases/1 is idle: cases/0 alone counts");
+    }
+
+    #[test]
+    fn silence_is_not_idleness() {
+        let mut p = partition();
+        let now = Instant::now();
+        p.apply(0, &marker(source("cases", 1), Some(at("2022-04-01T00:00:00Z")), false));
+        for (n, day) in (10..30).enumerate() {
+            let e = created(&format!("c{n}"), &format!("2022-04-{day}T02:00:00Z"));
+            p.apply(n as i64 + 1, &event(source("cases", 0), n as i64, e));
+        }
+        // cases/1 has said nothing for 20 days of event time: it still holds the watermark.
+        let flush = p.flush(now, false);
+        assert_eq!(flush.watermark, Some(at("2022-04-01T00:00:00Z")));
+    }
+
+    #[test]
+    fn progress_goes_out_with_every_commit_that_read_the_partition() {
+        let mut p = partition();
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, created("c1", "2022-04-10T02:00:00Z")));
+        p.apply(1, &marker(source("cases", 1), Some(at("2022-04-11T00:00:00Z")), false));
+        let first = p.flush(now, false).progress.expect("progress with the first commit");
+        assert_eq!(first.covers, Some(2));
+        // A marker alone, before tallies are due again: its progress still goes out now.
+        p.apply(2, &marker(source("cases", 1), Some(at("2022-04-12T00:00:00Z")), false));
+        let flush = p.flush(now + Duration::from_millis(10), false);
+        assert!(flush.tallies.is_empty() && flush.cases.is_empty());
+        let second = flush.progress.expect("progress with the commit of the marker");
+        assert_eq!(second.covers, Some(3));
+        assert_eq!(second.sources[1].event_time, Some(at("2022-04-12T00:00:00Z")));
+        assert_eq!(p.flush(now + Duration::from_millis(20), false).progress, None, "nothing new read");
+    }
+
+    #[test]
+    fn a_restored_partition_resumes_where_its_progress_was() {
+        let mut p = partition();
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, created("c1", "2022-04-10T02:00:00Z")));
+        p.apply(1, &event(source("cases", 1), 0, created("c2", "2022-04-12T02:00:00Z")));
+        let flush = p.flush(now, false);
+        assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")));
+
+        // A new owner reads the changelog back.
+        let mut restored = CountingPartition::new(rules(), 2);
+        for case_id in &flush.cases {
+            restored.restore_case(case_id.clone(), p.case(case_id).cloned());
+        }
+        restored.restore_progress(flush.progress.clone().unwrap());
+        assert!(restored.covers_committed(Some(2)));
+        assert!(!restored.covers_committed(Some(3)), "a later commit is not visible yet");
+        restored.resume(Some(2), &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
+        assert_eq!(restored.ledger().cases_held(), 2);
+        // Its event time is where it was, with no input heard from again; every tally goes
+        // out again (it may not have been written before the crash), then the watermark.
+        let again = restored.flush(now, false);
+        assert_eq!(again.tallies, vec!["2022-04".parse().unwrap()]);
+        assert_eq!(restored.tally("2022-04".parse().unwrap()), p.tally("2022-04".parse().unwrap()));
+        assert_eq!(again.watermark, None, "already written");
+        assert_eq!(again.progress, None, "unchanged");
+        // cases/0 moves on: the watermark follows cases/1's restored event time.
+        restored.apply(2, &marker(source("cases", 0), Some(at("2022-04-20T00:00:00Z")), false));
+        assert_eq!(restored.flush(now, false).watermark, Some(at("2022-04-12T02:00:00Z")));
+    }
+
+    #[test]
+    fn the_watermark_goes_out_only_with_the_tallies_it_covers() {
+        let mut p = partition();
+        p.apply(0, &marker(source("cases", 1), None, true));
+        let now = Instant::now();
+        p.apply(1, &event(source("cases", 0), 0, created("c1", "2022-04-10T02:00:00Z")));
+        assert_eq!(p.flush(now, false).watermark, Some(at("2022-04-10T02:00:00Z")));
+        // A tally changed, but tallies are not due for a second: the watermark waits with it.
+        p.apply(2, &event(source("cases", 0), 1, created("c2", "2022-04-11T02:00:00Z")));
+        let early = p.flush(now + Duration::from_millis(100), false);
+        assert!(early.tallies.is_empty());
+        assert_eq!(early.watermark, None);
+        let due = p.flush(now + PARTIAL_INTERVAL, false);
+        assert_eq!(due.tallies.len(), 1);
+        assert_eq!(due.watermark, Some(at("2022-04-11T02:00:00Z")));
+        // Stopping writes what is owed at once.
+        p.apply(3, &event(source("cases", 0), 2, created("c3", "2022-04-12T02:00:00Z")));
+        let stopping = p.flush(now + PARTIAL_INTERVAL + Duration::from_millis(1), true);
+        assert_eq!((stopping.tallies.len(), stopping.watermark), (1, Some(at("2022-04-12T02:00:00Z"))));
+    }
+
+    #[test]
+    fn months_past_the_retention_are_evicted_with_tombstones() {
+        let mut p = CountingPartition::new(rules(), 0);
+        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, created("march", "2022-03-10T02:00:00Z")));
+        p.flush(now, false);
+        p.apply(1, &event(source("cases", 0), 1, created("april", "2022-04-10T02:00:00Z")));
+        let flush = p.flush(now, false);
+        assert_eq!(flush.evicted, 1);
+        assert!(flush.cases.contains(&"march".to_owned()) && p.case("march").is_none(), "a tombstone");
+        // March's tally is gone here; the publisher tombstones it in `partials` once every
+        // partition is past March.
+        assert!(p.tally("2022-03".parse().unwrap()).is_none());
+        assert_eq!(flush.tallies, vec!["2022-04".parse().unwrap()]);
+        let late = event(source("cases", 0), 2, created("march-2", "2022-03-11T02:00:00Z"));
+        assert_eq!(p.apply(2, &late), Some(Err(Rejection::MonthEvicted)));
+    }
+
+    #[test]
+    fn a_restore_waits_for_the_state_its_committed_offset_covers() {
+        let mut p = CountingPartition::new(rules(), 2);
+        assert!(p.covers_committed(None) && p.covers_committed(Some(0)), "nothing committed, nothing to wait for");
+        assert!(!p.covers_committed(Some(120)), "the first transaction's records are not visible yet");
+        p.restore_progress(PartitionProgress { covers: None, ..PartitionProgress::default() });
+        assert!(p.covers_committed(Some(120)), "a record of an earlier version says nothing");
+        p.restore_progress(PartitionProgress { covers: Some(120), ..PartitionProgress::default() });
+        assert!(p.covers_committed(Some(120)));
+        assert!(!p.covers_committed(Some(121)), "the last transaction's changelog records are not visible yet");
+        p.restore_progress(PartitionProgress { covers: Some(122), ..PartitionProgress::default() });
+        assert!(p.covers_committed(Some(121)), "a later commit landed between the two reads");
+    }
+}
