@@ -2,6 +2,7 @@
 //! Nothing here touches Kafka, the network, the clock or the file system.
 
 pub mod case;
+pub mod city;
 pub mod event;
 pub mod figures;
 pub mod ledger;

@@ -1,12 +1,12 @@
 //! Publishing: the instance holding the single `partials` partition adds up the counting
-//! partitions' tallies and publishes each month's snapshot revisions.
+//! partitions' tallies (`domain::city::CityView`) and publishes each month's snapshot
+//! revisions (`domain::publisher::Publisher`).
 //!
 //! A partial is the latest tally of one month on one counting partition or a partition's
-//! watermark (`records::PartialKey`). The topic is compacted and every record replaces the previous one with its key, so reading it
-//! from the beginning rebuilds the publisher, and revision numbers continue from the
-//! snapshots topic.
+//! watermark (`records::PartialKey`). The topic is compacted and every record replaces the
+//! previous one with its key, so reading it from the beginning rebuilds the publisher, and
+//! revision numbers continue from the snapshots topic.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use anyhow::Result;
@@ -16,9 +16,9 @@ use rdkafka::producer::BaseRecord;
 
 use crate::avro::{Framing, SnapshotCodec};
 use crate::config::Settings;
+use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
-use crate::domain::month::Month;
-use crate::domain::publisher::{PublishRules, Publisher, Watermarks};
+use crate::domain::publisher::{PublishRules, Publisher};
 use crate::kafka::topics;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
 use crate::telemetry::{City, Telemetry};
@@ -27,16 +27,7 @@ use super::{Output, RESTORE_TIMEOUT};
 
 pub struct Publishing {
     settings: Settings,
-    counting_partitions: i32,
-    /// month -> counting partition -> its latest tally.
-    partials: BTreeMap<Month, BTreeMap<i32, Tally>>,
-    /// The sum over partitions of each month, kept up to date for the months in `changed`.
-    sums: BTreeMap<Month, Tally>,
-    changed: BTreeSet<Month>,
-    /// Kafka timestamp (ms) of the latest partial that changed each month not yet published.
-    changed_at: BTreeMap<Month, i64>,
-    /// Event time per counting partition.
-    watermarks: Watermarks,
+    city: CityView,
     publisher: Publisher,
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
@@ -57,14 +48,7 @@ impl Publishing {
         let config = &settings.config;
         let mut publishing = Publishing {
             settings: settings.clone(),
-            counting_partitions,
-            partials: BTreeMap::new(),
-            sums: BTreeMap::new(),
-            changed: BTreeSet::new(),
-            changed_at: BTreeMap::new(),
-            // Counting partitions are never idle (every input partition's progress reaches all
-            // of them), so a silent one is behind, not done.
-            watermarks: Watermarks::new(),
+            city: CityView::new(settings.zone.clone(), config.state.retention_months, counting_partitions as usize),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
                 zone_name: config.time.zone.clone(),
@@ -87,7 +71,7 @@ impl Publishing {
             telemetry.progress();
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {
-                    p.watermarks.raise_floor(s.as_of);
+                    p.city.raise_floor(s.as_of);
                     p.publisher.restore(s.month, &s);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "skipping an undecodable snapshot"),
@@ -112,36 +96,23 @@ impl Publishing {
                     Some(_) => Some(records::decode(m.payload())?),
                     None => None,
                 };
-                let tallies = self.partials.entry(month).or_default();
-                match tally {
-                    Some(t) => tallies.insert(partition, t),
-                    None => tallies.remove(&partition),
-                };
-                self.changed.insert(month);
-                if let Some(ms) = m.timestamp().to_millis() {
-                    self.changed_at.insert(month, ms);
-                }
+                self.city.tally(partition, month, tally, m.timestamp().to_millis());
             }
             PartialKey::Watermark { partition } => {
                 let Watermark(at) = records::decode(m.payload())?;
-                self.watermarks.observe(&self.settings.config.topics.case_events, partition, at);
+                self.city.partition_reached(partition, at);
             }
         }
         Ok(())
     }
 
-    /// The month watermark: the slowest active counting partition, once every partition has
-    /// told its own (before that, a month could look complete with some partitions missing).
-    pub fn watermark(&self) -> Option<Timestamp> {
-        (self.watermarks.partitions() >= self.counting_partitions as usize).then(|| self.watermarks.current()).flatten()
-    }
-
     /// What the city's gauges show.
     pub fn city(&self) -> City<'_> {
-        let watermark = self.watermark();
+        let watermark = self.city.watermark();
         City {
             months: self
-                .sums
+                .city
+                .summed()
                 .iter()
                 .map(|(m, t)| (*m, t, watermark.is_some_and(|w| self.publisher.is_closed(*m, w))))
                 .collect(),
@@ -157,44 +128,25 @@ impl Publishing {
         if self.unreadable.is_some() {
             return Ok(Vec::new());
         }
-        let watermark = self.watermark();
-        if let Some(w) = watermark {
-            let kept_from =
-                Month::containing(w, &self.settings.zone).months_before(self.settings.config.state.retention_months);
+        if let Some((kept_from, tombstones)) = self.city.forget_past_retention() {
             // Every counting partition is at least this far, so none writes these months
             // again: their tallies can go from the compacted topic too.
-            let forgotten = self.partials.split_off(&kept_from);
-            let forgotten = std::mem::replace(&mut self.partials, forgotten);
-            for (month, tallies) in forgotten {
-                for &partition in tallies.keys() {
-                    let key = PartialKey::Tally { partition, month }.to_string();
-                    out.send(
-                        BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.partials)
-                            .partition(0)
-                            .key(key.as_bytes()),
-                    )?;
-                }
+            for (partition, month) in tombstones {
+                let key = PartialKey::Tally { partition, month }.to_string();
+                out.send(
+                    BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.partials)
+                        .partition(0)
+                        .key(key.as_bytes()),
+                )?;
             }
-            self.sums.retain(|m, _| *m >= kept_from);
-            self.changed.retain(|m| *m >= kept_from);
             self.publisher.forget_before(kept_from);
         }
-        for month in std::mem::take(&mut self.changed) {
-            let mut sum = Tally::default();
-            for tally in self.partials.get(&month).into_iter().flat_map(|p| p.values()) {
-                sum.merge(tally);
-            }
-            if sum.is_empty() {
-                self.sums.remove(&month);
-            } else {
-                self.sums.insert(month, sum);
-            }
-        }
-        let due = self.publisher.due(self.sums.iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
+        let watermark = self.city.watermark();
+        let due = self.publisher.due(self.city.sums().iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
         let topic = &self.settings.config.topics.snapshots;
         let mut latencies = Vec::new();
         for snapshot in &due {
-            let changed_at = self.changed_at.remove(&snapshot.month);
+            let changed_at = self.city.take_changed_at(snapshot.month);
             latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
             let bytes = self.codec.encode(snapshot)?;
             let key = snapshot.month.to_string();

@@ -1,0 +1,222 @@
+//! The city as the publisher sees it: each counting partition's latest tally of each month
+//! (a partial), their sums, and how far each partition has got in event time.
+//!
+//! Rules:
+//! - a month's figures are the sum of its partitions' latest tallies; a tombstone removes a
+//!   partition's tally;
+//! - the month watermark is the slowest counting partition's, and exists only once every
+//!   partition has told one (before that a month could look complete with some missing);
+//!   counting partitions are never idle, so a silent one is behind, not done;
+//! - months past the retention at the month watermark are forgotten: every partition is at
+//!   least that far, so none writes them again, and their partials can be tombstoned.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
+
+use super::figures::Tally;
+use super::month::Month;
+use super::publisher::Watermarks;
+
+/// `Watermarks` follows partitions of topics; counting partitions are all of one.
+const COUNTING: &str = "counting";
+
+#[derive(Debug)]
+pub struct CityView {
+    zone: TimeZone,
+    retention_months: u32,
+    counting_partitions: usize,
+    /// month -> counting partition -> its latest tally.
+    partials: BTreeMap<Month, BTreeMap<i32, Tally>>,
+    /// The sum over partitions of each month, kept up to date for the months not in `changed`.
+    sums: BTreeMap<Month, Tally>,
+    changed: BTreeSet<Month>,
+    /// When (ms, the partial's Kafka timestamp) the latest partial changed each month.
+    changed_at: BTreeMap<Month, i64>,
+    watermarks: Watermarks,
+}
+
+impl CityView {
+    pub fn new(zone: TimeZone, retention_months: u32, counting_partitions: usize) -> CityView {
+        CityView {
+            zone,
+            retention_months,
+            counting_partitions,
+            partials: BTreeMap::new(),
+            sums: BTreeMap::new(),
+            changed: BTreeSet::new(),
+            changed_at: BTreeMap::new(),
+            watermarks: Watermarks::new(),
+        }
+    }
+
+    /// A partition's latest tally of `month` (`None`: a tombstone), written at `at_ms`.
+    pub fn tally(&mut self, partition: i32, month: Month, tally: Option<Tally>, at_ms: Option<i64>) {
+        let tallies = self.partials.entry(month).or_default();
+        match tally {
+            Some(t) => tallies.insert(partition, t),
+            None => tallies.remove(&partition),
+        };
+        self.changed.insert(month);
+        if let Some(ms) = at_ms {
+            self.changed_at.insert(month, ms);
+        }
+    }
+
+    /// A partition's watermark.
+    pub fn partition_reached(&mut self, partition: i32, at: Timestamp) {
+        self.watermarks.observe(COUNTING, partition, at);
+    }
+
+    /// Event time never goes back across a restart: the latest snapshot's `as_of`.
+    pub fn raise_floor(&mut self, at: Timestamp) {
+        self.watermarks.raise_floor(at);
+    }
+
+    /// The month watermark, once every counting partition has told its own.
+    pub fn watermark(&self) -> Option<Timestamp> {
+        (self.watermarks.partitions() >= self.counting_partitions).then(|| self.watermarks.current()).flatten()
+    }
+
+    /// Forgets the months past the retention at the month watermark; returns the first month
+    /// kept and the partials (partition, month) to tombstone.
+    pub fn forget_past_retention(&mut self) -> Option<(Month, Vec<(i32, Month)>)> {
+        let kept_from = Month::containing(self.watermark()?, &self.zone).months_before(self.retention_months);
+        let kept = self.partials.split_off(&kept_from);
+        let forgotten = std::mem::replace(&mut self.partials, kept);
+        self.sums.retain(|m, _| *m >= kept_from);
+        self.changed.retain(|m| *m >= kept_from);
+        self.changed_at.retain(|m, _| *m >= kept_from);
+        let tombstones =
+            forgotten.into_iter().flat_map(|(month, tallies)| tallies.into_keys().map(move |p| (p, month))).collect();
+        Some((kept_from, tombstones))
+    }
+
+    /// Each month's sum over partitions, as of the last call to `sums`.
+    pub fn summed(&self) -> &BTreeMap<Month, Tally> {
+        &self.sums
+    }
+
+    /// Each month's sum over partitions.
+    pub fn sums(&mut self) -> &BTreeMap<Month, Tally> {
+        for month in std::mem::take(&mut self.changed) {
+            let mut sum = Tally::default();
+            for tally in self.partials.get(&month).into_iter().flat_map(|p| p.values()) {
+                sum.merge(tally);
+            }
+            if sum.is_empty() {
+                self.sums.remove(&month);
+            } else {
+                self.sums.insert(month, sum);
+            }
+        }
+        &self.sums
+    }
+
+    /// When the partial that last changed `month` was written, once per change.
+    pub fn take_changed_at(&mut self, month: Month) -> Option<i64> {
+        self.changed_at.remove(&month)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use jiff::ToSpan;
+
+    use super::*;
+    use crate::domain::case::CountingRules;
+    use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use crate::domain::ledger::Ledger;
+
+    fn zone() -> TimeZone {
+        TimeZone::get("Asia/Shanghai").unwrap()
+    }
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn april() -> Month {
+        "2022-04".parse().unwrap()
+    }
+
+    /// The tally of one partition holding `cases` hotline cases created in April.
+    fn tally_of(cases: &[&str]) -> Tally {
+        let mut ledger = Ledger::new(CountingRules { zone: zone(), default_sla: 15.days() });
+        for id in cases {
+            let created = Created {
+                channel: Channel::Hotline,
+                category: "water".into(),
+                board: None,
+                request_kind: None,
+                department: None,
+                due_at: None,
+            };
+            let event = CaseEvent {
+                event_id: format!("{id}-c"),
+                case_id: (*id).into(),
+                occurred_at: at("2022-04-10T02:00:00Z"),
+                change: Change::Created(created),
+            };
+            ledger.apply(&event).unwrap();
+        }
+        ledger.tally(april()).unwrap().clone()
+    }
+
+    fn received(city: &mut CityView, month: Month) -> Option<u64> {
+        city.sums().get(&month).map(|t| t.figures(at("2022-05-01T00:00:00Z")).totals.received)
+    }
+
+    #[test]
+    fn no_month_watermark_until_every_partition_has_told_one() {
+        let mut city = CityView::new(zone(), 2, 3);
+        city.raise_floor(at("2022-04-01T00:00:00Z"));
+        city.partition_reached(0, at("2022-04-20T00:00:00Z"));
+        city.partition_reached(2, at("2022-04-25T00:00:00Z"));
+        assert_eq!(city.watermark(), None, "partition 1 is silent: behind, not done");
+        city.partition_reached(1, at("2022-04-22T00:00:00Z"));
+        assert_eq!(city.watermark(), Some(at("2022-04-20T00:00:00Z")), "the slowest partition");
+        city.partition_reached(0, at("2022-04-30T00:00:00Z"));
+        assert_eq!(city.watermark(), Some(at("2022-04-22T00:00:00Z")));
+    }
+
+    #[test]
+    fn a_month_is_the_sum_of_its_partitions_latest_tallies() {
+        let mut city = CityView::new(zone(), 2, 2);
+        city.tally(0, april(), Some(tally_of(&["a"])), Some(1));
+        city.tally(1, april(), Some(tally_of(&["b", "c"])), Some(2));
+        assert_eq!(received(&mut city, april()), Some(3));
+        // A partition's newer tally replaces its older one.
+        city.tally(0, april(), Some(tally_of(&["a", "d"])), Some(3));
+        assert_eq!(received(&mut city, april()), Some(4));
+        assert_eq!(city.take_changed_at(april()), Some(3));
+        assert_eq!(city.take_changed_at(april()), None, "once per change");
+        // Tombstones remove a partition's tally; a month with nothing left is gone.
+        city.tally(1, april(), None, None);
+        assert_eq!(received(&mut city, april()), Some(2));
+        city.tally(0, april(), None, None);
+        assert_eq!(received(&mut city, april()), None);
+    }
+
+    #[test]
+    fn months_past_the_retention_are_forgotten_once_every_partition_is_past_them() {
+        let march: Month = "2022-03".parse().unwrap();
+        let mut city = CityView::new(zone(), 0, 2);
+        city.tally(0, march, Some(tally_of(&["a"])), None);
+        city.tally(1, march, Some(tally_of(&["b"])), None);
+        city.tally(1, april(), Some(tally_of(&["c"])), None);
+        city.partition_reached(0, at("2022-04-10T00:00:00Z"));
+        city.sums();
+        assert_eq!(city.forget_past_retention(), None, "partition 1 has told nothing: it may still write March");
+        city.partition_reached(1, at("2022-03-31T00:00:00Z"));
+        let (kept_from, tombstones) = city.forget_past_retention().unwrap();
+        assert_eq!((kept_from, tombstones), (march, vec![]), "partition 1 is still in March");
+        city.partition_reached(1, at("2022-04-02T00:00:00Z"));
+        let (kept_from, tombstones) = city.forget_past_retention().unwrap();
+        assert_eq!(kept_from, april());
+        assert_eq!(tombstones, vec![(0, march), (1, march)]);
+        assert!(!city.sums().contains_key(&march));
+        assert_eq!(received(&mut city, april()), Some(1));
+    }
+}
