@@ -63,7 +63,8 @@ pub struct Telemetry {
 /// What a transaction did, counted once it commits.
 #[derive(Default)]
 pub struct Pending {
-    events: HashMap<(String, &'static str), u64>,
+    /// (topic, event type) -> events: a few rows, looked up per event without allocating.
+    events: Vec<(String, &'static str, u64)>,
     rejected: HashMap<&'static str, u64>,
     duplicates: u64,
     processed: u64,
@@ -376,7 +377,10 @@ impl Telemetry {
     ) {
         let now = Timestamp::now();
         let mut p = self.pending();
-        *p.events.entry((topic.to_owned(), event_type)).or_default() += 1;
+        match p.events.iter_mut().find(|(t, e, _)| *e == event_type && t == topic) {
+            Some((_, _, n)) => *n += 1,
+            None => p.events.push((topic.to_owned(), event_type, 1)),
+        }
         p.latencies.push(("occurred_at", now.duration_since(occurred_at).as_secs_f64().max(0.0)));
         if let Some(ms) = kafka_timestamp {
             p.latencies.push(("kafka_timestamp", (now.as_millisecond() - ms).max(0) as f64 / 1000.0));
@@ -407,7 +411,7 @@ impl Telemetry {
             self.publish_latency.observe(*l);
         }
         let p = sealed;
-        for ((topic, kind), n) in p.events {
+        for (topic, kind, n) in p.events {
             self.events.with_label_values(&[&topic, kind]).inc_by(n);
         }
         for (reason, n) in p.rejected {

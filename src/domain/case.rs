@@ -75,34 +75,52 @@ impl CaseRecord {
             || self.transfers.iter().any(|f| f.event_id == event_id)
     }
 
-    /// Adds an event's fact. Rejections leave the record unchanged.
-    pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
+    /// What applying `event` would do: change the record, nothing (a duplicate), or why not.
+    pub fn admits(&self, event: &CaseEvent) -> Result<Applied, Rejection> {
         if self.has_event(&event.event_id) {
             return Ok(Applied::Duplicate);
         }
+        let key = (event.occurred_at, event.event_id.as_str());
         match &event.change {
-            Change::Created(created) => {
-                if self.created.is_some() {
-                    return Err(Rejection::ConflictingCreated);
-                }
-                self.created = Some(Fact::of(event, created.clone()));
+            Change::Created(_) if self.created.is_some() => Err(Rejection::ConflictingCreated),
+            // A case is closed from its first `closed` by event time, whatever order they
+            // arrive in; a later one arriving afterwards is rejected.
+            Change::Closed if self.closed.as_ref().is_some_and(|c| (c.at, c.event_id.as_str()) <= key) => {
+                Err(Rejection::AlreadyClosed)
             }
+            _ => Ok(Applied::Changed),
+        }
+    }
+
+    /// Adds an event's fact. Rejections leave the record unchanged.
+    pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
+        let admitted = self.admits(event)?;
+        if admitted == Applied::Changed {
+            self.add(event);
+        }
+        Ok(admitted)
+    }
+
+    /// Adds the fact of an event `admits` says changes the record.
+    pub(crate) fn add(&mut self, event: &CaseEvent) {
+        match &event.change {
+            Change::Created(created) => self.created = Some(Fact::of(event, created.clone())),
             Change::Transferred(transfer) => {
                 let key = (event.occurred_at, event.event_id.as_str());
                 let at = self.transfers.partition_point(|t| (t.at, t.event_id.as_str()) < key);
                 self.transfers.insert(at, Fact::of(event, transfer.clone()));
             }
-            Change::Closed => {
-                // A case is closed from its first `closed` by event time, whatever order they
-                // arrive in; a later one arriving afterwards is rejected.
-                let key = (event.occurred_at, event.event_id.as_str());
-                if self.closed.as_ref().is_some_and(|c| (c.at, c.event_id.as_str()) <= key) {
-                    return Err(Rejection::AlreadyClosed);
-                }
-                self.closed = Some(Fact::of(event, ()));
-            }
+            Change::Closed => self.closed = Some(Fact::of(event, ())),
         }
-        Ok(Applied::Changed)
+    }
+
+    /// The month the case would count in with `event` added.
+    pub fn month_with(&self, event: &CaseEvent, rules: &CountingRules) -> Option<Month> {
+        match (&self.created, &event.change) {
+            (Some(created), _) => Some(Month::containing(created.at, &rules.zone)),
+            (None, Change::Created(_)) => Some(Month::containing(event.occurred_at, &rules.zone)),
+            (None, _) => None,
+        }
     }
 
     /// When the latest of its facts happened.
@@ -118,7 +136,7 @@ impl CaseRecord {
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
-    pub fn contribution(&self, rules: &CountingRules) -> Option<Contribution> {
+    pub fn contribution(&self, rules: &CountingRules) -> Option<Contribution<'_>> {
         let created = self.created.as_ref()?;
         let closed_at = self.closed.as_ref().map(|c| c.at);
 
@@ -134,11 +152,11 @@ impl CaseRecord {
             let to = t.data.to_department.as_str();
             let from = t.data.from_department.as_deref().or(holder);
             if let Some(from) = from {
-                transfers_out.push(from.to_owned());
+                transfers_out.push(from);
                 holders.push(from);
             }
             returned |= holders.contains(&to);
-            transfers_in.push(to.to_owned());
+            transfers_in.push(to);
             holders.push(to);
             holder = Some(to);
             assigned_at = t.at;
@@ -156,7 +174,7 @@ impl CaseRecord {
                     .unwrap_or(Timestamp::MAX)
             });
             Holding {
-                department: department.to_owned(),
+                department,
                 due,
                 state: match closed_at {
                     None => HoldingState::Open,
@@ -170,7 +188,7 @@ impl CaseRecord {
             month: Month::containing(created.at, &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
-            category: created.data.category.clone(),
+            category: &created.data.category,
             request_kind: created.data.request_kind,
             closed: closed_at.is_some(),
             holding,
@@ -181,28 +199,28 @@ impl CaseRecord {
     }
 }
 
-/// One case's share of its month's figures.
+/// One case's share of its month's figures, borrowing the case's record.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Contribution {
+pub struct Contribution<'a> {
     pub month: Month,
     pub channel: Channel,
     pub board: Option<Board>,
-    pub category: String,
+    pub category: &'a str,
     pub request_kind: Option<RequestKind>,
     pub closed: bool,
     /// The department holding the case now, if any was ever assigned.
-    pub holding: Option<Holding>,
+    pub holding: Option<Holding<'a>>,
     /// One entry per transfer: its receiving department.
-    pub transfers_in: Vec<String>,
+    pub transfers_in: Vec<&'a str>,
     /// One entry per transfer whose sender is known.
-    pub transfers_out: Vec<String>,
+    pub transfers_out: Vec<&'a str>,
     /// Transferred at least once to a department that had held it before.
     pub returned: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Holding {
-    pub department: String,
+pub struct Holding<'a> {
+    pub department: &'a str,
     pub due: Timestamp,
     pub state: HoldingState,
 }

@@ -104,12 +104,12 @@ impl Tally {
         if let Some(kind) = c.request_kind {
             bump(&mut self.by_request_kind, kind.code(), count, Count::is_zero);
         }
-        bump(&mut self.by_category, c.category.as_str(), count, Count::is_zero);
+        bump(&mut self.by_category, c.category, count, Count::is_zero);
 
         if let Some(h) = &c.holding {
             bump(
                 &mut self.by_department,
-                h.department.as_str(),
+                h.department,
                 |d| {
                     d.assigned += sign;
                     match h.state {
@@ -121,21 +121,21 @@ impl Tally {
                 DepartmentCount::is_zero,
             );
             if h.state == HoldingState::Open {
-                let dues = match self.open_by_due.get_mut(h.department.as_str()) {
+                let dues = match self.open_by_due.get_mut(h.department) {
                     Some(dues) => dues,
-                    None => self.open_by_due.entry(h.department.clone()).or_default(),
+                    None => self.open_by_due.entry(h.department.to_owned()).or_default(),
                 };
                 bump(dues, &h.due, |n| *n += sign, |n| *n == 0);
                 if dues.is_empty() {
-                    self.open_by_due.remove(h.department.as_str());
+                    self.open_by_due.remove(h.department);
                 }
             }
         }
         for d in &c.transfers_in {
-            bump(&mut self.by_department, d.as_str(), |d| d.transferred_in += sign, DepartmentCount::is_zero);
+            bump(&mut self.by_department, *d, |d| d.transferred_in += sign, DepartmentCount::is_zero);
         }
         for d in &c.transfers_out {
-            bump(&mut self.by_department, d.as_str(), |d| d.transferred_out += sign, DepartmentCount::is_zero);
+            bump(&mut self.by_department, *d, |d| d.transferred_out += sign, DepartmentCount::is_zero);
         }
         self.transfers += sign * c.transfers_in.len() as i64;
         if !c.transfers_in.is_empty() {

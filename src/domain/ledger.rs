@@ -50,25 +50,32 @@ impl Ledger {
 
     /// Applies one event. A rejected event changes nothing.
     pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
-        let Some(mut record) = self.cases.remove(&event.case_id).or_else(|| {
-            // A case not held whose event belongs to an evicted month cannot be counted right.
-            let month = Month::containing(event.occurred_at, &self.rules.zone);
-            self.kept_from.is_none_or(|kept| month >= kept).then(CaseRecord::default)
-        }) else {
+        let evicted = |month: Month, kept_from: Option<Month>| kept_from.is_some_and(|kept| month < kept);
+        // The record is taken out of the map (not cloned) while it changes, and put back.
+        let held = self.cases.get_mut(&event.case_id).map(std::mem::take);
+        // A case not held whose event belongs to an evicted month cannot be counted right.
+        if held.is_none() && evicted(Month::containing(event.occurred_at, &self.rules.zone), self.kept_from) {
             return Err(Rejection::MonthEvicted);
-        };
-        let before = record.clone();
-        let mut result = record.apply(event);
-        if result.is_ok() && record.month(&self.rules).zip(self.kept_from).is_some_and(|(m, kept)| m < kept) {
-            // A waiting case whose `created` turns out to be in an evicted month.
-            record = before.clone();
-            result = Err(Rejection::MonthEvicted);
         }
-        if matches!(result, Ok(Applied::Changed)) {
-            self.replace(&event.case_id, &before, &record);
+        let is_new = held.is_none();
+        let mut record = held.unwrap_or_default();
+        let result = record.admits(event).and_then(|admitted| {
+            // A waiting case whose `created` turns out to be in an evicted month.
+            let month = record.month_with(event, &self.rules);
+            match month {
+                Some(m) if admitted == Applied::Changed && evicted(m, self.kept_from) => Err(Rejection::MonthEvicted),
+                _ => Ok(admitted),
+            }
+        });
+        if result == Ok(Applied::Changed) {
+            self.uncount(&event.case_id, &record);
+            record.add(event);
+            self.count(&event.case_id, &record);
             self.changed_cases.insert(event.case_id.clone());
         }
-        if record != CaseRecord::default() {
+        if !is_new {
+            *self.cases.get_mut(&event.case_id).expect("taken out above") = record;
+        } else if record != CaseRecord::default() {
             self.cases.insert(event.case_id.clone(), record);
         }
         result
@@ -78,17 +85,18 @@ impl Ledger {
     /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let before = self.cases.remove(&case_id).unwrap_or_default();
-        self.replace(&case_id, &before, &record);
+        self.uncount(&case_id, &before);
+        self.count(&case_id, &record);
         if record != CaseRecord::default() {
             self.cases.insert(case_id, record);
         }
     }
 
-    fn replace(&mut self, case_id: &str, before: &CaseRecord, after: &CaseRecord) {
-        let waiting = |r: &CaseRecord| usize::from(r.created.is_none() && *r != CaseRecord::default());
-        self.waiting_for_created = self.waiting_for_created + waiting(after) - waiting(before);
-        self.bytes = self.bytes + held_bytes(case_id, after) - held_bytes(case_id, before);
-        if let Some(old) = before.contribution(&self.rules) {
+    /// Takes a record's share out of the figures and the state's size.
+    fn uncount(&mut self, case_id: &str, record: &CaseRecord) {
+        self.waiting_for_created -= waiting(record);
+        self.bytes -= held_bytes(case_id, record);
+        if let Some(old) = record.contribution(&self.rules) {
             let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
             tally.remove(&old);
             if tally.is_empty() {
@@ -96,7 +104,13 @@ impl Ledger {
             }
             self.changed_months.insert(old.month);
         }
-        if let Some(new) = after.contribution(&self.rules) {
+    }
+
+    /// Adds a record's share to the figures and the state's size.
+    fn count(&mut self, case_id: &str, record: &CaseRecord) {
+        self.waiting_for_created += waiting(record);
+        self.bytes += held_bytes(case_id, record);
+        if let Some(new) = record.contribution(&self.rules) {
             self.months.entry(new.month).or_default().add(&new);
             self.changed_months.insert(new.month);
         }
@@ -169,6 +183,11 @@ impl Ledger {
     pub fn take_changes(&mut self) -> (BTreeSet<String>, BTreeSet<Month>) {
         (std::mem::take(&mut self.changed_cases), std::mem::take(&mut self.changed_months))
     }
+}
+
+/// 1 for a case waiting for its `created`.
+fn waiting(record: &CaseRecord) -> usize {
+    usize::from(record.created.is_none() && *record != CaseRecord::default())
 }
 
 /// What holding `record` under `case_id` costs, roughly; nothing for an empty record.
