@@ -2,7 +2,8 @@
 //!
 //! Event time decides status: a month is `closed` once the watermark passes its end plus the
 //! grace period. Wall time only throttles: a month gets at most one revision per
-//! `min_interval`. Revisions only grow, and a month never goes back from `closed`.
+//! `min_interval`, except the one that closes it, which goes out at once. Revisions only
+//! grow, and a month never goes back from `closed`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -85,11 +86,13 @@ impl Publisher {
         for (month, tally) in months {
             let closed_now = self.is_closed(month, as_of);
             let p = self.months.entry(month).or_default();
-            if p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
-                continue;
-            }
             let status =
                 if closed_now || p.status == Some(Status::Closed) { Status::Closed } else { Status::Provisional };
+            // The revision that closes a month is not held back: downstream waits for it.
+            let closing = status == Status::Closed && p.status != Some(Status::Closed);
+            if !closing && p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
+                continue;
+            }
             let figures = tally.figures(as_of);
             if p.status == Some(status) && p.figures.as_ref() == Some(&figures) {
                 continue;
@@ -262,9 +265,18 @@ mod tests {
         // April ends at 2022-04-30T16:00Z in Shanghai; grace is one day.
         let s = p.due(l.months(), Some(ts("2022-05-01T15:59:59Z")), t0, Timestamp::UNIX_EPOCH);
         assert_eq!(s[0].status, Status::Provisional);
-        let s =
-            p.due(l.months(), Some(ts("2022-05-01T16:00:00Z")), t0 + Duration::from_secs(20), Timestamp::UNIX_EPOCH);
+        // The closing revision goes out at once, within min_interval of the last one.
+        let s = p.due(l.months(), Some(ts("2022-05-01T16:00:00Z")), t0 + Duration::from_secs(1), Timestamp::UNIX_EPOCH);
         assert_eq!((s[0].revision, s[0].status), (2, Status::Closed));
+        // Later changes of a closed month are throttled again.
+        let more = ledger_with(2);
+        assert!(
+            p.due(more.months(), Some(ts("2022-05-02T00:00:00Z")), t0 + Duration::from_secs(2), Timestamp::UNIX_EPOCH)
+                .is_empty()
+        );
+        let s =
+            p.due(more.months(), Some(ts("2022-05-02T00:00:00Z")), t0 + Duration::from_secs(11), Timestamp::UNIX_EPOCH);
+        assert_eq!((s[0].revision, s[0].status), (3, Status::Closed));
     }
 
     #[test]
