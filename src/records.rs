@@ -9,10 +9,14 @@
 //! | `partials` | [`PartialKey::Tally`] | [`Tally`]; a tombstone when the month is forgotten |
 //! | `partials` | [`PartialKey::Watermark`] | [`Watermark`] |
 //!
-//! Every value starts with a byte naming its format's version. Version 1 is JSON after that
-//! byte. Values of earlier builds are JSON with no version byte (they start with `{`, `[` or
-//! `"`, never with a byte below 0x20) and read as version 0. Another encoding is one more
-//! version here, read alongside the others.
+//! Every value starts with a byte naming its format's version:
+//! - version 2, the records written once per event (routed events, case records): postcard, a
+//!   compact binary format (`wire.rs`);
+//! - version 1, the rest (progress, tallies, watermarks): JSON;
+//! - version 0: values of earlier builds, JSON with no version byte (they start with `{`, `[`
+//!   or `"`, never with a byte below 0x20).
+//!
+//! Every build reads every version it knows; another encoding is one more version here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -27,8 +31,12 @@ use crate::domain::month::Month;
 use crate::domain::partition::PartitionProgress;
 use crate::domain::routing::Routed;
 
-/// The version this build writes.
-pub const VERSION: u8 = 1;
+mod wire;
+
+/// The newest version this build reads and writes.
+pub const VERSION: u8 = 2;
+const JSON: u8 = 1;
+const BINARY: u8 = 2;
 
 /// Why a record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,18 +63,52 @@ impl Unreadable {
     }
 }
 
-/// A value of an internal record: only these are encoded.
-pub trait Value: Serialize + DeserializeOwned {}
-impl Value for Routed {}
-impl Value for CaseRecord {}
+/// A value of an internal record: only these are encoded. Those written once per event have
+/// a binary form (version 2); the others are JSON (version 1).
+pub trait Value: Serialize + DeserializeOwned {
+    /// Appends the binary form to `out`; `false` for a type that has none.
+    fn write_binary(&self, _out: &mut Vec<u8>) -> bool {
+        false
+    }
+
+    fn read_binary(_body: &[u8]) -> Result<Self, String> {
+        Err("this record has no binary form".into())
+    }
+}
+
+impl Value for Routed {
+    fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+        postcard::to_io(&wire::Routed::of(self), out).expect("routed records serialize");
+        true
+    }
+
+    fn read_binary(body: &[u8]) -> Result<Routed, String> {
+        postcard::from_bytes::<wire::Routed>(body).map_err(|e| e.to_string())?.read()
+    }
+}
+
+impl Value for CaseRecord {
+    fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+        postcard::to_io(&wire::Case::of(self), out).expect("case records serialize");
+        true
+    }
+
+    fn read_binary(body: &[u8]) -> Result<CaseRecord, String> {
+        postcard::from_bytes::<wire::Case>(body).map_err(|e| e.to_string())?.read()
+    }
+}
+
 impl Value for PartitionProgress {}
 impl Value for Tally {}
 impl Value for Watermark {}
 
 pub fn encode<T: Value>(value: &T) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(256);
-    bytes.push(VERSION);
-    serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
+    let mut bytes = Vec::with_capacity(128);
+    bytes.push(BINARY);
+    if !value.write_binary(&mut bytes) {
+        bytes[0] = JSON;
+        serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
+    }
     bytes
 }
 
@@ -82,8 +124,10 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
         Some(b'{' | b'[' | b'"') => (0, bytes),
         Some(&v) => (v, &bytes[1..]),
     };
+    let malformed = |detail: String| Unreadable::Malformed { version, detail };
     match version {
-        0 | 1 => serde_json::from_slice(body).map_err(|e| Unreadable::Malformed { version, detail: e.to_string() }),
+        0 | JSON => serde_json::from_slice(body).map_err(|e| malformed(e.to_string())),
+        BINARY => T::read_binary(body).map_err(malformed),
         _ => Err(Unreadable::Version(version)),
     }
 }
@@ -195,7 +239,7 @@ mod tests {
             covers: Some(42),
         };
         let bytes = encode(&progress);
-        assert_eq!(bytes[0], VERSION);
+        assert_eq!(bytes[0], JSON);
         assert_eq!(decode::<PartitionProgress>(Some(&bytes)), Ok(progress));
         let at = Watermark("2022-05-01T00:00:00Z".parse().unwrap());
         assert_eq!(decode::<Watermark>(Some(&encode(&at))), Ok(at));
@@ -214,8 +258,97 @@ mod tests {
         assert_eq!(decode::<Watermark>(Some(old_watermark)), Ok(Watermark("2022-05-01T00:00:00Z".parse().unwrap())));
     }
 
+    fn routed_transfer() -> Routed {
+        use crate::domain::event::{CaseEvent, Change, Transferred};
+        use crate::domain::routing::{RoutedEvent, Source};
+        Routed {
+            source: Source { topic: "hotline.cases".into(), partition: 3 },
+            watermark: Some("2022-04-10T01:02:03.456789Z".parse().unwrap()),
+            idle: false,
+            event: Some(RoutedEvent {
+                offset: 1234,
+                input_timestamp: Some(1_650_000_000_123),
+                event: CaseEvent {
+                    event_id: "e-42".into(),
+                    case_id: "SP-2022-000123".into(),
+                    occurred_at: "2022-04-10T01:02:03.456789Z".parse().unwrap(),
+                    change: Change::Transferred(Transferred {
+                        to_department: "lishu_county".into(),
+                        from_department: Some("tiexi_district".into()),
+                        due_at: Some("2022-04-25T00:00:00Z".parse().unwrap()),
+                    }),
+                },
+            }),
+        }
+    }
+
+    fn case_record() -> CaseRecord {
+        use crate::domain::case::Fact;
+        use crate::domain::event::{Board, Channel, Created, RequestKind, Transferred};
+        let at = |s: &str| -> Timestamp { s.parse().unwrap() };
+        CaseRecord {
+            created: Some(Fact {
+                event_id: "e-1".into(),
+                at: at("2022-04-01T08:00:00.5Z"),
+                data: Created {
+                    channel: Channel::LeaderBoard,
+                    category: "epidemic".into(),
+                    board: Some(Board::Mayor),
+                    request_kind: Some(RequestKind::Complaint),
+                    department: Some("tiexi_district".into()),
+                    due_at: None,
+                },
+            }),
+            transfers: vec![Fact {
+                event_id: "e-2".into(),
+                at: at("2022-04-02T08:00:00Z"),
+                data: Transferred {
+                    to_department: "unicom".into(),
+                    from_department: None,
+                    due_at: Some(at("2022-04-20T00:00:00Z")),
+                },
+            }],
+            closed: Some(Fact { event_id: "e-3".into(), at: at("2022-04-03T08:00:00Z"), data: () }),
+        }
+    }
+
+    #[test]
+    fn records_written_per_event_are_binary_and_read_back() {
+        let routed = routed_transfer();
+        let bytes = encode(&routed);
+        assert_eq!(bytes[0], BINARY);
+        assert!(
+            bytes.len() < readable(&routed).len() / 2,
+            "{} bytes against {} in JSON",
+            bytes.len(),
+            readable(&routed).len()
+        );
+        assert_eq!(decode::<Routed>(Some(&bytes)), Ok(routed));
+        let marker = Routed { event: None, idle: true, ..routed_transfer() };
+        assert_eq!(decode::<Routed>(Some(&encode(&marker))), Ok(marker));
+        let case = case_record();
+        let bytes = encode(&case);
+        assert_eq!(bytes[0], BINARY);
+        assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
+        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default()))), Ok(CaseRecord::default()));
+    }
+
+    #[test]
+    fn json_records_of_earlier_builds_still_read() {
+        for version in [&b""[..], &[JSON][..]] {
+            let routed = [version, &readable(&routed_transfer())].concat();
+            assert_eq!(decode::<Routed>(Some(&routed)), Ok(routed_transfer()));
+            let case = [version, &readable(&case_record())].concat();
+            assert_eq!(decode::<CaseRecord>(Some(&case)), Ok(case_record()));
+        }
+    }
+
     #[test]
     fn a_record_this_build_cannot_read_says_why() {
+        let bytes = encode(&routed_transfer());
+        let Err(Unreadable::Malformed { version: 2, .. }) = decode::<Routed>(Some(&bytes[..bytes.len() - 3])) else {
+            panic!("a truncated binary record is malformed")
+        };
         assert_eq!(decode::<Tally>(Some(&[7, b'{', b'}'])), Err(Unreadable::Version(7)));
         assert_eq!(decode::<Tally>(Some(&[])), Err(Unreadable::Empty));
         assert_eq!(decode::<Tally>(None), Err(Unreadable::Empty));

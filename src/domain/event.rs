@@ -94,7 +94,7 @@ impl RequestKind {
     }
 }
 
-fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
+pub(crate) fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
     all.iter().copied().find(|v| code(*v) == s)
 }
 
