@@ -137,11 +137,11 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
 pub enum ChangelogKey {
     /// A case's record.
     Case(String),
-    /// The partition's progress; `#` never occurs in a case id.
+    /// The partition's progress, under the one key no case may have.
     Progress,
 }
 
-const PROGRESS_KEY: &str = "#watermark";
+const PROGRESS_KEY: &str = crate::domain::event::RESERVED_CASE_ID;
 
 impl fmt::Display for ChangelogKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -157,7 +157,7 @@ impl FromStr for ChangelogKey {
     fn from_str(s: &str) -> Result<ChangelogKey, Unreadable> {
         match s {
             PROGRESS_KEY => Ok(ChangelogKey::Progress),
-            _ if s.is_empty() || s.starts_with('#') => Err(Unreadable::Key),
+            "" => Err(Unreadable::Key),
             id => Ok(ChangelogKey::Case(id.to_owned())),
         }
     }
@@ -226,7 +226,12 @@ mod tests {
             assert_eq!(key.to_string().parse::<ChangelogKey>(), Ok(key));
         }
         assert_eq!(ChangelogKey::Progress.to_string(), "#watermark");
-        assert_eq!("#other".parse::<ChangelogKey>(), Err(Unreadable::Key));
+        assert_eq!(
+            "#other".parse::<ChangelogKey>(),
+            Ok(ChangelogKey::Case("#other".into())),
+            "a case id may start with #"
+        );
+        assert_eq!("".parse::<ChangelogKey>(), Err(Unreadable::Key));
         assert_eq!(key::<ChangelogKey>(Some(&[0xff, 0xfe])), Err(Unreadable::Key));
         assert_eq!(key::<ChangelogKey>(None), Err(Unreadable::Key));
     }

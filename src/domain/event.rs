@@ -94,6 +94,9 @@ impl RequestKind {
     }
 }
 
+/// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
+pub const RESERVED_CASE_ID: &str = "#watermark";
+
 pub(crate) fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
     all.iter().copied().find(|v| code(*v) == s)
 }
@@ -180,6 +183,8 @@ pub enum Rejection {
     AlreadyClosed,
     #[error("the event belongs to a month older than the retention, whose cases are no longer held")]
     MonthEvicted,
+    #[error("case id `#watermark` is reserved")]
+    ReservedCaseId,
 }
 
 impl Rejection {
@@ -202,6 +207,7 @@ impl Rejection {
         "conflicting_created",
         "already_closed",
         "month_evicted",
+        "reserved_case_id",
     ];
 
     /// A low-cardinality label for metrics.
@@ -224,6 +230,7 @@ impl Rejection {
             Rejection::ConflictingCreated => "conflicting_created",
             Rejection::AlreadyClosed => "already_closed",
             Rejection::MonthEvicted => "month_evicted",
+            Rejection::ReservedCaseId => "reserved_case_id",
         }
     }
 }
@@ -324,11 +331,15 @@ impl Fields<'_> {
         self.optional_str(name)?.ok_or(Rejection::MissingField(name))
     }
 
-    /// Event and case ids: any non-empty string up to 128 bytes without control characters.
+    /// Event and case ids: any non-empty string up to 128 bytes without control characters;
+    /// a case id is not `RESERVED_CASE_ID`, the changelog's key for a partition's progress.
     fn id(&self, name: &'static str) -> Result<String, Rejection> {
         let s = self.required_str(name)?;
         if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
             return Err(Rejection::InvalidCode(name));
+        }
+        if name == "case_id" && s == RESERVED_CASE_ID {
+            return Err(Rejection::ReservedCaseId);
         }
         Ok(s.to_owned())
     }
@@ -467,6 +478,7 @@ mod tests {
         with("request_kind", serde_json::json!("praise"), "unknown_request_kind");
         with("department", serde_json::json!("铁西区 13800000000"), "invalid_code");
         with("case_id", serde_json::json!(""), "invalid_code");
+        with("case_id", serde_json::json!("#watermark"), "reserved_case_id");
         cases.push((
             serde_json::json!({"event_id":"e","case_id":"c","type":"transferred",
                 "occurred_at":"2022-04-03T10:00:00Z"})

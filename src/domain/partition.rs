@@ -71,8 +71,10 @@ impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
 pub struct Flush {
     /// Cases for the changelog: each with `case()`'s record, a tombstone where there is none.
     pub cases: Vec<String>,
-    /// Months for `partials`: each with `tally()`'s tally, a tombstone where there is none.
-    pub tallies: Vec<Month>,
+    /// Tallies for `partials`, as they were before any eviction of this flush (a month being
+    /// evicted still goes out with its last figures: the publisher forgets it only once every
+    /// partition is past it); `None`, a tombstone, for a month with no case left.
+    pub tallies: Vec<(Month, Option<Tally>)>,
     /// The partition's new watermark, for `partials`.
     pub watermark: Option<Timestamp>,
     /// The partition's new progress, for the changelog.
@@ -190,7 +192,8 @@ impl CountingPartition {
         let partials_due =
             stopping || evicting || self.partials_written.is_none_or(|at| now.duration_since(at) >= PARTIAL_INTERVAL);
         if !self.dirty.is_empty() && partials_due {
-            flush.tallies = std::mem::take(&mut self.dirty).into_iter().collect();
+            flush.tallies =
+                std::mem::take(&mut self.dirty).into_iter().map(|m| (m, self.ledger.tally(m).cloned())).collect();
             self.partials_written = Some(now);
         }
         if let (Some(kept_from), true) = (kept_from, evicting) {
@@ -289,6 +292,10 @@ mod tests {
         Routed { source: from, watermark, idle, event: None }
     }
 
+    fn months(flush: &Flush) -> Vec<Month> {
+        flush.tallies.iter().map(|(m, _)| *m).collect()
+    }
+
     /// A partition fed by input partitions cases/0 and cases/1.
     fn partition() -> CountingPartition {
         let mut p = CountingPartition::new(rules(), 2);
@@ -303,7 +310,7 @@ mod tests {
         p.apply(0, &event(source("cases", 0), 0, created("c1", "2022-04-10T02:00:00Z")));
         let flush = p.flush(now, false);
         assert_eq!(flush.watermark, None, "cases/1 has told nothing yet");
-        assert_eq!(flush.tallies, vec!["2022-04".parse().unwrap()]);
+        assert_eq!(months(&flush), vec!["2022-04".parse().unwrap()]);
         p.apply(1, &marker(source("cases", 1), None, true));
         let flush = p.flush(now + PARTIAL_INTERVAL, false);
         assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")), "cases/1 is idle: cases/0 alone counts");
@@ -363,8 +370,7 @@ mod tests {
         // Its event time is where it was, with no input heard from again; every tally goes
         // out again (it may not have been written before the crash), then the watermark.
         let again = restored.flush(now, false);
-        assert_eq!(again.tallies, vec!["2022-04".parse().unwrap()]);
-        assert_eq!(restored.tally("2022-04".parse().unwrap()), p.tally("2022-04".parse().unwrap()));
+        assert_eq!(again.tallies, vec![("2022-04".parse().unwrap(), p.tally("2022-04".parse().unwrap()).cloned())]);
         assert_eq!(again.watermark, None, "already written");
         assert_eq!(again.progress, None, "unchanged");
         // cases/0 moves on: the watermark follows cases/1's restored event time.
@@ -407,9 +413,32 @@ mod tests {
         // March's tally is gone here; the publisher tombstones it in `partials` once every
         // partition is past March.
         assert!(p.tally("2022-03".parse().unwrap()).is_none());
-        assert_eq!(flush.tallies, vec!["2022-04".parse().unwrap()]);
+        assert_eq!(months(&flush), vec!["2022-04".parse().unwrap()]);
         let late = event(source("cases", 0), 2, created("march-2", "2022-03-11T02:00:00Z"));
         assert_eq!(p.apply(2, &late), Some(Err(Rejection::MonthEvicted)));
+    }
+
+    #[test]
+    fn a_month_evicted_right_after_a_change_goes_out_with_its_last_figures() {
+        let mut p = CountingPartition::new(rules(), 0);
+        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, created("march", "2022-03-10T02:00:00Z")));
+        p.flush(now, false);
+        // March's case closes late, and in the same batch event time moves into April.
+        let closed = CaseEvent {
+            event_id: "march-closed".into(),
+            case_id: "march".into(),
+            occurred_at: at("2022-03-31T02:00:00Z"),
+            change: Change::Closed,
+        };
+        p.apply(1, &event(source("cases", 0), 1, closed));
+        p.apply(2, &event(source("cases", 0), 2, created("april", "2022-04-10T02:00:00Z")));
+        let flush = p.flush(now + Duration::from_millis(10), false);
+        assert_eq!(flush.evicted, 1);
+        let (_, march) = flush.tallies.iter().find(|(m, _)| *m == "2022-03".parse().unwrap()).expect("March goes out");
+        let march = march.as_ref().expect("with its figures, not a tombstone");
+        assert_eq!(march.figures(at("2022-04-10T00:00:00Z")).totals.closed, 1);
     }
 
     #[test]

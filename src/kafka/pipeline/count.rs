@@ -148,9 +148,9 @@ impl Counting {
         let t = &out.settings.config.topics;
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);
-            for month in flush.tallies {
-                let key = PartialKey::Tally { partition, month }.to_string();
-                send(out, &t.partials, 0, &key, p.tally(month).map(records::encode).as_deref())?;
+            for (month, tally) in &flush.tallies {
+                let key = PartialKey::Tally { partition, month: *month }.to_string();
+                send(out, &t.partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
             }
             if flush.evicted > 0 {
                 tracing::info!(partition, cases = flush.evicted, "evicted cases of months past the retention");
