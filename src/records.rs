@@ -126,7 +126,9 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
     };
     let malformed = |detail: String| Unreadable::Malformed { version, detail };
     match version {
-        0 | JSON => serde_json::from_slice(body).map_err(|e| malformed(e.to_string())),
+        // serde_json's own message may quote a value: only where and what kind of error.
+        0 | JSON => serde_json::from_slice(body)
+            .map_err(|e| malformed(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))),
         BINARY => T::read_binary(body).map_err(malformed),
         _ => Err(Unreadable::Version(version)),
     }

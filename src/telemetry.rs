@@ -39,6 +39,8 @@ pub struct Telemetry {
     producers_abandoned: IntCounter,
     calls_blocked: IntGauge,
     partitions_stopped: IntGaugeVec,
+    /// The (topic, partition) label pairs `partitions_stopped` shows at 1.
+    stopped: Arc<Mutex<std::collections::BTreeSet<(String, i32)>>>,
     polls: IntCounter,
     rebalances: IntCounter,
     offset_resets: IntCounter,
@@ -343,6 +345,7 @@ impl Telemetry {
             ),
             ready: gauge(&r, "hotline_ready", "1 while /readyz answers 200."),
             health: Arc::new(Health::default()),
+            stopped: Arc::default(),
             registry: r,
         };
         // Counters start at zero, so the first abort or dead letter shows in increase().
@@ -478,11 +481,20 @@ impl Telemetry {
              stops before it until a build that reads it takes over"
         );
         self.partitions_stopped.with_label_values(&[topic, &partition.to_string()]).set(1);
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).insert((topic.to_owned(), partition));
     }
 
-    /// A new life tries every partition again.
-    pub fn partitions_resumed(&self) {
-        self.partitions_stopped.reset();
+    /// The partitions shown stopped, which a new life tries again.
+    pub fn stopped_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
+        self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A partition shown stopped got past its record (read, restored, or no longer this
+    /// instance's).
+    pub fn partition_resumed(&self, topic: &str, partition: i32) {
+        if self.stopped.lock().unwrap_or_else(|e| e.into_inner()).remove(&(topic.to_owned(), partition)) {
+            let _ = self.partitions_stopped.remove_label_values(&[topic, &partition.to_string()]);
+        }
     }
 
     /// Calls of abandoned producers still blocked.

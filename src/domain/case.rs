@@ -92,15 +92,6 @@ impl CaseRecord {
         }
     }
 
-    /// Adds an event's fact. Rejections leave the record unchanged.
-    pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
-        let admitted = self.admits(event)?;
-        if admitted == Applied::Changed {
-            self.add(event);
-        }
-        Ok(admitted)
-    }
-
     /// Adds the fact of an event `admits` says changes the record.
     pub(crate) fn add(&mut self, event: &CaseEvent) {
         match &event.change {

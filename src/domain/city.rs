@@ -51,6 +51,11 @@ impl CityView {
         }
     }
 
+    /// Whether `partition` is one of the counting partitions.
+    pub fn counts(&self, partition: i32) -> bool {
+        (0..self.counting_partitions as i32).contains(&partition)
+    }
+
     /// A partition's latest tally of `month` (`None`: a tombstone), written at `at_ms`.
     pub fn tally(&mut self, partition: i32, month: Month, tally: Option<Tally>, at_ms: Option<i64>) {
         let tallies = self.partials.entry(month).or_default();

@@ -427,6 +427,8 @@ struct Life<'a> {
     publishing: Option<publish::Publishing>,
     /// Partitions stopped before a record this build cannot read, for the rest of this life.
     stopped: HashSet<(String, i32)>,
+    /// Partitions an earlier life stopped, until a record of each is read.
+    stopped_before: HashSet<(String, i32)>,
 }
 
 impl<'a> Life<'a> {
@@ -475,7 +477,6 @@ impl<'a> Life<'a> {
         let assignment = consumer.assignment().context("reading the assignment")?;
         // Partitions an earlier life stopped are tried again.
         consumer.resume(&assignment).context("resuming the assignment")?;
-        telemetry.partitions_resumed();
         // Committed offsets first: with read_committed this waits for a previous owner's
         // pending transaction; the restore then reads the changelog until it covers them.
         let committed = if assignment.count() == 0 {
@@ -495,11 +496,29 @@ impl<'a> Life<'a> {
             false => Some(publish::Publishing::restore(settings, telemetry, framing, layout.counting_partitions)?),
         };
         seek(consumer, &committed, &t.partials, publishing.as_ref().map(|p| p.next_offset))?;
+        // What an earlier life stopped shows stopped until read past; partitions no longer
+        // held (and changelog partitions restored now) stop showing.
+        let mut stopped_before = HashSet::new();
+        for (topic, p) in telemetry.stopped_partitions() {
+            let held = committed.elements().iter().any(|a| {
+                a.partition() == p && (a.topic() == topic || (topic == t.changelog && a.topic() == t.case_events))
+            });
+            if held && topic != t.changelog {
+                stopped_before.insert((topic, p));
+            } else if !(held && counting.unreadable.contains_key(&p)) {
+                telemetry.partition_resumed(&topic, p);
+            }
+        }
         let mut stopped = HashSet::new();
         for (&p, (offset, why)) in &counting.unreadable {
             telemetry.partition_stopped(&t.changelog, p, *offset, why);
             pause(consumer, &t.case_events, p)?;
             stopped.insert((t.case_events.clone(), p));
+        }
+        if publishing.as_ref().is_some_and(|p| p.unreadable.is_none())
+            && stopped_before.remove(&(t.partials.clone(), 0))
+        {
+            telemetry.partition_resumed(&t.partials, 0);
         }
         if let Some((offset, why)) = publishing.as_ref().and_then(|p| p.unreadable.as_ref()) {
             telemetry.partition_stopped(&t.partials, 0, *offset, why);
@@ -528,6 +547,7 @@ impl<'a> Life<'a> {
             counting,
             publishing,
             stopped,
+            stopped_before,
         })
     }
 
@@ -602,6 +622,12 @@ impl<'a> Life<'a> {
                 self.ingest.handle(&self.out, self.telemetry, &m)?;
                 None
             };
+            if unreadable.is_none()
+                && !self.stopped_before.is_empty()
+                && self.stopped_before.remove(&(m.topic().to_owned(), m.partition()))
+            {
+                self.telemetry.partition_resumed(m.topic(), m.partition());
+            }
             if let Some(why) = unreadable {
                 // Stopped before the record: its offset is what the transaction commits.
                 self.telemetry.partition_stopped(m.topic(), m.partition(), m.offset(), &why);

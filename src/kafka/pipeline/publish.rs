@@ -90,7 +90,12 @@ impl Publishing {
     }
 
     fn take(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Unreadable> {
-        match records::key(m.key())? {
+        let key: PartialKey = records::key(m.key())?;
+        let (PartialKey::Tally { partition, .. } | PartialKey::Watermark { partition }) = key;
+        if !self.city.counts(partition) {
+            return Err(Unreadable::Key);
+        }
+        match key {
             PartialKey::Tally { partition, month } => {
                 let tally: Option<Tally> = match m.payload() {
                     Some(_) => Some(records::decode(m.payload())?),
