@@ -102,13 +102,22 @@ impl Value for PartitionProgress {}
 impl Value for Tally {}
 impl Value for Watermark {}
 
-pub fn encode<T: Value>(value: &T) -> Vec<u8> {
+/// `value` in the newest format `version` allows (`state.record_version`): binary where the
+/// type has a binary form and `version` is 2; else JSON, with the version byte unless
+/// `version` is 0 (what builds before the versions wrote and read).
+pub fn encode<T: Value>(value: &T, version: u8) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
-    bytes.push(BINARY);
-    if !value.write_binary(&mut bytes) {
-        bytes[0] = JSON;
-        serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
+    if version >= BINARY {
+        bytes.push(BINARY);
+        if value.write_binary(&mut bytes) {
+            return bytes;
+        }
+        bytes.clear();
     }
+    if version >= JSON {
+        bytes.push(JSON);
+    }
+    serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
     bytes
 }
 
@@ -245,11 +254,11 @@ mod tests {
             sources: vec![InputProgress { topic: "cases".into(), partition: 2, event_time: None, idle: true }],
             covers: Some(42),
         };
-        let bytes = encode(&progress);
+        let bytes = encode(&progress, VERSION);
         assert_eq!(bytes[0], JSON);
         assert_eq!(decode::<PartitionProgress>(Some(&bytes)), Ok(progress));
         let at = Watermark("2022-05-01T00:00:00Z".parse().unwrap());
-        assert_eq!(decode::<Watermark>(Some(&encode(&at))), Ok(at));
+        assert_eq!(decode::<Watermark>(Some(&encode(&at, VERSION))), Ok(at));
     }
 
     #[test]
@@ -322,7 +331,7 @@ mod tests {
     #[test]
     fn records_written_per_event_are_binary_and_read_back() {
         let routed = routed_transfer();
-        let bytes = encode(&routed);
+        let bytes = encode(&routed, VERSION);
         assert_eq!(bytes[0], BINARY);
         assert!(
             bytes.len() < readable(&routed).len() / 2,
@@ -332,12 +341,22 @@ mod tests {
         );
         assert_eq!(decode::<Routed>(Some(&bytes)), Ok(routed));
         let marker = Routed { event: None, idle: true, ..routed_transfer() };
-        assert_eq!(decode::<Routed>(Some(&encode(&marker))), Ok(marker));
+        assert_eq!(decode::<Routed>(Some(&encode(&marker, VERSION))), Ok(marker));
         let case = case_record();
-        let bytes = encode(&case);
+        let bytes = encode(&case, VERSION);
         assert_eq!(bytes[0], BINARY);
         assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
-        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default()))), Ok(CaseRecord::default()));
+        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default(), VERSION))), Ok(CaseRecord::default()));
+    }
+
+    #[test]
+    fn a_build_that_reads_version_0_only_reads_what_record_version_0_writes() {
+        // The earlier build read plain JSON.
+        let routed: Routed = serde_json::from_slice(&encode(&routed_transfer(), 0)).unwrap();
+        assert_eq!(routed, routed_transfer());
+        let case: CaseRecord = serde_json::from_slice(&encode(&case_record(), 0)).unwrap();
+        assert_eq!(case, case_record());
+        assert_eq!(encode(&case_record(), 1)[0], JSON);
     }
 
     #[test]
@@ -352,7 +371,7 @@ mod tests {
 
     #[test]
     fn a_record_this_build_cannot_read_says_why() {
-        let bytes = encode(&routed_transfer());
+        let bytes = encode(&routed_transfer(), VERSION);
         let Err(Unreadable::Malformed { version: 2, .. }) = decode::<Routed>(Some(&bytes[..bytes.len() - 3])) else {
             panic!("a truncated binary record is malformed")
         };

@@ -146,25 +146,32 @@ impl Counting {
     /// changelog, tallies and the watermark to `partials`.
     pub fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
         let t = &out.settings.config.topics;
+        let version = out.settings.config.state.record_version;
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);
             for (month, tally) in &flush.tallies {
                 let key = PartialKey::Tally { partition, month: *month }.to_string();
-                send(out, &t.partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
+                send(out, &t.partials, 0, &key, tally.as_ref().map(|t| records::encode(t, version)).as_deref())?;
             }
             if flush.evicted > 0 {
                 tracing::info!(partition, cases = flush.evicted, "evicted cases of months past the retention");
             }
             for case_id in &flush.cases {
-                send(out, &t.changelog, partition, case_id, p.case(case_id).map(records::encode).as_deref())?;
+                send(
+                    out,
+                    &t.changelog,
+                    partition,
+                    case_id,
+                    p.case(case_id).map(|c| records::encode(c, version)).as_deref(),
+                )?;
             }
             if let Some(at) = flush.watermark {
                 let key = PartialKey::Watermark { partition }.to_string();
-                send(out, &t.partials, 0, &key, Some(&records::encode(&Watermark(at))))?;
+                send(out, &t.partials, 0, &key, Some(&records::encode(&Watermark(at), version)))?;
             }
             if let Some(progress) = flush.progress {
                 let key = ChangelogKey::Progress.to_string();
-                send(out, &t.changelog, partition, &key, Some(&records::encode(&progress)))?;
+                send(out, &t.changelog, partition, &key, Some(&records::encode(&progress, version)))?;
             }
         }
         Ok(())

@@ -50,7 +50,7 @@ impl Ingest {
                 let input_timestamp = m.timestamp().to_millis();
                 let event = Some(RoutedEvent { offset: m.offset(), input_timestamp, event });
                 let routed = Routed { source, watermark: Some(watermark), idle: false, event };
-                let payload = records::encode(&routed);
+                let payload = records::encode(&routed, settings.config.state.record_version);
                 out.send(
                     BaseRecord::to(&settings.config.topics.case_events)
                         .partition(to)
@@ -72,7 +72,7 @@ impl Ingest {
         let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
         self.progress.mark_idle(Instant::now(), out.settings.idle_partition, caught_up);
         for (to, marker) in self.progress.markers(self.counting_partitions) {
-            let payload = records::encode(&marker);
+            let payload = records::encode(&marker, out.settings.config.state.record_version);
             out.send(
                 BaseRecord::<[u8], [u8]>::to(&out.settings.config.topics.case_events).partition(to).payload(&payload),
             )?;
