@@ -1,0 +1,70 @@
+//! The topics the pipeline owns and the partition counts it relies on.
+
+use std::collections::HashMap;
+
+use anyhow::{Result, bail};
+
+use crate::config::Settings;
+
+use crate::kafka::topics::TopicSpec;
+
+/// Dead letters keep the rejected payload unchanged up to this size, or less when the
+/// dead-letter topic takes less; a larger payload is dropped (the headers still say where it
+/// was), so the broker never refuses a dead letter and no input can stall the pipeline.
+pub const DEAD_LETTER_MAX_PAYLOAD: usize = 16 * 1024 * 1024;
+/// Room for a dead letter's key, headers and batch framing besides its payload.
+pub(super) const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
+/// Largest message the pipeline produces: a dead letter's payload plus its key and headers.
+pub(super) const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + DEAD_LETTER_HEADROOM;
+
+pub(super) fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
+    let t = &settings.config.topics;
+    let n = settings.config.kafka.partitions;
+    vec![
+        TopicSpec { name: &t.case_events, partitions: n, compacted: false, max_message_bytes: None },
+        TopicSpec { name: &t.changelog, partitions: n, compacted: true, max_message_bytes: None },
+        // A month's tally carries every open case's deadline: let it grow.
+        TopicSpec { name: &t.partials, partitions: 1, compacted: true, max_message_bytes: Some(MAX_PRODUCED_BYTES) },
+        TopicSpec { name: &t.snapshots, partitions: n, compacted: true, max_message_bytes: None },
+        TopicSpec {
+            name: &t.dead_letters,
+            partitions: n,
+            compacted: false,
+            max_message_bytes: Some(MAX_PRODUCED_BYTES),
+        },
+    ]
+}
+
+/// The partition counts the pipeline relies on.
+#[derive(Clone, Debug)]
+pub(super) struct Layout {
+    /// Partitions of `case_events` and of the changelog: the counting partitions.
+    pub counting_partitions: i32,
+    /// Every input partition when the pipeline started.
+    pub inputs: Vec<(String, i32)>,
+    /// Largest payload a dead letter keeps.
+    pub dead_letter_max_payload: usize,
+}
+
+impl Layout {
+    pub fn check(settings: &Settings, partitions: &HashMap<String, i32>) -> Result<Layout> {
+        let t = &settings.config.topics;
+        let count = |name: &str| partitions.get(name).copied().unwrap_or(0);
+        let counting_partitions = count(&t.case_events);
+        if count(&t.changelog) != counting_partitions {
+            bail!(
+                "{} has {} partitions but {} has {}: partition p of the changelog holds the cases of partition p \
+                 of the events, so both need the same count",
+                t.changelog,
+                count(&t.changelog),
+                t.case_events,
+                counting_partitions
+            );
+        }
+        if count(&t.partials) != 1 {
+            bail!("{} must have exactly one partition (it has {})", t.partials, count(&t.partials));
+        }
+        let inputs = t.inputs().iter().flat_map(|topic| (0..count(topic)).map(|p| (topic.to_string(), p))).collect();
+        Ok(Layout { counting_partitions, inputs, dead_letter_max_payload: DEAD_LETTER_MAX_PAYLOAD })
+    }
+}
