@@ -7,7 +7,11 @@
 //! - hotline: `hotline run` with the defaults of `config/hotline.toml` (only brokers, topic
 //!   names and group change), from empty until the month is closed with every case counted;
 //!   its CPU share (`/proc/PID/stat`) and peak RSS (`VmHWM`);
-//! - restart: SIGTERM, then a new `hotline run` on the same state, until `/readyz` answers 200.
+//! - restart: SIGTERM, then a new `hotline run` on the same state, until `/readyz` answers 200;
+//! - latency: that instance then gets the next month's events at a sustained rate
+//!   (HOTLINE_BENCH_RATE events/s, default 50,000, for 10 s), and its own histogram
+//!   `hotline_event_latency_seconds{from="kafka_timestamp"}` gives the p99 from an event's
+//!   append to the input topic until it is counted (to the histogram's bucket bounds).
 //!
 //! Prints one table and writes `target/bench/report.json`; with HOTLINE_BENCH_PERF=1, `perf`
 //! records the hotline run into `target/bench/perf.data`. HOTLINE_* variables reach the
@@ -167,6 +171,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(50));
     }
     let restart = started.elapsed();
+    let latency = sustained_latency(&runtime, &config, &listen_again);
     stop(&mut child);
 
     let rate = |d: Duration| messages as f64 / d.as_secs_f64();
@@ -190,17 +195,125 @@ fn main() {
         restart.as_secs_f64(),
         restart.as_secs_f64() * 1e6 / cases as f64
     );
+    println!(
+        "latency at {:.0} events/s sustained for {:.1} s ({} events): p99 <= {} s from append to counted",
+        latency.rate, latency.seconds, latency.events, latency.p99_bound
+    );
     let report = json!({
         "messages": messages, "cases": cases, "bytes": bytes,
         "raw_read_s": raw_read.as_secs_f64(), "raw_copy_s": raw_copy.as_secs_f64(),
         "hotline_s": hotline.as_secs_f64(), "hotline_vs_raw_copy": ratio,
         "hotline_cpu_share": cpu_share, "peak_rss_bytes": sample.peak_rss_bytes, "rss_bytes_per_case": per_case,
         "restart_to_ready_s": restart.as_secs_f64(),
+        "sustained_rate": latency.rate, "sustained_events": latency.events,
+        "latency_p99_at_most_s": latency.p99_bound,
     });
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(format!("{dir}/report.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
     println!("written to target/bench/report.json");
+}
+
+/// What the sustained-rate phase measured.
+struct Latency {
+    /// Events per second actually sent, over `seconds`.
+    rate: f64,
+    seconds: f64,
+    events: usize,
+    /// The upper bound of the histogram bucket holding the 99th percentile.
+    p99_bound: f64,
+}
+
+/// Sends the next month's events at HOTLINE_BENCH_RATE events/s (default 50,000) for 10 s to
+/// the running instance on `listen`, waits until they are counted, and reads the p99 of
+/// append-to-count latency off the instance's histogram (the counts since the phase began).
+fn sustained_latency(runtime: &tokio::runtime::Runtime, config: &Config, listen: &str) -> Latency {
+    const SECONDS: usize = 10;
+    let rate: usize = std::env::var("HOTLINE_BENCH_RATE").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let settings = config.clone().settings().unwrap();
+    // About 2.2 events per case.
+    let plan = Plan {
+        month: "2022-05".parse().unwrap(),
+        zone: settings.zone,
+        cases: rate * SECONDS * 10 / 22,
+        next_month_days: 0,
+        seed: 8,
+    };
+    let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
+    let before = latency_buckets(&http_get(listen, "/metrics"));
+    let processed_before = metric(&http_get(listen, "/metrics"), "hotline_messages_processed_total");
+    let started = Instant::now();
+    runtime.block_on(async {
+        let mut sender = Sender::new(&config.kafka).unwrap();
+        let mut case_topics = HashMap::new();
+        // In ticks of 10 ms, each sending its share.
+        for (tick, chunk) in lines.chunks((rate / 100).max(1)).enumerate() {
+            for line in chunk {
+                let (topic, key) = route(&config.topics, line, &mut case_topics);
+                sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
+            }
+            let due = started + Duration::from_millis(10 * (tick as u64 + 1));
+            tokio::time::sleep_until(due.into()).await;
+        }
+        sender.finish().await.unwrap();
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    // Counted once every message is processed and the histogram stops moving.
+    let waited = Instant::now();
+    let mut last = 0.0;
+    loop {
+        let text = http_get(listen, "/metrics");
+        let count = latency_buckets(&text).last().map_or(0.0, |(_, n)| *n);
+        let processed = metric(&text, "hotline_messages_processed_total") - processed_before;
+        if processed >= lines.len() as f64 && count == last {
+            break;
+        }
+        last = count;
+        assert!(waited.elapsed() < Duration::from_secs(300), "the sustained events were not counted within 5 minutes");
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let after = latency_buckets(&http_get(listen, "/metrics"));
+    let deltas: Vec<(f64, f64)> =
+        after.iter().map(|(le, n)| (*le, n - before.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m))).collect();
+    let total = deltas.last().map_or(0.0, |(_, n)| *n);
+    let p99_bound = deltas.iter().find(|(_, n)| *n >= 0.99 * total).map_or(f64::INFINITY, |(le, _)| *le);
+    Latency { rate: lines.len() as f64 / seconds, seconds, events: lines.len(), p99_bound }
+}
+
+/// The cumulative buckets (upper bound, count) of the append-to-count latency histogram,
+/// `+Inf` last.
+fn latency_buckets(metrics: &str) -> Vec<(f64, f64)> {
+    const PREFIX: &str = "hotline_event_latency_seconds_bucket{from=\"kafka_timestamp\",le=\"";
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix(PREFIX))
+        .filter_map(|rest| {
+            let (le, count) = rest.split_once("\"} ")?;
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The sum of a metric over its label sets.
+fn metric(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// The whole HTTP response (HTTP/1.0: never chunked); empty when nothing answers.
+fn http_get(listen: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut answer = String::new();
+    if let Ok(mut stream) = std::net::TcpStream::connect(listen) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {listen}\r\n\r\n");
+        let _ = stream.read_to_string(&mut answer);
+    }
+    answer
 }
 
 fn timed(f: impl FnOnce()) -> Duration {
@@ -240,15 +353,7 @@ fn stop(child: &mut Running) {
 }
 
 fn ready(listen: &str) -> bool {
-    let Ok(mut stream) = std::net::TcpStream::connect(listen) else { return false };
-    use std::io::{Read, Write};
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-    if stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").is_err() {
-        return false;
-    }
-    let mut answer = String::new();
-    let _ = stream.read_to_string(&mut answer);
-    answer.starts_with("HTTP/1.1 200")
+    http_get(listen, "/readyz").split(' ').nth(1) == Some("200")
 }
 
 /// CPU time used and peak resident memory of a process, from /proc.

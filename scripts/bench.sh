@@ -4,7 +4,8 @@
 #   (HOTLINE_BENCH_CASES, default 1,000,000);
 # - end_to_end: raw read and raw copy by kcat, then `hotline run` with the shipped defaults
 #   on the same ~1 million input messages (HOTLINE_BENCH_E2E_CASES, default 475,000 cases),
-#   its CPU share, peak RSS and restart time; writes target/bench/report.json.
+#   its CPU share, peak RSS, restart time, and the p99 append-to-count latency at a sustained
+#   rate (HOTLINE_BENCH_RATE events/s, default 50,000); writes target/bench/report.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # kcat (librdkafka's CLI) measures the baselines.

@@ -70,7 +70,8 @@ pub struct Pending {
     rejected: HashMap<&'static str, u64>,
     duplicates: u64,
     processed: u64,
-    latencies: Vec<(&'static str, f64)>,
+    /// (from, when in ms): an event's time or its input message's, measured at the commit.
+    latencies: Vec<(&'static str, i64)>,
 }
 
 /// Liveness and readiness as `/healthz` and `/readyz` report them.
@@ -200,7 +201,8 @@ impl Telemetry {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "hotline_event_latency_seconds",
-                        "From an event's occurred_at, or its input message's Kafka timestamp, to its counting.",
+                        "From an event's occurred_at, or its input message's Kafka timestamp, to the commit of the \
+                         transaction that counted it.",
                     )
                     .buckets(LATENCY_BUCKETS.to_vec()),
                     &["from"],
@@ -378,15 +380,14 @@ impl Telemetry {
         occurred_at: Timestamp,
         kafka_timestamp: Option<i64>,
     ) {
-        let now = Timestamp::now();
         let mut p = self.pending();
         match p.events.iter_mut().find(|(t, e, _)| *e == event_type && t == topic) {
             Some((_, _, n)) => *n += 1,
             None => p.events.push((topic.to_owned(), event_type, 1)),
         }
-        p.latencies.push(("occurred_at", now.duration_since(occurred_at).as_secs_f64().max(0.0)));
+        p.latencies.push(("occurred_at", occurred_at.as_millisecond()));
         if let Some(ms) = kafka_timestamp {
-            p.latencies.push(("kafka_timestamp", (now.as_millisecond() - ms).max(0) as f64 / 1000.0));
+            p.latencies.push(("kafka_timestamp", ms));
         }
     }
 
@@ -422,8 +423,14 @@ impl Telemetry {
         }
         self.duplicates.inc_by(p.duplicates);
         self.processed.inc_by(p.processed);
-        for (from, seconds) in p.latencies {
-            self.latency.with_label_values(&[from]).observe(seconds);
+        // Until the commit made the counts visible.
+        let now = Timestamp::now().as_millisecond();
+        let histograms: Vec<(&str, Histogram)> =
+            ["occurred_at", "kafka_timestamp"].map(|from| (from, self.latency.with_label_values(&[from]))).into();
+        for (from, ms) in p.latencies {
+            if let Some((_, h)) = histograms.iter().find(|(f, _)| *f == from) {
+                h.observe((now - ms).max(0) as f64 / 1000.0);
+            }
         }
     }
 

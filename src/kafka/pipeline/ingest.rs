@@ -32,20 +32,28 @@ impl Ingest {
         Ingest { counting_partitions, progress }
     }
 
-    pub fn handle(&mut self, out: &Output<'_>, telemetry: &Telemetry, m: &BorrowedMessage<'_>) -> Result<()> {
+    /// Routes one input message; `wall` and `now` are the batch's clock readings (events may
+    /// not be later than `wall` plus `time.max_future`).
+    pub fn handle(
+        &mut self,
+        out: &Output<'_>,
+        telemetry: &Telemetry,
+        m: &BorrowedMessage<'_>,
+        wall: Timestamp,
+        now: Instant,
+    ) -> Result<()> {
         telemetry.message_ingested();
         let settings = out.settings;
         let limits = DecodeLimits {
             max_message_bytes: settings.config.limits.max_message_bytes,
-            latest_occurred_at: Timestamp::now() + settings.max_future,
+            latest_occurred_at: wall + settings.max_future,
         };
         match event::decode(m.payload().unwrap_or_default(), &limits) {
             Ok(event) => {
                 let to = partition_of(&event.case_id, self.counting_partitions);
                 let source = Source { topic: m.topic().to_owned(), partition: m.partition() };
                 // A clock running ahead upstream must not close months early.
-                let watermark =
-                    self.progress.route(&source, event.occurred_at.min(Timestamp::now()), to, Instant::now());
+                let watermark = self.progress.route(&source, event.occurred_at.min(wall), to, now);
                 let case_id = event.case_id.clone();
                 let input_timestamp = m.timestamp().to_millis();
                 let event = Some(RoutedEvent { offset: m.offset(), input_timestamp, event });

@@ -373,10 +373,14 @@ impl<'a> Life<'a> {
         }
         let t = &self.settings.config.topics;
         self.telemetry.progress();
-        let deadline = Instant::now() + self.settings.commit_interval;
+        // One reading of the clock per message: a wall-clock time for the batch (which lasts at
+        // most a commit interval) and the monotonic time after each poll.
+        let (mut now, wall) = (Instant::now(), jiff::Timestamp::now());
+        let deadline = now + self.settings.commit_interval;
         let mut messages = 0;
-        while messages < self.settings.config.limits.max_batch && Instant::now() < deadline {
-            let polled = self.consumer.poll(deadline.saturating_duration_since(Instant::now()));
+        while messages < self.settings.config.limits.max_batch && now < deadline {
+            let polled = self.consumer.poll(deadline.saturating_duration_since(now));
+            now = Instant::now();
             self.telemetry.polled();
             if self.rebalanced.load(Ordering::SeqCst) {
                 return Ok(None);
@@ -404,7 +408,7 @@ impl<'a> Life<'a> {
                     None => bail!("a partials record arrived but this instance restored no publisher"),
                 }
             } else {
-                self.ingest.handle(&self.out, self.telemetry, &m)?;
+                self.ingest.handle(&self.out, self.telemetry, &m, wall, now)?;
                 None
             };
             if unreadable.is_none()
