@@ -5,6 +5,7 @@
 //! of events does not matter and duplicates change nothing. The ledger also remembers which
 //! cases and months changed since the last commit, for the changelog and the publisher.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use jiff::Timestamp;
@@ -17,14 +18,11 @@ use super::month::Month;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     rules: CountingRules,
-    cases: HashMap<String, CaseRecord>,
-    months: BTreeMap<Month, Tally>,
-    /// Cases whose `created` event has not arrived yet.
-    waiting_for_created: usize,
-    /// Estimated bytes of the cases held (ids and records).
-    bytes: usize,
+    /// Keyed by case id; foldhash (seeded per process) hashes them several times faster than
+    /// SipHash, which a restore of every changelog record felt.
+    cases: HashMap<String, CaseRecord, foldhash::fast::RandomState>,
+    totals: Totals,
     changed_cases: BTreeSet<String>,
-    changed_months: BTreeSet<Month>,
     /// Months before this one are evicted: their cases are dropped and late events for them
     /// are rejected.
     kept_from: Option<Month>,
@@ -34,12 +32,9 @@ impl Ledger {
     pub fn new(rules: CountingRules) -> Ledger {
         Ledger {
             rules,
-            cases: HashMap::new(),
-            months: BTreeMap::new(),
-            waiting_for_created: 0,
-            bytes: 0,
+            cases: HashMap::default(),
+            totals: Totals::default(),
             changed_cases: BTreeSet::new(),
-            changed_months: BTreeSet::new(),
             kept_from: None,
         }
     }
@@ -68,9 +63,9 @@ impl Ledger {
             }
         });
         if result == Ok(Applied::Changed) {
-            self.uncount(&event.case_id, &record);
+            self.totals.uncount(&self.rules, &event.case_id, &record);
             record.add(event);
-            self.count(&event.case_id, &record);
+            self.totals.count(&self.rules, &event.case_id, &record);
             self.changed_cases.insert(event.case_id.clone());
         }
         if !is_new {
@@ -84,35 +79,24 @@ impl Ledger {
     /// Puts back a case read from the changelog, replacing whatever was held for it; an empty
     /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
-        let before = self.cases.remove(&case_id).unwrap_or_default();
-        self.uncount(&case_id, &before);
-        self.count(&case_id, &record);
-        if record != CaseRecord::default() {
-            self.cases.insert(case_id, record);
-        }
-    }
-
-    /// Takes a record's share out of the figures and the state's size.
-    fn uncount(&mut self, case_id: &str, record: &CaseRecord) {
-        self.waiting_for_created -= waiting(record);
-        self.bytes -= held_bytes(case_id, record);
-        if let Some(old) = record.contribution(&self.rules) {
-            let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
-            tally.remove(&old);
-            if tally.is_empty() {
-                self.months.remove(&old.month);
+        let empty = record == CaseRecord::default();
+        // One lookup per record: a restore reads every record of the changelog.
+        match self.cases.entry(case_id) {
+            Entry::Occupied(mut held) => {
+                self.totals.uncount(&self.rules, held.key(), held.get());
+                self.totals.count(&self.rules, held.key(), &record);
+                if empty {
+                    held.remove();
+                } else {
+                    *held.get_mut() = record;
+                }
             }
-            self.changed_months.insert(old.month);
-        }
-    }
-
-    /// Adds a record's share to the figures and the state's size.
-    fn count(&mut self, case_id: &str, record: &CaseRecord) {
-        self.waiting_for_created += waiting(record);
-        self.bytes += held_bytes(case_id, record);
-        if let Some(new) = record.contribution(&self.rules) {
-            self.months.entry(new.month).or_default().add(&new);
-            self.changed_months.insert(new.month);
+            Entry::Vacant(free) => {
+                self.totals.count(&self.rules, free.key(), &record);
+                if !empty {
+                    free.insert(record);
+                }
+            }
         }
     }
 
@@ -136,12 +120,12 @@ impl Ledger {
             .collect();
         for id in &evicted {
             let record = self.cases.remove(id).expect("listed above");
-            self.bytes -= held_bytes(id, &record);
-            self.waiting_for_created -= usize::from(record.created.is_none());
+            self.totals.bytes -= held_bytes(id, &record);
+            self.totals.waiting_for_created -= usize::from(record.created.is_none());
             self.changed_cases.insert(id.clone());
         }
-        self.months.retain(|m, _| *m >= kept_from);
-        self.changed_months.retain(|m| *m >= kept_from);
+        self.totals.months.retain(|m, _| *m >= kept_from);
+        self.totals.changed_months.retain(|m| *m >= kept_from);
         evicted
     }
 
@@ -151,7 +135,7 @@ impl Ledger {
 
     /// Estimated bytes of the cases held.
     pub fn bytes(&self) -> usize {
-        self.bytes
+        self.totals.bytes
     }
 
     pub fn cases_held(&self) -> usize {
@@ -159,15 +143,15 @@ impl Ledger {
     }
 
     pub fn waiting_for_created(&self) -> usize {
-        self.waiting_for_created
+        self.totals.waiting_for_created
     }
 
     pub fn months(&self) -> impl Iterator<Item = (Month, &Tally)> {
-        self.months.iter().map(|(m, t)| (*m, t))
+        self.totals.months.iter().map(|(m, t)| (*m, t))
     }
 
     pub fn tally(&self, month: Month) -> Option<&Tally> {
-        self.months.get(&month)
+        self.totals.months.get(&month)
     }
 
     /// The first month still held, once months have been evicted.
@@ -176,12 +160,49 @@ impl Ledger {
     }
 
     pub fn figures(&self, month: Month, as_of: Timestamp) -> Option<Figures> {
-        self.months.get(&month).map(|t| t.figures(as_of))
+        self.totals.months.get(&month).map(|t| t.figures(as_of))
     }
 
     /// The cases and months changed since the last call.
     pub fn take_changes(&mut self) -> (BTreeSet<String>, BTreeSet<Month>) {
-        (std::mem::take(&mut self.changed_cases), std::mem::take(&mut self.changed_months))
+        (std::mem::take(&mut self.changed_cases), std::mem::take(&mut self.totals.changed_months))
+    }
+}
+
+/// What the cases held add up to: each month's tally and the state's size.
+#[derive(Clone, Debug, Default)]
+struct Totals {
+    months: BTreeMap<Month, Tally>,
+    /// Cases whose `created` event has not arrived yet.
+    waiting_for_created: usize,
+    /// Estimated bytes of the cases held (ids and records).
+    bytes: usize,
+    changed_months: BTreeSet<Month>,
+}
+
+impl Totals {
+    /// Takes a record's share out of the figures and the state's size.
+    fn uncount(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) {
+        self.waiting_for_created -= waiting(record);
+        self.bytes -= held_bytes(case_id, record);
+        if let Some(old) = record.contribution(rules) {
+            let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
+            tally.remove(&old);
+            if tally.is_empty() {
+                self.months.remove(&old.month);
+            }
+            self.changed_months.insert(old.month);
+        }
+    }
+
+    /// Adds a record's share to the figures and the state's size.
+    fn count(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) {
+        self.waiting_for_created += waiting(record);
+        self.bytes += held_bytes(case_id, record);
+        if let Some(new) = record.contribution(rules) {
+            self.months.entry(new.month).or_default().add(&new);
+            self.changed_months.insert(new.month);
+        }
     }
 }
 

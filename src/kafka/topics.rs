@@ -179,24 +179,27 @@ pub fn read_partitions_to_end(
 
     let mut at_end: HashSet<i32> = HashSet::new();
     let mut read = 0;
-    let mut last_progress = Instant::now();
+    // Since when nothing came (the clock is read only then, not per record).
+    let mut idle_since: Option<Instant> = None;
     while at_end.len() < partitions.len() {
         match consumer.poll(Duration::from_millis(200)) {
-            None => {}
+            None => {
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > timeout {
+                    bail!("no progress reading {topic} for {timeout:?}");
+                }
+                continue;
+            }
             Some(Ok(m)) => {
                 f(&m)?;
                 read += 1;
-                last_progress = Instant::now();
             }
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
-                last_progress = Instant::now();
             }
             Some(Err(e)) => tracing::debug!(error = %e, topic, "while reading to the end"),
         }
-        if last_progress.elapsed() > timeout {
-            bail!("no progress reading {topic} for {timeout:?}");
-        }
+        idle_since = None;
     }
     consumer.context().done.store(true, Ordering::Relaxed);
     Ok(read)

@@ -193,8 +193,13 @@ fn read_changelog(
     if partitions.is_empty() {
         return Ok((restored, unreadable));
     }
+    let mut read = 0u64;
     topics::read_partitions_to_end(&config.kafka, &config.topics.changelog, Some(partitions), RESTORE_TIMEOUT, |m| {
-        telemetry.progress();
+        // The loop moves, however long the restore (a clock reading per 4,096 records).
+        if read.is_multiple_of(4096) {
+            telemetry.progress();
+        }
+        read += 1;
         if unreadable.contains_key(&m.partition()) {
             return Ok(());
         }
