@@ -78,10 +78,10 @@ pub async fn ensure(kafka: &KafkaConfig, topics: &[TopicSpec<'_>]) -> Result<Has
 }
 
 /// The topic's `max.message.bytes`, as the broker reports it.
-pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str) -> Result<usize> {
+pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str, timeout: Duration) -> Result<usize> {
     let admin: AdminClient<DefaultClientContext> =
         client_config(kafka).create().context("creating the Kafka admin client")?;
-    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(30)));
+    let options = AdminOptions::new().request_timeout(Some(timeout));
     let results = admin.describe_configs([&ResourceSpecifier::Topic(topic)], &options).await?;
     let resource = results.into_iter().next().context("no answer")?.map_err(|e| anyhow::anyhow!("{e}"))?;
     let value = resource.get("max.message.bytes").and_then(|e| e.value.clone()).context("not reported")?;

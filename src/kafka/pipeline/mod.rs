@@ -52,6 +52,10 @@ pub use count::restore_ledger;
 pub use layout::DEAD_LETTER_MAX_PAYLOAD;
 
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long to wait for a topic's configuration (a broker answers in milliseconds).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A topic's `max.message.bytes` unless set otherwise.
+const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long past `TRANSACTION_TIMEOUT` a transactional call may take before its producer is
 /// abandoned.
@@ -89,11 +93,19 @@ async fn run_until_stopped(
         }
     };
     let mut layout = Layout::check(&settings, &partitions)?;
-    // A dead-letter topic made before hotline may take less than it would create.
-    match topics::max_message_bytes(&settings.config.kafka, &settings.config.topics.dead_letters).await {
-        Ok(n) => layout.dead_letter_max_payload = n.saturating_sub(DEAD_LETTER_HEADROOM).min(DEAD_LETTER_MAX_PAYLOAD),
-        Err(e) => tracing::warn!(error = %format!("{e:#}"), "could not read the dead-letter topic's max.message.bytes"),
-    }
+    // A dead-letter topic made before hotline may take less than it would create. A broker
+    // that does not say (librdkafka's mock cluster never answers) is taken to have Kafka's
+    // default limit, so that no dead letter can be refused.
+    let dead_letters = &settings.config.topics.dead_letters;
+    let limit = match topics::max_message_bytes(&settings.config.kafka, dead_letters, DESCRIBE_TIMEOUT).await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+                "could not read the dead-letter topic's max.message.bytes; assuming Kafka's default");
+            KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+        }
+    };
+    layout.dead_letter_max_payload = limit.saturating_sub(DEAD_LETTER_HEADROOM).min(DEAD_LETTER_MAX_PAYLOAD);
     tokio::task::spawn_blocking(move || {
         let instance = settings.config.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
         tracing::info!(
