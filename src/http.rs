@@ -17,6 +17,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::telemetry::{Liveness, Telemetry};
 
@@ -59,18 +61,44 @@ pub fn router(telemetry: Telemetry) -> Router {
         .with_state(telemetry)
 }
 
-/// Binds `addr` and serves until the process ends. Returns the bound address (port 0 picks one).
-pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<SocketAddr> {
+/// The HTTP listener, serving until its stop token is cancelled.
+pub struct Server {
+    pub bound: SocketAddr,
+    connections: TaskTracker,
+    accepting: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Waits until the listener has stopped accepting and every connection has ended (each
+    /// within `CONNECTION_TIMEOUT`).
+    pub async fn stopped(self) {
+        let _ = self.accepting.await;
+        self.connections.close();
+        self.connections.wait().await;
+    }
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` (port 0: any free port) until `stop`.
+pub async fn serve(addr: SocketAddr, telemetry: Telemetry, stop: CancellationToken) -> std::io::Result<Server> {
     let listener = TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     tracing::info!(%bound, "serving /metrics, /healthz and /readyz");
     let service = TowerToHyperService::new(router(telemetry));
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    tokio::spawn(async move {
+    let connections = TaskTracker::new();
+    let tracker = connections.clone();
+    let accepting = tokio::spawn(async move {
         loop {
             // Past the limit, new connections wait in the kernel's backlog.
-            let Ok(slot) = slots.clone().acquire_owned().await else { return };
-            let stream = match listener.accept().await {
+            let slot = tokio::select! {
+                _ = stop.cancelled() => return,
+                slot = slots.clone().acquire_owned() => match slot { Ok(slot) => slot, Err(_) => return },
+            };
+            let accepted = tokio::select! {
+                _ = stop.cancelled() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an HTTP connection");
@@ -79,7 +107,7 @@ pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<So
                 }
             };
             let service = service.clone();
-            tokio::spawn(async move {
+            tracker.spawn(async move {
                 let connection = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_TIMEOUT)
@@ -91,5 +119,5 @@ pub async fn serve(addr: SocketAddr, telemetry: Telemetry) -> std::io::Result<So
             });
         }
     });
-    Ok(bound)
+    Ok(Server { bound, connections, accepting })
 }

@@ -9,7 +9,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn start() -> std::net::SocketAddr {
-    hotline::http::serve("127.0.0.1:0".parse().unwrap(), Telemetry::default()).await.unwrap()
+    let stop = tokio_util::sync::CancellationToken::new();
+    hotline::http::serve("127.0.0.1:0".parse().unwrap(), Telemetry::default(), stop).await.unwrap().bound
+}
+
+#[tokio::test]
+async fn a_stop_closes_the_listener_and_waits_for_it() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let server =
+        hotline::http::serve("127.0.0.1:0".parse().unwrap(), Telemetry::default(), stop.clone()).await.unwrap();
+    let bound = server.bound;
+    assert!(raw(bound, b"GET /healthz HTTP/1.0\r\n\r\n").await.starts_with("HTTP/1.0 200"));
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), server.stopped()).await.expect("the listener stops at once");
+    assert!(TcpStream::connect(bound).await.is_err(), "nothing listens any more");
 }
 
 /// Sends raw bytes and returns what the server answered before closing (empty on a reset).

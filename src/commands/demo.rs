@@ -2,13 +2,12 @@
 //! mock cluster, so it runs with no broker installed. Prints the month's report once the
 //! month has closed and every event is counted, then serves /metrics until Ctrl-C.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
 
 use crate::avro::Framing;
 use crate::commands::replay::route;
@@ -46,8 +45,8 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
     let telemetry = Telemetry::new(settings.labels.clone());
-    let bound = crate::http::serve(settings.listen, telemetry.clone()).await?;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let server = crate::http::serve(settings.listen, telemetry.clone(), stop.clone()).await?;
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
 
     let mut sender = Sender::new(&config.kafka)?;
@@ -95,10 +94,11 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     };
     println!("{}", snapshot.to_table());
     if !exit {
-        eprintln!("Metrics: http://{bound}/metrics  (Ctrl-C to stop)");
+        eprintln!("Metrics: http://{}/metrics  (Ctrl-C to stop)", server.bound);
         tokio::signal::ctrl_c().await?;
     }
-    stop.store(true, Ordering::Relaxed);
+    stop.cancel();
     pipeline.await??;
+    server.stopped().await;
     Ok(())
 }

@@ -1,11 +1,10 @@
 //! `hotline run`: the pipeline and its HTTP listener until SIGTERM or Ctrl-C.
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Result, anyhow};
+use tokio_util::sync::CancellationToken;
 
 use crate::avro::Framing;
 use crate::config::{Config, Settings};
@@ -15,14 +14,15 @@ use crate::telemetry::Telemetry;
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     let telemetry = Telemetry::new(settings.labels.clone());
-    crate::http::serve(settings.listen, telemetry.clone()).await?;
+    // One token stops every task: the HTTP listener and the pipeline.
+    let stop = CancellationToken::new();
+    let server = crate::http::serve(settings.listen, telemetry.clone(), stop.clone()).await?;
     // Wrong credentials or an untrusted certificate stop the process here with a clear error
     // rather than leaving it waiting, unready, as for a broker outage.
     tokio::select! {
         checked = crate::kafka::check_access(&settings.config.kafka) => checked?,
         _ = shutdown_signal() => return Ok(()),
     }
-    let stop = Arc::new(AtomicBool::new(false));
     let framing = framing(&settings).await?;
     let mut pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), framing, stop.clone()));
     tokio::select! {
@@ -44,8 +44,8 @@ pub async fn run(config: &Path) -> Result<()> {
         _ = shutdown_signal() => {}
     }
     tracing::info!("stopping: finishing the current transaction");
-    stop.store(true, Ordering::Relaxed);
-    match tokio::time::timeout(STOP_TIMEOUT, pipeline).await {
+    stop.cancel();
+    let stopped = match tokio::time::timeout(STOP_TIMEOUT, pipeline).await {
         Ok(finished) => finished?,
         // Kafka is unreachable and a transaction call is waiting on it. Nothing of the open
         // transaction is committed, so leaving it to be aborted loses nothing: the next start
@@ -54,8 +54,14 @@ pub async fn run(config: &Path) -> Result<()> {
             tracing::warn!(timeout = ?STOP_TIMEOUT, "Kafka did not answer; exiting without the open transaction");
             Ok(())
         }
-    }
+    };
+    // Requests under way get a moment to finish; a slow client does not hold the exit.
+    let _ = tokio::time::timeout(HTTP_STOP_TIMEOUT, server.stopped()).await;
+    stopped
 }
+
+/// How long a stop waits for HTTP requests under way.
+const HTTP_STOP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a stop may wait for the current transaction.
 const STOP_TIMEOUT: Duration = Duration::from_secs(8);

@@ -5,8 +5,6 @@
 
 pub mod reference;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use std::collections::HashMap;
@@ -25,6 +23,7 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
+use tokio_util::sync::CancellationToken;
 
 /// The bootstrap address of the test broker.
 pub fn brokers() -> String {
@@ -107,14 +106,15 @@ pub struct Running {
     pub telemetry: Telemetry,
     /// Where its /metrics, /healthz and /readyz are served.
     pub http: std::net::SocketAddr,
-    stop: Arc<AtomicBool>,
+    /// Stops the pipeline and the HTTP listener.
+    stop: CancellationToken,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
 /// A failing test still stops its pipeline, so the test process can exit.
 impl Drop for Running {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.cancel();
     }
 }
 
@@ -122,8 +122,8 @@ impl Running {
     pub async fn start(settings: Settings) -> Running {
         hotline::commands::init_logging(false); // shown with --nocapture or on failure
         let telemetry = Telemetry::new(settings.labels.clone());
-        let http = hotline::http::serve(settings.listen, telemetry.clone()).await.unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let http = hotline::http::serve(settings.listen, telemetry.clone(), stop.clone()).await.unwrap().bound;
         let task = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
         Running { telemetry, http, stop, task: Some(task) }
     }
@@ -153,7 +153,7 @@ impl Running {
     }
 
     pub async fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.cancel();
         let task = self.task.take().expect("stopped once");
         tokio::time::timeout(Duration::from_secs(30), task)
             .await

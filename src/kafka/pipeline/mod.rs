@@ -37,6 +37,8 @@ use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::avro::Framing;
 use crate::config::Settings;
 use crate::domain::routing::Source;
@@ -64,12 +66,12 @@ const CALL_GRACE: Duration = Duration::from_secs(5);
 /// past this many the pipeline ends, for the process to start afresh.
 const MAX_CALLS_BLOCKED: i64 = 3;
 
-/// Runs the pipeline until `stop` is set, starting over after failures. However it ends,
+/// Runs the pipeline until `stop` is cancelled, starting over after failures. However it ends,
 /// `/healthz` and `/readyz` fail from then on: the caller is to exit.
-pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: Arc<AtomicBool>) -> Result<()> {
+pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: CancellationToken) -> Result<()> {
     telemetry.watch_progress(settings.stalled_after);
     let ended = run_until_stopped(settings, telemetry.clone(), framing, stop.clone()).await;
-    telemetry.pipeline_ended(stop.load(Ordering::Relaxed), ended.as_ref().err());
+    telemetry.pipeline_ended(stop.is_cancelled(), ended.as_ref().err());
     ended
 }
 
@@ -77,7 +79,7 @@ async fn run_until_stopped(
     settings: Settings,
     telemetry: Telemetry,
     framing: Framing,
-    stop: Arc<AtomicBool>,
+    stop: CancellationToken,
 ) -> Result<()> {
     // Kafka may not be up yet when we start: wait for it.
     let mut backoff = Backoff::default();
@@ -85,7 +87,7 @@ async fn run_until_stopped(
         telemetry.progress();
         match topics::ensure(&settings.config.kafka, &owned_topics(&settings)).await {
             Ok(p) => break p,
-            Err(e) if !stop.load(Ordering::Relaxed) => {
+            Err(e) if !stop.is_cancelled() => {
                 telemetry.kafka_unavailable(&format!("{e:#}"));
                 tokio::time::sleep(backoff.next()).await;
             }
@@ -116,13 +118,13 @@ async fn run_until_stopped(
         );
         let mut backoff = Backoff::default();
         let mut fatal = recovery::FatalStreak::new(settings.session_timeout, MAX_BACKOFF);
-        while !stop.load(Ordering::Relaxed) {
+        while !stop.is_cancelled() {
             // A consumer outlives the pipeline's lives: starting over rewinds it to the
             // committed offsets instead of leaving and rejoining the group. Only a consumer
             // failed for good is replaced.
             let rebalanced = Arc::new(AtomicBool::new(false));
             let consumer = consumer(&settings, &telemetry, &rebalanced)?;
-            while !stop.load(Ordering::Relaxed) {
+            while !stop.is_cancelled() {
                 telemetry.progress();
                 if telemetry.calls_blocked() > MAX_CALLS_BLOCKED {
                     bail!(
@@ -348,12 +350,12 @@ impl<'a> Life<'a> {
         })
     }
 
-    fn run(&mut self, stop: &AtomicBool) -> Result<End> {
+    fn run(&mut self, stop: &CancellationToken) -> Result<End> {
         // Ready once the group has given this instance its share and its state is restored.
         self.telemetry.ready(self.consumer.context().joined.load(Ordering::SeqCst));
         let mut last_gauges = None::<Instant>;
         loop {
-            let stopping = stop.load(Ordering::Relaxed);
+            let stopping = stop.is_cancelled();
             let Some(offsets) = self.consume_batch(stopping)? else {
                 self.out.abort();
                 return Ok(End::Rebalanced);
