@@ -2,13 +2,14 @@
 //! their counting partition, or sent to the dead letters with their reason.
 
 use std::collections::HashMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use jiff::Timestamp;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
 
+use crate::config::Settings;
 use crate::domain::event::{self, DecodeLimits};
 use crate::domain::routing::{Progress, Routed, RoutedEvent, Source, partition_of};
 use crate::records;
@@ -19,17 +20,32 @@ use super::Output;
 pub struct Ingest {
     counting_partitions: i32,
     progress: Progress,
+    /// The internal topic.
+    case_events: String,
+    max_message_bytes: usize,
+    max_future: Duration,
+    idle_partition: Duration,
+    record_version: u8,
 }
 
 impl Ingest {
     /// Follows the input partitions this instance reads, with or without events.
-    pub fn new(counting_partitions: i32, sources: impl IntoIterator<Item = Source>) -> Ingest {
+    pub fn new(settings: &Settings, counting_partitions: i32, sources: impl IntoIterator<Item = Source>) -> Ingest {
         let mut progress = Progress::default();
         let now = Instant::now();
         for source in sources {
             progress.track(source, now);
         }
-        Ingest { counting_partitions, progress }
+        let config = &settings.config;
+        Ingest {
+            counting_partitions,
+            progress,
+            case_events: config.topics.case_events.clone(),
+            max_message_bytes: config.limits.max_message_bytes,
+            max_future: settings.max_future,
+            idle_partition: settings.idle_partition,
+            record_version: config.state.record_version,
+        }
     }
 
     /// Routes one input message; `wall` and `now` are the batch's clock readings (events may
@@ -43,11 +59,8 @@ impl Ingest {
         now: Instant,
     ) -> Result<()> {
         telemetry.message_ingested();
-        let settings = out.settings;
-        let limits = DecodeLimits {
-            max_message_bytes: settings.config.limits.max_message_bytes,
-            latest_occurred_at: wall + settings.max_future,
-        };
+        let limits =
+            DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at: wall + self.max_future };
         match event::decode(m.payload().unwrap_or_default(), &limits) {
             Ok(event) => {
                 let to = partition_of(&event.case_id, self.counting_partitions);
@@ -58,13 +71,8 @@ impl Ingest {
                 let input_timestamp = m.timestamp().to_millis();
                 let event = Some(RoutedEvent { offset: m.offset(), input_timestamp, event });
                 let routed = Routed { source, watermark: Some(watermark), idle: false, event };
-                let payload = records::encode(&routed, settings.config.state.record_version);
-                out.send(
-                    BaseRecord::to(&settings.config.topics.case_events)
-                        .partition(to)
-                        .key(case_id.as_bytes())
-                        .payload(&payload),
-                )
+                let payload = records::encode(&routed, self.record_version);
+                out.send(BaseRecord::to(&self.case_events).partition(to).key(case_id.as_bytes()).payload(&payload))
             }
             Err(rejection) => {
                 telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
@@ -78,12 +86,10 @@ impl Ingest {
     /// (`lags`, from librdkafka's statistics) with no event for `snapshot.idle_partition`.
     pub fn send_markers(&mut self, out: &Output<'_>, lags: &HashMap<(String, i32), i64>) -> Result<()> {
         let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
-        self.progress.mark_idle(Instant::now(), out.settings.idle_partition, caught_up);
+        self.progress.mark_idle(Instant::now(), self.idle_partition, caught_up);
         for (to, marker) in self.progress.markers(self.counting_partitions) {
-            let payload = records::encode(&marker, out.settings.config.state.record_version);
-            out.send(
-                BaseRecord::<[u8], [u8]>::to(&out.settings.config.topics.case_events).partition(to).payload(&payload),
-            )?;
+            let payload = records::encode(&marker, self.record_version);
+            out.send(BaseRecord::<[u8], [u8]>::to(&self.case_events).partition(to).payload(&payload))?;
         }
         Ok(())
     }

@@ -342,7 +342,7 @@ impl<'a> Life<'a> {
             consumer,
             rebalanced,
             out,
-            ingest: ingest::Ingest::new(layout.counting_partitions, inputs),
+            ingest: ingest::Ingest::new(settings, layout.counting_partitions, inputs),
             counting,
             publishing,
             stopped,

@@ -28,8 +28,8 @@ use super::context::KafkaEvents;
 /// that commit has ended (one producer has one transaction at a time).
 pub(super) struct Output<'a> {
     producer: Arc<ThreadedProducer<KafkaEvents>>,
-    pub settings: &'a Settings,
-    pub telemetry: &'a Telemetry,
+    settings: &'a Settings,
+    telemetry: &'a Telemetry,
     dead_letter_max_payload: usize,
     in_transaction: Cell<bool>,
     /// How long a transactional call may take: `TRANSACTION_TIMEOUT` plus `CALL_GRACE`.
