@@ -690,15 +690,14 @@ pub struct City<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::case::CountingRules;
+
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::ledger::Ledger;
-    use jiff::ToSpan;
 
     #[test]
     fn codes_outside_the_registry_are_counted_as_unknown() {
-        let zone = jiff::tz::TimeZone::get("Asia/Shanghai").unwrap();
-        let mut ledger = Ledger::new(CountingRules { zone: zone.clone(), default_sla: 15.days() });
+        let zone = crate::domain::fixtures::zone();
+        let mut ledger = Ledger::new(crate::domain::fixtures::rules());
         for (i, (department, category)) in
             [("tiexi_district", "water"), ("13912345678", "zhang_san"), ("typo_bureau", "water")].iter().enumerate()
         {

@@ -23,6 +23,16 @@ fn broker(command: &str, dir: &std::path::Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A `hotline run` process, killed if the test fails before it exits.
+struct Process(std::process::Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Broker(std::path::PathBuf);
 
 impl Drop for Broker {
@@ -57,13 +67,15 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
     // A second, separate pipeline as a process, to be stopped while the broker is down.
     let (_dir, other_config) = common::write_config(&common::config_text_on(&brokers, "", ""));
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut other = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["run", "--config", other_config.to_str().unwrap()])
-        .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut other = Process(
+        Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .args(["run", "--config", other_config.to_str().unwrap()])
+            .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let ready = Instant::now();
     while reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
         assert!(ready.elapsed() < Duration::from_secs(60), "the second pipeline never got ready");
@@ -78,9 +90,9 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
         seen_unready |= pipeline.get("/readyz").await.0 == 503;
         if !stopped && down.elapsed() > Duration::from_secs(5) {
             let term = Instant::now();
-            Command::new("kill").args(["-TERM", &other.id().to_string()]).status().unwrap();
+            Command::new("kill").args(["-TERM", &other.0.id().to_string()]).status().unwrap();
             let status = loop {
-                if let Some(status) = other.try_wait().unwrap() {
+                if let Some(status) = other.0.try_wait().unwrap() {
                     break status;
                 }
                 assert!(term.elapsed() < Duration::from_secs(30), "still running 30 s after SIGTERM");

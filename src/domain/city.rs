@@ -127,16 +127,13 @@ impl CityView {
 
 #[cfg(test)]
 mod tests {
-    use jiff::ToSpan;
 
     use super::*;
-    use crate::domain::case::CountingRules;
+
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::ledger::Ledger;
 
-    fn zone() -> TimeZone {
-        TimeZone::get("Asia/Shanghai").unwrap()
-    }
+    use crate::domain::fixtures::{rules, zone};
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -148,7 +145,7 @@ mod tests {
 
     /// The tally of one partition holding `cases` hotline cases created in April.
     fn tally_of(cases: &[&str]) -> Tally {
-        let mut ledger = Ledger::new(CountingRules { zone: zone(), default_sla: 15.days() });
+        let mut ledger = Ledger::new(rules());
         for id in cases {
             let created = Created {
                 channel: Channel::Hotline,

@@ -220,12 +220,8 @@ fn held_bytes(case_id: &str, record: &CaseRecord) -> usize {
 mod tests {
     use super::*;
     use crate::domain::event::{Change, Channel, Created, RequestKind, Transferred};
-    use jiff::ToSpan;
-    use jiff::tz::TimeZone;
 
-    pub(crate) fn rules() -> CountingRules {
-        CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: 15.days() }
-    }
+    use crate::domain::fixtures::rules;
 
     fn ts(s: &str) -> Timestamp {
         s.parse().unwrap()

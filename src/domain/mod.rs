@@ -5,6 +5,8 @@ pub mod case;
 pub mod city;
 pub mod event;
 pub mod figures;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod ledger;
 pub mod month;
 pub mod partition;

@@ -243,16 +243,12 @@ impl CountingPartition {
 
 #[cfg(test)]
 mod tests {
-    use jiff::ToSpan;
-    use jiff::tz::TimeZone;
 
     use super::*;
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::routing::{RoutedEvent, Source};
 
-    fn rules() -> CountingRules {
-        CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: 15.days() }
-    }
+    use crate::domain::fixtures::rules;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

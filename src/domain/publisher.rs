@@ -196,7 +196,7 @@ impl Watermarks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::case::CountingRules;
+
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::ledger::Ledger;
     use jiff::ToSpan;
@@ -211,7 +211,7 @@ mod tests {
     }
 
     fn ledger_with(n: usize) -> Ledger {
-        let mut l = Ledger::new(CountingRules { zone: rules().zone, default_sla: 15.days() });
+        let mut l = Ledger::new(crate::domain::fixtures::rules());
         for i in 0..n {
             l.apply(&CaseEvent {
                 event_id: format!("e{i}"),
