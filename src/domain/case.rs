@@ -52,18 +52,13 @@ pub enum Applied {
 impl CaseRecord {
     /// Roughly the heap this record takes, for the state-size metric.
     pub fn approx_bytes(&self) -> usize {
-        let created = self.created.as_ref().map_or(0, |f| {
-            let d = &f.data;
-            f.event_id.len() + d.category.len() + d.department.as_ref().map_or(0, String::len)
-        });
+        // Codes are shared (`event::code`): only the event ids are the record's own.
+        let created = self.created.as_ref().map_or(0, |f| f.event_id.len());
         let transfers: usize = self
             .transfers
             .iter()
             .map(|f| {
-                std::mem::size_of::<Fact<Transferred>>()
-                    + f.event_id.len()
-                    + f.data.to_department.len()
-                    + f.data.from_department.as_ref().map_or(0, String::len)
+                std::mem::size_of::<Fact<Transferred>>() + f.event_id.len()
             })
             .sum();
         std::mem::size_of::<CaseRecord>() + created + transfers + self.closed.as_ref().map_or(0, |f| f.event_id.len())
@@ -133,14 +128,14 @@ impl CaseRecord {
 
         let mut transfers_in = Vec::new();
         let mut transfers_out = Vec::new();
-        let mut holders: Vec<&str> = created.data.department.iter().map(String::as_str).collect();
+        let mut holders: Vec<&str> = created.data.department.iter().map(|d| &**d).collect();
         let mut holder = created.data.department.as_deref();
         let mut assigned_at = created.at;
         let mut returned = false;
         // The latest deadline given, by when it was given; the created event counts as the first.
         let mut due_given = created.data.due_at;
         for t in &self.transfers {
-            let to = t.data.to_department.as_str();
+            let to: &str = &t.data.to_department;
             let from = t.data.from_department.as_deref().or(holder);
             if let Some(from) = from {
                 transfers_out.push(from);

@@ -4,7 +4,9 @@
 //! (names, phones, addresses, content), so a rejection names the field and the kind of
 //! problem, never a value.
 
+use std::collections::HashSet;
 use std::fmt;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
@@ -94,6 +96,28 @@ impl RequestKind {
     }
 }
 
+/// A department or category code. The same few hundred codes recur in every case, so each
+/// is held once (`code`) and shared.
+pub type Code = Arc<str>;
+
+/// Distinct codes held at most; past this, codes (from bad input, say) are no longer shared,
+/// so the table cannot grow without bound.
+const MAX_SHARED_CODES: usize = 65_536;
+
+/// The shared copy of a code.
+pub fn code(s: &str) -> Code {
+    static CODES: LazyLock<Mutex<HashSet<Code>>> = LazyLock::new(Mutex::default);
+    let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = codes.get(s) {
+        return shared.clone();
+    }
+    let new: Code = Arc::from(s);
+    if codes.len() < MAX_SHARED_CODES {
+        codes.insert(new.clone());
+    }
+    new
+}
+
 /// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
 pub const RESERVED_CASE_ID: &str = "#watermark";
 
@@ -131,17 +155,17 @@ impl Change {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created {
     pub channel: Channel,
-    pub category: String,
+    pub category: Code,
     pub board: Option<Board>,
     pub request_kind: Option<RequestKind>,
-    pub department: Option<String>,
+    pub department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transferred {
-    pub to_department: String,
-    pub from_department: Option<String>,
+    pub to_department: Code,
+    pub from_department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }
 
@@ -344,15 +368,15 @@ impl Fields<'_> {
         Ok(s.to_owned())
     }
 
-    fn optional_code(&self, name: &'static str) -> Result<Option<String>, Rejection> {
+    fn optional_code(&self, name: &'static str) -> Result<Option<Code>, Rejection> {
         match self.optional_str(name)? {
             None => Ok(None),
-            Some(s) if is_code(s) => Ok(Some(s.to_owned())),
+            Some(s) if is_code(s) => Ok(Some(code(s))),
             Some(_) => Err(Rejection::InvalidCode(name)),
         }
     }
 
-    fn code(&self, name: &'static str) -> Result<String, Rejection> {
+    fn code(&self, name: &'static str) -> Result<Code, Rejection> {
         self.optional_code(name)?.ok_or(Rejection::MissingField(name))
     }
 
@@ -435,7 +459,7 @@ mod tests {
             "occurred_at":"2022-04-03T10:00:00Z","to_department":"tiedong"}))
         .unwrap();
         assert!(
-            matches!(t.change, Change::Transferred(Transferred { ref to_department, from_department: None, due_at: None }) if to_department == "tiedong")
+            matches!(t.change, Change::Transferred(Transferred { ref to_department, from_department: None, due_at: None }) if &**to_department == "tiedong")
         );
         let c = decode_json(serde_json::json!({"event_id":"e3","case_id":"c1","type":"closed",
             "occurred_at":"2022-04-03T10:00:00.5Z"}))
@@ -490,6 +514,21 @@ mod tests {
             let got = decode(&payload, &limits()).expect_err(reason);
             assert_eq!(got.kind(), reason, "{got}");
         }
+    }
+
+    #[test]
+    fn a_code_is_held_once_however_often_it_comes() {
+        let first = decode_json(serde_json::json!({"event_id":"e1","case_id":"c1","type":"transferred",
+            "occurred_at":"2022-04-03T10:00:00Z","to_department":"shared_dept"}));
+        let second = decode_json(serde_json::json!({"event_id":"e2","case_id":"c2","type":"transferred",
+            "occurred_at":"2022-04-03T10:00:00Z","to_department":"shared_dept"}));
+        let to = |e: &CaseEvent| match &e.change {
+            Change::Transferred(t) => t.to_department.clone(),
+            _ => unreachable!("a transfer"),
+        };
+        let (a, b) = (to(&first.unwrap()), to(&second.unwrap()));
+        assert!(Arc::ptr_eq(&a, &b), "one copy of the code");
+        assert_eq!(&*a, "shared_dept");
     }
 
     #[test]

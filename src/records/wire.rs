@@ -117,7 +117,7 @@ impl<'a> Created<'a> {
         Ok(event::Created {
             channel: event::from_code(&Channel::ALL, Channel::code, self.channel)
                 .ok_or_else(|| code("channel", self.channel))?,
-            category: self.category.to_owned(),
+            category: event::code(self.category),
             board: self
                 .board
                 .map(|b| event::from_code(&Board::ALL, Board::code, b).ok_or_else(|| code("board", b)))
@@ -128,7 +128,7 @@ impl<'a> Created<'a> {
                     event::from_code(&RequestKind::ALL, RequestKind::code, k).ok_or_else(|| code("request kind", k))
                 })
                 .transpose()?,
-            department: self.department.map(str::to_owned),
+            department: self.department.map(event::code),
             due_at: read_time(self.due_at)?,
         })
     }
@@ -145,8 +145,8 @@ impl<'a> Transferred<'a> {
 
     fn read(self) -> Result<event::Transferred, String> {
         Ok(event::Transferred {
-            to_department: self.to_department.to_owned(),
-            from_department: self.from_department.map(str::to_owned),
+            to_department: event::code(self.to_department),
+            from_department: self.from_department.map(event::code),
             due_at: read_time(self.due_at)?,
         })
     }
