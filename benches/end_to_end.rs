@@ -258,14 +258,16 @@ fn sustained_latency(runtime: &tokio::runtime::Runtime, config: &Config, listen:
         sender.finish().await.unwrap();
     });
     let seconds = started.elapsed().as_secs_f64();
-    // Counted once every message is processed and the histogram stops moving.
+    // Counted once every message is processed and the histogram has not moved for 3 s (a
+    // commit interval is 200 ms).
     let waited = Instant::now();
-    let mut last = 0.0;
+    let (mut last, mut still) = (0.0, 0);
     loop {
         let text = http_get(listen, "/metrics");
         let count = latency_buckets(&text).last().map_or(0.0, |(_, n)| *n);
         let processed = metric(&text, "hotline_messages_processed_total") - processed_before;
-        if processed >= lines.len() as f64 && count == last {
+        still = if count == last { still + 1 } else { 0 };
+        if processed >= lines.len() as f64 && still >= 3 {
             break;
         }
         last = count;

@@ -83,7 +83,7 @@ impl Value for Routed {
     }
 
     fn read_binary(body: &[u8]) -> Result<Routed, String> {
-        postcard::from_bytes::<wire::Routed>(body).map_err(|e| e.to_string())?.read()
+        whole::<wire::Routed>(body)?.read()
     }
 }
 
@@ -94,7 +94,15 @@ impl Value for CaseRecord {
     }
 
     fn read_binary(body: &[u8]) -> Result<CaseRecord, String> {
-        postcard::from_bytes::<wire::Case>(body).map_err(|e| e.to_string())?.read()
+        whole::<wire::Case>(body)?.read()
+    }
+}
+
+/// A postcard value that takes the whole body: bytes left over are another format.
+fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
+    match postcard::take_from_bytes::<T>(body).map_err(|e| e.to_string())? {
+        (value, []) => Ok(value),
+        (_, rest) => Err(format!("{} bytes left over", rest.len())),
     }
 }
 
@@ -365,7 +373,11 @@ mod tests {
             let routed = [version, &readable(&routed_transfer())].concat();
             assert_eq!(decode::<Routed>(Some(&routed)), Ok(routed_transfer()));
             let case = [version, &readable(&case_record())].concat();
-            assert_eq!(decode::<CaseRecord>(Some(&case)), Ok(case_record()));
+            let read = decode::<CaseRecord>(Some(&case)).unwrap();
+            assert_eq!(read, case_record());
+            let department = read.created.unwrap().data.department.unwrap();
+            let shared = crate::domain::event::code("tiexi_district");
+            assert!(std::sync::Arc::ptr_eq(&department, &shared), "codes read from JSON are shared too");
         }
     }
 
@@ -375,6 +387,11 @@ mod tests {
         let Err(Unreadable::Malformed { version: 2, .. }) = decode::<Routed>(Some(&bytes[..bytes.len() - 3])) else {
             panic!("a truncated binary record is malformed")
         };
+        let longer = [&bytes[..], &[0, 0]].concat();
+        let Err(Unreadable::Malformed { version: 2, detail }) = decode::<Routed>(Some(&longer)) else {
+            panic!("a binary record with bytes left over is malformed")
+        };
+        assert!(detail.contains("left over"), "{detail}");
         assert_eq!(decode::<Tally>(Some(&[7, b'{', b'}'])), Err(Unreadable::Version(7)));
         assert_eq!(decode::<Tally>(Some(&[])), Err(Unreadable::Empty));
         assert_eq!(decode::<Tally>(None), Err(Unreadable::Empty));

@@ -70,8 +70,10 @@ pub struct Pending {
     rejected: HashMap<&'static str, u64>,
     duplicates: u64,
     processed: u64,
-    /// (from, when in ms): an event's time or its input message's, measured at the commit.
-    latencies: Vec<(&'static str, i64)>,
+    /// Events' occurred_at and their input messages' Kafka timestamps (ms), for the latency
+    /// histograms, measured at the commit.
+    occurred: Vec<i64>,
+    appended: Vec<i64>,
 }
 
 /// Liveness and readiness as `/healthz` and `/readyz` report them.
@@ -385,9 +387,9 @@ impl Telemetry {
             Some((_, _, n)) => *n += 1,
             None => p.events.push((topic.to_owned(), event_type, 1)),
         }
-        p.latencies.push(("occurred_at", occurred_at.as_millisecond()));
+        p.occurred.push(occurred_at.as_millisecond());
         if let Some(ms) = kafka_timestamp {
-            p.latencies.push(("kafka_timestamp", ms));
+            p.appended.push(ms);
         }
     }
 
@@ -425,11 +427,10 @@ impl Telemetry {
         self.processed.inc_by(p.processed);
         // Until the commit made the counts visible.
         let now = Timestamp::now().as_millisecond();
-        let histograms: Vec<(&str, Histogram)> =
-            ["occurred_at", "kafka_timestamp"].map(|from| (from, self.latency.with_label_values(&[from]))).into();
-        for (from, ms) in p.latencies {
-            if let Some((_, h)) = histograms.iter().find(|(f, _)| *f == from) {
-                h.observe((now - ms).max(0) as f64 / 1000.0);
+        for (from, times) in [("occurred_at", p.occurred), ("kafka_timestamp", p.appended)] {
+            let histogram = self.latency.with_label_values(&[from]);
+            for ms in times {
+                histogram.observe((now - ms).max(0) as f64 / 1000.0);
             }
         }
     }

@@ -45,8 +45,8 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
     let telemetry = Telemetry::new(settings.labels.clone());
-    let stop = CancellationToken::new();
-    let server = crate::http::serve(settings.listen, telemetry.clone(), stop.clone()).await?;
+    let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
+    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
 
     let mut sender = Sender::new(&config.kafka)?;
@@ -99,6 +99,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     }
     stop.cancel();
     pipeline.await??;
+    http_stop.cancel();
     server.stopped().await;
     Ok(())
 }

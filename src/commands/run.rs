@@ -14,9 +14,11 @@ use crate::telemetry::Telemetry;
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     let telemetry = Telemetry::new(settings.labels.clone());
-    // One token stops every task: the HTTP listener and the pipeline.
+    // A stop reaches the pipeline first, then the HTTP listener, which serves the probes and
+    // the last counts until the pipeline has finished; both are awaited.
     let stop = CancellationToken::new();
-    let server = crate::http::serve(settings.listen, telemetry.clone(), stop.clone()).await?;
+    let http_stop = CancellationToken::new();
+    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
     // Wrong credentials or an untrusted certificate stop the process here with a clear error
     // rather than leaving it waiting, unready, as for a broker outage.
     tokio::select! {
@@ -56,6 +58,7 @@ pub async fn run(config: &Path) -> Result<()> {
         }
     };
     // Requests under way get a moment to finish; a slow client does not hold the exit.
+    http_stop.cancel();
     let _ = tokio::time::timeout(HTTP_STOP_TIMEOUT, server.stopped()).await;
     stopped
 }

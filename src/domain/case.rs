@@ -54,13 +54,8 @@ impl CaseRecord {
     pub fn approx_bytes(&self) -> usize {
         // Codes are shared (`event::code`): only the event ids are the record's own.
         let created = self.created.as_ref().map_or(0, |f| f.event_id.len());
-        let transfers: usize = self
-            .transfers
-            .iter()
-            .map(|f| {
-                std::mem::size_of::<Fact<Transferred>>() + f.event_id.len()
-            })
-            .sum();
+        let transfers: usize =
+            self.transfers.iter().map(|f| std::mem::size_of::<Fact<Transferred>>() + f.event_id.len()).sum();
         std::mem::size_of::<CaseRecord>() + created + transfers + self.closed.as_ref().map_or(0, |f| f.event_id.len())
     }
 

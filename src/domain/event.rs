@@ -118,6 +118,17 @@ pub fn code(s: &str) -> Code {
     new
 }
 
+/// A code read from a record (JSON internal records), shared as decoded ones are.
+fn shared_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Code, D::Error> {
+    let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
+    Ok(code(&s))
+}
+
+fn shared_codes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Code>, D::Error> {
+    let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
+    Ok(s.map(|s| code(&s)))
+}
+
 /// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
 pub const RESERVED_CASE_ID: &str = "#watermark";
 
@@ -155,16 +166,20 @@ impl Change {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created {
     pub channel: Channel,
+    #[serde(deserialize_with = "shared_code")]
     pub category: Code,
     pub board: Option<Board>,
     pub request_kind: Option<RequestKind>,
+    #[serde(default, deserialize_with = "shared_codes")]
     pub department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transferred {
+    #[serde(deserialize_with = "shared_code")]
     pub to_department: Code,
+    #[serde(default, deserialize_with = "shared_codes")]
     pub from_department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }

@@ -197,7 +197,15 @@ pub fn read_partitions_to_end(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 at_end.insert(p);
             }
-            Some(Err(e)) => tracing::debug!(error = %e, topic, "while reading to the end"),
+            // An error is no progress: errors without end still time out.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, topic, "while reading to the end");
+                let since = *idle_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > timeout {
+                    bail!("no progress reading {topic} for {timeout:?}: {e}");
+                }
+                continue;
+            }
         }
         idle_since = None;
     }

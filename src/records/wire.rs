@@ -1,9 +1,10 @@
 //! Version 2 of the records written once per event (routed events, case records): postcard, a
 //! compact binary serde format, over these mirrors of the domain types. Strings are borrowed
 //! from the record while it is read; codes (channel, board, request kind) go as their text, so
-//! the domain's enums may grow or reorder. The fields and enum variants here must only ever be
-//! added at the end (postcard writes neither names nor tags, only positions): anything else is
-//! a new version.
+//! the domain's enums may grow or reorder. Postcard writes neither names nor lengths of
+//! structs, only values in order: any change to these types is a new version byte (a field
+//! added anywhere shifts what follows it). Only a variant added at the end of an enum reads as
+//! before, and an older build refuses it (and stops the partition).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -49,7 +49,8 @@ impl Ingest {
     }
 
     /// Routes one input message; `wall` and `now` are the batch's clock readings (events may
-    /// not be later than `wall` plus `time.max_future`).
+    /// not be later than `wall` plus `time.max_future`: up to a commit interval stricter than
+    /// the clock at the message, which the allowance dwarfs).
     pub fn handle(
         &mut self,
         out: &Output<'_>,

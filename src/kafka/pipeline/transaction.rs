@@ -354,16 +354,9 @@ mod tests {
     use super::*;
     use crate::config::Config;
 
-    fn settings(kafka: &str) -> Settings {
-        Config::parse(&format!("[kafka]\nbrokers = \"a:1\"\ninstance_id = \"hotline-0\"\n{kafka}"), [])
-            .unwrap()
-            .settings()
-            .unwrap()
-    }
-
     #[test]
     fn a_transactional_call_that_never_returns_abandons_the_producer() {
-        let settings = settings("");
+        let settings = Config::parse("[kafka]\nbrokers = \"a:1\"\n", []).unwrap().settings().unwrap();
         let telemetry = Telemetry::new(Default::default());
         // Never contacted: the calls below do not reach librdkafka.
         let producer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create_with_context(KafkaEvents {
