@@ -188,8 +188,35 @@ impl Counting {
 }
 
 /// The state of the given counting partitions, read from their changelog partitions; and the
-/// partitions that hold a record this build cannot read, with its offset.
+/// partitions that hold a record this build cannot read, with its offset. Partitions are
+/// independent: they are read in as many lanes (threads, each with its own reader) as there
+/// are cores.
 fn read_changelog(
+    settings: &Settings,
+    telemetry: &Telemetry,
+    partitions: &[i32],
+) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(partitions.len());
+    if lanes <= 1 {
+        return read_changelog_lane(settings, telemetry, partitions);
+    }
+    let groups: Vec<Vec<i32>> =
+        (0..lanes).map(|lane| partitions.iter().copied().skip(lane).step_by(lanes).collect()).collect();
+    std::thread::scope(|scope| {
+        let lanes: Vec<_> =
+            groups.iter().map(|group| scope.spawn(move || read_changelog_lane(settings, telemetry, group))).collect();
+        let (mut restored, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
+        for lane in lanes {
+            let (r, u) = lane.join().map_err(|_| anyhow::anyhow!("a restore lane panicked"))??;
+            restored.extend(r);
+            unreadable.extend(u);
+        }
+        Ok((restored, unreadable))
+    })
+}
+
+/// `read_changelog` for some partitions, in one reader.
+fn read_changelog_lane(
     settings: &Settings,
     telemetry: &Telemetry,
     partitions: &[i32],
