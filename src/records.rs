@@ -129,9 +129,15 @@ pub fn encode<T: Value>(value: &T, version: u8) -> Vec<u8> {
     bytes
 }
 
-/// The value as plain JSON, whatever the internal encoding: what a dead letter carries.
+/// The value as plain JSON (version 0), whatever the internal encoding: what a dead letter
+/// carries.
 pub fn readable<T: Value>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).expect("internal records serialize")
+    encode(value, 0)
+}
+
+/// The value of a record of a compacted topic: `None` for a tombstone (no payload).
+pub fn decode_or_tombstone<T: Value>(bytes: Option<&[u8]>) -> Result<Option<T>, Unreadable> {
+    bytes.map(|b| decode(Some(b))).transpose()
 }
 
 pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {

@@ -292,6 +292,13 @@ mod tests {
         flush.tallies.iter().map(|(m, _)| *m).collect()
     }
 
+    /// A partition fed by input partition cases/0 alone, keeping `retention_months`.
+    fn fed_by_one_input(retention_months: u32) -> CountingPartition {
+        let mut p = CountingPartition::new(rules(), retention_months);
+        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        p
+    }
+
     /// A partition fed by input partitions cases/0 and cases/1.
     fn partition() -> CountingPartition {
         let mut p = CountingPartition::new(rules(), 2);
@@ -397,8 +404,7 @@ mod tests {
 
     #[test]
     fn months_past_the_retention_are_evicted_with_tombstones() {
-        let mut p = CountingPartition::new(rules(), 0);
-        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let mut p = fed_by_one_input(0);
         let now = Instant::now();
         p.apply(0, &event(source("cases", 0), 0, created("march", "2022-03-10T02:00:00Z")));
         p.flush(now, false);
@@ -416,8 +422,7 @@ mod tests {
 
     #[test]
     fn a_month_evicted_right_after_a_change_goes_out_with_its_last_figures() {
-        let mut p = CountingPartition::new(rules(), 0);
-        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let mut p = fed_by_one_input(0);
         let now = Instant::now();
         p.apply(0, &event(source("cases", 0), 0, created("march", "2022-03-10T02:00:00Z")));
         p.flush(now, false);

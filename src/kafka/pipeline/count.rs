@@ -253,7 +253,7 @@ fn read_changelog_lane(
 fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Unreadable> {
     match records::key(key)? {
         ChangelogKey::Progress => p.restore_progress(records::decode(payload)?),
-        ChangelogKey::Case(case_id) => p.restore_case(case_id, payload.map(|_| records::decode(payload)).transpose()?),
+        ChangelogKey::Case(case_id) => p.restore_case(case_id, records::decode_or_tombstone(payload)?),
     }
     Ok(())
 }
@@ -273,8 +273,7 @@ pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules
     let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match records::key(m.key())? {
         ChangelogKey::Progress => Ok(()),
         ChangelogKey::Case(case_id) => {
-            let record = m.payload().map(|_| records::decode(m.payload())).transpose()?;
-            ledger.restore(case_id, record.unwrap_or_default());
+            ledger.restore(case_id, records::decode_or_tombstone(m.payload())?.unwrap_or_default());
             Ok(())
         }
     })?;

@@ -97,10 +97,7 @@ impl Publishing {
         }
         match key {
             PartialKey::Tally { partition, month } => {
-                let tally: Option<Tally> = match m.payload() {
-                    Some(_) => Some(records::decode(m.payload())?),
-                    None => None,
-                };
+                let tally: Option<Tally> = records::decode_or_tombstone(m.payload())?;
                 self.city.tally(partition, month, tally, m.timestamp().to_millis());
             }
             PartialKey::Watermark { partition } => {
