@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use hotline::config::Config;
-use hotline::domain::case::{CaseRecord, CountingRules};
+use hotline::domain::case::CountingRules;
 use hotline::domain::event::{DecodeLimits, decode};
 use hotline::domain::ledger::Ledger;
 use hotline::generator::{self, Plan};
@@ -37,18 +37,30 @@ fn main() {
     let generated = t.elapsed();
     let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
     let mut ledger = Ledger::new(rules());
+    let before = resident_bytes();
     let t = Instant::now();
-    for line in &lines {
+    for (i, line) in lines.iter().enumerate() {
         let event = decode(line.as_bytes(), &limits).unwrap();
         let _ = ledger.apply(&event);
+        // As a counting partition does at each commit.
+        if i % 5_000 == 0 {
+            ledger.take_changes();
+        }
     }
+    ledger.take_changes();
     let counting = t.elapsed();
-    let (changed, _) = ledger.take_changes();
+    let held = resident_bytes().saturating_sub(before);
     println!("generated {} events of {cases} cases in {generated:.2?}", lines.len());
     println!(
         "counting (decode + apply): {:.2?}, {:.0} events/s",
         counting,
         lines.len() as f64 / counting.as_secs_f64()
+    );
+    println!(
+        "state: {} cases held in {} MB resident, {:.0} bytes per case",
+        ledger.cases_held(),
+        held / 1_000_000,
+        held as f64 / ledger.cases_held() as f64
     );
 
     // Restart: write every case record to a changelog topic, then rebuild a ledger from it.
@@ -65,9 +77,8 @@ fn main() {
             .unwrap();
         let mut sender = Sender::new(&config.kafka).unwrap();
         let t = Instant::now();
-        for case_id in &changed {
-            let record: &CaseRecord = ledger.case(case_id).unwrap();
-            sender.send(&topic, Some(case_id.as_bytes()), &serde_json::to_vec(record).unwrap()).await.unwrap();
+        for (case_id, record) in ledger.cases() {
+            sender.send(&topic, Some(case_id.as_bytes()), &hotline::records::encode(record)).await.unwrap();
         }
         sender.finish().await.unwrap();
         t.elapsed()
@@ -85,4 +96,10 @@ fn main() {
         read as f64 / restore.as_secs_f64(),
         restore.as_secs_f64() / written.max(Duration::from_millis(1)).as_secs_f64()
     );
+}
+
+/// The process's resident set, from /proc/self/statm (pages of 4 KiB).
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    statm.split_whitespace().nth(1).and_then(|p| p.parse::<usize>().ok()).unwrap_or(0) * 4096
 }

@@ -53,14 +53,11 @@ pub struct StateConfig {
     /// Months held before the watermark's month; older cases are evicted (tombstoned in the
     /// changelog) and late events for them are dead-lettered.
     pub retention_months: u32,
-    /// The format version of the internal records this instance writes (`records.rs`): 2,
-    /// or 0 while a rolling upgrade replaces instances of a build that reads version 0 only.
-    pub record_version: u8,
 }
 
 impl Default for StateConfig {
     fn default() -> StateConfig {
-        StateConfig { retention_months: 13, record_version: crate::records::VERSION }
+        StateConfig { retention_months: 13 }
     }
 }
 
@@ -554,13 +551,6 @@ impl Config {
             .with_context(|| format!("http.listen {:?} is not an address:port", self.http.listen))?;
         if self.kafka.partitions < 1 {
             bail!("kafka.partitions must be at least 1");
-        }
-        if self.state.record_version > crate::records::VERSION {
-            bail!(
-                "state.record_version {} is not one this build writes (0 to {})",
-                self.state.record_version,
-                crate::records::VERSION
-            );
         }
         let session_timeout = wall(&self.kafka.session_timeout, "kafka.session_timeout")?;
         let heartbeat_interval = wall(&self.kafka.heartbeat_interval, "kafka.heartbeat_interval")?;

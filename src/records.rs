@@ -10,13 +10,15 @@
 //! | `partials` | [`PartialKey::Watermark`] | [`Watermark`] |
 //!
 //! Every value starts with a byte naming its format's version:
-//! - version 2, the records written once per event (routed events, case records): postcard, a
-//!   compact binary format (`wire.rs`);
+//! - version 3, case records: postcard over what the domain's record holds, event ids as their
+//!   64-bit hashes (`wire::Case`);
+//! - version 2, routed events: postcard (`wire::Routed`); case records of earlier builds;
 //! - version 1, the rest (progress, tallies, watermarks): JSON;
 //! - version 0: values of earlier builds, JSON with no version byte (they start with `{`, `[`
 //!   or `"`, never with a byte below 0x20).
 //!
-//! Every build reads every version it knows; another encoding is one more version here.
+//! Every build writes each value in the newest version it has for it, and reads every version
+//! it knows; another encoding is one more version here.
 
 use std::fmt;
 use std::str::FromStr;
@@ -33,15 +35,16 @@ use crate::domain::routing::Routed;
 
 mod wire;
 
-/// The newest version this build reads and writes.
-pub const VERSION: u8 = 2;
+/// The newest version this build writes.
+pub const VERSION: u8 = COMPACT;
 const JSON: u8 = 1;
 const BINARY: u8 = 2;
+const COMPACT: u8 = 3;
 
 /// Why a record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Unreadable {
-    #[error("record format version {0} is unknown to this build, which reads versions 0 to {VERSION}")]
+    #[error("record format version {0} is not one this build reads for this record")]
     Version(u8),
     #[error("a record of format version {version} does not decode: {detail}")]
     Malformed { version: u8, detail: String },
@@ -63,38 +66,71 @@ impl Unreadable {
     }
 }
 
-/// A value of an internal record: only these are encoded. Those written once per event have
-/// a binary form (version 2); the others are JSON (version 1).
-pub trait Value: Serialize + DeserializeOwned {
-    /// Appends the binary form to `out`; `false` for a type that has none.
-    fn write_binary(&self, _out: &mut Vec<u8>) -> bool {
-        false
-    }
+/// A value of an internal record: only these are encoded.
+pub trait Value: Sized {
+    /// The version this build writes the value in.
+    const WRITES: u8;
 
-    fn read_binary(_body: &[u8]) -> Result<Self, String> {
-        Err("this record has no binary form".into())
-    }
+    /// Appends the value's body, in version `WRITES`, to `out`.
+    fn write(&self, out: &mut Vec<u8>);
+
+    /// Reads a body of `version`; `None` for a version this type does not have.
+    fn read(version: u8, body: &[u8]) -> Option<Result<Self, String>>;
+}
+
+/// A JSON value: version 1, and version 0 read the same.
+macro_rules! json_value {
+    ($($t:ty),*) => {$(
+        impl Value for $t {
+            const WRITES: u8 = JSON;
+            fn write(&self, out: &mut Vec<u8>) {
+                serde_json::to_writer(out, self).expect("internal records serialize");
+            }
+            fn read(version: u8, body: &[u8]) -> Option<Result<Self, String>> {
+                (version <= JSON).then(|| json(body))
+            }
+        }
+    )*};
+}
+
+json_value!(PartitionProgress, Tally, Watermark);
+
+/// serde_json's own message may quote a value: only where and what kind of error.
+fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(body)
+        .map_err(|e| format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))
 }
 
 impl Value for Routed {
-    fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+    const WRITES: u8 = BINARY;
+
+    fn write(&self, out: &mut Vec<u8>) {
         postcard::to_io(&wire::Routed::of(self), out).expect("routed records serialize");
-        true
     }
 
-    fn read_binary(body: &[u8]) -> Result<Routed, String> {
-        whole::<wire::Routed>(body)?.read()
+    fn read(version: u8, body: &[u8]) -> Option<Result<Routed, String>> {
+        match version {
+            0 | JSON => Some(json(body)),
+            BINARY => Some(whole::<wire::Routed>(body).and_then(wire::Routed::read)),
+            _ => None,
+        }
     }
 }
 
 impl Value for CaseRecord {
-    fn write_binary(&self, out: &mut Vec<u8>) -> bool {
+    const WRITES: u8 = COMPACT;
+
+    fn write(&self, out: &mut Vec<u8>) {
         postcard::to_io(&wire::Case::of(self), out).expect("case records serialize");
-        true
     }
 
-    fn read_binary(body: &[u8]) -> Result<CaseRecord, String> {
-        whole::<wire::Case>(body)?.read()
+    fn read(version: u8, body: &[u8]) -> Option<Result<CaseRecord, String>> {
+        match version {
+            0 | JSON => Some(json::<wire::JsonCase>(body).map(wire::JsonCase::read)),
+            BINARY => Some(whole::<wire::CaseV2>(body).and_then(wire::CaseV2::read)),
+            COMPACT => Some(whole::<wire::Case>(body).and_then(wire::Case::read)),
+            _ => None,
+        }
     }
 }
 
@@ -106,33 +142,17 @@ fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
     }
 }
 
-impl Value for PartitionProgress {}
-impl Value for Tally {}
-impl Value for Watermark {}
-
-/// `value` in the newest format `version` allows (`state.record_version`): binary where the
-/// type has a binary form and `version` is 2; else JSON, with the version byte unless
-/// `version` is 0 (what builds before the versions wrote and read).
-pub fn encode<T: Value>(value: &T, version: u8) -> Vec<u8> {
+/// `value` in the version this build writes it in, after that version's byte.
+pub fn encode<T: Value>(value: &T) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
-    if version >= BINARY {
-        bytes.push(BINARY);
-        if value.write_binary(&mut bytes) {
-            return bytes;
-        }
-        bytes.clear();
-    }
-    if version >= JSON {
-        bytes.push(JSON);
-    }
-    serde_json::to_writer(&mut bytes, value).expect("internal records serialize");
+    bytes.push(T::WRITES);
+    value.write(&mut bytes);
     bytes
 }
 
-/// The value as plain JSON (version 0), whatever the internal encoding: what a dead letter
-/// carries.
-pub fn readable<T: Value>(value: &T) -> Vec<u8> {
-    encode(value, 0)
+/// The value as plain JSON, whatever the internal encoding: what a dead letter carries.
+pub fn readable<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("internal records serialize")
 }
 
 /// The value of a record of a compacted topic: `None` for a tombstone (no payload).
@@ -147,13 +167,9 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
         Some(b'{' | b'[' | b'"') => (0, bytes),
         Some(&v) => (v, &bytes[1..]),
     };
-    let malformed = |detail: String| Unreadable::Malformed { version, detail };
-    match version {
-        // serde_json's own message may quote a value: only where and what kind of error.
-        0 | JSON => serde_json::from_slice(body)
-            .map_err(|e| malformed(format!("{:?} error at line {} column {}", e.classify(), e.line(), e.column()))),
-        BINARY => T::read_binary(body).map_err(malformed),
-        _ => Err(Unreadable::Version(version)),
+    match T::read(version, body) {
+        None => Err(Unreadable::Version(version)),
+        Some(read) => read.map_err(|detail| Unreadable::Malformed { version, detail }),
     }
 }
 
@@ -268,11 +284,11 @@ mod tests {
             sources: vec![InputProgress { topic: "cases".into(), partition: 2, event_time: None, idle: true }],
             covers: Some(42),
         };
-        let bytes = encode(&progress, VERSION);
+        let bytes = encode(&progress);
         assert_eq!(bytes[0], JSON);
         assert_eq!(decode::<PartitionProgress>(Some(&bytes)), Ok(progress));
         let at = Watermark("2022-05-01T00:00:00Z".parse().unwrap());
-        assert_eq!(decode::<Watermark>(Some(&encode(&at, VERSION))), Ok(at));
+        assert_eq!(decode::<Watermark>(Some(&encode(&at))), Ok(at));
     }
 
     #[test]
@@ -313,39 +329,42 @@ mod tests {
     }
 
     fn case_record() -> CaseRecord {
-        use crate::domain::case::Fact;
-        use crate::domain::event::{Board, Channel, Created, RequestKind, Transferred};
+        use crate::domain::case::{Assignment, EventKey, Fact, Intake};
+        use crate::domain::event::{Board, Channel, RequestKind};
         let at = |s: &str| -> Timestamp { s.parse().unwrap() };
         CaseRecord {
             created: Some(Fact {
-                event_id: "e-1".into(),
-                at: at("2022-04-01T08:00:00.5Z"),
-                data: Created {
+                event: EventKey::of("e-1"),
+                at: at("2022-04-01T08:00:00.5Z").into(),
+                data: Intake {
                     channel: Channel::LeaderBoard,
                     category: "epidemic".into(),
                     board: Some(Board::Mayor),
                     request_kind: Some(RequestKind::Complaint),
                     department: Some("tiexi_district".into()),
-                    due_at: None,
+                    due: None,
                 },
             }),
             transfers: vec![Fact {
-                event_id: "e-2".into(),
-                at: at("2022-04-02T08:00:00Z"),
-                data: Transferred {
-                    to_department: "unicom".into(),
-                    from_department: None,
-                    due_at: Some(at("2022-04-20T00:00:00Z")),
-                },
-            }],
-            closed: Some(Fact { event_id: "e-3".into(), at: at("2022-04-03T08:00:00Z"), data: () }),
+                event: EventKey::of("e-2"),
+                at: at("2022-04-02T08:00:00Z").into(),
+                data: Assignment { to: "unicom".into(), from: None, due: Some(at("2022-04-20T00:00:00Z").into()) },
+            }]
+            .into(),
+            closed: Some(Fact { event: EventKey::of("e-3"), at: at("2022-04-03T08:00:00Z").into(), data: () }),
         }
     }
 
+    /// `case_record()` as builds before version 3 wrote it in JSON.
+    const JSON_CASE: &str = r#"{"created":{"event_id":"e-1","at":"2022-04-01T08:00:00.5Z","channel":"leader_board",
+        "category":"epidemic","board":"mayor","request_kind":"complaint","department":"tiexi_district","due_at":null},
+        "transfers":[{"event_id":"e-2","at":"2022-04-02T08:00:00Z","to_department":"unicom","from_department":null,
+        "due_at":"2022-04-20T00:00:00Z"}],"closed":{"event_id":"e-3","at":"2022-04-03T08:00:00Z"}}"#;
+
     #[test]
-    fn records_written_per_event_are_binary_and_read_back() {
+    fn records_are_binary_and_read_back() {
         let routed = routed_transfer();
-        let bytes = encode(&routed, VERSION);
+        let bytes = encode(&routed);
         assert_eq!(bytes[0], BINARY);
         assert!(
             bytes.len() < readable(&routed).len() / 2,
@@ -355,41 +374,57 @@ mod tests {
         );
         assert_eq!(decode::<Routed>(Some(&bytes)), Ok(routed));
         let marker = Routed { event: None, idle: true, ..routed_transfer() };
-        assert_eq!(decode::<Routed>(Some(&encode(&marker, VERSION))), Ok(marker));
+        assert_eq!(decode::<Routed>(Some(&encode(&marker))), Ok(marker));
         let case = case_record();
-        let bytes = encode(&case, VERSION);
-        assert_eq!(bytes[0], BINARY);
+        let bytes = encode(&case);
+        assert_eq!(bytes[0], COMPACT);
+        assert!(bytes.len() < JSON_CASE.len() / 3, "{} bytes", bytes.len());
         assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
-        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default(), VERSION))), Ok(CaseRecord::default()));
+        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default()))), Ok(CaseRecord::default()));
     }
 
     #[test]
-    fn a_build_that_reads_version_0_only_reads_what_record_version_0_writes() {
-        // The earlier build read plain JSON.
-        let routed: Routed = serde_json::from_slice(&encode(&routed_transfer(), 0)).unwrap();
-        assert_eq!(routed, routed_transfer());
-        let case: CaseRecord = serde_json::from_slice(&encode(&case_record(), 0)).unwrap();
-        assert_eq!(case, case_record());
-        assert_eq!(encode(&case_record(), 1)[0], JSON);
-    }
-
-    #[test]
-    fn json_records_of_earlier_builds_still_read() {
+    fn records_of_earlier_builds_still_read() {
         for version in [&b""[..], &[JSON][..]] {
             let routed = [version, &readable(&routed_transfer())].concat();
             assert_eq!(decode::<Routed>(Some(&routed)), Ok(routed_transfer()));
-            let case = [version, &readable(&case_record())].concat();
-            let read = decode::<CaseRecord>(Some(&case)).unwrap();
-            assert_eq!(read, case_record());
-            let department = read.created.unwrap().data.department.unwrap();
-            let shared = crate::domain::event::code("tiexi_district");
-            assert!(std::sync::Arc::ptr_eq(&department, &shared), "codes read from JSON are shared too");
+            let case = [version, JSON_CASE.as_bytes()].concat();
+            assert_eq!(decode::<CaseRecord>(Some(&case)), Ok(case_record()));
         }
+        let at: Timestamp = "2022-04-01T08:00:00Z".parse().unwrap();
+        let mut v2 = vec![BINARY];
+        postcard::to_io(&wire::CaseV2::example("e-7", at, "water"), &mut v2).unwrap();
+        let read = decode::<CaseRecord>(Some(&v2)).unwrap();
+        let created = read.created.unwrap();
+        assert_eq!(
+            (created.event, created.at.timestamp(), created.data.category.as_str()),
+            (crate::domain::case::EventKey::of("e-7"), at, "water")
+        );
+        assert_eq!(
+            decode::<CaseRecord>(Some(&[BINARY, 9, 9])).map_err(|e| e.kind()),
+            Err("malformed"),
+            "a version 2 case record that does not decode"
+        );
+    }
+
+    #[test]
+    fn transfers_read_from_any_version_are_in_the_domains_order() {
+        // Two transfers at one instant: the domain orders them by their event ids' hashes,
+        // where earlier builds ordered them by the ids' text.
+        let json = r#"{"created":null,"closed":null,"transfers":[
+            {"event_id":"a","at":"2022-04-02T08:00:00Z","to_department":"x","from_department":null,"due_at":null},
+            {"event_id":"b","at":"2022-04-02T08:00:00Z","to_department":"y","from_department":null,"due_at":null}]}"#;
+        let read = decode::<CaseRecord>(Some(json.as_bytes())).unwrap();
+        let keys: Vec<_> = read.transfers.iter().map(|t| t.event).collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert_eq!(decode::<CaseRecord>(Some(&encode(&read))), Ok(read));
     }
 
     #[test]
     fn a_record_this_build_cannot_read_says_why() {
-        let bytes = encode(&routed_transfer(), VERSION);
+        let bytes = encode(&routed_transfer());
         let Err(Unreadable::Malformed { version: 2, .. }) = decode::<Routed>(Some(&bytes[..bytes.len() - 3])) else {
             panic!("a truncated binary record is malformed")
         };

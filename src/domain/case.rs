@@ -6,8 +6,11 @@
 
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
-use serde::{Deserialize, Serialize};
+use std::num::NonZeroI64;
 
+use thin_vec::ThinVec;
+
+use super::code::Code;
 use super::event::{Board, CaseEvent, Change, Channel, Created, Rejection, RequestKind, Transferred};
 use super::month::Month;
 
@@ -19,25 +22,98 @@ pub struct CountingRules {
     pub default_sla: Span,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// What a case record keeps of its events: no more than its figures need, so a million cases
+/// fit in little memory. An event is known by the hash of its id (`EventKey`), times are
+/// nanoseconds, and codes are `Code`s.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaseRecord {
-    pub created: Option<Fact<Created>>,
-    /// Sorted by (occurred_at, event_id), whatever order they arrived in.
-    pub transfers: Vec<Fact<Transferred>>,
+    pub created: Option<Fact<Intake>>,
+    /// Sorted by (at, event), whatever order they arrived in. Most cases have none: a
+    /// `ThinVec` takes one word for them where a `Vec` takes three.
+    pub transfers: ThinVec<Fact<Assignment>>,
     pub closed: Option<Fact<()>>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fact<T> {
-    pub event_id: String,
-    pub at: Timestamp,
-    #[serde(flatten)]
+    pub event: EventKey,
+    pub at: Nanos,
     pub data: T,
 }
 
-impl<T> Fact<T> {
-    fn of(event: &CaseEvent, data: T) -> Fact<T> {
-        Fact { event_id: event.event_id.clone(), at: event.occurred_at, data }
+/// What a `created` event says of the case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Intake {
+    pub channel: Channel,
+    pub board: Option<Board>,
+    pub request_kind: Option<RequestKind>,
+    pub category: Code,
+    pub department: Option<Code>,
+    pub due: Option<Nanos>,
+}
+
+/// What a `transferred` event says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub to: Code,
+    pub from: Option<Code>,
+    pub due: Option<Nanos>,
+}
+
+impl From<&Created> for Intake {
+    fn from(c: &Created) -> Intake {
+        Intake {
+            channel: c.channel,
+            board: c.board,
+            request_kind: c.request_kind,
+            category: c.category,
+            department: c.department,
+            due: c.due_at.map(Nanos::from),
+        }
+    }
+}
+
+impl From<&Transferred> for Assignment {
+    fn from(t: &Transferred) -> Assignment {
+        Assignment { to: t.to_department, from: t.from_department, due: t.due_at.map(Nanos::from) }
+    }
+}
+
+/// An event, as a case record knows it: the XXH3-64 hash of its id. Duplicates are found by
+/// it, and facts that happened at the same instant are ordered by it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventKey(pub u64);
+
+impl EventKey {
+    pub fn of(event_id: &str) -> EventKey {
+        EventKey(xxhash_rust::xxh3::xxh3_64(event_id.as_bytes()))
+    }
+}
+
+/// An instant as nanoseconds since the Unix epoch, which `i64` holds from 1677 to 2262. The
+/// contract admits events from 2000 on and deadlines up to five years after them, so every
+/// time a record holds is positive; conversion saturates to that range all the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nanos(NonZeroI64);
+
+impl From<Timestamp> for Nanos {
+    fn from(t: Timestamp) -> Nanos {
+        let nanos = t.as_nanosecond().clamp(1, i64::MAX as i128) as i64;
+        Nanos(NonZeroI64::new(nanos).expect("clamped to at least 1"))
+    }
+}
+
+impl Nanos {
+    pub fn from_i64(nanos: i64) -> Option<Nanos> {
+        NonZeroI64::new(nanos).filter(|n| n.get() > 0).map(Nanos)
+    }
+
+    pub fn get(self) -> i64 {
+        self.0.get()
+    }
+
+    pub fn timestamp(self) -> Timestamp {
+        Timestamp::from_nanosecond(i128::from(self.0.get())).expect("jiff holds every i64 of nanoseconds")
     }
 }
 
@@ -50,55 +126,52 @@ pub enum Applied {
 }
 
 impl CaseRecord {
-    /// Roughly the heap this record takes, for the state-size metric.
+    /// Roughly the memory this record takes, for the state-size metric.
     pub fn approx_bytes(&self) -> usize {
-        // Codes are shared (`event::code`): only the event ids are the record's own.
-        let created = self.created.as_ref().map_or(0, |f| f.event_id.len());
-        let transfers: usize =
-            self.transfers.iter().map(|f| std::mem::size_of::<Fact<Transferred>>() + f.event_id.len()).sum();
-        std::mem::size_of::<CaseRecord>() + created + transfers + self.closed.as_ref().map_or(0, |f| f.event_id.len())
+        // A non-empty ThinVec's header (length and capacity) is on the heap with its items.
+        let transfers = if self.transfers.is_empty() { 0 } else { 16 + std::mem::size_of_val(&*self.transfers) };
+        std::mem::size_of::<CaseRecord>() + transfers
     }
 
-    fn has_event(&self, event_id: &str) -> bool {
-        self.created.as_ref().is_some_and(|f| f.event_id == event_id)
-            || self.closed.as_ref().is_some_and(|f| f.event_id == event_id)
-            || self.transfers.iter().any(|f| f.event_id == event_id)
+    fn has_event(&self, event: EventKey) -> bool {
+        self.created.is_some_and(|f| f.event == event)
+            || self.closed.is_some_and(|f| f.event == event)
+            || self.transfers.iter().any(|f| f.event == event)
     }
 
     /// What applying `event` would do: change the record, nothing (a duplicate), or why not.
     pub fn admits(&self, event: &CaseEvent) -> Result<Applied, Rejection> {
-        if self.has_event(&event.event_id) {
+        let key = EventKey::of(&event.event_id);
+        if self.has_event(key) {
             return Ok(Applied::Duplicate);
         }
-        let key = (event.occurred_at, event.event_id.as_str());
+        let order = (Nanos::from(event.occurred_at), key);
         match &event.change {
             Change::Created(_) if self.created.is_some() => Err(Rejection::ConflictingCreated),
             // A case is closed from its first `closed` by event time, whatever order they
             // arrive in; a later one arriving afterwards is rejected.
-            Change::Closed if self.closed.as_ref().is_some_and(|c| (c.at, c.event_id.as_str()) <= key) => {
-                Err(Rejection::AlreadyClosed)
-            }
+            Change::Closed if self.closed.is_some_and(|c| (c.at, c.event) <= order) => Err(Rejection::AlreadyClosed),
             _ => Ok(Applied::Changed),
         }
     }
 
     /// Adds the fact of an event `admits` says changes the record.
     pub(crate) fn add(&mut self, event: &CaseEvent) {
+        let (key, at) = (EventKey::of(&event.event_id), Nanos::from(event.occurred_at));
         match &event.change {
-            Change::Created(created) => self.created = Some(Fact::of(event, created.clone())),
+            Change::Created(created) => self.created = Some(Fact { event: key, at, data: created.into() }),
             Change::Transferred(transfer) => {
-                let key = (event.occurred_at, event.event_id.as_str());
-                let at = self.transfers.partition_point(|t| (t.at, t.event_id.as_str()) < key);
-                self.transfers.insert(at, Fact::of(event, transfer.clone()));
+                let i = self.transfers.partition_point(|t| (t.at, t.event) < (at, key));
+                self.transfers.insert(i, Fact { event: key, at, data: transfer.into() });
             }
-            Change::Closed => self.closed = Some(Fact::of(event, ())),
+            Change::Closed => self.closed = Some(Fact { event: key, at, data: () }),
         }
     }
 
     /// The month the case would count in with `event` added.
     pub fn month_with(&self, event: &CaseEvent, rules: &CountingRules) -> Option<Month> {
         match (&self.created, &event.change) {
-            (Some(created), _) => Some(Month::containing(created.at, &rules.zone)),
+            (Some(created), _) => Some(Month::containing(created.at.timestamp(), &rules.zone)),
             (None, Change::Created(_)) => Some(Month::containing(event.occurred_at, &rules.zone)),
             (None, _) => None,
         }
@@ -106,70 +179,73 @@ impl CaseRecord {
 
     /// When the latest of its facts happened.
     pub fn latest_fact(&self) -> Option<Timestamp> {
-        let created = self.created.as_ref().map(|f| f.at);
-        let closed = self.closed.as_ref().map(|f| f.at);
+        let created = self.created.map(|f| f.at);
+        let closed = self.closed.map(|f| f.at);
         let moved = self.transfers.last().map(|f| f.at);
-        created.max(closed).max(moved)
+        created.max(closed).max(moved).map(Nanos::timestamp)
     }
 
     pub fn month(&self, rules: &CountingRules) -> Option<Month> {
-        self.created.as_ref().map(|c| Month::containing(c.at, &rules.zone))
+        self.created.map(|c| Month::containing(c.at.timestamp(), &rules.zone))
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
     pub fn contribution(&self, rules: &CountingRules) -> Option<Contribution<'_>> {
         let created = self.created.as_ref()?;
-        let closed_at = self.closed.as_ref().map(|c| c.at);
+        let closed_at = self.closed.map(|c| c.at);
 
         let mut transfers_in = Vec::new();
         let mut transfers_out = Vec::new();
-        let mut holders: Vec<&str> = created.data.department.iter().map(|d| &**d).collect();
-        let mut holder = created.data.department.as_deref();
+        let mut holders: Vec<Code> = created.data.department.into_iter().collect();
+        let mut holder = created.data.department;
         let mut assigned_at = created.at;
         let mut returned = false;
         // The latest deadline given, by when it was given; the created event counts as the first.
-        let mut due_given = created.data.due_at;
+        let mut due_given = created.data.due;
         for t in &self.transfers {
-            let to: &str = &t.data.to_department;
-            let from = t.data.from_department.as_deref().or(holder);
-            if let Some(from) = from {
-                transfers_out.push(from);
+            let to = t.data.to;
+            if let Some(from) = t.data.from.or(holder) {
+                transfers_out.push(from.as_str());
                 holders.push(from);
             }
             returned |= holders.contains(&to);
-            transfers_in.push(to);
+            transfers_in.push(to.as_str());
             holders.push(to);
             holder = Some(to);
             assigned_at = t.at;
-            if t.data.due_at.is_some() {
-                due_given = t.data.due_at;
+            if t.data.due.is_some() {
+                due_given = t.data.due;
             }
         }
 
         let holding = holder.map(|department| {
-            let due = due_given.unwrap_or_else(|| {
-                assigned_at
-                    .to_zoned_datetime(rules.zone.clone())
-                    .checked_add(rules.default_sla)
-                    .map(|z| z.timestamp())
-                    .unwrap_or(Timestamp::MAX)
-            });
+            let due = due_given.map_or_else(
+                || {
+                    assigned_at
+                        .timestamp()
+                        .to_zoned_datetime(rules.zone.clone())
+                        .checked_add(rules.default_sla)
+                        .map(|z| z.timestamp())
+                        .unwrap_or(Timestamp::MAX)
+                },
+                Nanos::timestamp,
+            );
             Holding {
-                department,
+                department: department.as_str(),
                 due,
                 state: match closed_at {
                     None => HoldingState::Open,
-                    Some(at) if at <= due => HoldingState::ClosedOnTime,
+                    Some(at) if at.timestamp() <= due => HoldingState::ClosedOnTime,
                     Some(_) => HoldingState::ClosedLate,
                 },
             }
         });
 
         Some(Contribution {
-            month: Month::containing(created.at, &rules.zone),
+            month: Month::containing(created.at.timestamp(), &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
-            category: &created.data.category,
+            category: created.data.category.as_str(),
             request_kind: created.data.request_kind,
             closed: closed_at.is_some(),
             holding,
@@ -211,4 +287,16 @@ pub enum HoldingState {
     Open,
     ClosedOnTime,
     ClosedLate,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_case_record_stays_small() {
+        // What a million cases cost: the ledger's figure per case is this plus its id (24)
+        // and its place in the table.
+        assert_eq!(std::mem::size_of::<CaseRecord>(), 64);
+    }
 }

@@ -4,9 +4,7 @@
 //! (names, phones, addresses, content), so a rejection names the field and the kind of
 //! problem, never a value.
 
-use std::collections::HashSet;
 use std::fmt;
-use std::sync::{Arc, LazyLock, Mutex};
 
 use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
@@ -96,38 +94,7 @@ impl RequestKind {
     }
 }
 
-/// A department or category code. The same few hundred codes recur in every case, so each
-/// is held once (`code`) and shared.
-pub type Code = Arc<str>;
-
-/// Distinct codes held at most; past this, codes (from bad input, say) are no longer shared,
-/// so the table cannot grow without bound.
-const MAX_SHARED_CODES: usize = 65_536;
-
-/// The shared copy of a code.
-pub fn code(s: &str) -> Code {
-    static CODES: LazyLock<Mutex<HashSet<Code>>> = LazyLock::new(Mutex::default);
-    let mut codes = CODES.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(shared) = codes.get(s) {
-        return shared.clone();
-    }
-    let new: Code = Arc::from(s);
-    if codes.len() < MAX_SHARED_CODES {
-        codes.insert(new.clone());
-    }
-    new
-}
-
-/// A code read from a record (JSON internal records), shared as decoded ones are.
-fn shared_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Code, D::Error> {
-    let s: std::borrow::Cow<'de, str> = Deserialize::deserialize(d)?;
-    Ok(code(&s))
-}
-
-fn shared_codes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Code>, D::Error> {
-    let s: Option<std::borrow::Cow<'de, str>> = Deserialize::deserialize(d)?;
-    Ok(s.map(|s| code(&s)))
-}
+pub use super::code::Code;
 
 /// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
 pub const RESERVED_CASE_ID: &str = "#watermark";
@@ -166,20 +133,18 @@ impl Change {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Created {
     pub channel: Channel,
-    #[serde(deserialize_with = "shared_code")]
     pub category: Code,
     pub board: Option<Board>,
     pub request_kind: Option<RequestKind>,
-    #[serde(default, deserialize_with = "shared_codes")]
+    #[serde(default)]
     pub department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transferred {
-    #[serde(deserialize_with = "shared_code")]
     pub to_department: Code,
-    #[serde(default, deserialize_with = "shared_codes")]
+    #[serde(default)]
     pub from_department: Option<Code>,
     pub due_at: Option<Timestamp>,
 }
@@ -208,6 +173,8 @@ pub enum Rejection {
     TimestampOutOfRange(&'static str),
     #[error("field `{0}` is not a valid code (1-64 letters, digits, '_', '-', '.', ':')")]
     InvalidCode(&'static str),
+    #[error("field `{0}` is a code past the limit of distinct codes a process holds")]
+    TooManyCodes(&'static str),
     #[error("unknown event type")]
     UnknownType,
     #[error("unknown channel")]
@@ -239,6 +206,7 @@ impl Rejection {
         "bad_timestamp",
         "timestamp_out_of_range",
         "invalid_code",
+        "too_many_codes",
         "unknown_type",
         "unknown_channel",
         "unknown_board",
@@ -262,6 +230,7 @@ impl Rejection {
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::TimestampOutOfRange(_) => "timestamp_out_of_range",
             Rejection::InvalidCode(_) => "invalid_code",
+            Rejection::TooManyCodes(_) => "too_many_codes",
             Rejection::UnknownType => "unknown_type",
             Rejection::UnknownChannel => "unknown_channel",
             Rejection::UnknownBoard => "unknown_board",
@@ -386,7 +355,7 @@ impl Fields<'_> {
     fn optional_code(&self, name: &'static str) -> Result<Option<Code>, Rejection> {
         match self.optional_str(name)? {
             None => Ok(None),
-            Some(s) if is_code(s) => Ok(Some(code(s))),
+            Some(s) if is_code(s) => Code::of(s).map(Some).map_err(|_| Rejection::TooManyCodes(name)),
             Some(_) => Err(Rejection::InvalidCode(name)),
         }
     }
@@ -538,12 +507,12 @@ mod tests {
         let second = decode_json(serde_json::json!({"event_id":"e2","case_id":"c2","type":"transferred",
             "occurred_at":"2022-04-03T10:00:00Z","to_department":"shared_dept"}));
         let to = |e: &CaseEvent| match &e.change {
-            Change::Transferred(t) => t.to_department.clone(),
+            Change::Transferred(t) => t.to_department,
             _ => unreachable!("a transfer"),
         };
         let (a, b) = (to(&first.unwrap()), to(&second.unwrap()));
-        assert!(Arc::ptr_eq(&a, &b), "one copy of the code");
-        assert_eq!(&*a, "shared_dept");
+        assert_eq!(a, b, "one entry for the code");
+        assert_eq!(a.as_str(), "shared_dept");
     }
 
     #[test]

@@ -5,12 +5,14 @@
 //! of events does not matter and duplicates change nothing. The ledger also remembers which
 //! cases and months changed since the last commit, for the changelog and the publisher.
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use compact_str::CompactString;
 
 use jiff::Timestamp;
 
 use super::case::{Applied, CaseRecord, CountingRules};
+use super::cases::Cases;
 use super::event::{CaseEvent, Rejection};
 use super::figures::{Figures, Tally};
 use super::month::Month;
@@ -18,9 +20,7 @@ use super::month::Month;
 #[derive(Clone, Debug)]
 pub struct Ledger {
     rules: CountingRules,
-    /// Keyed by case id; foldhash (seeded per process) hashes them several times faster than
-    /// SipHash, which a restore of every changelog record felt.
-    cases: HashMap<String, CaseRecord, foldhash::fast::RandomState>,
+    cases: Cases,
     totals: Totals,
     changed_cases: BTreeSet<String>,
     /// Months before this one are evicted: their cases are dropped and late events for them
@@ -32,7 +32,7 @@ impl Ledger {
     pub fn new(rules: CountingRules) -> Ledger {
         Ledger {
             rules,
-            cases: HashMap::default(),
+            cases: Cases::default(),
             totals: Totals::default(),
             changed_cases: BTreeSet::new(),
             kept_from: None,
@@ -47,12 +47,12 @@ impl Ledger {
     pub fn apply(&mut self, event: &CaseEvent) -> Result<Applied, Rejection> {
         let evicted = |month: Month, kept_from: Option<Month>| kept_from.is_some_and(|kept| month < kept);
         // The record is taken out of the map (not cloned) while it changes, and put back.
-        let held = self.cases.get_mut(&event.case_id).map(std::mem::take);
+        let position = self.cases.position(&event.case_id);
+        let held = position.map(|i| std::mem::take(self.cases.at_mut(i)));
         // A case not held whose event belongs to an evicted month cannot be counted right.
         if held.is_none() && evicted(Month::containing(event.occurred_at, &self.rules.zone), self.kept_from) {
             return Err(Rejection::MonthEvicted);
         }
-        let is_new = held.is_none();
         let mut record = held.unwrap_or_default();
         let result = record.admits(event).and_then(|admitted| {
             // A waiting case whose `created` turns out to be in an evicted month.
@@ -68,10 +68,10 @@ impl Ledger {
             self.totals.count(&self.rules, &event.case_id, &record);
             self.changed_cases.insert(event.case_id.clone());
         }
-        if !is_new {
-            *self.cases.get_mut(&event.case_id).expect("taken out above") = record;
+        if let Some(i) = position {
+            *self.cases.at_mut(i) = record;
         } else if record != CaseRecord::default() {
-            self.cases.insert(event.case_id.clone(), record);
+            self.cases.insert_new(&event.case_id, record);
         }
         result
     }
@@ -80,21 +80,21 @@ impl Ledger {
     /// record (a tombstone) removes the case.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let empty = record == CaseRecord::default();
-        // One lookup per record: a restore reads every record of the changelog.
-        match self.cases.entry(case_id) {
-            Entry::Occupied(mut held) => {
-                self.totals.uncount(&self.rules, held.key(), held.get());
-                self.totals.count(&self.rules, held.key(), &record);
+        match self.cases.position(&case_id) {
+            Some(i) => {
+                let held = std::mem::take(self.cases.at_mut(i));
+                self.totals.uncount(&self.rules, &case_id, &held);
+                self.totals.count(&self.rules, &case_id, &record);
                 if empty {
-                    held.remove();
+                    self.cases.remove(&case_id);
                 } else {
-                    *held.get_mut() = record;
+                    *self.cases.at_mut(i) = record;
                 }
             }
-            Entry::Vacant(free) => {
-                self.totals.count(&self.rules, free.key(), &record);
+            None => {
+                self.totals.count(&self.rules, &case_id, &record);
                 if !empty {
-                    free.insert(record);
+                    self.cases.insert_new(&case_id, record);
                 }
             }
         }
@@ -116,7 +116,7 @@ impl Ledger {
                 Some(m) => m < kept_from,
                 None => r.latest_fact().is_some_and(|at| at < start),
             })
-            .map(|(id, _)| id.clone())
+            .map(|(id, _)| id.to_string())
             .collect();
         for id in &evicted {
             let record = self.cases.remove(id).expect("listed above");
@@ -136,6 +136,10 @@ impl Ledger {
     /// Estimated bytes of the cases held.
     pub fn bytes(&self) -> usize {
         self.totals.bytes
+    }
+
+    pub fn cases(&self) -> impl Iterator<Item = (&str, &CaseRecord)> {
+        self.cases.iter()
     }
 
     pub fn cases_held(&self) -> usize {
@@ -213,7 +217,10 @@ fn waiting(record: &CaseRecord) -> usize {
 
 /// What holding `record` under `case_id` costs, roughly; nothing for an empty record.
 fn held_bytes(case_id: &str, record: &CaseRecord) -> usize {
-    if *record == CaseRecord::default() { 0 } else { case_id.len() + record.approx_bytes() }
+    // The id, and the entry's position in the table (with the table's spare room).
+    const ENTRY: usize = std::mem::size_of::<CompactString>() + 8;
+    let id_on_heap = if case_id.len() > std::mem::size_of::<CompactString>() { case_id.len() } else { 0 };
+    if *record == CaseRecord::default() { 0 } else { ENTRY + id_on_heap + record.approx_bytes() }
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! Nothing here touches Kafka, the network, the clock or the file system.
 
 pub mod case;
+pub mod cases;
 pub mod city;
+pub mod code;
 pub mod event;
 pub mod figures;
 #[cfg(test)]

@@ -1,15 +1,18 @@
-//! Version 2 of the records written once per event (routed events, case records): postcard, a
-//! compact binary serde format, over these mirrors of the domain types. Strings are borrowed
-//! from the record while it is read; codes (channel, board, request kind) go as their text, so
-//! the domain's enums may grow or reorder. Postcard writes neither names nor lengths of
-//! structs, only values in order: any change to these types is a new version byte (a field
-//! added anywhere shifts what follows it). Only a variant added at the end of an enum reads as
+//! The binary records: postcard, a compact binary serde format, over these mirrors of the
+//! domain types. Routed events are version 2; case records are version 3 (`Case`), and this
+//! build still reads their version 2 (`CaseV2`) and JSON (`JsonCase`). Strings are borrowed
+//! from the record while it is read; codes (channel, board, request kind, department,
+//! category) go as their text, so the domain's enums may grow or reorder and a `Code`'s
+//! number never leaves the process. Postcard writes neither names nor lengths of structs,
+//! only values in order: any change to these types is a new version byte (a field added
+//! anywhere shifts what follows it). Only a variant added at the end of an enum reads as
 //! before, and an older build refuses it (and stops the partition).
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::case::{CaseRecord, Fact as DomainFact};
+use crate::domain::case::{Assignment, CaseRecord, EventKey, Fact as DomainFact, Intake, Nanos};
+use crate::domain::code::Code;
 use crate::domain::event::{self, Board, CaseEvent, Change as DomainChange, Channel, RequestKind};
 use crate::domain::routing::{Routed as DomainRouted, RoutedEvent as DomainRoutedEvent, Source};
 
@@ -31,6 +34,26 @@ impl Time {
 
 fn read_time(t: Option<Time>) -> Result<Option<Timestamp>, String> {
     t.map(Time::read).transpose()
+}
+
+fn read_code(text: &str) -> Result<Code, String> {
+    Code::of(text).map_err(|e| e.to_string())
+}
+
+fn read_enum<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, what: &str, text: &str) -> Result<T, String> {
+    event::from_code(all, code, text).ok_or_else(|| format!("unknown {what} code {text:?}"))
+}
+
+fn read_channel(text: &str) -> Result<Channel, String> {
+    read_enum(&Channel::ALL, Channel::code, "channel", text)
+}
+
+fn read_board(text: Option<&str>) -> Result<Option<Board>, String> {
+    text.map(|b| read_enum(&Board::ALL, Board::code, "board", b)).transpose()
+}
+
+fn read_request_kind(text: Option<&str>) -> Result<Option<RequestKind>, String> {
+    text.map(|k| read_enum(&RequestKind::ALL, RequestKind::code, "request kind", k)).transpose()
 }
 
 #[derive(Serialize, Deserialize)]
@@ -84,23 +107,6 @@ struct Transferred<'a> {
     due_at: Option<Time>,
 }
 
-#[derive(Serialize, Deserialize)]
-pub struct Case<'a> {
-    #[serde(borrow)]
-    created: Option<Fact<'a, Created<'a>>>,
-    #[serde(borrow)]
-    transfers: Vec<Fact<'a, Transferred<'a>>>,
-    #[serde(borrow)]
-    closed: Option<Fact<'a, ()>>,
-}
-
-#[derive(Serialize, Deserialize)]
-struct Fact<'a, T> {
-    event_id: &'a str,
-    at: Time,
-    data: T,
-}
-
 impl<'a> Created<'a> {
     fn of(c: &'a event::Created) -> Created<'a> {
         Created {
@@ -114,22 +120,12 @@ impl<'a> Created<'a> {
     }
 
     fn read(self) -> Result<event::Created, String> {
-        let code = |what: &str, c: &str| format!("unknown {what} code {c:?}");
         Ok(event::Created {
-            channel: event::from_code(&Channel::ALL, Channel::code, self.channel)
-                .ok_or_else(|| code("channel", self.channel))?,
-            category: event::code(self.category),
-            board: self
-                .board
-                .map(|b| event::from_code(&Board::ALL, Board::code, b).ok_or_else(|| code("board", b)))
-                .transpose()?,
-            request_kind: self
-                .request_kind
-                .map(|k| {
-                    event::from_code(&RequestKind::ALL, RequestKind::code, k).ok_or_else(|| code("request kind", k))
-                })
-                .transpose()?,
-            department: self.department.map(event::code),
+            channel: read_channel(self.channel)?,
+            category: read_code(self.category)?,
+            board: read_board(self.board)?,
+            request_kind: read_request_kind(self.request_kind)?,
+            department: self.department.map(read_code).transpose()?,
             due_at: read_time(self.due_at)?,
         })
     }
@@ -146,8 +142,8 @@ impl<'a> Transferred<'a> {
 
     fn read(self) -> Result<event::Transferred, String> {
         Ok(event::Transferred {
-            to_department: event::code(self.to_department),
-            from_department: self.from_department.map(event::code),
+            to_department: read_code(self.to_department)?,
+            from_department: self.from_department.map(read_code).transpose()?,
             due_at: read_time(self.due_at)?,
         })
     }
@@ -202,26 +198,211 @@ impl<'a> Routed<'a> {
     }
 }
 
+/// A case record, version 3: what the domain's record holds, event ids as their hashes.
+#[derive(Serialize, Deserialize)]
+pub struct Case<'a> {
+    #[serde(borrow)]
+    created: Option<CompactFact<CompactIntake<'a>>>,
+    #[serde(borrow)]
+    transfers: Vec<CompactFact<CompactAssignment<'a>>>,
+    closed: Option<CompactFact<()>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompactFact<T> {
+    /// A hash takes all 64 bits: fixed width is shorter than a varint.
+    #[serde(with = "postcard::fixint::le")]
+    event: u64,
+    at: i64,
+    data: T,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompactIntake<'a> {
+    channel: &'a str,
+    #[serde(borrow)]
+    board: Option<&'a str>,
+    #[serde(borrow)]
+    request_kind: Option<&'a str>,
+    category: &'a str,
+    #[serde(borrow)]
+    department: Option<&'a str>,
+    due: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CompactAssignment<'a> {
+    to: &'a str,
+    #[serde(borrow)]
+    from: Option<&'a str>,
+    due: Option<i64>,
+}
+
+fn read_nanos(n: i64) -> Result<Nanos, String> {
+    Nanos::from_i64(n).ok_or_else(|| format!("a time before 1970: {n} ns"))
+}
+
 impl<'a> Case<'a> {
-    pub fn of(r: &'a CaseRecord) -> Case<'a> {
-        fn fact<'a, T, W>(f: &'a DomainFact<T>, data: impl FnOnce(&'a T) -> W) -> Fact<'a, W> {
-            Fact { event_id: &f.event_id, at: f.at.into(), data: data(&f.data) }
+    pub fn of(r: &CaseRecord) -> Case<'static> {
+        fn fact<T: Copy, W>(f: &DomainFact<T>, data: impl FnOnce(T) -> W) -> CompactFact<W> {
+            CompactFact { event: f.event.0, at: f.at.get(), data: data(f.data) }
         }
         Case {
-            created: r.created.as_ref().map(|f| fact(f, Created::of)),
-            transfers: r.transfers.iter().map(|f| fact(f, Transferred::of)).collect(),
-            closed: r.closed.as_ref().map(|f| fact(f, |_| ())),
+            created: r.created.as_ref().map(|f| {
+                fact(f, |c: Intake| CompactIntake {
+                    channel: c.channel.code(),
+                    board: c.board.map(Board::code),
+                    request_kind: c.request_kind.map(RequestKind::code),
+                    category: c.category.as_str(),
+                    department: c.department.map(Code::as_str),
+                    due: c.due.map(Nanos::get),
+                })
+            }),
+            transfers: r
+                .transfers
+                .iter()
+                .map(|f| {
+                    fact(f, |t: Assignment| CompactAssignment {
+                        to: t.to.as_str(),
+                        from: t.from.map(Code::as_str),
+                        due: t.due.map(Nanos::get),
+                    })
+                })
+                .collect(),
+            closed: r.closed.as_ref().map(|f| fact(f, |()| ())),
         }
     }
 
     pub fn read(self) -> Result<CaseRecord, String> {
-        fn fact<T, W>(f: Fact<'_, W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
-            Ok(DomainFact { event_id: f.event_id.to_owned(), at: f.at.read()?, data: data(f.data)? })
+        fn fact<T, W>(f: CompactFact<W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
+            Ok(DomainFact { event: EventKey(f.event), at: read_nanos(f.at)?, data: data(f.data)? })
         }
-        Ok(CaseRecord {
-            created: self.created.map(|f| fact(f, Created::read)).transpose()?,
-            transfers: self.transfers.into_iter().map(|f| fact(f, Transferred::read)).collect::<Result<_, _>>()?,
-            closed: self.closed.map(|f| fact(f, Ok)).transpose()?,
-        })
+        let created = self
+            .created
+            .map(|f| {
+                fact(f, |c| {
+                    Ok(Intake {
+                        channel: read_channel(c.channel)?,
+                        board: read_board(c.board)?,
+                        request_kind: read_request_kind(c.request_kind)?,
+                        category: read_code(c.category)?,
+                        department: c.department.map(read_code).transpose()?,
+                        due: c.due.map(read_nanos).transpose()?,
+                    })
+                })
+            })
+            .transpose()?;
+        let transfers = self
+            .transfers
+            .into_iter()
+            .map(|f| {
+                fact(f, |t| {
+                    Ok(Assignment {
+                        to: read_code(t.to)?,
+                        from: t.from.map(read_code).transpose()?,
+                        due: t.due.map(read_nanos).transpose()?,
+                    })
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let closed = self.closed.map(|f| fact(f, Ok)).transpose()?;
+        Ok(record(created, transfers, closed))
+    }
+}
+
+/// A record with its transfers in the domain's order, whatever order they were read in.
+fn record(
+    created: Option<DomainFact<Intake>>,
+    mut transfers: Vec<DomainFact<Assignment>>,
+    closed: Option<DomainFact<()>>,
+) -> CaseRecord {
+    transfers.sort_by_key(|t| (t.at, t.event));
+    CaseRecord { created, transfers: transfers.into(), closed }
+}
+
+/// A case record, version 2: event ids as their text, which version 3 hashes.
+#[derive(Serialize, Deserialize)]
+pub struct CaseV2<'a> {
+    #[serde(borrow)]
+    created: Option<Fact<'a, Created<'a>>>,
+    #[serde(borrow)]
+    transfers: Vec<Fact<'a, Transferred<'a>>>,
+    #[serde(borrow)]
+    closed: Option<Fact<'a, ()>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Fact<'a, T> {
+    event_id: &'a str,
+    at: Time,
+    data: T,
+}
+
+impl CaseV2<'_> {
+    pub fn read(self) -> Result<CaseRecord, String> {
+        fn fact<T, W>(f: Fact<'_, W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
+            Ok(DomainFact { event: EventKey::of(f.event_id), at: f.at.read()?.into(), data: data(f.data)? })
+        }
+        Ok(record(
+            self.created.map(|f| fact(f, |c| c.read().map(|c| Intake::from(&c)))).transpose()?,
+            self.transfers
+                .into_iter()
+                .map(|f| fact(f, |t| t.read().map(|t| Assignment::from(&t))))
+                .collect::<Result<_, _>>()?,
+            self.closed.map(|f| fact(f, Ok)).transpose()?,
+        ))
+    }
+}
+
+/// A case record in JSON, as builds before the version byte wrote it (version 0) and version
+/// 1 did.
+#[derive(Deserialize)]
+pub struct JsonCase {
+    created: Option<JsonFact<event::Created>>,
+    transfers: Vec<JsonFact<event::Transferred>>,
+    closed: Option<JsonFact<()>>,
+}
+
+#[derive(Deserialize)]
+struct JsonFact<T> {
+    event_id: String,
+    at: Timestamp,
+    #[serde(flatten)]
+    data: T,
+}
+
+impl JsonCase {
+    pub fn read(self) -> CaseRecord {
+        fn fact<T, W>(f: JsonFact<W>, data: impl FnOnce(&W) -> T) -> DomainFact<T> {
+            DomainFact { event: EventKey::of(&f.event_id), at: f.at.into(), data: data(&f.data) }
+        }
+        record(
+            self.created.map(|f| fact(f, |c| Intake::from(c))),
+            self.transfers.into_iter().map(|f| fact(f, |t| Assignment::from(t))).collect(),
+            self.closed.map(|f| fact(f, |()| ())),
+        )
+    }
+}
+
+#[cfg(test)]
+impl<'a> CaseV2<'a> {
+    /// A version 2 record as earlier builds wrote it, for tests of reading it.
+    pub fn example(event_id: &'a str, at: Timestamp, category: &'a str) -> CaseV2<'a> {
+        CaseV2 {
+            created: Some(Fact {
+                event_id,
+                at: at.into(),
+                data: Created {
+                    channel: "hotline",
+                    category,
+                    board: None,
+                    request_kind: None,
+                    department: None,
+                    due_at: None,
+                },
+            }),
+            transfers: Vec::new(),
+            closed: None,
+        }
     }
 }

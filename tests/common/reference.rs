@@ -8,6 +8,7 @@ use hotline::domain::figures::{CategoryCounts, Counts, DepartmentFigures, Figure
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
+use xxhash_rust::xxh3::xxh3_64;
 
 fn ts(v: &Value) -> Option<Timestamp> {
     v.as_str().map(|s| s.parse().expect("test events have valid timestamps"))
@@ -42,7 +43,8 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
             continue;
         }
         let mut moves: Vec<&&Value> = events.iter().filter(|e| e["type"] == "transferred").collect();
-        moves.sort_by_key(|e| (ts(&e["occurred_at"]).unwrap(), s(&e["event_id"]).unwrap()));
+        // Transfers at one instant go in the order of their event ids' XXH3-64 hashes.
+        moves.sort_by_key(|e| (ts(&e["occurred_at"]).unwrap(), xxh3_64(e["event_id"].as_str().unwrap().as_bytes())));
         let closed_at = events.iter().filter(|e| e["type"] == "closed").filter_map(|e| ts(&e["occurred_at"])).min();
         let closed = u64::from(closed_at.is_some());
 

@@ -32,7 +32,6 @@ pub struct Counting {
     partitions: BTreeMap<i32, CountingPartition>,
     changelog: String,
     partials: String,
-    record_version: u8,
     /// Partitions not restored: the changelog offset of a record this build cannot read, and why.
     pub unreadable: UnreadableAt,
 }
@@ -96,13 +95,7 @@ impl Counting {
             }
         }
         let t = &settings.config.topics;
-        Ok(Counting {
-            partitions: restored,
-            changelog: t.changelog.clone(),
-            partials: t.partials.clone(),
-            record_version: settings.config.state.record_version,
-            unreadable,
-        })
+        Ok(Counting { partitions: restored, changelog: t.changelog.clone(), partials: t.partials.clone(), unreadable })
     }
 
     /// Cases held, cases waiting for their `created` and their estimated bytes, over all
@@ -155,32 +148,26 @@ impl Counting {
     /// Writes what each partition's flush returns: case records and progress to the
     /// changelog, tallies and the watermark to `partials`.
     pub fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
-        let (changelog, partials, version) = (&self.changelog, &self.partials, self.record_version);
+        let (changelog, partials) = (&self.changelog, &self.partials);
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);
             for (month, tally) in &flush.tallies {
                 let key = PartialKey::Tally { partition, month: *month }.to_string();
-                send(out, partials, 0, &key, tally.as_ref().map(|t| records::encode(t, version)).as_deref())?;
+                send(out, partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
             }
             if flush.evicted > 0 {
                 tracing::info!(partition, cases = flush.evicted, "evicted cases of months past the retention");
             }
             for case_id in &flush.cases {
-                send(
-                    out,
-                    changelog,
-                    partition,
-                    case_id,
-                    p.case(case_id).map(|c| records::encode(c, version)).as_deref(),
-                )?;
+                send(out, changelog, partition, case_id, p.case(case_id).map(records::encode).as_deref())?;
             }
             if let Some(at) = flush.watermark {
                 let key = PartialKey::Watermark { partition }.to_string();
-                send(out, partials, 0, &key, Some(&records::encode(&Watermark(at), version)))?;
+                send(out, partials, 0, &key, Some(&records::encode(&Watermark(at))))?;
             }
             if let Some(progress) = flush.progress {
                 let key = ChangelogKey::Progress.to_string();
-                send(out, changelog, partition, &key, Some(&records::encode(&progress, version)))?;
+                send(out, changelog, partition, &key, Some(&records::encode(&progress)))?;
             }
         }
         Ok(())

@@ -25,7 +25,6 @@ pub struct Ingest {
     max_message_bytes: usize,
     max_future: Duration,
     idle_partition: Duration,
-    record_version: u8,
 }
 
 impl Ingest {
@@ -44,7 +43,6 @@ impl Ingest {
             max_message_bytes: config.limits.max_message_bytes,
             max_future: settings.max_future,
             idle_partition: settings.idle_partition,
-            record_version: config.state.record_version,
         }
     }
 
@@ -72,7 +70,7 @@ impl Ingest {
                 let input_timestamp = m.timestamp().to_millis();
                 let event = Some(RoutedEvent { offset: m.offset(), input_timestamp, event });
                 let routed = Routed { source, watermark: Some(watermark), idle: false, event };
-                let payload = records::encode(&routed, self.record_version);
+                let payload = records::encode(&routed);
                 out.send(BaseRecord::to(&self.case_events).partition(to).key(case_id.as_bytes()).payload(&payload))
             }
             Err(rejection) => {
@@ -89,7 +87,7 @@ impl Ingest {
         let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
         self.progress.mark_idle(Instant::now(), self.idle_partition, caught_up);
         for (to, marker) in self.progress.markers(self.counting_partitions) {
-            let payload = records::encode(&marker, self.record_version);
+            let payload = records::encode(&marker);
             out.send(BaseRecord::<[u8], [u8]>::to(&self.case_events).partition(to).payload(&payload))?;
         }
         Ok(())
