@@ -1,5 +1,6 @@
 //! Speed, measured as ratios in one run (the machines are shared and noisy):
-//! - counting: events applied per second by the pure core;
+//! - counting: events applied per second by the pure core, and the resident memory its
+//!   state takes per case;
 //! - restart: how long an instance takes to rebuild ~1 million tracked cases from the
 //!   changelog on a real broker, against how long it took to write them.
 //!

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks (release build) against a real Kafka broker started for the run:
-# - throughput: the counting core's speed and a restore of ~1 million cases
-#   (HOTLINE_BENCH_CASES, default 1,000,000);
+# - throughput: the counting core's speed, the resident memory of its state, and a restore
+#   of ~1 million cases (HOTLINE_BENCH_CASES, default 1,000,000);
 # - end_to_end: raw read and raw copy by kcat, then `hotline run` with the shipped defaults
 #   on the same ~1 million input messages (HOTLINE_BENCH_E2E_CASES, default 475,000 cases),
 #   its CPU share, peak RSS, restart time, and the p99 append-to-count latency at a sustained

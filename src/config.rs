@@ -744,6 +744,8 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("sla.default"), "{err}");
         assert!(Config::parse("[kafka]\nbrokers = \"a:1\"\nbrokerz = 1\n", []).is_err());
+        let err = Config::parse("[kafka]\nbrokers = \"a:1\"\n[state]\nrecord_version = 0\n", []).unwrap_err();
+        assert!(format!("{err:#}").contains("record_version"), "a removed key is refused by name: {err:#}");
     }
 
     #[test]
