@@ -35,8 +35,6 @@ use crate::domain::routing::Routed;
 
 mod wire;
 
-/// The newest version this build writes.
-pub const VERSION: u8 = COMPACT;
 const JSON: u8 = 1;
 const BINARY: u8 = 2;
 const COMPACT: u8 = 3;

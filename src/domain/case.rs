@@ -90,6 +90,20 @@ impl EventKey {
     }
 }
 
+/// An event as a case record takes it: its key and time, computed once.
+#[derive(Clone, Copy, Debug)]
+pub struct Incoming<'a> {
+    pub event: &'a CaseEvent,
+    key: EventKey,
+    at: Nanos,
+}
+
+impl<'a> From<&'a CaseEvent> for Incoming<'a> {
+    fn from(event: &'a CaseEvent) -> Incoming<'a> {
+        Incoming { event, key: EventKey::of(&event.event_id), at: event.occurred_at.into() }
+    }
+}
+
 /// An instant as nanoseconds since the Unix epoch, which `i64` holds from 1677 to 2262. The
 /// contract admits events from 2000 on and deadlines up to five years after them, so every
 /// time a record holds is positive; conversion saturates to that range all the same.
@@ -140,12 +154,12 @@ impl CaseRecord {
     }
 
     /// What applying `event` would do: change the record, nothing (a duplicate), or why not.
-    pub fn admits(&self, event: &CaseEvent) -> Result<Applied, Rejection> {
-        let key = EventKey::of(&event.event_id);
+    pub fn admits(&self, incoming: &Incoming) -> Result<Applied, Rejection> {
+        let Incoming { event, key, at } = *incoming;
         if self.has_event(key) {
             return Ok(Applied::Duplicate);
         }
-        let order = (Nanos::from(event.occurred_at), key);
+        let order = (at, key);
         match &event.change {
             Change::Created(_) if self.created.is_some() => Err(Rejection::ConflictingCreated),
             // A case is closed from its first `closed` by event time, whatever order they
@@ -156,8 +170,8 @@ impl CaseRecord {
     }
 
     /// Adds the fact of an event `admits` says changes the record.
-    pub(crate) fn add(&mut self, event: &CaseEvent) {
-        let (key, at) = (EventKey::of(&event.event_id), Nanos::from(event.occurred_at));
+    pub(crate) fn add(&mut self, incoming: &Incoming) {
+        let Incoming { event, key, at } = *incoming;
         match &event.change {
             Change::Created(created) => self.created = Some(Fact { event: key, at, data: created.into() }),
             Change::Transferred(transfer) => {

@@ -1,8 +1,11 @@
 //! Department and category codes, each held once per process.
 //!
 //! The same few hundred codes recur in every case, so a case holds a 4-byte `Code` naming an
-//! entry of one process-wide table instead of the text. The table only grows, up to
-//! `MAX_CODES` entries: a code past that (which only garbage input produces) is refused.
+//! entry of one process-wide table instead of the text. The table only grows. Input events
+//! may add codes while it holds fewer than `MAX_NEW_CODES` (`Code::admit`): past that, only
+//! garbage input brings new codes, and they are refused. Records `hotline` wrote itself are
+//! always read back (`Code::of`), whatever this process has met before, up to a table of
+//! `CHUNKS * CHUNK` codes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -11,12 +14,15 @@ use std::sync::{LazyLock, Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Distinct codes a process holds at most.
-pub const MAX_CODES: usize = 65_536;
+/// Distinct codes past which input events may not bring new ones.
+pub const MAX_NEW_CODES: usize = 65_536;
 
-/// The text of every code, by its number less one; entries are set once, so reading them
-/// needs no lock.
-static NAMES: [OnceLock<&'static str>; MAX_CODES] = [const { OnceLock::new() }; MAX_CODES];
+const CHUNK: usize = 4096;
+const CHUNKS: usize = 4096;
+
+/// The text of every code, by its number less one, in chunks allocated as the table grows;
+/// entries are set once, so reading them needs no lock.
+static NAMES: [OnceLock<Box<[OnceLock<&'static str>]>>; CHUNKS] = [const { OnceLock::new() }; CHUNKS];
 
 /// A department or category code.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -24,31 +30,43 @@ pub struct Code(NonZeroU32);
 
 /// The table of codes is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("more than {MAX_CODES} distinct department and category codes")]
+#[error("the table of department and category codes is full")]
 pub struct TooManyCodes;
 
 impl Code {
-    /// The code for `text`, added to the table if it is new.
+    /// The code for `text` from an input event: refused if it is new and the table holds
+    /// `MAX_NEW_CODES` already.
+    pub fn admit(text: &str) -> Result<Code, TooManyCodes> {
+        Code::intern(text, MAX_NEW_CODES)
+    }
+
+    /// The code for `text` read from a record: added to the table if it is new.
     pub fn of(text: &str) -> Result<Code, TooManyCodes> {
+        Code::intern(text, CHUNKS * CHUNK)
+    }
+
+    fn intern(text: &str, limit: usize) -> Result<Code, TooManyCodes> {
         static NUMBERS: LazyLock<Mutex<HashMap<&'static str, Code>>> = LazyLock::new(Mutex::default);
         let mut numbers = NUMBERS.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(code) = numbers.get(text) {
             return Ok(*code);
         }
         let index = numbers.len();
-        if index >= MAX_CODES {
+        if index >= limit {
             return Err(TooManyCodes);
         }
         // Entries are never removed: the table is bounded, so leaking its text is too.
         let name: &'static str = Box::leak(text.into());
-        NAMES[index].set(name).expect("each entry is set once, under the lock");
+        let chunk = NAMES[index / CHUNK].get_or_init(|| (0..CHUNK).map(|_| OnceLock::new()).collect());
+        chunk[index % CHUNK].set(name).expect("each entry is set once, under the lock");
         let code = Code(NonZeroU32::new(index as u32 + 1).expect("one more than an index"));
         numbers.insert(name, code);
         Ok(code)
     }
 
     pub fn as_str(self) -> &'static str {
-        NAMES[self.0.get() as usize - 1].get().expect("a code names a set entry")
+        let index = self.0.get() as usize - 1;
+        NAMES[index / CHUNK].get().and_then(|chunk| chunk[index % CHUNK].get()).expect("a code names a set entry")
     }
 }
 
@@ -84,8 +102,9 @@ impl PartialOrd for Code {
     }
 }
 
+#[cfg(test)]
 impl From<&str> for Code {
-    /// For tests and fixtures: panics when the table is full.
+    /// For tests: panics when the table is full.
     fn from(text: &str) -> Code {
         Code::of(text).expect("the code table has room")
     }
@@ -115,6 +134,15 @@ mod tests {
         assert_eq!(a.as_str(), "tiexi_district");
         assert_ne!(Code::of("tiedong_district").unwrap(), a);
         assert_eq!(size_of::<Option<Code>>(), 4);
+    }
+
+    #[test]
+    fn codes_past_the_first_chunk_read_back() {
+        let codes: Vec<Code> = (0..CHUNK + 10).map(|n| Code::of(&format!("chunked_{n}")).unwrap()).collect();
+        for (n, code) in codes.iter().enumerate() {
+            assert_eq!(code.as_str(), format!("chunked_{n}"));
+        }
+        assert_eq!(Code::admit("chunked_7"), Ok(codes[7]), "a code held is admitted whatever the limit");
     }
 
     #[test]

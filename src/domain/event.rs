@@ -355,7 +355,7 @@ impl Fields<'_> {
     fn optional_code(&self, name: &'static str) -> Result<Option<Code>, Rejection> {
         match self.optional_str(name)? {
             None => Ok(None),
-            Some(s) if is_code(s) => Code::of(s).map(Some).map_err(|_| Rejection::TooManyCodes(name)),
+            Some(s) if is_code(s) => Code::admit(s).map(Some).map_err(|_| Rejection::TooManyCodes(name)),
             Some(_) => Err(Rejection::InvalidCode(name)),
         }
     }

@@ -11,7 +11,7 @@ use compact_str::CompactString;
 
 use jiff::Timestamp;
 
-use super::case::{Applied, CaseRecord, CountingRules};
+use super::case::{Applied, CaseRecord, CountingRules, Incoming};
 use super::cases::Cases;
 use super::event::{CaseEvent, Rejection};
 use super::figures::{Figures, Tally};
@@ -54,7 +54,8 @@ impl Ledger {
             return Err(Rejection::MonthEvicted);
         }
         let mut record = held.unwrap_or_default();
-        let result = record.admits(event).and_then(|admitted| {
+        let incoming = Incoming::from(event);
+        let result = record.admits(&incoming).and_then(|admitted| {
             // A waiting case whose `created` turns out to be in an evicted month.
             let month = record.month_with(event, &self.rules);
             match month {
@@ -64,7 +65,7 @@ impl Ledger {
         });
         if result == Ok(Applied::Changed) {
             self.totals.uncount(&self.rules, &event.case_id, &record);
-            record.add(event);
+            record.add(&incoming);
             self.totals.count(&self.rules, &event.case_id, &record);
             self.changed_cases.insert(event.case_id.clone());
         }

@@ -38,11 +38,10 @@ pub(super) fn consumer_config(settings: &Settings) -> ClientConfig {
     // librdkafka pauses fetching a partition for this long whenever its local queue is over
     // its thresholds: at its default (1 s) the loop polled an empty queue half the time.
     set_default(&mut consumer_config, "fetch.queue.backoff.ms", "10");
-    // Prefetch a few megabytes, not librdkafka's 64 MB queue and 50 MB fetches: at 1 million
-    // cases those defaults were a third of the process's memory, and a catch-up ran no slower
-    // without them.
+    // Prefetch a few megabytes, not librdkafka's 64 MB (its fetches shrink to match, unless
+    // `fetch.max.bytes` is set): at 1 million cases the default was a third of the process's
+    // memory, and a catch-up ran no slower without it.
     set_default(&mut consumer_config, "queued.max.messages.kbytes", "4096");
-    set_default(&mut consumer_config, "fetch.max.bytes", "4194304");
     set_default(
         &mut consumer_config,
         "max.poll.interval.ms",
@@ -176,6 +175,6 @@ mod tests {
         assert_eq!(d.get("compression.type"), Some("lz4"));
         let c = consumer_config(&settings(""));
         assert_eq!(c.get("fetch.queue.backoff.ms"), Some("10"));
-        assert_eq!((c.get("queued.max.messages.kbytes"), c.get("fetch.max.bytes")), (Some("4096"), Some("4194304")));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("4096"));
     }
 }
