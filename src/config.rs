@@ -493,6 +493,9 @@ pub struct Settings {
     /// `/healthz` fails once the pipeline loop has made no progress for this long.
     pub stalled_after: Duration,
     pub labels: LabelRegistry,
+    /// The dead-letter topic's `max.message.bytes`, when known without asking the broker
+    /// (the demo's mock cluster never answers DescribeConfigs).
+    pub dead_letter_topic_limit: Option<usize>,
 }
 
 impl Config {
@@ -600,6 +603,7 @@ impl Config {
             stalled_after,
             zone,
             listen,
+            dead_letter_topic_limit: None,
             config: self,
         })
     }

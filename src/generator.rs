@@ -1,11 +1,17 @@
-//! A realistic month of upstream events, shaped like the reference report (Siping, April
-//! 2022): its channel mix, category shares, department table, closure and on-time rates.
-//! Used by the demo, the integration tests and the benchmark. Events carry fake personal
-//! data, as upstream messages do, so every run also checks that none of it leaks.
+//! A realistic month of upstream events that reproduces the reference report (Siping, April
+//! 2022) exactly: at `REFERENCE_CASES` cases its snapshot carries the report's every figure
+//! (each channel received and closed, the board's split, each category, each department's
+//! cases and on-time closures); at other sizes, the same shares. Cases are dealt their
+//! figures from exact quotas, then their events are made as upstream sends them: transfers
+//! (some passed back to where they started), deadlines, re-sent duplicates, and time order
+//! across three topics. Used by the demo, the integration tests and the benchmark. Events
+//! carry fake personal data, as upstream messages do, so every run also checks that none of
+//! it leaks.
 
 use jiff::tz::TimeZone;
 use jiff::{SignedDuration, Timestamp};
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 use serde_json::{Value, json};
 
@@ -14,15 +20,19 @@ use crate::domain::month::Month;
 /// Cases in the reference month.
 pub const REFERENCE_CASES: usize = 31_681;
 
-const CHANNELS: &[(&str, u32)] = &[
-    ("provincial_platform", 2034),
-    ("state_council_inspection", 64),
-    ("gov_website", 25),
-    ("governor_mailbox", 12),
-    ("mayor_mailbox", 22),
-    ("leader_board", 77),
-    ("hotline", 29_447),
+/// Channels of the reference month: code, received, closed.
+const CHANNELS: &[(&str, u32, u32)] = &[
+    ("provincial_platform", 2034, 1990),
+    ("state_council_inspection", 64, 64),
+    ("gov_website", 25, 25),
+    ("governor_mailbox", 12, 12),
+    ("mayor_mailbox", 22, 22),
+    ("leader_board", 77, 77),
+    ("hotline", 29_447, 29_430),
 ];
+
+/// The leader board's sections: 33 messages to the party secretary, 44 to the mayor.
+const BOARDS: &[(&str, u32)] = &[("party_secretary", 33), ("mayor", 44)];
 
 pub const CATEGORIES: &[(&str, u32)] = &[
     ("epidemic", 17_883),
@@ -114,6 +124,110 @@ pub struct Plan {
     pub seed: u64,
 }
 
+/// Splits `total` in proportion to `weights`, each part rounded down and the rest handed out
+/// by largest remainder: at the weights' own total, each part is its weight.
+fn apportion(total: usize, weights: &[u32]) -> Vec<usize> {
+    let sum: u64 = weights.iter().map(|&w| u64::from(w)).sum();
+    if sum == 0 {
+        return vec![0; weights.len()];
+    }
+    let exact: Vec<(usize, u64)> = weights
+        .iter()
+        .map(|&w| {
+            let n = total as u64 * u64::from(w);
+            ((n / sum) as usize, n % sum)
+        })
+        .collect();
+    let mut parts: Vec<usize> = exact.iter().map(|(part, _)| *part).collect();
+    let mut by_remainder: Vec<usize> = (0..weights.len()).collect();
+    by_remainder.sort_by_key(|&i| std::cmp::Reverse(exact[i].1));
+    for &i in by_remainder.iter().take(total - parts.iter().sum::<usize>()) {
+        parts[i] += 1;
+    }
+    parts
+}
+
+/// `reference` scaled from the reference month's cases to `cases`.
+fn scaled(reference: u32, cases: usize) -> usize {
+    ((u64::from(reference) * cases as u64 + REFERENCE_CASES as u64 / 2) / REFERENCE_CASES as u64) as usize
+}
+
+/// How a case assigned to a department ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    OnTime,
+    Late,
+    Open,
+}
+
+/// The figures one case is dealt.
+#[derive(Clone, Debug)]
+struct Dealt {
+    channel: &'static str,
+    board: Option<&'static str>,
+    category: &'static str,
+    closed: bool,
+    /// The department holding the case at the end, and how it ends there.
+    holder: Option<(&'static str, Outcome)>,
+}
+
+/// Deals `cases` cases the reference month's figures, scaled, in random order.
+fn deal(rng: &mut StdRng, cases: usize) -> Vec<Dealt> {
+    let received = apportion(cases, &CHANNELS.iter().map(|c| c.1).collect::<Vec<_>>());
+    let reference_open: u32 = CHANNELS.iter().map(|c| c.1 - c.2).sum();
+    let open = apportion(scaled(reference_open, cases), &CHANNELS.iter().map(|c| c.1 - c.2).collect::<Vec<_>>());
+    let mut dealt = Vec::with_capacity(cases);
+    for (i, (channel, _, _)) in CHANNELS.iter().enumerate() {
+        let boards = if *channel == "leader_board" {
+            let split = apportion(received[i], &BOARDS.iter().map(|b| b.1).collect::<Vec<_>>());
+            BOARDS.iter().zip(split).flat_map(|((b, _), n)| std::iter::repeat_n(Some(*b), n)).collect()
+        } else {
+            vec![None; received[i]]
+        };
+        for (n, board) in boards.into_iter().enumerate() {
+            let closed = n >= open[i].min(received[i]);
+            dealt.push(Dealt { channel, board, category: "", closed, holder: None });
+        }
+    }
+    dealt.shuffle(rng);
+
+    let categories = apportion(cases, &CATEGORIES.iter().map(|c| c.1).collect::<Vec<_>>());
+    let mut category_of: Vec<&'static str> =
+        CATEGORIES.iter().zip(categories).flat_map(|((c, _), n)| std::iter::repeat_n(*c, n)).collect();
+    category_of.shuffle(rng);
+    for (case, category) in dealt.iter_mut().zip(category_of) {
+        case.category = category;
+    }
+
+    // Departments: each its cases, on time or not; of those not on time, every third is still
+    // open (if open cases remain) and the others were closed late.
+    let assigned_total: u32 = DEPARTMENTS.iter().map(|d| d.1).sum();
+    let assigned = apportion(scaled(assigned_total, cases), &DEPARTMENTS.iter().map(|d| d.1).collect::<Vec<_>>());
+    let mut open_slots: Vec<usize> = (0..dealt.len()).filter(|&i| !dealt[i].closed).collect();
+    let mut closed_slots: Vec<usize> = (0..dealt.len()).filter(|&i| dealt[i].closed).collect();
+    let mut late = 0;
+    for ((department, reference_assigned, reference_on_time), n) in DEPARTMENTS.iter().zip(assigned) {
+        let on_time = ((u64::from(*reference_on_time) * n as u64 + u64::from(*reference_assigned) / 2)
+            / u64::from(*reference_assigned)) as usize;
+        for k in 0..n {
+            let outcome = if k < on_time {
+                Outcome::OnTime
+            } else {
+                late += 1;
+                if late % 3 == 1 && !open_slots.is_empty() { Outcome::Open } else { Outcome::Late }
+            };
+            let slot = match outcome {
+                Outcome::Open => open_slots.pop(),
+                _ => closed_slots.pop(),
+            };
+            if let Some(slot) = slot {
+                dealt[slot].holder = Some((department, outcome));
+            }
+        }
+    }
+    dealt
+}
+
 /// Generates the events of `plan.cases` cases created in the month (plus the next month's
 /// first days), sorted by event time, with a few re-sent duplicates.
 pub fn generate(plan: &Plan) -> Vec<Generated> {
@@ -123,13 +237,15 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
     let month_secs = end.duration_since(start).as_secs();
     let extra = (plan.cases as i64 * plan.next_month_days * 86_400 / month_secs) as usize;
     let mut out = Vec::new();
-    for i in 0..plan.cases + extra {
+    let this_month = deal(&mut rng, plan.cases);
+    let next_month = deal(&mut rng, extra);
+    for (i, case) in this_month.iter().chain(&next_month).enumerate() {
         let created_at = if i < plan.cases {
             start + SignedDuration::from_secs(rng.random_range(0..month_secs))
         } else {
             end + SignedDuration::from_secs(rng.random_range(0..plan.next_month_days * 86_400))
         };
-        case_events(&mut rng, &format!("{}-{:06}", plan.month, i), created_at, &mut out);
+        case_events(&mut rng, &format!("{}-{:06}", plan.month, i), case, created_at, &mut out);
     }
     out.sort_by_key(|g| g.occurred_at);
     // Upstream platforms deliver at least once: now and then an event already sent comes again.
@@ -144,85 +260,152 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
     delivered
 }
 
-fn case_events(rng: &mut StdRng, case_id: &str, created_at: Timestamp, out: &mut Vec<Generated>) {
-    let channel = pick(rng, CHANNELS, |(_, w)| *w).0;
+/// A department other than `not`, picked by the reference's weights.
+fn other_department(rng: &mut StdRng, not: &str) -> &'static str {
+    loop {
+        let d = pick(rng, DEPARTMENTS, |(_, a, _)| *a).0;
+        if d != not {
+            return d;
+        }
+    }
+}
+
+fn case_events(rng: &mut StdRng, case_id: &str, case: &Dealt, created_at: Timestamp, out: &mut Vec<Generated>) {
     let kind = pick(rng, REQUEST_KINDS, |(_, w)| *w).0;
-    let assigned_share = 9_600.0 / REFERENCE_CASES as f64;
-    let department = rng.random_bool(assigned_share).then(|| pick(rng, DEPARTMENTS, |(_, a, _)| *a).0);
-    let on_time_rate = department
-        .and_then(|d| DEPARTMENTS.iter().find(|(c, _, _)| *c == d))
-        .map_or(1.0, |(_, a, o)| *o as f64 / *a as f64);
-    let sla_days = if kind == "consultation" { 3 } else { 13 };
-    let due =
-        department.filter(|_| rng.random_bool(0.8)).map(|_| created_at + SignedDuration::from_hours(24 * sla_days));
+    let sla = SignedDuration::from_hours(24 * if kind == "consultation" { 3 } else { 13 });
     let mut created = json!({
         "event_id": format!("{case_id}-c"),
         "case_id": case_id,
         "type": "created",
         "occurred_at": created_at.to_string(),
-        "channel": channel,
-        "category": pick(rng, CATEGORIES, |(_, w)| *w).0,
+        "channel": case.channel,
+        "category": case.category,
         "request_kind": kind,
         "caller_name": "张三",
         "caller_phone": format!("1380000{:04}", rng.random_range(0..10_000)),
         "address": "四平市铁西区英雄大街1号",
         "content": "反映人称小区供暖不热，请求协调解决。",
     });
-    if channel == "leader_board" {
-        created["board"] = json!(if rng.random_bool(33.0 / 77.0) { "party_secretary" } else { "mayor" });
+    if let Some(board) = case.board {
+        created["board"] = json!(board);
     }
-    if let Some(d) = department {
-        created["department"] = json!(d);
-    }
-    if let Some(d) = due {
-        created["due_at"] = json!(d.to_string());
-    }
-    out.push(Generated { case_id: case_id.into(), occurred_at: created_at, json: created });
+    let mut events = vec![(created_at, created)];
 
-    let mut now = created_at;
-    if let Some(first) = department
-        && rng.random_bool(0.06)
-    {
-        let to = loop {
-            let to = pick(rng, DEPARTMENTS, |(_, a, _)| *a).0;
-            if to != first {
-                break to;
+    // Who holds the case, how it got there, and the deadline of its last assignment: given
+    // upstream, except for a fifth of the cases closed on time, which take the configured one.
+    let mut last_assigned = created_at;
+    let mut due = None;
+    if let Some((holder, outcome)) = case.holder {
+        let transfer = |events: &mut Vec<(Timestamp, Value)>, n: usize, at: Timestamp, to: &str, from: Option<&str>| {
+            let mut t = json!({"event_id": format!("{case_id}-t{n}"), "case_id": case_id, "type": "transferred",
+                "occurred_at": at.to_string(), "to_department": to});
+            if let Some(from) = from {
+                t["from_department"] = json!(from);
             }
+            events.push((at, t));
         };
-        now += SignedDuration::from_secs(rng.random_range(600..86_400));
-        out.push(Generated {
-            case_id: case_id.into(),
-            occurred_at: now,
-            json: json!({"event_id": format!("{case_id}-t1"), "case_id": case_id, "type": "transferred",
-                "occurred_at": now.to_string(), "to_department": to, "from_department": first}),
-        });
-        // Buck-passing: the case comes back to its first department.
-        if rng.random_bool(0.1) {
-            now += SignedDuration::from_secs(rng.random_range(600..86_400));
-            out.push(Generated {
-                case_id: case_id.into(),
-                occurred_at: now,
-                json: json!({"event_id": format!("{case_id}-t2"), "case_id": case_id, "type": "transferred",
-                    "occurred_at": now.to_string(), "to_department": first,
-                    "due_at": (now + SignedDuration::from_hours(24 * 5)).to_string()}),
-            });
-        }
-    }
-    if rng.random_bool(31_620.0 / 31_681.0) {
-        let late = !rng.random_bool(on_time_rate);
-        let hours = if department.is_none() {
-            rng.random_range(0..48)
-        } else if late {
-            24 * 16 + rng.random_range(0..240)
+        let step =
+            |at: &mut Timestamp, rng: &mut StdRng| *at += SignedDuration::from_secs(rng.random_range(600..86_400));
+        if rng.random_bool(0.06) {
+            let other = other_department(rng, holder);
+            if rng.random_bool(0.1) {
+                // Buck-passing: sent on to another department, which passes it back.
+                events[0].1["department"] = json!(holder);
+                step(&mut last_assigned, rng);
+                transfer(&mut events, 1, last_assigned, other, Some(holder));
+                step(&mut last_assigned, rng);
+                transfer(&mut events, 2, last_assigned, holder, None);
+            } else {
+                events[0].1["department"] = json!(other);
+                step(&mut last_assigned, rng);
+                transfer(&mut events, 1, last_assigned, holder, Some(other));
+            }
         } else {
-            rng.random_range(1..24 * 3)
+            events[0].1["department"] = json!(holder);
+        }
+        if outcome != Outcome::OnTime || rng.random_bool(0.8) {
+            let at = last_assigned + sla;
+            events.last_mut().expect("the created event at least").1["due_at"] = json!(at.to_string());
+            due = Some(at);
+        }
+        let closed_at = match outcome {
+            Outcome::OnTime => Some(last_assigned + SignedDuration::from_secs(rng.random_range(3600..3 * 86_400))),
+            Outcome::Late => {
+                Some(due.expect("set above") + SignedDuration::from_secs(rng.random_range(3600..10 * 86_400)))
+            }
+            Outcome::Open => None,
         };
-        let closed_at = now + SignedDuration::from_hours(hours) + SignedDuration::from_secs(rng.random_range(0..3600));
-        out.push(Generated {
-            case_id: case_id.into(),
-            occurred_at: closed_at,
-            json: json!({"event_id": format!("{case_id}-x"), "case_id": case_id, "type": "closed",
-                "occurred_at": closed_at.to_string()}),
-        });
+        if let Some(at) = closed_at {
+            events.push((at, closed(case_id, at)));
+        }
+    } else if case.closed {
+        let at = created_at + SignedDuration::from_secs(rng.random_range(60..48 * 3600));
+        events.push((at, closed(case_id, at)));
+    }
+    out.extend(events.into_iter().map(|(occurred_at, json)| Generated { case_id: case_id.into(), occurred_at, json }));
+}
+
+fn closed(case_id: &str, at: Timestamp) -> Value {
+    json!({"event_id": format!("{case_id}-x"), "case_id": case_id, "type": "closed", "occurred_at": at.to_string()})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{DecodeLimits, decode};
+    use crate::domain::fixtures::rules;
+    use crate::domain::ledger::Ledger;
+
+    #[test]
+    fn apportioning_keeps_the_total_and_exact_weights() {
+        assert_eq!(apportion(10, &[1, 1, 1]), vec![4, 3, 3]);
+        assert_eq!(apportion(0, &[5, 7]), vec![0, 0]);
+        assert_eq!(
+            apportion(31_681, &CHANNELS.iter().map(|c| c.1).collect::<Vec<_>>()),
+            vec![2034, 64, 25, 12, 22, 77, 29_447]
+        );
+    }
+
+    /// The generated reference month counts, through the real core, to the report's figures.
+    #[test]
+    fn the_reference_month_counts_to_the_reports_figures() {
+        let month: Month = "2022-04".parse().unwrap();
+        let plan = Plan { month, zone: rules().zone, cases: REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+        let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+        let mut ledger = Ledger::new(rules());
+        for g in generate(&plan) {
+            let _ = ledger.apply(&decode(g.json.to_string().as_bytes(), &limits).unwrap());
+        }
+        let f = ledger.figures(month, "2022-05-06T00:00:00Z".parse().unwrap()).unwrap();
+        assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (31_681, 31_620, 61));
+        for (channel, received, closed) in CHANNELS {
+            let c = &f.by_channel[*channel];
+            assert_eq!((c.received, c.closed), (u64::from(*received), u64::from(*closed)), "{channel}");
+        }
+        assert_eq!((f.by_board["party_secretary"].received, f.by_board["mayor"].received), (33, 44));
+        for (category, n) in CATEGORIES {
+            assert_eq!(f.by_category[*category].received, u64::from(*n), "{category}");
+        }
+        assert_eq!(f.by_department.len(), DEPARTMENTS.len());
+        for (department, assigned, on_time) in DEPARTMENTS {
+            let d = &f.by_department[*department];
+            assert_eq!((d.assigned, d.closed_on_time), (u64::from(*assigned), u64::from(*on_time)), "{department}");
+        }
+        assert!(f.transfers.total > 300 && f.transfers.returned_cases > 20, "{:?}", f.transfers);
+    }
+
+    #[test]
+    fn other_sizes_keep_the_shares() {
+        let month: Month = "2022-04".parse().unwrap();
+        let plan = Plan { month, zone: rules().zone, cases: 3_000, next_month_days: 0, seed: 1 };
+        let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+        let mut ledger = Ledger::new(rules());
+        for g in generate(&plan) {
+            let _ = ledger.apply(&decode(g.json.to_string().as_bytes(), &limits).unwrap());
+        }
+        let f = ledger.figures(month, Timestamp::MAX).unwrap();
+        assert_eq!((f.totals.received, f.totals.in_progress), (3_000, 6));
+        assert_eq!(f.by_category["epidemic"].received, 1693);
+        assert_eq!(f.by_department["tiexi_district"].assigned, 216);
     }
 }

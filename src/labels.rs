@@ -18,6 +18,29 @@ pub struct LabelRegistry {
     /// Department code -> name as the report prints it.
     pub departments: BTreeMap<String, String>,
     pub categories: BTreeMap<String, Category>,
+    /// How the monthly report names the office, its line and the categories under 其它.
+    #[serde(default)]
+    pub report: ReportNames,
+    /// Department codes in the file's order: the report's order among equals.
+    #[serde(skip)]
+    pub department_order: Vec<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportNames {
+    /// The office that publishes the report.
+    pub office: String,
+    /// The line's name, as in "4月份12345市长公开电话办理情况".
+    pub line: String,
+    /// What the report calls the categories summed under the group 其它, before "问题".
+    pub other: String,
+}
+
+impl Default for ReportNames {
+    fn default() -> ReportNames {
+        ReportNames { office: "12345热线办公室".into(), line: "12345热线".into(), other: "其它".into() }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -36,7 +59,17 @@ impl Default for LabelRegistry {
 
 impl LabelRegistry {
     pub fn parse(text: &str) -> Result<LabelRegistry> {
-        Ok(toml::from_str(text)?)
+        let mut registry: LabelRegistry = toml::from_str(text)?;
+        let table: toml::Table = toml::from_str(text)?;
+        if let Some(toml::Value::Table(departments)) = table.get("departments") {
+            registry.department_order = departments.keys().cloned().collect();
+        }
+        Ok(registry)
+    }
+
+    /// Where the registry lists a department; those it does not list come after.
+    pub fn department_rank(&self, code: &str) -> usize {
+        self.department_order.iter().position(|c| c == code).unwrap_or(usize::MAX)
     }
 
     pub fn load(path: &Path) -> Result<LabelRegistry> {
@@ -67,6 +100,14 @@ mod tests {
         assert_eq!(r.category("water"), "water");
         assert_eq!(r.categories["water"].group, "其它");
         assert_eq!(r.category("zhang_san"), UNKNOWN);
+    }
+
+    #[test]
+    fn departments_keep_the_files_order() {
+        let r = LabelRegistry::default();
+        assert_eq!(r.department_order.len(), r.departments.len());
+        assert!(r.department_rank("tiexi_district") < r.department_rank("tiedong_district"));
+        assert_eq!(r.department_rank("not_listed"), usize::MAX);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod http;
 pub mod kafka;
 pub mod labels;
 pub mod records;
+pub mod report;
 pub mod schema_registry;
 pub mod telemetry;
 

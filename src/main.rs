@@ -33,6 +33,25 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotCommand,
     },
+    /// Print the office's monthly report of a month, from its latest snapshot.
+    Report {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        /// The month, YYYY-MM.
+        #[arg(long)]
+        month: String,
+        #[arg(long, value_enum, default_value_t = commands::report::Format::Markdown)]
+        format: commands::report::Format,
+        /// Write the report here instead of standard output.
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// The office's Markdown for the prose sections (## headings naming 突出, 意见/建议, 解决).
+        #[arg(long)]
+        notes: Option<PathBuf>,
+        /// The publication date, YYYY-MM-DD; by default the day the figures are as of.
+        #[arg(long)]
+        date: Option<String>,
+    },
     /// Send an NDJSON file of contract events to the input topics (history backfill).
     Replay {
         /// One event per line; `-` reads standard input.
@@ -77,6 +96,10 @@ fn main() -> std::process::ExitCode {
             Command::Run { config } => commands::run::run(&config).await,
             Command::Snapshot { command: SnapshotCommand::Show { config, month, format } } => {
                 commands::snapshot::show(&config, &month, format).await
+            }
+            Command::Report { config, month, format, output, notes, date } => {
+                commands::report::report(&config, commands::report::Options { month, format, output, notes, date })
+                    .await
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Demo { listen, scale, exit } => commands::demo::demo(&listen, scale, exit).await,

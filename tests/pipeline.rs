@@ -277,6 +277,44 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown, second);
+    // `hotline report` renders that revision in the office's words, every department counted.
+    let notes = dir.path().join("notes.md");
+    std::fs::write(&notes, "## 突出问题\n供暖不热。\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config", file.to_str().unwrap(), "--month", MONTH, "--notes", notes.to_str().unwrap()])
+        .args(["--date", "2022-05-06"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let markdown = String::from_utf8(out.stdout).unwrap();
+    let t = &second.figures.totals;
+    let totals = format!(
+        "问题{}件，办结{}件，正在办理{}件，办结率{:.1}%。",
+        t.received,
+        t.closed,
+        t.in_progress,
+        t.closed as f64 * 100.0 / t.received as f64
+    );
+    assert!(markdown.contains(&totals), "{totals} is not in\n{markdown}");
+    assert!(markdown.contains("2022年5月6日") && markdown.contains("供暖不热。"), "{markdown}");
+    let report_json = dir.path().join("report.json");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config", file.to_str().unwrap(), "--month", MONTH, "--format", "json"])
+        .args(["--output", report_json.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_json).unwrap()).unwrap();
+    assert_eq!(report["received"], json!(t.received));
+    let rows = report["departments"].as_array().unwrap();
+    assert_eq!(rows.len(), second.figures.by_department.values().filter(|d| d.assigned > 0).count());
+    for row in rows {
+        let d = &second.figures.by_department[row["code"].as_str().unwrap()];
+        assert_eq!(
+            (row["assigned"].as_u64(), row["closed_on_time"].as_u64()),
+            (Some(d.assigned), Some(d.closed_on_time))
+        );
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2021-01"])
         .output()

@@ -1,6 +1,7 @@
 //! `hotline demo`: the real pipeline on a generated month, against librdkafka's in-process
-//! mock cluster, so it runs with no broker installed. Prints the month's report once the
-//! month has closed and every event is counted, then serves /metrics until Ctrl-C.
+//! mock cluster, so it runs with no broker installed. The generated month is the reference
+//! month: once it has closed and every event is counted, the demo prints the office's report
+//! of it (`report.rs`), figure for figure the reference's, then serves /metrics until Ctrl-C.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use crate::domain::snapshot::Status;
 use crate::generator::{self, Plan};
 use crate::kafka::pipeline;
 use crate::kafka::sender::Sender;
+use crate::report::Report;
 use crate::telemetry::Telemetry;
 
 pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
@@ -29,7 +31,9 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         ),
         [],
     )?;
-    let settings = config.clone().settings()?;
+    let mut settings = config.clone().settings()?;
+    // The mock cluster makes topics with Kafka's default limit, and never says so.
+    settings.dead_letter_topic_limit = Some(pipeline::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let topics = &config.topics;
     // The mock cluster does not serve CreateTopics: make every topic up front.
     let partitioned = [&*topics.snapshots, &topics.dead_letters, &topics.changelog, &topics.case_events];
@@ -44,6 +48,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
+    let registry = settings.labels.clone();
     let telemetry = Telemetry::new(settings.labels.clone());
     let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
     let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
@@ -92,7 +97,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
-    println!("{}", snapshot.to_table());
+    println!("{}", Report::new(&snapshot, None, &registry, None, None).markdown());
     if !exit {
         eprintln!("Metrics: http://{}/metrics  (Ctrl-C to stop)", server.bound);
         tokio::signal::ctrl_c().await?;

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod replay;
+pub mod report;
 pub mod run;
 pub mod snapshot;
 

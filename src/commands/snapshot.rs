@@ -1,5 +1,6 @@
 //! `hotline snapshot show`: the latest revision of a month, read back from the snapshots topic.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -37,18 +38,23 @@ pub async fn show(config: &Path, month: &str, format: Format) -> Result<()> {
 
 /// The highest revision of `month` on the snapshots topic.
 pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<Snapshot>> {
+    Ok(latest_of(kafka, topic, &[month])?.remove(&month))
+}
+
+/// The highest revision of each of `months` that has one, in one read of the topic.
+pub fn latest_of(kafka: &KafkaConfig, topic: &str, months: &[Month]) -> Result<BTreeMap<Month, Snapshot>> {
     let codec = SnapshotCodec::new(Framing::SingleObject);
-    let key = month.to_string();
-    let mut latest: Option<Snapshot> = None;
+    let keys: Vec<String> = months.iter().map(Month::to_string).collect();
+    let mut latest: BTreeMap<Month, Snapshot> = BTreeMap::new();
     read_to_end(kafka, topic, Duration::from_secs(30), |m| {
-        if key_str(m) != Some(key.as_str()) {
+        if !key_str(m).is_some_and(|k| keys.iter().any(|key| key == k)) {
             return Ok(());
         }
         if let Some(bytes) = m.payload() {
             let s =
                 codec.decode(bytes).with_context(|| format!("snapshot at offset {} does not decode", m.offset()))?;
-            if latest.as_ref().is_none_or(|l| s.revision > l.revision) {
-                latest = Some(s);
+            if latest.get(&s.month).is_none_or(|l| s.revision > l.revision) {
+                latest.insert(s.month, s);
             }
         }
         Ok(())

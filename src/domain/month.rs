@@ -22,6 +22,15 @@ impl Month {
         (1..=12).contains(&month).then_some(Month { year, month })
     }
 
+    pub fn year(self) -> i16 {
+        self.year
+    }
+
+    /// 1 to 12.
+    pub fn number(self) -> i8 {
+        self.month
+    }
+
     /// The month that `at` falls in, in zone `tz`.
     pub fn containing(at: Timestamp, tz: &TimeZone) -> Month {
         let date = at.to_zoned_datetime(tz.clone()).date();

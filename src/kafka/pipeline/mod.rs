@@ -57,7 +57,7 @@ const RESTORE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long to wait for a topic's configuration (a broker answers in milliseconds).
 const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// A topic's `max.message.bytes` unless set otherwise.
-const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+pub(crate) const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long past `TRANSACTION_TIMEOUT` a transactional call may take before its producer is
 /// abandoned.
@@ -96,10 +96,14 @@ async fn run_until_stopped(
     };
     let mut layout = Layout::check(&settings, &partitions)?;
     // A dead-letter topic made before hotline may take less than it would create. A broker
-    // that does not say (librdkafka's mock cluster never answers) is taken to have Kafka's
-    // default limit, so that no dead letter can be refused.
+    // that does not say is taken to have Kafka's default limit, so that no dead letter can be
+    // refused.
     let dead_letters = &settings.config.topics.dead_letters;
-    let limit = match topics::max_message_bytes(&settings.config.kafka, dead_letters, DESCRIBE_TIMEOUT).await {
+    let described = match settings.dead_letter_topic_limit {
+        Some(known) => Ok(known),
+        None => topics::max_message_bytes(&settings.config.kafka, dead_letters, DESCRIBE_TIMEOUT).await,
+    };
+    let limit = match described {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES,

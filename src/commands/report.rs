@@ -1,0 +1,60 @@
+//! `hotline report`: the office's monthly report, from the latest revision of the month on
+//! the snapshots topic (and the month before's, for comparison).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::ValueEnum;
+use jiff::civil::Date;
+
+use crate::config::Config;
+use crate::domain::month::Month;
+use crate::report::Report;
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Markdown,
+    Json,
+}
+
+pub struct Options {
+    pub month: String,
+    pub format: Format,
+    pub output: Option<PathBuf>,
+    pub notes: Option<PathBuf>,
+    pub date: Option<String>,
+}
+
+pub async fn report(config: &Path, options: Options) -> Result<()> {
+    let config = Config::load(config)?;
+    let settings = config.clone().settings()?;
+    let month: Month = options.month.parse().with_context(|| format!("--month {:?}", options.month))?;
+    let date: Option<Date> = options
+        .date
+        .as_deref()
+        .map(|d| d.parse().with_context(|| format!("--date {d:?} is not YYYY-MM-DD")))
+        .transpose()?;
+    let notes = options
+        .notes
+        .as_deref()
+        .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the notes {}", p.display())))
+        .transpose()?;
+    let (kafka, topic) = (config.kafka.clone(), config.topics.snapshots.clone());
+    let mut latest =
+        tokio::task::spawn_blocking(move || super::snapshot::latest_of(&kafka, &topic, &[month, month.previous()]))
+            .await??;
+    let previous = latest.remove(&month.previous());
+    let Some(snapshot) = latest.remove(&month) else {
+        bail!("no snapshot of {month} has been published to {}", config.topics.snapshots);
+    };
+    let report = Report::new(&snapshot, previous.as_ref(), &settings.labels, date, notes.as_deref());
+    let text = match options.format {
+        Format::Markdown => report.markdown(),
+        Format::Json => serde_json::to_string_pretty(&report).expect("a report serializes") + "\n",
+    };
+    match &options.output {
+        Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{text}"),
+    }
+    Ok(())
+}

@@ -1,0 +1,444 @@
+//! The office's monthly report, made from a snapshot as any subscriber could make it: the
+//! reference report's structure and wording (the intake paragraph by channel, the totals, the
+//! category groups with their shares, the two-column department table), in Markdown or JSON.
+//! Pure: the shell reads the snapshots and writes the result.
+//!
+//! The prose sections are the office's own, written from case content that `hotline` never
+//! keeps: they come from a notes file, or stand as titled placeholders.
+
+use jiff::civil::Date;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::domain::snapshot::{Snapshot, Status};
+use crate::labels::LabelRegistry;
+
+/// The group that gathers every category without a named group of its own.
+pub const OTHER_GROUP: &str = "其它";
+
+/// Everything the report says, in the order it says it; `markdown()` lays it out.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub office: String,
+    pub line: String,
+    /// The publication date, 2022年5月6日.
+    pub date: String,
+    pub year: i16,
+    pub month: i8,
+    pub revision: u64,
+    pub closed: bool,
+    pub channels: Vec<ChannelLine>,
+    pub received: u64,
+    pub closed_cases: u64,
+    pub in_progress: u64,
+    /// To one decimal, as printed: "99.8".
+    pub closure_rate: String,
+    pub groups: Vec<GroupLine>,
+    pub departments: Vec<DepartmentRow>,
+    pub sections: Vec<Section>,
+    pub month_over_month: Option<MonthOverMonth>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ChannelLine {
+    pub channel: &'static str,
+    pub received: u64,
+    pub closed: u64,
+    /// The leader board's sections: the party secretary's and the mayor's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boards: Option<(u64, u64)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupLine {
+    pub group: String,
+    /// As the sentence names it, before "问题".
+    pub label: String,
+    pub received: u64,
+    /// Of the month's cases, to one decimal: "56.4".
+    pub share: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DepartmentRow {
+    pub code: String,
+    /// The registry's name, or the code when the registry has none.
+    pub name: String,
+    pub assigned: u64,
+    pub closed_on_time: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Section {
+    pub title: String,
+    /// The office's text; `None` stands as a placeholder.
+    pub body: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct MonthOverMonth {
+    pub previous: String,
+    pub received: (u64, u64),
+    pub closure_rate: (String, String),
+    /// Each group of this month: its count this month and the month before.
+    pub groups: Vec<(String, u64, u64)>,
+}
+
+fn percent(part: u64, whole: u64) -> String {
+    if whole == 0 { "0.0".into() } else { format!("{:.1}", part as f64 * 100.0 / whole as f64) }
+}
+
+/// The report group of each category: its registry group, or 其它.
+fn group_of<'a>(registry: &'a LabelRegistry, category: &str) -> &'a str {
+    registry.categories.get(category).map_or(OTHER_GROUP, |c| c.group.as_str())
+}
+
+/// The month's cases by report group, largest first, 其它 last; the counts sum to the total.
+fn by_group(snapshot: &Snapshot, registry: &LabelRegistry) -> Vec<(String, u64)> {
+    let mut by_group: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
+    for (category, counts) in &snapshot.figures.by_category {
+        *by_group.entry(group_of(registry, category)).or_default() += counts.received;
+    }
+    let other = by_group.remove(OTHER_GROUP);
+    let mut named: Vec<(String, u64)> = by_group.into_iter().map(|(g, n)| (g.to_owned(), n)).collect();
+    named.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    named.extend(other.map(|n| (OTHER_GROUP.to_owned(), n)));
+    named
+}
+
+/// The three prose sections, from the office's Markdown notes where they have them: a
+/// section is the text under a `## ` heading naming its subject (突出, 建议 or 意见, 解决).
+fn sections(month: i8, notes: Option<&str>) -> Vec<Section> {
+    let titles = [
+        (format!("一、{month}月份反映比较突出的几个问题"), &["突出"][..]),
+        (format!("二、{month}月份群众的意见和建议"), &["意见", "建议"][..]),
+        (format!("三、{month}月份解决比较好的几个问题"), &["解决"][..]),
+    ];
+    let mut found: Vec<Option<String>> = vec![None; titles.len()];
+    if let Some(notes) = notes {
+        let mut current: Option<usize> = None;
+        for line in notes.lines() {
+            if let Some(heading) = line.strip_prefix("## ") {
+                current = titles.iter().position(|(_, words)| words.iter().any(|w| heading.contains(w)));
+                continue;
+            }
+            if let Some(i) = current {
+                let body = found[i].get_or_insert_with(String::new);
+                body.push_str(line);
+                body.push('\n');
+            }
+        }
+    }
+    titles
+        .into_iter()
+        .zip(found)
+        .map(|((title, _), body)| Section { title, body: body.map(|b| b.trim().to_owned()).filter(|b| !b.is_empty()) })
+        .collect()
+}
+
+impl Report {
+    /// The report of `snapshot`, dated `date` (by default the day its figures are as of), with
+    /// the month before's snapshot for comparison and the office's notes when there are any.
+    pub fn new(
+        snapshot: &Snapshot,
+        previous: Option<&Snapshot>,
+        registry: &LabelRegistry,
+        date: Option<Date>,
+        notes: Option<&str>,
+    ) -> Report {
+        let f = &snapshot.figures;
+        let zone = TimeZone::get(&snapshot.timezone).unwrap_or(TimeZone::UTC);
+        let date = date.unwrap_or_else(|| snapshot.as_of.to_zoned_datetime(zone).date());
+        let counts = |channel: &str| f.by_channel.get(channel).map_or((0, 0), |c| (c.received, c.closed));
+        let channels = [
+            "state_council_inspection",
+            "gov_website",
+            "provincial_platform",
+            "governor_mailbox",
+            "mayor_mailbox",
+            "leader_board",
+        ]
+        .into_iter()
+        .map(|channel| {
+            let (received, closed) = counts(channel);
+            let boards = (channel == "leader_board").then(|| {
+                let board = |b: &str| f.by_board.get(b).map_or(0, |c| c.received);
+                (board("party_secretary"), board("mayor"))
+            });
+            ChannelLine { channel, received, closed, boards }
+        })
+        .collect();
+        let total = f.totals.received;
+        let groups: Vec<GroupLine> = by_group(snapshot, registry)
+            .into_iter()
+            .map(|(group, received)| GroupLine {
+                label: if group == OTHER_GROUP { registry.report.other.clone() } else { group.clone() },
+                share: percent(received, total),
+                group,
+                received,
+            })
+            .collect();
+        let mut departments: Vec<DepartmentRow> = f
+            .by_department
+            .iter()
+            .filter(|(_, d)| d.assigned > 0)
+            .map(|(code, d)| DepartmentRow {
+                code: code.clone(),
+                name: registry.departments.get(code).cloned().unwrap_or_else(|| code.clone()),
+                assigned: d.assigned,
+                closed_on_time: d.closed_on_time,
+            })
+            .collect();
+        // Most cases first; among equals, in the registry's order, then by code.
+        departments
+            .sort_by_cached_key(|d| (std::cmp::Reverse(d.assigned), registry.department_rank(&d.code), d.code.clone()));
+        let month_over_month = previous.map(|p| MonthOverMonth {
+            previous: p.month.to_string(),
+            received: (total, p.figures.totals.received),
+            closure_rate: (
+                percent(f.totals.closed, total),
+                percent(p.figures.totals.closed, p.figures.totals.received),
+            ),
+            groups: {
+                let before = by_group(p, registry);
+                by_group(snapshot, registry)
+                    .into_iter()
+                    .map(|(g, n)| {
+                        let was = before.iter().find(|(b, _)| *b == g).map_or(0, |(_, n)| *n);
+                        (g, n, was)
+                    })
+                    .collect()
+            },
+        });
+        Report {
+            office: registry.report.office.clone(),
+            line: registry.report.line.clone(),
+            date: format!("{}年{}月{}日", date.year(), date.month(), date.day()),
+            year: snapshot.month.year(),
+            month: snapshot.month.number(),
+            revision: snapshot.revision,
+            closed: snapshot.status == Status::Closed,
+            channels,
+            received: total,
+            closed_cases: f.totals.closed,
+            in_progress: f.totals.in_progress,
+            closure_rate: percent(f.totals.closed, total),
+            groups,
+            departments,
+            sections: sections(snapshot.month.number(), notes),
+            month_over_month,
+        }
+    }
+
+    /// The intake paragraph: each channel in the reference's order and words.
+    fn intake(&self) -> String {
+        let done = |c: &ChannelLine| {
+            if c.closed == c.received { "全部办结".to_owned() } else { format!("办结{}件", c.closed) }
+        };
+        let mut text = format!("{}年{}月份，{}", self.year, self.month, self.line);
+        for c in &self.channels {
+            let part = match c.channel {
+                "state_council_inspection" => format!(
+                    "收到省长公开电话办公室转来的《国务院“互联网+督查”平台群众留言》承办单{}件，{}。",
+                    c.received,
+                    done(c)
+                ),
+                "gov_website" => format!("省政数局转来的《中国政府网网民留言》{}件，{}。", c.received, done(c)),
+                "provincial_platform" => {
+                    format!("办理《吉林省政务服务热线转办平台》{}件，{}；", c.received, done(c))
+                }
+                "governor_mailbox" => format!("《省长信箱》{}件，{}；", c.received, done(c)),
+                "mayor_mailbox" => format!("《市长信箱》{}件，{}；", c.received, done(c)),
+                _ => {
+                    let (secretary, mayor) = c.boards.unwrap_or_default();
+                    format!(
+                        "《人民网领导留言板》{}件，其中市委书记留言板块{secretary}件，市长留言板块{mayor}件，{}。",
+                        c.received,
+                        done(c)
+                    )
+                }
+            };
+            text.push_str(&part);
+        }
+        text.push_str(&format!(
+            "{}年{}月份共受理群众求助、投诉、举报、咨询和建议等问题{}件，办结{}件，正在办理{}件，办结率{}%。",
+            self.year, self.month, self.received, self.closed_cases, self.in_progress, self.closure_rate
+        ));
+        let groups: Vec<String> =
+            self.groups.iter().map(|g| format!("{}问题{}件，占{}%", g.label, g.received, g.share)).collect();
+        if !groups.is_empty() {
+            text.push_str(&format!("其中{}。", groups.join("；")));
+        }
+        text
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut out = format!("**{}**　{}\n\n# {}月份{}办理情况\n\n", self.office, self.date, self.month, self.line);
+        out.push_str(&self.intake());
+        out.push_str("\n\n");
+        for s in &self.sections {
+            out.push_str(&format!("## {}\n\n", s.title));
+            match &s.body {
+                Some(body) => out.push_str(body),
+                None => out.push_str("（由办公室根据诉求内容撰写：hotline 不保存诉求内容，可用 `--notes` 文件并入。）"),
+            }
+            out.push_str("\n\n");
+        }
+        out.push_str("## 县（市）区、市政府有关部门办理情况\n\n");
+        out.push_str("| 部门 | 承办件数 | 按期办结 | 部门 | 承办件数 | 按期办结 |\n|---|---:|---:|---|---:|---:|\n");
+        let half = self.departments.len().div_ceil(2);
+        let (left, right) = self.departments.split_at(half);
+        for (i, l) in left.iter().enumerate() {
+            let r = right
+                .get(i)
+                .map_or(" | | ".to_owned(), |r| format!("{} | {} | {}", r.name, r.assigned, r.closed_on_time));
+            out.push_str(&format!("| {} | {} | {} | {r} |\n", l.name, l.assigned, l.closed_on_time));
+        }
+        if let Some(m) = &self.month_over_month {
+            out.push_str(&format!(
+                "\n## 与上月（{}）对比\n\n| 项目 | 本月 | 上月 |\n|---|---:|---:|\n| 受理 | {} | {} |\n| 办结率 | {}% | {}% |\n",
+                m.previous, m.received.0, m.received.1, m.closure_rate.0, m.closure_rate.1
+            ));
+            for (group, now, before) in &m.groups {
+                out.push_str(&format!("| {group}问题 | {now} | {before} |\n"));
+            }
+        }
+        out.push_str(&format!(
+            "\n数据：hotline 月度快照第{}版（{}）。\n",
+            self.revision,
+            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
+        ));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::event::{DecodeLimits, decode};
+    use crate::domain::fixtures::rules;
+    use crate::domain::ledger::Ledger;
+    use crate::domain::month::Month;
+    use crate::generator::{self, Plan};
+    use jiff::Timestamp;
+
+    /// The generated reference month counted by the core, as a closed snapshot.
+    fn reference_month() -> Snapshot {
+        static COUNTED: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(count_reference_month);
+        COUNTED.clone()
+    }
+
+    fn count_reference_month() -> Snapshot {
+        let month: Month = "2022-04".parse().unwrap();
+        let plan =
+            Plan { month, zone: rules().zone, cases: generator::REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+        let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+        let mut ledger = Ledger::new(rules());
+        for g in generator::generate(&plan) {
+            let _ = ledger.apply(&decode(g.json.to_string().as_bytes(), &limits).unwrap());
+        }
+        let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().unwrap();
+        Snapshot {
+            month,
+            timezone: "Asia/Shanghai".into(),
+            revision: 9,
+            status: Status::Closed,
+            as_of,
+            published_at: as_of,
+            figures: ledger.figures(month, as_of).unwrap(),
+        }
+    }
+
+    /// The reference report's own text with its whitespace taken out, where the workplace
+    /// keeps it (not in the repository: it is the office's document, not ours).
+    fn reference_text() -> Option<String> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/000_4ed6640a6ec2fd82.txt");
+        std::fs::read_to_string(path).ok().map(|t| t.chars().filter(|c| !c.is_whitespace()).collect())
+    }
+
+    #[test]
+    fn the_reference_months_report_carries_the_references_figures_in_its_words() {
+        let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None);
+        let markdown = report.markdown();
+        for figure in [
+            "承办单64件，全部办结。",
+            "《中国政府网网民留言》25件，全部办结。",
+            "办理《吉林省政务服务热线转办平台》2034件，办结1990件；",
+            "《省长信箱》12件，全部办结；《市长信箱》22件，全部办结；",
+            "《人民网领导留言板》77件，其中市委书记留言板块33件，市长留言板块44件，全部办结。",
+            "问题31681件，办结31620件，正在办理61件，办结率99.8%。",
+            "其中疫情问题17883件，占56.4%；社保问题1802件，占5.7%；住建问题621件，占2.0%；",
+            "医保问题505件，占1.6%；交通问题453件，占1.4%；住房公积金问题358件，占1.1%；",
+            // The reference prints 31.7%: 10,059 / 31,681 is 31.75%, which it cut where it
+            // rounded every other share (1,802 / 31,681 = 5.688% as 5.7%). Shares here round.
+            "水、电、气和农业农村等其它问题10059件，占31.8%。",
+        ] {
+            assert!(markdown.contains(figure), "{figure} is missing from\n{markdown}");
+        }
+        assert!(markdown.contains("**四平市政务服务和数字化建设管理局**　2022年5月6日"), "{markdown}");
+        assert!(markdown.contains("# 4月份12345市长公开电话办理情况"));
+        // Every department of the reference month, under the name the report prints.
+        assert_eq!(report.departments.len(), generator::DEPARTMENTS.len());
+        let registry = LabelRegistry::default();
+        for (code, assigned, on_time) in generator::DEPARTMENTS {
+            let row = format!("| {} | {assigned} | {on_time} |", registry.departments[*code]);
+            assert!(markdown.contains(&row), "{row} is missing");
+        }
+        // Two columns: the first half on the left, as the reference lays them out.
+        assert!(markdown.contains("| 铁西区政府 | 2285 | 2279 | 市银保监局 | 17 | 17 |"), "{markdown}");
+        assert!(markdown.contains("| 移动四平分公司 | 21 | 21 | 市工信局 | 1 | 1 |"), "{markdown}");
+        // Where the workplace has the reference itself: its intake paragraph word for word (up
+        // to the last share, above), and every department row as it prints it.
+        if let Some(reference) = reference_text() {
+            let start = reference.find("收到省长").unwrap();
+            let end = reference.find("10059件，占").unwrap() + "10059件，占".len();
+            let squeezed: String = markdown.chars().filter(|c| !c.is_whitespace()).collect();
+            assert!(squeezed.contains(&reference[start..end]), "{markdown}");
+            for row in &report.departments {
+                let printed = format!("{}{}{}", row.name, row.assigned, row.closed_on_time);
+                assert!(reference.contains(&printed), "{printed} is not in the reference");
+            }
+        }
+    }
+
+    #[test]
+    fn groups_sum_to_the_total_whatever_the_registry_names() {
+        let mut snapshot = reference_month();
+        let mut unknown = snapshot.figures.by_category["epidemic"].clone();
+        unknown.received = 5;
+        snapshot.figures.by_category.insert("not_in_registry".into(), unknown);
+        snapshot.figures.totals.received += 5;
+        let report = Report::new(&snapshot, None, &LabelRegistry::default(), None, None);
+        assert_eq!(report.groups.iter().map(|g| g.received).sum::<u64>(), report.received);
+        let other = report.groups.last().unwrap();
+        assert_eq!((other.group.as_str(), other.received), (OTHER_GROUP, 10_064));
+    }
+
+    #[test]
+    fn notes_fill_their_sections_and_the_rest_stay_placeholders() {
+        let notes = "## 突出问题\n1. 药店行业管理。\n\n## 解决较好\n（一）取药难。\n## 别的\n不并入。\n";
+        let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, Some(notes));
+        assert_eq!(report.sections[0].body.as_deref(), Some("1. 药店行业管理。"));
+        assert_eq!(report.sections[1].body, None);
+        assert_eq!(report.sections[2].body.as_deref(), Some("（一）取药难。"));
+        let markdown = report.markdown();
+        assert!(markdown.contains("## 二、4月份群众的意见和建议\n\n（由办公室"), "{markdown}");
+        assert!(!markdown.contains("不并入"));
+    }
+
+    #[test]
+    fn a_department_missing_from_the_registry_shows_its_code_and_partial_closure_is_counted() {
+        let mut snapshot = reference_month();
+        let row = snapshot.figures.by_department["tax_bureau"];
+        snapshot.figures.by_department.insert("new_bureau".into(), row);
+        let mut previous = snapshot.clone();
+        previous.month = "2022-03".parse().unwrap();
+        previous.figures.totals.received = 30_000;
+        let report = Report::new(&snapshot, Some(&previous), &LabelRegistry::default(), None, None);
+        assert!(report.departments.iter().any(|d| d.name == "new_bureau"));
+        let markdown = report.markdown();
+        assert!(markdown.contains("办理《吉林省政务服务热线转办平台》2034件，办结1990件；"));
+        assert!(markdown.contains("| 受理 | 31681 | 30000 |"), "{markdown}");
+        assert!(markdown.contains("| 疫情问题 | 17883 | 17883 |"), "{markdown}");
+    }
+}
