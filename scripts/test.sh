@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
-# Avro decoder; Debian's prometheus and promtool; the Kafka broker via Maven), starts one real
+# Avro decoder; Debian's prometheus and promtool, and chromium, poppler-utils and a CJK font
+# for the printed report; the Kafka broker via Maven), starts one real
 # Apache Kafka 4.1 broker on 127.0.0.1 for the whole suite and a three-node cluster for the
 # failover tests (tests/failover.rs), runs the unit and integration tests, and stops them.
 # Cargo's and Maven's caches (~/.cargo, ~/.m2) are reused when present.
@@ -8,6 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro
+
+# The monthly report's HTML is printed by headless Chromium to PDF and PNG, and the PDF read
+# back by pdftotext, in a font with Chinese glyphs (tests/report_render.rs).
+if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null || ! dpkg -s fonts-wqy-zenhei >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium poppler-utils fonts-wqy-zenhei >/dev/null
+fi
 
 # deploy/: alert rules and their unit tests, the dashboard against a real Prometheus, compose
 # and Kubernetes manifests (needs no broker and no build). It installs prometheus, which

@@ -42,7 +42,7 @@ enum Command {
         month: String,
         #[arg(long, value_enum, default_value_t = commands::report::Format::Markdown)]
         format: commands::report::Format,
-        /// Write the report here instead of standard output.
+        /// Write the report here instead of standard output (HTML is one self-contained page).
         #[arg(long)]
         output: Option<PathBuf>,
         /// The office's Markdown for the prose sections (## headings naming 突出, 意见/建议, 解决).

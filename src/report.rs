@@ -1,6 +1,6 @@
 //! The office's monthly report, made from a snapshot as any subscriber could make it: the
 //! reference report's structure and wording (the intake paragraph by channel, the totals, the
-//! category groups with their shares, the two-column department table), in Markdown or JSON.
+//! category groups with their shares, the two-column department table), in Markdown, HTML or JSON.
 //! Pure: the shell reads the snapshots and writes the result.
 //!
 //! The prose sections are the office's own, written from case content that `hotline` never
@@ -305,6 +305,156 @@ impl Report {
         }
         out.push_str(&format!(
             "\n数据：hotline 月度快照第{}版（{}）。\n",
+            self.revision,
+            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
+        ));
+        out
+    }
+}
+
+/// Text for HTML: the registry's names and the office's notes are not ours to trust.
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}
+
+/// A horizontal bar chart as inline SVG: one row per `(label, value, inner value, note)`, the
+/// inner value drawn darker over the value (on-time closures within cases assigned).
+fn bar_chart(title: &str, rows: &[(String, u64, Option<u64>, String)]) -> String {
+    const ROW: usize = 18;
+    const LABEL: usize = 150;
+    const BARS: usize = 380;
+    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let height = rows.len() * ROW + 10;
+    let mut svg = format!(
+        "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \
+         role=\"img\" aria-label=\"{}\">",
+        escape(title),
+        LABEL + BARS + 130,
+        escape(title)
+    );
+    for (i, (label, value, inner, note)) in rows.iter().enumerate() {
+        let y = i * ROW + 4;
+        let width = |v: u64| (v as f64 / max as f64 * BARS as f64).max(if v > 0 { 1.0 } else { 0.0 });
+        svg.push_str(&format!(
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text><rect x=\"{}\" y=\"{y}\" width=\"{:.1}\" \
+             height=\"{}\" class=\"bar\"/>",
+            LABEL - 6,
+            y + 12,
+            escape(label),
+            LABEL,
+            width(*value),
+            ROW - 5
+        ));
+        if let Some(inner) = inner {
+            svg.push_str(&format!(
+                "<rect x=\"{LABEL}\" y=\"{y}\" width=\"{:.1}\" height=\"{}\" class=\"inner\"/>",
+                width(*inner),
+                ROW - 5
+            ));
+        }
+        svg.push_str(&format!(
+            "<text x=\"{:.1}\" y=\"{}\">{}</text>",
+            LABEL as f64 + width(*value) + 6.0,
+            y + 12,
+            escape(note)
+        ));
+    }
+    svg.push_str("</svg></figure>\n");
+    svg
+}
+
+const STYLE: &str = "body{font-family:'Noto Serif CJK SC','Source Han Serif SC','WenQuanYi Zen Hei',serif;\
+max-width:46em;margin:2em auto;padding:0 1em;line-height:1.7;color:#111}\
+.masthead{display:flex;justify-content:space-between;font-weight:bold}\
+h1{text-align:center;font-size:1.5em}h2{font-size:1.15em;margin-top:1.6em}\
+p.intake{text-indent:2em}.placeholder{color:#777}\
+table{border-collapse:collapse;width:100%;font-size:.92em}th,td{border:1px solid #444;padding:.15em .4em}\
+td.n{text-align:right;font-variant-numeric:tabular-nums}\
+figure{margin:1em 0}figcaption{font-weight:bold;margin-bottom:.3em}\
+svg text{font-size:12px;dominant-baseline:auto}svg .bar{fill:#9bb7d4}svg .inner{fill:#2d5f8b}\
+footer{margin-top:2em;font-size:.85em;color:#555}\
+@page{size:A4;margin:16mm}@media print{body{margin:0;max-width:none}figure,table,tr{break-inside:avoid}}";
+
+impl Report {
+    /// The report as one self-contained HTML page: inline SVG charts and print CSS, no script,
+    /// nothing fetched.
+    pub fn html(&self) -> String {
+        let mut out = format!(
+            "<!DOCTYPE html>\n<html lang=\"zh-CN\"><head><meta charset=\"utf-8\"><title>{}年{}月份{}办理情况</title>\
+             <style>{STYLE}</style></head><body>\n<div class=\"masthead\"><span>{}</span><span>{}</span></div>\n\
+             <h1>{}月份{}办理情况</h1>\n<p class=\"intake\">{}</p>\n",
+            self.year,
+            self.month,
+            escape(&self.line),
+            escape(&self.office),
+            escape(&self.date),
+            self.month,
+            escape(&self.line),
+            escape(&self.intake())
+        );
+        let groups: Vec<(String, u64, Option<u64>, String)> = self
+            .groups
+            .iter()
+            .map(|g| (format!("{}问题", g.group), g.received, None, format!("{}件 {}%", g.received, g.share)))
+            .collect();
+        out.push_str(&bar_chart("按问题类别", &groups));
+        for s in &self.sections {
+            out.push_str(&format!("<h2>{}</h2>\n", escape(&s.title)));
+            match &s.body {
+                Some(body) => {
+                    for line in body.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                        out.push_str(&format!("<p>{}</p>\n", escape(line)));
+                    }
+                }
+                None => out.push_str("<p class=\"placeholder\">（由办公室根据诉求内容撰写：hotline 不保存诉求内容，可用 --notes 文件并入。）</p>\n"),
+            }
+        }
+        out.push_str("<h2>县（市）区、市政府有关部门办理情况</h2>\n<table><thead><tr><th>部门</th><th>承办件数</th><th>按期办结</th>\
+                      <th>部门</th><th>承办件数</th><th>按期办结</th></tr></thead><tbody>\n");
+        let half = self.departments.len().div_ceil(2);
+        let (left, right) = self.departments.split_at(half);
+        let cells = |d: Option<&DepartmentRow>| match d {
+            Some(d) => format!(
+                "<td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>",
+                escape(&d.name),
+                d.assigned,
+                d.closed_on_time
+            ),
+            None => "<td></td><td></td><td></td>".to_owned(),
+        };
+        for (i, l) in left.iter().enumerate() {
+            out.push_str(&format!("<tr>{}{}</tr>\n", cells(Some(l)), cells(right.get(i))));
+        }
+        out.push_str("</tbody></table>\n");
+        let departments: Vec<(String, u64, Option<u64>, String)> = self
+            .departments
+            .iter()
+            .map(|d| {
+                (d.name.clone(), d.assigned, Some(d.closed_on_time), format!("{} / {}", d.closed_on_time, d.assigned))
+            })
+            .collect();
+        out.push_str(&bar_chart("各部门承办件数（深色为按期办结）", &departments));
+        if let Some(m) = &self.month_over_month {
+            out.push_str(&format!(
+                "<h2>与上月（{}）对比</h2>\n<table><thead><tr><th>项目</th><th>本月</th><th>上月</th></tr></thead><tbody>\n\
+                 <tr><td>受理</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n\
+                 <tr><td>办结率</td><td class=\"n\">{}%</td><td class=\"n\">{}%</td></tr>\n",
+                escape(&m.previous),
+                m.received.0,
+                m.received.1,
+                m.closure_rate.0,
+                m.closure_rate.1
+            ));
+            for (group, now, before) in &m.groups {
+                out.push_str(&format!(
+                    "<tr><td>{}问题</td><td class=\"n\">{now}</td><td class=\"n\">{before}</td></tr>\n",
+                    escape(group)
+                ));
+            }
+            out.push_str("</tbody></table>\n");
+        }
+        out.push_str(&format!(
+            "<footer>数据：hotline 月度快照第{}版（{}）。</footer>\n</body></html>\n",
             self.revision,
             if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
         ));

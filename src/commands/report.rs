@@ -14,6 +14,7 @@ use crate::report::Report;
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
     Markdown,
+    Html,
     Json,
 }
 
@@ -50,6 +51,7 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
     let report = Report::new(&snapshot, previous.as_ref(), &settings.labels, date, notes.as_deref());
     let text = match options.format {
         Format::Markdown => report.markdown(),
+        Format::Html => report.html(),
         Format::Json => serde_json::to_string_pretty(&report).expect("a report serializes") + "\n",
     };
     match &options.output {
