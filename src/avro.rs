@@ -1,6 +1,8 @@
 //! Snapshots on the wire: Avro with the schema in `schemas/snapshot.avsc`, framed either as
 //! Avro single-object encoding (the default) or in the Confluent wire format (magic byte and
-//! a schema-registry id) when a registry is configured.
+//! a schema-registry id) when a registry is configured. Every released schema version stays in
+//! `schemas/` (`snapshot.v1.avsc`, ...): snapshots written with any of them still decode, by
+//! Avro's schema resolution, and a test holds each new version backward compatible.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -8,10 +10,15 @@ use apache_avro::types::Value;
 use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use jiff::Timestamp;
 
-use crate::domain::figures::{CategoryCounts, Counts, DepartmentFigures, Figures, Totals, TransferFigures};
+use crate::domain::figures::{
+    CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
+};
 use crate::domain::snapshot::{Snapshot, Status};
 
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
+
+/// The schemas of earlier releases, oldest first.
+pub const EARLIER_SCHEMAS: &[&str] = &[include_str!("../schemas/snapshot.v1.avsc")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -33,6 +40,8 @@ pub struct SnapshotCodec {
     schema: Schema,
     header: Vec<u8>,
     framing: Framing,
+    /// Earlier schemas by their single-object headers, to read what older builds wrote.
+    earlier: Vec<(Vec<u8>, Schema)>,
 }
 
 /// The single-object header: C3 01 and the CRC-64-AVRO fingerprint of the schema's Parsing
@@ -64,7 +73,14 @@ impl apache_avro::headers::HeaderBuilder for Header<'_> {
 impl SnapshotCodec {
     pub fn new(framing: Framing) -> SnapshotCodec {
         let schema = schema();
-        SnapshotCodec { header: single_object_header(&schema), schema, framing }
+        let earlier = EARLIER_SCHEMAS
+            .iter()
+            .map(|json| {
+                let schema = Schema::parse_str(json).expect("the schemas in schemas/ are valid");
+                (single_object_header(&schema), schema)
+            })
+            .collect();
+        SnapshotCodec { header: single_object_header(&schema), schema, framing, earlier }
     }
 
     pub fn encode(&self, s: &Snapshot) -> Result<Vec<u8>, CodecError> {
@@ -87,6 +103,15 @@ impl SnapshotCodec {
     /// Decodes either framing, recognised by its first byte.
     pub fn decode(&self, bytes: &[u8]) -> Result<Snapshot, CodecError> {
         let value = match bytes.first() {
+            Some(0xC3) if bytes.len() > 10 && bytes[..10] != self.header[..] => {
+                let Some((_, writer)) = self.earlier.iter().find(|(header, _)| bytes[..10] == header[..]) else {
+                    return Err(CodecError::Shape("a schema fingerprint of no released snapshot schema"));
+                };
+                apache_avro::reader::datum::GenericDatumReader::builder(writer)
+                    .reader_schema(&self.schema)
+                    .build()?
+                    .read_value(&mut &bytes[10..])?
+            }
             Some(0xC3) => GenericSingleObjectReader::builder()
                 .schema(self.schema.clone())
                 .header(self.header.clone())
@@ -183,6 +208,22 @@ fn to_value(s: &Snapshot) -> Value {
                 ("total", long(f.transfers.total)),
                 ("cases_transferred", long(f.transfers.cases_transferred)),
                 ("returned_cases", long(f.transfers.returned_cases)),
+                (
+                    "returned_pairs",
+                    Value::Array(
+                        f.transfers
+                            .returned_pairs
+                            .iter()
+                            .map(|p| {
+                                record(vec![
+                                    ("from", Value::String(p.from.clone())),
+                                    ("to", Value::String(p.to.clone())),
+                                    ("cases", long(p.cases)),
+                                ])
+                            })
+                            .collect(),
+                    ),
+                ),
             ]),
         ),
     ])
@@ -292,6 +333,16 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
                 total: transfers.u64("total")?,
                 cases_transferred: transfers.u64("cases_transferred")?,
                 returned_cases: transfers.u64("returned_cases")?,
+                returned_pairs: match transfers.take("returned_pairs")? {
+                    Value::Array(pairs) => pairs
+                        .into_iter()
+                        .map(|p| {
+                            let mut p = Rec::new(p)?;
+                            Ok(ReturnedPair { from: p.string("from")?, to: p.string("to")?, cases: p.u64("cases")? })
+                        })
+                        .collect::<Result<_, CodecError>>()?,
+                    _ => return Err(CodecError::Shape("returned_pairs")),
+                },
             },
         },
     })
@@ -329,17 +380,69 @@ mod tests {
     #[test]
     fn single_object_encoding_round_trips_with_its_header() {
         let codec = SnapshotCodec::new(Framing::SingleObject);
-        let bytes = codec.encode(&sample()).unwrap();
+        let bytes = codec.encode(&with_returns()).unwrap();
         assert_eq!(&bytes[..2], &[0xC3, 0x01]);
-        assert_eq!(codec.decode(&bytes).unwrap(), sample());
+        assert_eq!(codec.decode(&bytes).unwrap(), with_returns());
     }
 
     #[test]
     fn the_header_fingerprints_the_spec_canonical_form() {
-        // The same fingerprint fastavro and Java compute for schemas/snapshot.avsc.
-        let header = single_object_header(&schema());
-        let hex: String = header[2..].iter().map(|b| format!("{b:02x}")).collect();
+        // The same fingerprint fastavro and Java compute for schemas/snapshot.v1.avsc (for
+        // snapshot.avsc, tests/avro_decode.py checks it against fastavro's).
+        let v1 = Schema::parse_str(EARLIER_SCHEMAS[0]).unwrap();
+        let hex: String = single_object_header(&v1)[2..].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(hex, "308601bf0ff727ee");
+    }
+
+    fn with_returns() -> Snapshot {
+        let mut s = sample();
+        s.figures.transfers.returned_cases = 2;
+        s.figures.transfers.returned_pairs = vec![
+            ReturnedPair { from: "market".into(), to: "commerce".into(), cases: 2 },
+            ReturnedPair { from: "".into(), to: "tiexi".into(), cases: 1 },
+        ];
+        s
+    }
+
+    /// A reader of every released schema reads what this build writes (its new fields
+    /// ignored), and this build reads what they wrote (new fields at their defaults).
+    #[test]
+    fn every_released_schema_and_this_one_read_each_others_snapshots() {
+        let codec = SnapshotCodec::new(Framing::SingleObject);
+        let written = codec.encode(&with_returns()).unwrap();
+        for json in EARLIER_SCHEMAS.iter().chain([&SCHEMA_JSON]) {
+            let reader = Schema::parse_str(json).unwrap();
+            let value = apache_avro::reader::datum::GenericDatumReader::builder(&codec.schema)
+                .reader_schema(&reader)
+                .build()
+                .unwrap()
+                .read_value(&mut &written[10..])
+                .expect("an earlier reader resolves this build's snapshots");
+            let mut r = Rec::new(value).unwrap();
+            assert_eq!(r.u64("revision").unwrap(), 3);
+            assert_eq!(r.record("transfers").unwrap().u64("returned_cases").unwrap(), 2);
+        }
+        for json in EARLIER_SCHEMAS {
+            let writer = Schema::parse_str(json).unwrap();
+            let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
+            for (name, value) in &mut fields {
+                if let (true, Value::Record(transfers)) = (name == "transfers", value) {
+                    transfers.retain(|(field, _)| field != "returned_pairs");
+                }
+            }
+            let mut old = Vec::new();
+            GenericSingleObjectWriter::new_with_capacity_and_header_builder(
+                &writer,
+                1024,
+                &Header(&single_object_header(&writer)),
+            )
+            .unwrap()
+            .write_value(Value::Record(fields), &mut old)
+            .unwrap();
+            let read = codec.decode(&old).expect("this build reads what an earlier one wrote");
+            assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
+            assert_eq!(read.figures.transfers.returned_cases, 2);
+        }
     }
 
     #[test]
@@ -353,7 +456,8 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         let codec = SnapshotCodec::new(Framing::SingleObject);
-        for bytes in [&b""[..], b"\xC3\x01", b"\x00\x00\x00\x00\x01\xff\xff", b"{}"] {
+        let unknown_fingerprint = b"\xC3\x01\x00\x00\x00\x00\x00\x00\x00\x00\x02";
+        for bytes in [&b""[..], b"\xC3\x01", b"\x00\x00\x00\x00\x01\xff\xff", b"{}", unknown_fingerprint] {
             assert!(codec.decode(bytes).is_err());
         }
     }

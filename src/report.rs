@@ -36,7 +36,23 @@ pub struct Report {
     pub groups: Vec<GroupLine>,
     pub departments: Vec<DepartmentRow>,
     pub sections: Vec<Section>,
+    /// Cases sent back to a department that had held them: how many, and the pairs that sent
+    /// most back (at most `RETURN_ROWS`).
+    pub returned_cases: u64,
+    pub returns: Vec<ReturnRow>,
     pub month_over_month: Option<MonthOverMonth>,
+}
+
+/// Pairs of departments listed in the report's buck-passing table.
+pub const RETURN_ROWS: usize = 10;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ReturnRow {
+    /// The department that sent cases back ("（未注明）" when the events do not say).
+    pub from: String,
+    /// The department they came back to.
+    pub to: String,
+    pub cases: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -178,13 +194,14 @@ impl Report {
                 received,
             })
             .collect();
+        let name = |code: &str| registry.departments.get(code).cloned().unwrap_or_else(|| code.to_owned());
         let mut departments: Vec<DepartmentRow> = f
             .by_department
             .iter()
             .filter(|(_, d)| d.assigned > 0)
             .map(|(code, d)| DepartmentRow {
                 code: code.clone(),
-                name: registry.departments.get(code).cloned().unwrap_or_else(|| code.clone()),
+                name: name(code),
                 assigned: d.assigned,
                 closed_on_time: d.closed_on_time,
             })
@@ -226,6 +243,18 @@ impl Report {
             groups,
             departments,
             sections: sections(snapshot.month.number(), notes),
+            returned_cases: f.transfers.returned_cases,
+            returns: f
+                .transfers
+                .returned_pairs
+                .iter()
+                .take(RETURN_ROWS)
+                .map(|p| ReturnRow {
+                    from: if p.from.is_empty() { "（未注明）".to_owned() } else { name(&p.from) },
+                    to: name(&p.to),
+                    cases: p.cases,
+                })
+                .collect(),
             month_over_month,
         }
     }
@@ -293,6 +322,15 @@ impl Report {
                 .get(i)
                 .map_or(" | | ".to_owned(), |r| format!("{} | {} | {}", r.name, r.assigned, r.closed_on_time));
             out.push_str(&format!("| {} | {} | {} | {r} |\n", l.name, l.assigned, l.closed_on_time));
+        }
+        if self.returned_cases > 0 {
+            out.push_str(&format!(
+                "\n## 部门间退回（踢皮球）\n\n本月{}件诉求被转回曾经承办过的部门。退回最多的部门：\n\n| 退回部门 | 退回给 | 件数 |\n|---|---|---:|\n",
+                self.returned_cases
+            ));
+            for r in &self.returns {
+                out.push_str(&format!("| {} | {} | {} |\n", r.from, r.to, r.cases));
+            }
         }
         if let Some(m) = &self.month_over_month {
             out.push_str(&format!(
@@ -434,6 +472,22 @@ impl Report {
             })
             .collect();
         out.push_str(&bar_chart("各部门承办件数（深色为按期办结）", &departments));
+        if self.returned_cases > 0 {
+            out.push_str(&format!(
+                "<h2>部门间退回（踢皮球）</h2>\n<p>本月{}件诉求被转回曾经承办过的部门。退回最多的部门：</p>\n\
+                 <table><thead><tr><th>退回部门</th><th>退回给</th><th>件数</th></tr></thead><tbody>\n",
+                self.returned_cases
+            ));
+            for r in &self.returns {
+                out.push_str(&format!(
+                    "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td></tr>\n",
+                    escape(&r.from),
+                    escape(&r.to),
+                    r.cases
+                ));
+            }
+            out.push_str("</tbody></table>\n");
+        }
         if let Some(m) = &self.month_over_month {
             out.push_str(&format!(
                 "<h2>与上月（{}）对比</h2>\n<table><thead><tr><th>项目</th><th>本月</th><th>上月</th></tr></thead><tbody>\n\
@@ -549,6 +603,18 @@ mod tests {
                 assert!(reference.contains(&printed), "{printed} is not in the reference");
             }
         }
+    }
+
+    #[test]
+    fn buck_passing_is_listed_by_department_pair() {
+        let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None);
+        assert!(report.returned_cases > 0);
+        assert!(!report.returns.is_empty() && report.returns.len() <= RETURN_ROWS);
+        assert!(report.returns.windows(2).all(|w| w[0].cases >= w[1].cases), "most first");
+        let markdown = report.markdown();
+        let first = &report.returns[0];
+        assert!(markdown.contains(&format!("| {} | {} | {} |", first.from, first.to, first.cases)), "{markdown}");
+        assert!(markdown.contains(&format!("本月{}件诉求被转回", report.returned_cases)));
     }
 
     #[test]

@@ -213,16 +213,19 @@ impl CaseRecord {
         let mut holders: Vec<Code> = created.data.department.into_iter().collect();
         let mut holder = created.data.department;
         let mut assigned_at = created.at;
-        let mut returned = false;
+        let mut returns: Vec<(&str, &str)> = Vec::new();
         // The latest deadline given, by when it was given; the created event counts as the first.
         let mut due_given = created.data.due;
         for t in &self.transfers {
             let to = t.data.to;
-            if let Some(from) = t.data.from.or(holder) {
+            let from = t.data.from.or(holder);
+            if let Some(from) = from {
                 transfers_out.push(from.as_str());
                 holders.push(from);
             }
-            returned |= holders.contains(&to);
+            if holders.contains(&to) {
+                returns.push((from.map_or("", Code::as_str), to.as_str()));
+            }
             transfers_in.push(to.as_str());
             holders.push(to);
             holder = Some(to);
@@ -255,6 +258,8 @@ impl CaseRecord {
             }
         });
 
+        returns.sort_unstable();
+        returns.dedup();
         Some(Contribution {
             month: Month::containing(created.at.timestamp(), &rules.zone),
             channel: created.data.channel,
@@ -265,7 +270,7 @@ impl CaseRecord {
             holding,
             transfers_in,
             transfers_out,
-            returned,
+            returns,
         })
     }
 }
@@ -285,8 +290,9 @@ pub struct Contribution<'a> {
     pub transfers_in: Vec<&'a str>,
     /// One entry per transfer whose sender is known.
     pub transfers_out: Vec<&'a str>,
-    /// Transferred at least once to a department that had held it before.
-    pub returned: bool,
+    /// Each (sender, receiver) pair, once, of the transfers that sent the case back to a
+    /// department that had held it before (the sender is "" when unknown): buck-passing.
+    pub returns: Vec<(&'a str, &'a str)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -56,6 +56,9 @@ pub struct Tally {
     transfers: i64,
     cases_transferred: i64,
     returned_cases: i64,
+    /// Cases sent back, by the department that sent them back and the one they came back to.
+    #[serde(default)]
+    returned_by_pair: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
 /// Changes the row `key` by `f`. Keyed maps only hold rows some case contributes to (a row
@@ -141,8 +144,18 @@ impl Tally {
         if !c.transfers_in.is_empty() {
             self.cases_transferred += sign;
         }
-        if c.returned {
+        if !c.returns.is_empty() {
             self.returned_cases += sign;
+        }
+        for (from, to) in &c.returns {
+            let tos = match self.returned_by_pair.get_mut(*from) {
+                Some(tos) => tos,
+                None => self.returned_by_pair.entry((*from).to_owned()).or_default(),
+            };
+            bump(tos, *to, |n| *n += sign, |n| *n == 0);
+            if tos.is_empty() {
+                self.returned_by_pair.remove(*from);
+            }
         }
     }
 
@@ -188,6 +201,12 @@ impl Tally {
         self.transfers += other.transfers;
         self.cases_transferred += other.cases_transferred;
         self.returned_cases += other.returned_cases;
+        add(
+            &mut self.returned_by_pair,
+            &other.returned_by_pair,
+            |a, b| add(a, b, |x, y| *x += y, |n| *n == 0),
+            BTreeMap::is_empty,
+        );
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,6 +272,17 @@ impl Tally {
                 total: u(self.transfers),
                 cases_transferred: u(self.cases_transferred),
                 returned_cases: u(self.returned_cases),
+                returned_pairs: {
+                    let mut pairs: Vec<ReturnedPair> = self
+                        .returned_by_pair
+                        .iter()
+                        .flat_map(|(from, tos)| {
+                            tos.iter().map(|(to, n)| ReturnedPair { from: from.clone(), to: to.clone(), cases: u(*n) })
+                        })
+                        .collect();
+                    pairs.sort_by(|a, b| b.cases.cmp(&a.cases).then_with(|| (&a.from, &a.to).cmp(&(&b.from, &b.to))));
+                    pairs
+                },
             },
         }
     }
@@ -319,9 +349,21 @@ pub struct DepartmentFigures {
     pub transferred_out: u64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferFigures {
     pub total: u64,
     pub cases_transferred: u64,
     pub returned_cases: u64,
+    /// Returned cases by the pair of departments, most first; a case sent back by several
+    /// pairs counts under each.
+    #[serde(default)]
+    pub returned_pairs: Vec<ReturnedPair>,
+}
+
+/// Cases `from` sent back to `to`, which had held them before (`from` is "" when unknown).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedPair {
+    pub from: String,
+    pub to: String,
+    pub cases: u64,
 }

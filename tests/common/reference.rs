@@ -2,9 +2,11 @@
 //! written straight from the contract's JSON: the figures the pipeline publishes must equal
 //! what this computes from everything that was sent.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
-use hotline::domain::figures::{CategoryCounts, Counts, DepartmentFigures, Figures, Totals, TransferFigures};
+use hotline::domain::figures::{
+    CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
+};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
@@ -35,6 +37,7 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
     let mut by_category: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut departments: BTreeMap<String, DepartmentFigures> = BTreeMap::new();
     let mut transfers = TransferFigures::default();
+    let mut returned_pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
 
     for events in by_case.values() {
         let Some(created) = events.iter().find(|e| e["type"] == "created") else { continue };
@@ -68,16 +71,17 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         let mut holder = s(&created["department"]);
         let mut assigned_at = created_at;
         let mut due = ts(&created["due_at"]);
-        let mut returned = false;
+        // Buck-passing: each (sender, receiver) pair that sent the case back, once.
+        let mut returned: BTreeSet<(String, String)> = BTreeSet::new();
         for t in &moves {
             let to = s(&t["to_department"]).unwrap();
             let from = s(&t["from_department"]).or(holder.clone());
-            if let Some(f) = from {
+            if let Some(f) = &from {
                 departments.entry(f.clone()).or_default().transferred_out += 1;
-                holders.push(f);
+                holders.push(f.clone());
             }
             if holders.contains(&to) {
-                returned = true;
+                returned.insert((from.unwrap_or_default(), to.clone()));
             }
             departments.entry(to.clone()).or_default().transferred_in += 1;
             holders.push(to.clone());
@@ -89,7 +93,10 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         }
         transfers.total += moves.len() as u64;
         transfers.cases_transferred += u64::from(!moves.is_empty());
-        transfers.returned_cases += u64::from(returned);
+        transfers.returned_cases += u64::from(!returned.is_empty());
+        for pair in returned {
+            *returned_pairs.entry(pair).or_default() += 1;
+        }
 
         if let Some(h) = holder {
             let due = due
@@ -109,6 +116,10 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         }
     }
 
+    transfers.returned_pairs =
+        returned_pairs.into_iter().map(|((from, to), cases)| ReturnedPair { from, to, cases }).collect();
+    // Most first; among equals, by the pair.
+    transfers.returned_pairs.sort_by_key(|p| std::cmp::Reverse(p.cases));
     let counts = |m: BTreeMap<String, (u64, u64)>| -> BTreeMap<String, Counts> {
         m.into_iter().map(|(k, (r, c))| (k, Counts { received: r, closed: c, in_progress: r - c })).collect()
     };
