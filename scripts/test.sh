@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
-# Avro decoder; Debian's prometheus and promtool, and chromium, poppler-utils and a CJK font
+# Avro decoder, and confluent-kafka for examples/subscribe.py; Debian's prometheus and promtool, and chromium, poppler-utils and a CJK font
 # for the printed report; the Kafka broker via Maven), starts one real
 # Apache Kafka 4.1 broker on 127.0.0.1 for the whole suite and a three-node cluster for the
 # failover tests (tests/failover.rs), runs the unit and integration tests, and stops them.
@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro
+python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore fastavro confluent-kafka
 
 # The monthly report's HTML is printed by headless Chromium to PDF and PNG, and the PDF read
 # back by pdftotext, in a font with Chinese glyphs (tests/report_render.rs).

@@ -277,6 +277,20 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let shown: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(shown, second);
+    // A subscriber with only the schema files (Python's confluent-kafka and fastavro, the
+    // documented way: examples/subscribe.py) reads the same latest revision.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/examples/subscribe.py"))
+        .args(["--brokers", &config.kafka.brokers, "--topic", &config.topics.snapshots, "--month", MONTH])
+        .args(["--schema", &format!("{root}/schemas/snapshot.avsc")])
+        .args(["--schema", &format!("{root}/schemas/snapshot.v1.avsc")])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let subscribed: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(subscribed, second, "what a subscriber reads is what hotline snapshot show prints");
+
     // `hotline report` renders that revision in the office's words, every department counted.
     let notes = dir.path().join("notes.md");
     std::fs::write(&notes, "## 突出问题\n供暖不热。\n").unwrap();

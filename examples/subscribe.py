@@ -1,0 +1,98 @@
+"""Subscribe to hotline's monthly snapshots, as a report service would: with Python's
+confluent-kafka and fastavro, and nothing from hotline but its schema files.
+
+    pip install confluent-kafka fastavro
+    python3 examples/subscribe.py --brokers 127.0.0.1:9092 --topic hotline.snapshots \
+        --schema schemas/snapshot.avsc --schema schemas/snapshot.v1.avsc [--month 2022-04]
+
+Reads the topic from the beginning to its end (committed transactions only: hotline writes
+snapshots in transactions) and prints the latest revision of each month as one JSON object per
+line, in the shape of `hotline snapshot show --format json`; with --month, only that month's.
+
+Each message is Avro single-object encoding: C3 01, the writer schema's CRC-64-AVRO
+fingerprint (8 bytes, little-endian), then the datum. The first --schema is the one read into;
+give every released version (schemas/snapshot.v*.avsc) to read what older builds wrote.
+"""
+import argparse
+import datetime
+import io
+import json
+import sys
+import uuid
+
+import fastavro
+from confluent_kafka import Consumer, KafkaError
+from fastavro.schema import fingerprint, parse_schema, to_parsing_canonical_form
+
+
+def load(path):
+    with open(path) as f:
+        schema = parse_schema(json.load(f))
+    return bytes.fromhex(fingerprint(to_parsing_canonical_form(schema), "CRC-64-AVRO")), schema
+
+
+def decode(data, writers, reader):
+    if data[:2] != b"\xc3\x01":
+        raise ValueError(f"not Avro single-object encoding: header {data[:2].hex()}")
+    writer = writers.get(data[2:10])
+    if writer is None:
+        raise ValueError(f"written with a schema not given (fingerprint {data[2:10].hex()})")
+    return fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
+
+
+def rfc3339(value):
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).isoformat().replace("+00:00", "Z")
+    return value
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--brokers", required=True)
+    parser.add_argument("--topic", default="hotline.snapshots")
+    parser.add_argument("--schema", action="append", required=True, help="the first is read into")
+    parser.add_argument("--month", help="YYYY-MM: print only this month")
+    args = parser.parse_args()
+
+    schemas = [load(path) for path in args.schema]
+    reader = schemas[0][1]
+    writers = dict(schemas)
+
+    consumer = Consumer({
+        "bootstrap.servers": args.brokers,
+        "group.id": f"subscribe-{uuid.uuid4()}",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+        "enable.partition.eof": True,
+    })
+    partitions = consumer.list_topics(args.topic, timeout=30).topics[args.topic].partitions
+    if not partitions:
+        sys.exit(f"topic {args.topic} does not exist")
+    consumer.subscribe([args.topic])
+    latest = {}
+    at_end = set()
+    while len(at_end) < len(partitions):
+        message = consumer.poll(30)
+        if message is None:
+            sys.exit("no message or end of partition in 30 s")
+        if message.error():
+            if message.error().code() == KafkaError._PARTITION_EOF:
+                at_end.add(message.partition())
+                continue
+            sys.exit(f"reading {args.topic}: {message.error()}")
+        month = message.key().decode() if message.key() else None
+        if message.value() is None or (args.month and month != args.month):
+            continue
+        snapshot = decode(message.value(), writers, reader)
+        if month not in latest or snapshot["revision"] > latest[month]["revision"]:
+            latest[month] = snapshot
+    consumer.close()
+
+    for month in sorted(latest):
+        snapshot = {key: rfc3339(value) for key, value in latest[month].items()}
+        print(json.dumps(snapshot, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
