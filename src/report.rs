@@ -553,56 +553,21 @@ mod tests {
         }
     }
 
-    /// The reference report's own text with its whitespace taken out, where the workplace
-    /// keeps it (not in the repository: it is the office's document, not ours).
-    fn reference_text() -> Option<String> {
-        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/000_4ed6640a6ec2fd82.txt");
-        std::fs::read_to_string(path).ok().map(|t| t.chars().filter(|c| !c.is_whitespace()).collect())
-    }
-
     #[test]
-    fn the_reference_months_report_carries_the_references_figures_in_its_words() {
+    fn the_reference_month_reads_as_the_reference_lays_it_out() {
+        // Every figure against the reference: tests/demo.rs, on what the demo prints.
         let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None);
         let markdown = report.markdown();
-        for figure in [
-            "承办单64件，全部办结。",
-            "《中国政府网网民留言》25件，全部办结。",
-            "办理《吉林省政务服务热线转办平台》2034件，办结1990件；",
-            "《省长信箱》12件，全部办结；《市长信箱》22件，全部办结；",
-            "《人民网领导留言板》77件，其中市委书记留言板块33件，市长留言板块44件，全部办结。",
-            "问题31681件，办结31620件，正在办理61件，办结率99.8%。",
-            "其中疫情问题17883件，占56.4%；社保问题1802件，占5.7%；住建问题621件，占2.0%；",
-            "医保问题505件，占1.6%；交通问题453件，占1.4%；住房公积金问题358件，占1.1%；",
-            // The reference prints 31.7%: 10,059 / 31,681 is 31.75%, which it cut where it
-            // rounded every other share (1,802 / 31,681 = 5.688% as 5.7%). Shares here round.
-            "水、电、气和农业农村等其它问题10059件，占31.8%。",
-        ] {
-            assert!(markdown.contains(figure), "{figure} is missing from\n{markdown}");
-        }
         assert!(markdown.contains("**四平市政务服务和数字化建设管理局**　2022年5月6日"), "{markdown}");
         assert!(markdown.contains("# 4月份12345市长公开电话办理情况"));
-        // Every department of the reference month, under the name the report prints.
-        assert_eq!(report.departments.len(), generator::DEPARTMENTS.len());
-        let registry = LabelRegistry::default();
-        for (code, assigned, on_time) in generator::DEPARTMENTS {
-            let row = format!("| {} | {assigned} | {on_time} |", registry.departments[*code]);
-            assert!(markdown.contains(&row), "{row} is missing");
-        }
-        // Two columns: the first half on the left, as the reference lays them out.
+        assert!(markdown.contains("办理《吉林省政务服务热线转办平台》2034件，办结1990件；"));
+        assert!(markdown.contains("问题31681件，办结31620件，正在办理61件，办结率99.8%。"));
+        // Two columns: the first half on the left, the rest on the right, in the registry's
+        // order among equals, as the reference lays them out.
+        assert_eq!(report.departments.len(), 34);
         assert!(markdown.contains("| 铁西区政府 | 2285 | 2279 | 市银保监局 | 17 | 17 |"), "{markdown}");
+        assert!(markdown.contains("| 市市场监督管理局 | 77 | 77 | 四平热力有限公司 | 4 | 4 |"), "{markdown}");
         assert!(markdown.contains("| 移动四平分公司 | 21 | 21 | 市工信局 | 1 | 1 |"), "{markdown}");
-        // Where the workplace has the reference itself: its intake paragraph word for word (up
-        // to the last share, above), and every department row as it prints it.
-        if let Some(reference) = reference_text() {
-            let start = reference.find("收到省长").unwrap();
-            let end = reference.find("10059件，占").unwrap() + "10059件，占".len();
-            let squeezed: String = markdown.chars().filter(|c| !c.is_whitespace()).collect();
-            assert!(squeezed.contains(&reference[start..end]), "{markdown}");
-            for row in &report.departments {
-                let printed = format!("{}{}{}", row.name, row.assigned, row.closed_on_time);
-                assert!(reference.contains(&printed), "{printed} is not in the reference");
-            }
-        }
     }
 
     #[test]
