@@ -18,10 +18,9 @@ use hotline::kafka::pipeline::restore_ledger;
 use hotline::kafka::sender::Sender;
 use hotline::kafka::topics::{TopicSpec, ensure};
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 
 fn rules() -> CountingRules {
-    CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: "15d".parse().unwrap() }
+    CountingRules::reference()
 }
 
 fn main() {

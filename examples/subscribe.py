@@ -9,9 +9,11 @@ Reads the topic from the beginning to its end (committed transactions only: hotl
 snapshots in transactions) and prints the latest revision of each month as one JSON object per
 line, in the shape of `hotline snapshot show --format json`; with --month, only that month's.
 
-Each message is Avro single-object encoding: C3 01, the writer schema's CRC-64-AVRO
-fingerprint (8 bytes, little-endian), then the datum. The first --schema is the one read into;
-give every released version (schemas/snapshot.v*.avsc) to read what older builds wrote.
+Each message is Avro single-object encoding, hotline's default: C3 01, the writer schema's
+CRC-64-AVRO fingerprint (8 bytes, little-endian), then the datum. The first --schema is the
+one read into; give every released version (schemas/snapshot.v*.avsc) to read what older
+builds wrote. (With `snapshot.schema_registry_url` set, hotline writes the Confluent wire
+format instead; read that with the registry's own deserializer.)
 """
 import argparse
 import datetime

@@ -117,12 +117,28 @@ impl SnapshotCodec {
                 .header(self.header.clone())
                 .build()?
                 .read_value(&mut &bytes[..])?,
-            Some(0x00) if bytes.len() > 5 => apache_avro::reader::datum::GenericDatumReader::builder(&self.schema)
-                .build()?
-                .read_value(&mut &bytes[5..])?,
+            Some(0x00) if bytes.len() > 5 => self.datum_of_any_version(&bytes[5..])?,
             _ => return Err(CodecError::Shape("unknown framing")),
         };
         from_value(value)
+    }
+}
+
+impl SnapshotCodec {
+    /// A datum in the Confluent framing, which names its schema by a registry id this codec
+    /// cannot look up: read by the newest released schema that takes it whole.
+    fn datum_of_any_version(&self, datum: &[u8]) -> Result<Value, CodecError> {
+        let mut failed = CodecError::Shape("no released schema reads it");
+        for writer in std::iter::once(&self.schema).chain(self.earlier.iter().rev().map(|(_, s)| s)) {
+            let mut rest = datum;
+            let reader = apache_avro::reader::datum::GenericDatumReader::builder(writer).reader_schema(&self.schema);
+            match reader.build()?.read_value(&mut rest) {
+                Ok(value) if rest.is_empty() => return Ok(value),
+                Ok(_) => failed = CodecError::Shape("bytes left over"),
+                Err(e) => failed = e.into(),
+            }
+        }
+        Err(failed)
     }
 }
 
@@ -442,6 +458,9 @@ mod tests {
             let read = codec.decode(&old).expect("this build reads what an earlier one wrote");
             assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
             assert_eq!(read.figures.transfers.returned_cases, 2);
+            // The same datum in the Confluent framing, whose registry id names no schema here.
+            let confluent = [&[0, 0, 0, 0, 7][..], &old[10..]].concat();
+            assert_eq!(SnapshotCodec::new(Framing::Confluent(8)).decode(&confluent).unwrap(), read);
         }
     }
 

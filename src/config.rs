@@ -498,6 +498,13 @@ pub struct Settings {
     pub dead_letter_topic_limit: Option<usize>,
 }
 
+impl Settings {
+    /// How this office counts cases.
+    pub fn counting_rules(&self) -> crate::domain::case::CountingRules {
+        crate::domain::case::CountingRules { zone: self.zone.clone(), default_sla: self.default_sla }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

@@ -48,7 +48,7 @@ pub const RETURN_ROWS: usize = 10;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReturnRow {
-    /// The department that sent cases back ("（未注明）" when the events do not say).
+    /// The department that sent cases back.
     pub from: String,
     /// The department they came back to.
     pub to: String,
@@ -100,8 +100,19 @@ pub struct MonthOverMonth {
     pub groups: Vec<(String, u64, u64)>,
 }
 
+/// `part` of `whole` in percent to one decimal, halves rounded up, in integers (no float
+/// rounding to even): 10,059 of 31,681 is "31.8".
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 { "0.0".into() } else { format!("{:.1}", part as f64 * 100.0 / whole as f64) }
+    if whole == 0 {
+        return "0.0".into();
+    }
+    let tenths = (u128::from(part) * 1000 + u128::from(whole) / 2) / u128::from(whole);
+    format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+/// A table cell's text in Markdown: a `|` would end the cell.
+fn cell(text: &str) -> String {
+    text.replace('|', "\\|")
 }
 
 /// The report group of each category: its registry group, or 其它.
@@ -249,11 +260,7 @@ impl Report {
                 .returned_pairs
                 .iter()
                 .take(RETURN_ROWS)
-                .map(|p| ReturnRow {
-                    from: if p.from.is_empty() { "（未注明）".to_owned() } else { name(&p.from) },
-                    to: name(&p.to),
-                    cases: p.cases,
-                })
+                .map(|p| ReturnRow { from: name(&p.from), to: name(&p.to), cases: p.cases })
                 .collect(),
             month_over_month,
         }
@@ -329,7 +336,7 @@ impl Report {
                 self.returned_cases
             ));
             for r in &self.returns {
-                out.push_str(&format!("| {} | {} | {} |\n", r.from, r.to, r.cases));
+                out.push_str(&format!("| {} | {} | {} |\n", cell(&r.from), cell(&r.to), r.cases));
             }
         }
         if let Some(m) = &self.month_over_month {
@@ -519,9 +526,7 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::{DecodeLimits, decode};
     use crate::domain::fixtures::rules;
-    use crate::domain::ledger::Ledger;
     use crate::domain::month::Month;
     use crate::generator::{self, Plan};
     use jiff::Timestamp;
@@ -536,11 +541,7 @@ mod tests {
         let month: Month = "2022-04".parse().unwrap();
         let plan =
             Plan { month, zone: rules().zone, cases: generator::REFERENCE_CASES, next_month_days: 3, seed: 2022 };
-        let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
-        let mut ledger = Ledger::new(rules());
-        for g in generator::generate(&plan) {
-            let _ = ledger.apply(&decode(g.json.to_string().as_bytes(), &limits).unwrap());
-        }
+        let ledger = generator::count(&plan, rules());
         let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().unwrap();
         Snapshot {
             month,
@@ -568,6 +569,16 @@ mod tests {
         assert!(markdown.contains("| 铁西区政府 | 2285 | 2279 | 市银保监局 | 17 | 17 |"), "{markdown}");
         assert!(markdown.contains("| 市市场监督管理局 | 77 | 77 | 四平热力有限公司 | 4 | 4 |"), "{markdown}");
         assert!(markdown.contains("| 移动四平分公司 | 21 | 21 | 市工信局 | 1 | 1 |"), "{markdown}");
+    }
+
+    #[test]
+    fn percentages_round_halves_up() {
+        assert_eq!(percent(1, 16), "6.3", "6.25");
+        assert_eq!(percent(10_059, 31_681), "31.8");
+        assert_eq!(percent(1_802, 31_681), "5.7");
+        assert_eq!(percent(0, 0), "0.0");
+        assert_eq!(percent(3, 3), "100.0");
+        assert_eq!(cell("a|b"), "a\\|b");
     }
 
     #[test]

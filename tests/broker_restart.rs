@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::{Hotline, Options, broker_script};
 
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
@@ -15,22 +16,7 @@ use serde_json::Value;
 const MONTH: &str = "2022-04";
 
 fn broker(command: &str, dir: &std::path::Path) -> String {
-    let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker.sh"))
-        .args([command, dir.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "broker.sh {command}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
-/// A `hotline run` process, killed if the test fails before it exits.
-struct Process(std::process::Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    broker_script(command, dir)
 }
 
 struct Broker(std::path::PathBuf);
@@ -66,21 +52,8 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
 
     // A second, separate pipeline as a process, to be stopped while the broker is down.
     let (_dir, other_config) = common::write_config(&common::config_text_on(&brokers, "", ""));
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut other = Process(
-        Command::new(env!("CARGO_BIN_EXE_hotline"))
-            .args(["run", "--config", other_config.to_str().unwrap()])
-            .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ready = Instant::now();
-    while reqwest::get(format!("http://127.0.0.1:{port}/readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(ready.elapsed() < Duration::from_secs(60), "the second pipeline never got ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let mut other = Hotline::start(&other_config, &Options::default());
+    other.wait_ready(Duration::from_secs(60)).await;
 
     broker("stop", &broker_dir);
     let down = Instant::now();
@@ -90,9 +63,9 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
         seen_unready |= pipeline.get("/readyz").await.0 == 503;
         if !stopped && down.elapsed() > Duration::from_secs(5) {
             let term = Instant::now();
-            Command::new("kill").args(["-TERM", &other.0.id().to_string()]).status().unwrap();
+            other.term();
             let status = loop {
-                if let Some(status) = other.0.try_wait().unwrap() {
+                if let Some(status) = other.try_wait() {
                     break status;
                 }
                 assert!(term.elapsed() < Duration::from_secs(30), "still running 30 s after SIGTERM");

@@ -9,8 +9,7 @@ use hotline::domain::figures::Tally;
 use hotline::domain::ledger::Ledger;
 use hotline::domain::month::Month;
 use hotline::domain::routing::partition_of;
-use jiff::tz::TimeZone;
-use jiff::{SignedDuration, Timestamp, ToSpan};
+use jiff::{SignedDuration, Timestamp};
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -95,7 +94,7 @@ fn stream_strategy() -> impl Strategy<Value = (Vec<Value>, Vec<Value>)> {
 }
 
 fn rules() -> CountingRules {
-    CountingRules { zone: TimeZone::get("Asia/Shanghai").unwrap(), default_sla: 15.days() }
+    CountingRules::reference()
 }
 
 fn ledger_of(events: &[Value]) -> Ledger {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::{Hotline, Options};
 
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
@@ -14,36 +14,6 @@ use rand::RngExt;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
-
-/// Starts `hotline run` with its HTTP listener on a free port, returned with the child.
-fn start(config: &Path, log: &Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .env("HOTLINE_HTTP__LISTEN", &listen)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    (child, listen)
-}
-
-/// Waits until the instance says it is ready: state restored, consuming.
-async fn wait_ready(listen: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(r) = reqwest::get(format!("http://{listen}/readyz")).await
-            && r.status().is_success()
-        {
-            return;
-        }
-        assert!(Instant::now() < deadline, "not ready within 60 s");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
@@ -74,17 +44,17 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     });
 
     let mut kills = 0;
-    let (mut child, mut listen) = start(&file, &log);
+    let logged = Options { log: Some(log.clone()), ..Options::default() };
+    let mut instance = Hotline::start(&file, &logged);
     let started = Instant::now();
     while kills < 12 {
         // Killed at a random moment once it consumes: mid-batch, mid-transaction or publishing.
-        wait_ready(&listen).await;
+        instance.wait_ready(Duration::from_secs(60)).await;
         let wait = rand::rng().random_range(0..2500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        instance.kill(); // SIGKILL
         kills += 1;
-        (child, listen) = start(&file, &log);
+        instance = Hotline::start(&file, &logged);
     }
     let sent = producing.await.unwrap();
     assert_eq!(sent, events.len() as u64);
@@ -107,8 +77,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
     // SIGTERM: finishes its transaction and exits 0 within a few seconds.
     let term = Instant::now();
-    Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-    let status = child.wait().unwrap();
+    let status = instance.terminate();
     assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(term.elapsed() < Duration::from_secs(10), "stopped in {:?}", term.elapsed());
 

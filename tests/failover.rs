@@ -13,10 +13,11 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::process::{Hotline, Options, broker_script};
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::ClientConfig;
@@ -118,11 +119,7 @@ impl Cluster {
     }
 
     fn resume(&self, id: i32) {
-        let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker.sh"))
-            .args(["resume", self.node(id).to_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "restarting node {id}: {}", String::from_utf8_lossy(&out.stderr));
+        broker_script("resume", &self.node(id));
     }
 
     async fn wait_fully_replicated(&self) {
@@ -160,8 +157,7 @@ fn http_get(listen: &str, path: &str) -> String {
 
 /// A `hotline run` process, restarted like a supervisor would if it exits.
 struct Instance {
-    child: Child,
-    listen: String,
+    process: Hotline,
     log: PathBuf,
     instance_id: Option<String>,
     exits: Vec<String>,
@@ -172,22 +168,13 @@ struct Instance {
 
 impl Instance {
     fn start(config: &Path, log: PathBuf, instance_id: Option<String>) -> Instance {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let listen = format!("127.0.0.1:{port}");
-        let logged = std::fs::OpenOptions::new().create(true).append(true).open(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_hotline"));
-        command
-            .args(["--log-format", "json", "run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "info")
-            .env("HOTLINE_HTTP__LISTEN", &listen)
-            .env("HOTLINE_HTTP__STALLED_AFTER", STALLED_AFTER)
-            .stdout(Stdio::null())
-            .stderr(logged);
-        if let Some(id) = &instance_id {
-            command.env("HOTLINE_KAFKA__INSTANCE_ID", id);
-        }
-        let child = command.spawn().unwrap();
-        Instance { child, listen, log, instance_id, exits: Vec::new(), polls: (0.0, Instant::now()), processed: 0.0 }
+        let options = Options {
+            instance_id: instance_id.clone(),
+            log: Some(log.clone()),
+            env: vec![("HOTLINE_HTTP__STALLED_AFTER".into(), STALLED_AFTER.into())],
+        };
+        let process = Hotline::start(config, &options);
+        Instance { process, log, instance_id, exits: Vec::new(), polls: (0.0, Instant::now()), processed: 0.0 }
     }
 
     /// The transactional id it logged at start.
@@ -198,13 +185,6 @@ impl Instance {
                 .then(|| e["fields"]["transactional_id"].as_str())?
                 .map(str::to_owned)
         })
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -231,7 +211,7 @@ async fn watch(
         let targets: Vec<(usize, String)> = {
             let mut all = instances.lock().unwrap();
             for i in all.iter_mut() {
-                if let Some(status) = i.child.try_wait().unwrap() {
+                if let Some(status) = i.process.try_wait() {
                     let exit = format!("{} exited: {status}", i.instance_id.as_deref().unwrap_or("(dynamic)"));
                     let mut again = Instance::start(&config, i.log.clone(), i.instance_id.clone());
                     again.exits = std::mem::take(&mut i.exits);
@@ -239,7 +219,7 @@ async fn watch(
                     *i = again;
                 }
             }
-            all.iter().enumerate().map(|(n, i)| (n, i.listen.clone())).collect()
+            all.iter().enumerate().map(|(n, i)| (n, i.process.listen.clone())).collect()
         };
         let mut total = 0.0;
         for (n, listen) in targets {
@@ -326,7 +306,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let watcher = tokio::spawn(watch(instances.clone(), file.clone(), seen.clone(), done.clone()));
     let ready = Instant::now();
     loop {
-        let listens: Vec<String> = instances.lock().unwrap().iter().map(|i| i.listen.clone()).collect();
+        let listens: Vec<String> = instances.lock().unwrap().iter().map(|i| i.process.listen.clone()).collect();
         let mut all = true;
         for l in listens {
             all &= reqwest::get(format!("http://{l}/readyz")).await.map(|r| r.status().as_u16()).ok() == Some(200);
@@ -396,7 +376,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
         let topics: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
         eprintln!("partitions held by a transaction: {:?}", cluster.held_by_transactions(&topics));
         for i in instances.lock().unwrap().iter() {
-            let lines: Vec<String> = http_get(&i.listen, "/metrics")
+            let lines: Vec<String> = http_get(&i.process.listen, "/metrics")
                 .lines()
                 .filter(|l| {
                     ["hotline_consumer_lag", "hotline_messages_processed_total", "hotline_polls_total", "hotline_ready"]
@@ -405,16 +385,16 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
                 })
                 .map(str::to_owned)
                 .collect();
-            eprintln!("instance on {}:\n{}", i.listen, lines.join("\n"));
+            eprintln!("instance on {}:\n{}", i.process.listen, lines.join("\n"));
             // Where its threads stand (gdb is there on the test machine; skipped if not).
             let stacks = Command::new("gdb")
-                .args(["-p", &i.child.id().to_string(), "-batch", "-ex", "thread apply all bt 12"])
+                .args(["-p", &i.process.pid().to_string(), "-batch", "-ex", "thread apply all bt 12"])
                 .output();
             if let Ok(out) = stacks {
                 let text = String::from_utf8_lossy(&out.stdout);
                 let frames: Vec<&str> =
                     text.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).collect();
-                eprintln!("threads of {}:\n{}", i.listen, frames.join("\n"));
+                eprintln!("threads of {}:\n{}", i.process.listen, frames.join("\n"));
             }
         }
         // What the instances said that was not routine.
@@ -445,7 +425,10 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     watcher.await.unwrap();
     let (exits, listens): (Vec<String>, Vec<String>) = {
         let instances = instances.lock().unwrap();
-        (instances.iter().flat_map(|i| i.exits.clone()).collect(), instances.iter().map(|i| i.listen.clone()).collect())
+        (
+            instances.iter().flat_map(|i| i.exits.clone()).collect(),
+            instances.iter().map(|i| i.process.listen.clone()).collect(),
+        )
     };
     assert!(exits.is_empty(), "no instance exits on a broker failover: {exits:?}");
     let mut recovered = 0.0;

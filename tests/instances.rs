@@ -5,48 +5,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+use common::process::{Hotline, Options};
 
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
-
-/// Kills the instances still running when the test ends, however it ends.
-struct Instances(Vec<Child>);
-
-impl Drop for Instances {
-    fn drop(&mut self) {
-        for c in &mut self.0 {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Starts an instance with its HTTP listener on a free port, returned with the child.
-fn start(config: &std::path::Path, instance: &str) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let listen = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("HOTLINE_KAFKA__INSTANCE_ID", instance)
-        .env("HOTLINE_HTTP__LISTEN", &listen)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (child, listen)
-}
-
-/// The value of a metric of the instance listening on `listen`.
-async fn metric(listen: &str, name: &str) -> f64 {
-    let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
-    common::metric(&text, name)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
@@ -60,9 +27,10 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     let plan =
         Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1500, next_month_days: 3, seed: 3 };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
-    let (children, listens): (Vec<Child>, Vec<String>) =
-        ["a", "b", "c"].iter().map(|i| start(&file, &common::unique(i))).unzip();
-    let mut instances = Instances(children);
+    let mut instances: Vec<Hotline> = ["a", "b", "c"]
+        .iter()
+        .map(|i| Hotline::start(&file, &Options { instance_id: Some(common::unique(i)), ..Options::default() }))
+        .collect();
 
     let mut sender = Sender::new(&config.kafka).unwrap();
     let (first, second) = events.split_at(events.len() / 2);
@@ -71,8 +39,8 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let mut held = Vec::new();
-        for l in &listens {
-            held.push(metric(l, "hotline_cases_held").await);
+        for i in &instances {
+            held.push(i.metric("hotline_cases_held").await);
         }
         if held.iter().all(|h| *h > 0.0) {
             break;
@@ -80,8 +48,7 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
         assert!(tokio::time::Instant::now() < deadline, "not every instance holds cases: {held:?}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    instances.0[0].kill().unwrap(); // SIGKILL, mid-stream
-    instances.0[0].wait().unwrap();
+    instances[0].kill(); // SIGKILL, mid-stream
     common::send_all(&mut sender, &config, second).await;
     sender.finish().await.unwrap();
 
@@ -94,6 +61,6 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     // The killed instance's partition and its cases moved to the two survivors.
     let cases: std::collections::HashSet<&str> = events.iter().map(|e| e["case_id"].as_str().unwrap()).collect();
     tokio::time::sleep(Duration::from_secs(2)).await; // gauges refresh every second
-    let held = metric(&listens[1], "hotline_cases_held").await + metric(&listens[2], "hotline_cases_held").await;
+    let held = instances[1].metric("hotline_cases_held").await + instances[2].metric("hotline_cases_held").await;
     assert_eq!(held, cases.len() as f64, "the survivors hold every case");
 }

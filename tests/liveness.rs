@@ -9,8 +9,9 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::process::{Hotline, Options};
 
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
@@ -129,42 +130,30 @@ async fn two_processes_with_one_instance_id_stop_fighting() {
     common::create_inputs(&config).await;
     let (dir, file) = common::write_config(&text);
     let start = |name: &str| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let log = std::fs::File::create(dir.path().join(name)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_hotline"))
-            .args(["run", "--config", file.to_str().unwrap()])
-            .env("HOTLINE_KAFKA__INSTANCE_ID", &instance)
-            .env("HOTLINE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        (child, format!("127.0.0.1:{port}"))
+        let options =
+            Options { instance_id: Some(instance.clone()), log: Some(dir.path().join(name)), ..Options::default() };
+        Hotline::start(&file, &options)
     };
-    let (mut a, listen_a) = start("a.log");
-    let ready = Instant::now();
-    while reqwest::get(format!("http://{listen_a}/readyz")).await.map(|r| r.status().as_u16()).ok() != Some(200) {
-        assert!(ready.elapsed() < Duration::from_secs(60), "the first process never got ready");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    let (mut b, _) = start("b.log");
+    let mut a = start("a.log");
+    a.wait_ready(Duration::from_secs(60)).await;
+    let mut b = start("b.log");
     let twins = Instant::now();
     let (status, log) = loop {
-        if let Some(status) = a.try_wait().unwrap() {
+        if let Some(status) = a.try_wait() {
             break (status, "a.log");
         }
-        if let Some(status) = b.try_wait().unwrap() {
+        if let Some(status) = b.try_wait() {
             break (status, "b.log");
         }
-        if twins.elapsed() > Duration::from_secs(120) {
-            let _ = (a.kill(), b.kill());
-            panic!("two processes with one instance_id still fight after 120 s");
-        }
+        assert!(
+            twins.elapsed() < Duration::from_secs(120),
+            "two processes with one instance_id still fight after 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let fought = twins.elapsed();
-    let _ = (a.kill(), b.kill(), a.wait(), b.wait());
+    a.kill();
+    b.kill();
     assert!(fought > Duration::from_secs(6), "gave up after {fought:?}, before a 6 s session timeout");
     assert!(!status.success(), "a process that gave up exits non-zero: {status}");
     let logged = std::fs::read_to_string(dir.path().join(log)).unwrap();

@@ -6,26 +6,19 @@ use std::path::Path;
 use std::process::Command;
 
 use hotline::domain::case::CountingRules;
-use hotline::domain::event::{DecodeLimits, decode};
-use hotline::domain::ledger::Ledger;
 use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
 use hotline::generator::{self, Plan};
 use hotline::labels::LabelRegistry;
 use hotline::report::Report;
 use jiff::Timestamp;
-use jiff::tz::TimeZone;
 
 fn reference_month() -> Snapshot {
-    let zone = TimeZone::get("Asia/Shanghai").unwrap();
-    let rules = CountingRules { zone: zone.clone(), default_sla: "15d".parse().unwrap() };
+    let rules = CountingRules::reference();
     let month: Month = "2022-04".parse().unwrap();
-    let plan = Plan { month, zone, cases: generator::REFERENCE_CASES, next_month_days: 3, seed: 2022 };
-    let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
-    let mut ledger = Ledger::new(rules);
-    for g in generator::generate(&plan) {
-        let _ = ledger.apply(&decode(g.json.to_string().as_bytes(), &limits).unwrap());
-    }
+    let plan =
+        Plan { month, zone: rules.zone.clone(), cases: generator::REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+    let ledger = generator::count(&plan, rules);
     let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().unwrap();
     Snapshot {
         month,

@@ -1,7 +1,7 @@
 //! `hotline demo`: the real pipeline on a generated month, against librdkafka's in-process
 //! mock cluster, so it runs with no broker installed. The generated month is the reference
 //! month: once it has closed and every event is counted, the demo prints the office's report
-//! of it (`report.rs`), figure for figure the reference's, then serves /metrics until Ctrl-C.
+//! of it (`report.rs`), with the reference's figures, then serves /metrics until Ctrl-C.
 
 use std::time::{Duration, Instant};
 

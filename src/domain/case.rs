@@ -22,6 +22,17 @@ pub struct CountingRules {
     pub default_sla: Span,
 }
 
+impl CountingRules {
+    /// The reference office's rules, which `config/hotline.toml` ships: Shanghai time, 15
+    /// calendar days for an assignment without `due_at`. What tests and benchmarks count by.
+    pub fn reference() -> CountingRules {
+        CountingRules {
+            zone: TimeZone::get("Asia/Shanghai").expect("the bundled tz database knows Shanghai"),
+            default_sla: Span::new().days(15),
+        }
+    }
+}
+
 /// What a case record keeps of its events: no more than its figures need, so a million cases
 /// fit in little memory. An event is known by the hash of its id (`EventKey`), times are
 /// nanoseconds, and codes are `Code`s.
@@ -218,13 +229,13 @@ impl CaseRecord {
         let mut due_given = created.data.due;
         for t in &self.transfers {
             let to = t.data.to;
-            let from = t.data.from.or(holder);
-            if let Some(from) = from {
+            // A transfer back to an earlier holder always has a sender: the holder before it.
+            if let Some(from) = t.data.from.or(holder) {
                 transfers_out.push(from.as_str());
                 holders.push(from);
-            }
-            if holders.contains(&to) {
-                returns.push((from.map_or("", Code::as_str), to.as_str()));
+                if holders.contains(&to) {
+                    returns.push((from.as_str(), to.as_str()));
+                }
             }
             transfers_in.push(to.as_str());
             holders.push(to);
@@ -291,7 +302,7 @@ pub struct Contribution<'a> {
     /// One entry per transfer whose sender is known.
     pub transfers_out: Vec<&'a str>,
     /// Each (sender, receiver) pair, once, of the transfers that sent the case back to a
-    /// department that had held it before (the sender is "" when unknown): buck-passing.
+    /// department that had held it before: buck-passing.
     pub returns: Vec<(&'a str, &'a str)>,
 }
 

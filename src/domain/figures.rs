@@ -360,7 +360,7 @@ pub struct TransferFigures {
     pub returned_pairs: Vec<ReturnedPair>,
 }
 
-/// Cases `from` sent back to `to`, which had held them before (`from` is "" when unknown).
+/// Cases `from` sent back to `to`, which had held them before.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReturnedPair {
     pub from: String,

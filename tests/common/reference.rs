@@ -76,12 +76,12 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         for t in &moves {
             let to = s(&t["to_department"]).unwrap();
             let from = s(&t["from_department"]).or(holder.clone());
-            if let Some(f) = &from {
+            if let Some(f) = from {
                 departments.entry(f.clone()).or_default().transferred_out += 1;
                 holders.push(f.clone());
-            }
-            if holders.contains(&to) {
-                returned.insert((from.unwrap_or_default(), to.clone()));
+                if holders.contains(&to) {
+                    returned.insert((f, to.clone()));
+                }
             }
             departments.entry(to.clone()).or_default().transferred_in += 1;
             holders.push(to.clone());

@@ -209,7 +209,7 @@ fn read_changelog_lane(
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
     let config = &settings.config;
-    let rules = CountingRules { zone: settings.zone.clone(), default_sla: settings.default_sla };
+    let rules = settings.counting_rules();
     let mut restored: BTreeMap<i32, CountingPartition> =
         partitions.iter().map(|p| (*p, CountingPartition::new(rules.clone(), config.state.retention_months))).collect();
     let mut unreadable = BTreeMap::new();
