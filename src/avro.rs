@@ -18,7 +18,7 @@ use crate::domain::snapshot::{Snapshot, Status};
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
 
 /// The schemas of earlier releases, oldest first.
-pub const EARLIER_SCHEMAS: &[&str] = &[include_str!("../schemas/snapshot.v1.avsc")];
+pub(crate) const EARLIER_SCHEMAS: &[&str] = &[include_str!("../schemas/snapshot.v1.avsc")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -50,7 +50,7 @@ pub struct SnapshotCodec {
 /// apache-avro 0.22 leaves logical types of primitives as `{"type":"long"}` in the canonical
 /// form instead of the spec's `"long"` (AVRO-4004), so its own fingerprint differs from Java's
 /// and fastavro's. We fingerprint the spec's form, which `tests/avro_decode.py` checks.
-pub fn single_object_header(schema: &Schema) -> Vec<u8> {
+pub(crate) fn single_object_header(schema: &Schema) -> Vec<u8> {
     use apache_avro::rabin::Rabin;
     use digest::Digest;
     let mut canonical = schema.canonical_form();

@@ -151,7 +151,7 @@ impl Protocol {
         matches!(self, Protocol::Ssl | Protocol::SaslSsl)
     }
 
-    pub fn sasl(self) -> bool {
+    pub(crate) fn sasl(self) -> bool {
         matches!(self, Protocol::SaslPlaintext | Protocol::SaslSsl)
     }
 }
@@ -194,7 +194,7 @@ impl Secret {
     }
 
     /// The secret itself, for the Kafka client's configuration only.
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -438,7 +438,7 @@ impl Default for HttpConfig {
 }
 
 /// The pipeline consumer's `max.poll.interval.ms` unless `[kafka.properties]` sets it.
-pub const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
+pub(crate) const DEFAULT_MAX_POLL_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Shortest `http.stalled_after`: longer than the longest single call the loop makes (a
 /// restore may read for up to a minute).
@@ -500,13 +500,13 @@ pub struct Settings {
 
 impl Settings {
     /// How this office counts cases.
-    pub fn counting_rules(&self) -> crate::domain::case::CountingRules {
+    pub(crate) fn counting_rules(&self) -> crate::domain::case::CountingRules {
         crate::domain::case::CountingRules { zone: self.zone.clone(), default_sla: self.default_sla }
     }
 }
 
 impl Config {
-    pub fn load(path: &Path) -> Result<Config> {
+    pub(crate) fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         Config::parse(&text, std::env::vars())
     }

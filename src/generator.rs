@@ -34,7 +34,7 @@ const CHANNELS: &[(&str, u32, u32)] = &[
 /// The leader board's sections: 33 messages to the party secretary, 44 to the mayor.
 const BOARDS: &[(&str, u32)] = &[("party_secretary", 33), ("mayor", 44)];
 
-pub const CATEGORIES: &[(&str, u32)] = &[
+pub(crate) const CATEGORIES: &[(&str, u32)] = &[
     ("epidemic", 17_883),
     ("social_security", 1802),
     ("housing_construction", 621),
@@ -107,7 +107,6 @@ fn pick<'a, T>(rng: &mut StdRng, table: &'a [T], weight: impl Fn(&T) -> u32) -> 
 /// One generated upstream message.
 #[derive(Clone, Debug)]
 pub struct Generated {
-    pub case_id: String,
     pub occurred_at: Timestamp,
     pub json: Value,
 }
@@ -355,7 +354,7 @@ fn case_events(rng: &mut StdRng, case_id: &str, case: &Dealt, created_at: Timest
         let at = created_at + SignedDuration::from_secs(rng.random_range(60..48 * 3600));
         events.push((at, closed(case_id, at)));
     }
-    out.extend(events.into_iter().map(|(occurred_at, json)| Generated { case_id: case_id.into(), occurred_at, json }));
+    out.extend(events.into_iter().map(|(occurred_at, json)| Generated { occurred_at, json }));
 }
 
 fn closed(case_id: &str, at: Timestamp) -> Value {

@@ -53,7 +53,7 @@ async fn readyz(State(t): State<Telemetry>) -> (StatusCode, &'static str) {
     }
 }
 
-pub fn router(telemetry: Telemetry) -> Router {
+pub(crate) fn router(telemetry: Telemetry) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-pub const UNKNOWN: &str = "unknown";
+pub(crate) const UNKNOWN: &str = "unknown";
 const BUILT_IN: &str = include_str!("../config/registry.toml");
 
 #[derive(Clone, Debug, Deserialize)]
@@ -68,11 +68,11 @@ impl LabelRegistry {
     }
 
     /// Where the registry lists a department; those it does not list come after.
-    pub fn department_rank(&self, code: &str) -> usize {
+    pub(crate) fn department_rank(&self, code: &str) -> usize {
         self.department_order.iter().position(|c| c == code).unwrap_or(usize::MAX)
     }
 
-    pub fn load(path: &Path) -> Result<LabelRegistry> {
+    pub(crate) fn load(path: &Path) -> Result<LabelRegistry> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         LabelRegistry::parse(&text).with_context(|| format!("parsing {}", path.display()))
     }

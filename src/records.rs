@@ -149,12 +149,12 @@ pub fn encode<T: Value>(value: &T) -> Vec<u8> {
 }
 
 /// The value as plain JSON, whatever the internal encoding: what a dead letter carries.
-pub fn readable<T: Serialize>(value: &T) -> Vec<u8> {
+pub(crate) fn readable<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("internal records serialize")
 }
 
 /// The value of a record of a compacted topic: `None` for a tombstone (no payload).
-pub fn decode_or_tombstone<T: Value>(bytes: Option<&[u8]>) -> Result<Option<T>, Unreadable> {
+pub(crate) fn decode_or_tombstone<T: Value>(bytes: Option<&[u8]>) -> Result<Option<T>, Unreadable> {
     bytes.map(|b| decode(Some(b))).transpose()
 }
 
@@ -173,7 +173,7 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
 
 /// The key of a changelog record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangelogKey {
+pub(crate) enum ChangelogKey {
     /// A case's record.
     Case(String),
     /// The partition's progress, under the one key no case may have.
@@ -204,7 +204,7 @@ impl FromStr for ChangelogKey {
 
 /// The key of a `partials` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PartialKey {
+pub(crate) enum PartialKey {
     /// A counting partition's tally of a month.
     Tally { partition: i32, month: Month },
     /// A counting partition's watermark.
@@ -243,7 +243,7 @@ pub fn key<K: FromStr<Err = Unreadable>>(bytes: Option<&[u8]>) -> Result<K, Unre
 /// A counting partition's event time, as it tells the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Watermark(pub Timestamp);
+pub(crate) struct Watermark(pub Timestamp);
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use crate::domain::snapshot::{Snapshot, Status};
 use crate::labels::LabelRegistry;
 
 /// The group that gathers every category without a named group of its own.
-pub const OTHER_GROUP: &str = "其它";
+pub(crate) const OTHER_GROUP: &str = "其它";
 
 /// Everything the report says, in the order it says it; `markdown()` lays it out.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -44,7 +44,7 @@ pub struct Report {
 }
 
 /// Pairs of departments listed in the report's buck-passing table.
-pub const RETURN_ROWS: usize = 10;
+pub(crate) const RETURN_ROWS: usize = 10;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ReturnRow {

@@ -64,7 +64,7 @@ pub struct Telemetry {
 
 /// What a transaction did, counted once it commits.
 #[derive(Default)]
-pub struct Pending {
+pub(crate) struct Pending {
     /// (topic, event type) -> events: a few rows, looked up per event without allocating.
     events: Vec<(String, &'static str, u64)>,
     rejected: HashMap<&'static str, u64>,
@@ -77,7 +77,7 @@ pub struct Pending {
 }
 
 /// Liveness and readiness as `/healthz` and `/readyz` report them.
-pub struct Health {
+pub(crate) struct Health {
     ready: AtomicBool,
     kafka_ok: AtomicBool,
     /// The pipeline has ended: nothing is counted any more.
@@ -92,7 +92,7 @@ pub struct Health {
 
 /// What `/healthz` says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Liveness {
+pub(crate) enum Liveness {
     Alive,
     /// The pipeline returned or panicked: the process must exit.
     Ended,
@@ -114,7 +114,7 @@ impl Default for Health {
 }
 
 impl Health {
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
             && self.kafka_ok.load(Ordering::Relaxed)
             && self.liveness() == Liveness::Alive
@@ -361,7 +361,7 @@ impl Telemetry {
         t
     }
 
-    pub fn health(&self) -> Arc<Health> {
+    pub(crate) fn health(&self) -> Arc<Health> {
         self.health.clone()
     }
 
@@ -370,12 +370,12 @@ impl Telemetry {
     }
 
     /// An input message was ingested: routed to its counting partition or dead-lettered.
-    pub fn message_ingested(&self) {
+    pub(crate) fn message_ingested(&self) {
         self.pending().processed += 1;
     }
 
     /// An event was counted; `kafka_timestamp` is its input message's (milliseconds).
-    pub fn event_counted(
+    pub(crate) fn event_counted(
         &self,
         topic: &str,
         event_type: &'static str,
@@ -393,23 +393,23 @@ impl Telemetry {
         }
     }
 
-    pub fn event_duplicate(&self) {
+    pub(crate) fn event_duplicate(&self) {
         self.pending().duplicates += 1;
     }
 
-    pub fn event_rejected(&self, topic: &str, partition: i32, offset: i64, rejection: &Rejection) {
+    pub(crate) fn event_rejected(&self, topic: &str, partition: i32, offset: i64, rejection: &Rejection) {
         tracing::warn!(topic, partition, offset, reason = rejection.kind(), detail = %rejection, "message sent to the dead letters");
         *self.pending().rejected.entry(rejection.kind()).or_default() += 1;
     }
 
     /// What the open transaction did, set apart as its commit starts: the next transaction's
     /// work begins before that commit ends.
-    pub fn seal_transaction(&self) -> Pending {
+    pub(crate) fn seal_transaction(&self) -> Pending {
         std::mem::take(&mut *self.pending())
     }
 
     /// A transaction committed: what it did (`sealed`) counts now.
-    pub fn transaction_committed(&self, sealed: Pending, snapshots: usize, publish_latencies: &[f64]) {
+    pub(crate) fn transaction_committed(&self, sealed: Pending, snapshots: usize, publish_latencies: &[f64]) {
         tracing::debug!(snapshots, "transaction committed");
         self.transactions.with_label_values(&["committed"]).inc();
         self.snapshots_published.inc_by(snapshots as u64);
@@ -435,33 +435,33 @@ impl Telemetry {
         }
     }
 
-    pub fn transaction_aborted(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn transaction_aborted(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "transaction could not commit; aborting it");
         self.transactions.with_label_values(&["aborted"]).inc();
         self.discard_uncommitted();
     }
 
     /// Forgets what the open transaction did: it will be done again from the last commit.
-    pub fn discard_uncommitted(&self) {
+    pub(crate) fn discard_uncommitted(&self) {
         *self.pending() = Pending::default();
     }
 
     /// The pipeline drops its in-memory state and starts over from the last commit.
-    pub fn restarting(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn restarting(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "restarting from the last committed point");
         self.restarts.inc();
     }
 
     /// A consumer failed for good (`reason`, a librdkafka error name) and a new one takes its
     /// place after `wait`.
-    pub fn consumer_recreated(&self, reason: &str, error: &dyn std::fmt::Display, wait: Duration) {
+    pub(crate) fn consumer_recreated(&self, reason: &str, error: &dyn std::fmt::Display, wait: Duration) {
         tracing::warn!(%error, reason, ?wait, "the Kafka consumer failed for good; a new one takes its place");
         self.consumers_recreated.with_label_values(&[reason]).inc();
     }
 
     /// A transactional call (`what`) has not returned `after` its deadline: its producer is left
     /// to the thread that waits in it.
-    pub fn producer_abandoned(&self, what: &str, after: Duration) {
+    pub(crate) fn producer_abandoned(&self, what: &str, after: Duration) {
         tracing::error!(
             call = what,
             ?after,
@@ -472,13 +472,13 @@ impl Telemetry {
     }
 
     /// An abandoned producer's call returned at last.
-    pub fn abandoned_call_returned(&self) {
+    pub(crate) fn abandoned_call_returned(&self) {
         self.calls_blocked.dec();
     }
 
     /// A record this build cannot read (`offset` of `topic`'s `partition`): the partition it
     /// holds up stops before it for the rest of this life, which goes on with the others.
-    pub fn partition_stopped(&self, topic: &str, partition: i32, offset: i64, why: &crate::records::Unreadable) {
+    pub(crate) fn partition_stopped(&self, topic: &str, partition: i32, offset: i64, why: &crate::records::Unreadable) {
         tracing::error!(
             topic,
             partition,
@@ -493,25 +493,25 @@ impl Telemetry {
     }
 
     /// The partitions shown stopped, which a new life tries again.
-    pub fn stopped_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
+    pub(crate) fn stopped_partitions(&self) -> std::collections::BTreeSet<(String, i32)> {
         self.stopped.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A partition shown stopped got past its record (read, restored, or no longer this
     /// instance's).
-    pub fn partition_resumed(&self, topic: &str, partition: i32) {
+    pub(crate) fn partition_resumed(&self, topic: &str, partition: i32) {
         if self.stopped.lock().unwrap_or_else(|e| e.into_inner()).remove(&(topic.to_owned(), partition)) {
             let _ = self.partitions_stopped.remove_label_values(&[topic, &partition.to_string()]);
         }
     }
 
     /// Calls of abandoned producers still blocked.
-    pub fn calls_blocked(&self) -> i64 {
+    pub(crate) fn calls_blocked(&self) -> i64 {
         self.calls_blocked.get()
     }
 
     /// From now on `/healthz` fails when the pipeline loop shows no progress for `stalled_after`.
-    pub fn watch_progress(&self, stalled_after: Duration) {
+    pub(crate) fn watch_progress(&self, stalled_after: Duration) {
         self.health.stalled_after.store(stalled_after.as_millis().max(1) as u64, Ordering::Relaxed);
         self.progress();
     }
@@ -528,7 +528,7 @@ impl Telemetry {
     }
 
     /// The pipeline ended, `stopped` when asked to. From now on `/healthz` and `/readyz` fail.
-    pub fn pipeline_ended(&self, stopped: bool, error: Option<&anyhow::Error>) {
+    pub(crate) fn pipeline_ended(&self, stopped: bool, error: Option<&anyhow::Error>) {
         self.health.ended.store(true, Ordering::Relaxed);
         self.health.ready.store(false, Ordering::Relaxed);
         match error {
@@ -539,14 +539,14 @@ impl Telemetry {
     }
 
     /// The consumer group moved partitions; the pipeline restores state for its new share.
-    pub fn rebalanced(&self) {
+    pub(crate) fn rebalanced(&self) {
         tracing::info!("partitions reassigned; restoring state for this instance's share");
         self.rebalances.inc();
     }
 
     /// The consumer's position was deleted by retention before it was read: the messages in
     /// between are lost to the counts. Never silent.
-    pub fn offset_reset(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn offset_reset(&self, error: &dyn std::fmt::Display) {
         tracing::error!(%error, "input deleted before it was read; consuming resumes at the earliest offset kept");
         self.offset_resets.inc();
     }
@@ -556,20 +556,20 @@ impl Telemetry {
         self.health.kafka_ok.store(ready, Ordering::Relaxed);
     }
 
-    pub fn kafka_unavailable(&self, error: &dyn std::fmt::Display) {
+    pub(crate) fn kafka_unavailable(&self, error: &dyn std::fmt::Display) {
         if self.health.kafka_ok.swap(false, Ordering::Relaxed) {
             tracing::warn!(%error, "Kafka is unavailable; waiting for it");
         }
     }
 
-    pub fn kafka_available(&self) {
+    pub(crate) fn kafka_available(&self) {
         if !self.health.kafka_ok.swap(true, Ordering::Relaxed) {
             tracing::info!("Kafka is reachable again");
         }
     }
 
     /// Consumer lag per assigned partition.
-    pub fn consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
+    pub(crate) fn consumer_lag(&self, lags: impl IntoIterator<Item = (String, i32, i64)>) {
         self.lag.reset();
         for (topic, partition, lag) in lags {
             self.lag.with_label_values(&[&topic, &partition.to_string()]).set(lag);
@@ -585,7 +585,7 @@ impl Telemetry {
 
     /// Refreshes the city's gauges from the publisher's sums. Only the publishing instance has
     /// them; the others show none, so sums over instances stay right.
-    pub fn city_changed<'a>(&self, city: Option<City<'a>>) {
+    pub(crate) fn city_changed<'a>(&self, city: Option<City<'a>>) {
         for g in [
             &self.month_cases,
             &self.month_channel,
@@ -664,7 +664,7 @@ impl Telemetry {
         self.processed.get()
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         self.ready.set(i64::from(self.health.is_ready()));
         prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
@@ -679,7 +679,7 @@ fn set_counts(g: &IntGaugeVec, labels: &[&str], c: &Counts) {
 }
 
 /// What the publishing instance knows of the city.
-pub struct City<'a> {
+pub(crate) struct City<'a> {
     /// Each month's summed tally, and whether event time has closed it.
     pub months: Vec<(Month, &'a Tally, bool)>,
     pub watermark: Option<Timestamp>,

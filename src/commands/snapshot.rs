@@ -42,7 +42,7 @@ pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<S
 }
 
 /// The highest revision of each of `months` that has one, in one read of the topic.
-pub fn latest_of(kafka: &KafkaConfig, topic: &str, months: &[Month]) -> Result<BTreeMap<Month, Snapshot>> {
+pub(crate) fn latest_of(kafka: &KafkaConfig, topic: &str, months: &[Month]) -> Result<BTreeMap<Month, Snapshot>> {
     let codec = SnapshotCodec::new(Framing::SingleObject);
     let keys: Vec<String> = months.iter().map(Month::to_string).collect();
     let mut latest: BTreeMap<Month, Snapshot> = BTreeMap::new();

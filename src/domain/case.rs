@@ -103,7 +103,7 @@ impl EventKey {
 
 /// An event as a case record takes it: its key and time, computed once.
 #[derive(Clone, Copy, Debug)]
-pub struct Incoming<'a> {
+pub(crate) struct Incoming<'a> {
     pub event: &'a CaseEvent,
     key: EventKey,
     at: Nanos,
@@ -129,7 +129,7 @@ impl From<Timestamp> for Nanos {
 }
 
 impl Nanos {
-    pub fn from_i64(nanos: i64) -> Option<Nanos> {
+    pub(crate) fn from_i64(nanos: i64) -> Option<Nanos> {
         NonZeroI64::new(nanos).filter(|n| n.get() > 0).map(Nanos)
     }
 
@@ -152,7 +152,7 @@ pub enum Applied {
 
 impl CaseRecord {
     /// Roughly the memory this record takes, for the state-size metric.
-    pub fn approx_bytes(&self) -> usize {
+    pub(crate) fn approx_bytes(&self) -> usize {
         // A non-empty ThinVec's header (length and capacity) is on the heap with its items.
         let transfers = if self.transfers.is_empty() { 0 } else { 16 + std::mem::size_of_val(&*self.transfers) };
         std::mem::size_of::<CaseRecord>() + transfers
@@ -165,7 +165,7 @@ impl CaseRecord {
     }
 
     /// What applying `event` would do: change the record, nothing (a duplicate), or why not.
-    pub fn admits(&self, incoming: &Incoming) -> Result<Applied, Rejection> {
+    pub(crate) fn admits(&self, incoming: &Incoming) -> Result<Applied, Rejection> {
         let Incoming { event, key, at } = *incoming;
         if self.has_event(key) {
             return Ok(Applied::Duplicate);
@@ -194,7 +194,7 @@ impl CaseRecord {
     }
 
     /// The month the case would count in with `event` added.
-    pub fn month_with(&self, event: &CaseEvent, rules: &CountingRules) -> Option<Month> {
+    pub(crate) fn month_with(&self, event: &CaseEvent, rules: &CountingRules) -> Option<Month> {
         match (&self.created, &event.change) {
             (Some(created), _) => Some(Month::containing(created.at.timestamp(), &rules.zone)),
             (None, Change::Created(_)) => Some(Month::containing(event.occurred_at, &rules.zone)),
@@ -203,7 +203,7 @@ impl CaseRecord {
     }
 
     /// When the latest of its facts happened.
-    pub fn latest_fact(&self) -> Option<Timestamp> {
+    pub(crate) fn latest_fact(&self) -> Option<Timestamp> {
         let created = self.created.map(|f| f.at);
         let closed = self.closed.map(|f| f.at);
         let moved = self.transfers.last().map(|f| f.at);
@@ -215,7 +215,7 @@ impl CaseRecord {
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
-    pub fn contribution(&self, rules: &CountingRules) -> Option<Contribution<'_>> {
+    pub(crate) fn contribution(&self, rules: &CountingRules) -> Option<Contribution<'_>> {
         let created = self.created.as_ref()?;
         let closed_at = self.closed.map(|c| c.at);
 

@@ -13,7 +13,7 @@ use hashbrown::HashTable;
 use super::case::CaseRecord;
 
 #[derive(Clone, Debug, Default)]
-pub struct Cases {
+pub(crate) struct Cases {
     entries: Vec<(CompactString, CaseRecord)>,
     /// Positions in `entries`, by the hash of their id.
     positions: HashTable<u32>,
@@ -27,16 +27,12 @@ impl Cases {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     fn hash(&self, id: &str) -> u64 {
         self.hasher.hash_one(id)
     }
 
     /// Where the case `id` is held.
-    pub fn position(&self, id: &str) -> Option<usize> {
+    pub(crate) fn position(&self, id: &str) -> Option<usize> {
         let entries = &self.entries;
         self.positions.find(self.hash(id), |&i| entries[i as usize].0 == id).map(|&i| i as usize)
     }
@@ -45,12 +41,12 @@ impl Cases {
         self.position(id).map(|i| &self.entries[i].1)
     }
 
-    pub fn at_mut(&mut self, position: usize) -> &mut CaseRecord {
+    pub(crate) fn at_mut(&mut self, position: usize) -> &mut CaseRecord {
         &mut self.entries[position].1
     }
 
     /// Adds a case not held yet.
-    pub fn insert_new(&mut self, id: &str, record: CaseRecord) {
+    pub(crate) fn insert_new(&mut self, id: &str, record: CaseRecord) {
         debug_assert!(self.position(id).is_none(), "a case is held once");
         let position = u32::try_from(self.entries.len()).expect("fewer than 4 billion cases in one partition");
         let (entries, hasher) = (&self.entries, &self.hasher);

@@ -23,7 +23,7 @@ use super::publisher::Watermarks;
 const COUNTING: &str = "counting";
 
 #[derive(Debug)]
-pub struct CityView {
+pub(crate) struct CityView {
     zone: TimeZone,
     retention_months: u32,
     counting_partitions: usize,
@@ -70,12 +70,12 @@ impl CityView {
     }
 
     /// A partition's watermark.
-    pub fn partition_reached(&mut self, partition: i32, at: Timestamp) {
+    pub(crate) fn partition_reached(&mut self, partition: i32, at: Timestamp) {
         self.watermarks.observe(COUNTING, partition, at);
     }
 
     /// Event time never goes back across a restart: the latest snapshot's `as_of`.
-    pub fn raise_floor(&mut self, at: Timestamp) {
+    pub(crate) fn raise_floor(&mut self, at: Timestamp) {
         self.watermarks.raise_floor(at);
     }
 
@@ -86,7 +86,7 @@ impl CityView {
 
     /// Forgets the months past the retention at the month watermark; returns the first month
     /// kept and the partials (partition, month) to tombstone.
-    pub fn forget_past_retention(&mut self) -> Option<(Month, Vec<(i32, Month)>)> {
+    pub(crate) fn forget_past_retention(&mut self) -> Option<(Month, Vec<(i32, Month)>)> {
         let kept_from = Month::containing(self.watermark()?, &self.zone).months_before(self.retention_months);
         let kept = self.partials.split_off(&kept_from);
         let forgotten = std::mem::replace(&mut self.partials, kept);
@@ -99,12 +99,12 @@ impl CityView {
     }
 
     /// Each month's sum over partitions, as of the last call to `sums`.
-    pub fn summed(&self) -> &BTreeMap<Month, Tally> {
+    pub(crate) fn summed(&self) -> &BTreeMap<Month, Tally> {
         &self.sums
     }
 
     /// Each month's sum over partitions.
-    pub fn sums(&mut self) -> &BTreeMap<Month, Tally> {
+    pub(crate) fn sums(&mut self) -> &BTreeMap<Month, Tally> {
         for month in std::mem::take(&mut self.changed) {
             let mut sum = Tally::default();
             for tally in self.partials.get(&month).into_iter().flat_map(|p| p.values()) {
@@ -120,7 +120,7 @@ impl CityView {
     }
 
     /// When the partial that last changed `month` was written, once per change.
-    pub fn take_changed_at(&mut self, month: Month) -> Option<i64> {
+    pub(crate) fn take_changed_at(&mut self, month: Month) -> Option<i64> {
         self.changed_at.remove(&month)
     }
 }

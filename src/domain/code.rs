@@ -15,7 +15,7 @@ use std::sync::{LazyLock, Mutex, OnceLock};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Distinct codes past which input events may not bring new ones.
-pub const MAX_NEW_CODES: usize = 65_536;
+pub(crate) const MAX_NEW_CODES: usize = 65_536;
 
 const CHUNK: usize = 4096;
 const CHUNKS: usize = 4096;
@@ -36,7 +36,7 @@ pub struct TooManyCodes;
 impl Code {
     /// The code for `text` from an input event: refused if it is new and the table holds
     /// `MAX_NEW_CODES` already.
-    pub fn admit(text: &str) -> Result<Code, TooManyCodes> {
+    pub(crate) fn admit(text: &str) -> Result<Code, TooManyCodes> {
         Code::intern(text, MAX_NEW_CODES)
     }
 

@@ -24,7 +24,7 @@ pub enum Channel {
 }
 
 impl Channel {
-    pub const ALL: [Channel; 7] = [
+    pub(crate) const ALL: [Channel; 7] = [
         Channel::Hotline,
         Channel::ProvincialPlatform,
         Channel::StateCouncilInspection,
@@ -55,7 +55,7 @@ pub enum Board {
 }
 
 impl Board {
-    pub const ALL: [Board; 2] = [Board::PartySecretary, Board::Mayor];
+    pub(crate) const ALL: [Board; 2] = [Board::PartySecretary, Board::Mayor];
     pub fn code(self) -> &'static str {
         match self {
             Board::PartySecretary => "party_secretary",
@@ -76,7 +76,7 @@ pub enum RequestKind {
 }
 
 impl RequestKind {
-    pub const ALL: [RequestKind; 5] = [
+    pub(crate) const ALL: [RequestKind; 5] = [
         RequestKind::Help,
         RequestKind::Complaint,
         RequestKind::Report,
@@ -97,7 +97,7 @@ impl RequestKind {
 pub use super::code::Code;
 
 /// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
-pub const RESERVED_CASE_ID: &str = "#watermark";
+pub(crate) const RESERVED_CASE_ID: &str = "#watermark";
 
 pub(crate) fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s: &str) -> Option<T> {
     all.iter().copied().find(|v| code(*v) == s)
@@ -121,7 +121,7 @@ pub enum Change {
 }
 
 impl Change {
-    pub fn type_code(&self) -> &'static str {
+    pub(crate) fn type_code(&self) -> &'static str {
         match self {
             Change::Created(_) => "created",
             Change::Transferred(_) => "transferred",
@@ -195,7 +195,7 @@ pub enum Rejection {
 
 impl Rejection {
     /// Every `kind()`, so metrics can start each at zero.
-    pub const KINDS: &'static [&'static str] = &[
+    pub(crate) const KINDS: &'static [&'static str] = &[
         "too_large",
         "empty",
         "invalid_utf8",

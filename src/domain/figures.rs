@@ -85,7 +85,7 @@ where
 }
 
 impl Tally {
-    pub fn add(&mut self, c: &Contribution) {
+    pub(crate) fn add(&mut self, c: &Contribution) {
         self.apply(c, 1);
     }
 
@@ -211,10 +211,6 @@ impl Tally {
 
     pub fn is_empty(&self) -> bool {
         self.total.is_zero() && self.by_department.is_empty()
-    }
-
-    pub fn received(&self) -> u64 {
-        self.total.received.max(0) as u64
     }
 
     /// The figures a snapshot carries, with overdue cases judged at `as_of`.

@@ -104,7 +104,7 @@ impl Ledger {
     /// Drops the cases of months before `kept_from` (and waiting cases whose events all
     /// happened before it) and returns their ids; they count as changed, so the next commit
     /// writes their tombstones. Later events of those months are rejected.
-    pub fn evict_before(&mut self, kept_from: Month) -> Vec<String> {
+    pub(crate) fn evict_before(&mut self, kept_from: Month) -> Vec<String> {
         if self.kept_from.is_some_and(|k| k >= kept_from) {
             return Vec::new();
         }
@@ -147,7 +147,7 @@ impl Ledger {
         self.cases.len()
     }
 
-    pub fn waiting_for_created(&self) -> usize {
+    pub(crate) fn waiting_for_created(&self) -> usize {
         self.totals.waiting_for_created
     }
 
@@ -160,7 +160,7 @@ impl Ledger {
     }
 
     /// The first month still held, once months have been evicted.
-    pub fn kept_from(&self) -> Option<Month> {
+    pub(crate) fn kept_from(&self) -> Option<Month> {
         self.kept_from
     }
 

@@ -22,12 +22,12 @@ impl Month {
         (1..=12).contains(&month).then_some(Month { year, month })
     }
 
-    pub fn year(self) -> i16 {
+    pub(crate) fn year(self) -> i16 {
         self.year
     }
 
     /// 1 to 12.
-    pub fn number(self) -> i8 {
+    pub(crate) fn number(self) -> i8 {
         self.month
     }
 
@@ -45,7 +45,7 @@ impl Month {
         }
     }
 
-    pub fn previous(self) -> Month {
+    pub(crate) fn previous(self) -> Month {
         if self.month == 1 {
             Month { year: self.year - 1, month: 12 }
         } else {
@@ -53,7 +53,7 @@ impl Month {
         }
     }
 
-    pub fn months_before(self, n: u32) -> Month {
+    pub(crate) fn months_before(self, n: u32) -> Month {
         let index = i64::from(self.year) * 12 + i64::from(self.month - 1) - i64::from(n);
         Month { year: index.div_euclid(12) as i16, month: (index.rem_euclid(12) + 1) as i8 }
     }

@@ -31,13 +31,13 @@ use super::routing::Routed;
 
 /// How often a partition's changed tallies go to `partials` while events flow. A tally
 /// carries the deadline of each open case, so it is not written on every commit.
-pub const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const PARTIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far a counting partition had got, kept in its changelog partition so a restore does
 /// not start from nothing: every input partition's event time, the partition's own, and the
 /// `case_events` offset its state covers (absent in records of earlier versions).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct PartitionProgress {
+pub(crate) struct PartitionProgress {
     pub watermark: Option<Timestamp>,
     pub sources: Vec<InputProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -47,7 +47,7 @@ pub struct PartitionProgress {
 /// How far one input partition had got; written as `[topic, partition, event time, idle]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "(String, i32, Option<Timestamp>, bool)", into = "(String, i32, Option<Timestamp>, bool)")]
-pub struct InputProgress {
+pub(crate) struct InputProgress {
     pub topic: String,
     pub partition: i32,
     pub event_time: Option<Timestamp>,
@@ -68,7 +68,7 @@ impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
 
 /// What a commit must write for one partition.
 #[derive(Debug, Default, PartialEq)]
-pub struct Flush {
+pub(crate) struct Flush {
     /// Cases for the changelog: each with `case()`'s record, a tombstone where there is none.
     pub cases: Vec<String>,
     /// Tallies for `partials`, as they were before any eviction of this flush (a month being
@@ -84,7 +84,7 @@ pub struct Flush {
 }
 
 #[derive(Debug)]
-pub struct CountingPartition {
+pub(crate) struct CountingPartition {
     ledger: Ledger,
     retention_months: u32,
     /// How far each input partition has got, as its records told this partition.
@@ -115,12 +115,12 @@ impl CountingPartition {
     }
 
     /// Puts one changelog record of a case back; `None` (a tombstone) removes the case.
-    pub fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) {
+    pub(crate) fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) {
         self.ledger.restore(case_id, record.unwrap_or_default());
     }
 
     /// Puts the partition's progress back, as last written.
-    pub fn restore_progress(&mut self, progress: PartitionProgress) {
+    pub(crate) fn restore_progress(&mut self, progress: PartitionProgress) {
         if let Some(at) = progress.watermark {
             self.sources.raise_floor(at);
         }
@@ -138,7 +138,7 @@ impl CountingPartition {
     /// markers reach each partition's leader in their own time, so the changelog may not yet
     /// show the last commit: a state older than its offsets would never count what it missed.
     /// A progress record of an earlier version says nothing and counts as covering.
-    pub fn covers_committed(&self, committed: Option<i64>) -> bool {
+    pub(crate) fn covers_committed(&self, committed: Option<i64>) -> bool {
         match (self.written_progress.as_ref().map(|p| p.covers), committed) {
             (_, None | Some(0)) => true,
             (None, Some(_)) => false,
@@ -148,7 +148,7 @@ impl CountingPartition {
     }
 
     /// Whether a progress record was restored (state of an earlier version has none).
-    pub fn has_progress(&self) -> bool {
+    pub(crate) fn has_progress(&self) -> bool {
         self.written_progress.is_some()
     }
 
@@ -183,7 +183,7 @@ impl CountingPartition {
 
     /// What the commit at `now` must write; tallies at most every `PARTIAL_INTERVAL`, and
     /// always when `stopping` or evicting.
-    pub fn flush(&mut self, now: Instant, stopping: bool) -> Flush {
+    pub(crate) fn flush(&mut self, now: Instant, stopping: bool) -> Flush {
         let kept_from = self.kept_from();
         let evicting = kept_from.is_some_and(|k| self.ledger.kept_from().is_none_or(|held| k > held));
         let (cases, months) = self.ledger.take_changes();
@@ -221,12 +221,8 @@ impl CountingPartition {
         self.ledger.case(case_id)
     }
 
-    pub fn tally(&self, month: Month) -> Option<&Tally> {
-        self.ledger.tally(month)
-    }
-
     /// The next `case_events` offset the state covers, once known.
-    pub fn covers(&self) -> Option<i64> {
+    pub(crate) fn covers(&self) -> Option<i64> {
         self.next_offset
     }
 
@@ -373,7 +369,10 @@ mod tests {
         // Its event time is where it was, with no input heard from again; every tally goes
         // out again (it may not have been written before the crash), then the watermark.
         let again = restored.flush(now, false);
-        assert_eq!(again.tallies, vec![("2022-04".parse().unwrap(), p.tally("2022-04".parse().unwrap()).cloned())]);
+        assert_eq!(
+            again.tallies,
+            vec![("2022-04".parse().unwrap(), p.ledger.tally("2022-04".parse().unwrap()).cloned())]
+        );
         assert_eq!(again.watermark, None, "already written");
         assert_eq!(again.progress, None, "unchanged");
         // cases/0 moves on: the watermark follows cases/1's restored event time.
@@ -414,7 +413,7 @@ mod tests {
         assert!(flush.cases.contains(&"march".to_owned()) && p.case("march").is_none(), "a tombstone");
         // March's tally is gone here; the publisher tombstones it in `partials` once every
         // partition is past March.
-        assert!(p.tally("2022-03".parse().unwrap()).is_none());
+        assert!(p.ledger.tally("2022-03".parse().unwrap()).is_none());
         assert_eq!(months(&flush), vec!["2022-04".parse().unwrap()]);
         let late = event(source("cases", 0), 2, created("march-2", "2022-03-11T02:00:00Z"));
         assert_eq!(p.apply(2, &late), Some(Err(Rejection::MonthEvicted)));

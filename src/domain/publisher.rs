@@ -16,7 +16,7 @@ use super::month::Month;
 use super::snapshot::{Snapshot, Status};
 
 #[derive(Clone, Debug)]
-pub struct PublishRules {
+pub(crate) struct PublishRules {
     pub zone: TimeZone,
     pub zone_name: String,
     pub grace: Span,
@@ -33,7 +33,7 @@ struct Published {
 }
 
 #[derive(Debug)]
-pub struct Publisher {
+pub(crate) struct Publisher {
     rules: PublishRules,
     months: BTreeMap<Month, Published>,
 }
@@ -54,7 +54,7 @@ impl Publisher {
     }
 
     /// Forgets months evicted from the ledger.
-    pub fn forget_before(&mut self, kept_from: Month) {
+    pub(crate) fn forget_before(&mut self, kept_from: Month) {
         self.months.retain(|m, _| *m >= kept_from);
     }
 
@@ -66,7 +66,7 @@ impl Publisher {
             .map(|(m, p)| (*m, p.revision, p.status == Some(Status::Closed)))
     }
 
-    pub fn is_closed(&self, month: Month, watermark: Timestamp) -> bool {
+    pub(crate) fn is_closed(&self, month: Month, watermark: Timestamp) -> bool {
         let end = month.end(&self.rules.zone).to_zoned_datetime(self.rules.zone.clone());
         let closes_at = end.checked_add(self.rules.grace).map_or(Timestamp::MAX, |z| z.timestamp());
         watermark >= closes_at
@@ -121,7 +121,7 @@ impl Publisher {
 /// watermark back, which delays a month's closing but never closes it early. A partition
 /// `expect`ed but not heard from yet holds it at the floor.
 #[derive(Debug, Default)]
-pub struct Watermarks {
+pub(crate) struct Watermarks {
     /// (topic, partition) -> (event time reached, if told one; idle).
     partitions: HashMap<(String, i32), (Option<Timestamp>, bool)>,
     /// The watermark of an earlier life (the latest snapshot's `as_of`): event time never
@@ -134,11 +134,11 @@ impl Watermarks {
         Watermarks::default()
     }
 
-    pub fn raise_floor(&mut self, at: Timestamp) {
+    pub(crate) fn raise_floor(&mut self, at: Timestamp) {
         self.floor = self.floor.max(Some(at));
     }
 
-    pub fn floor(&self) -> Option<Timestamp> {
+    pub(crate) fn floor(&self) -> Option<Timestamp> {
         self.floor
     }
 
@@ -151,7 +151,7 @@ impl Watermarks {
     }
 
     /// Forgets partitions outside `keep` (an input dropped from the configuration).
-    pub fn retain(&mut self, keep: impl Fn(&str, i32) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(&str, i32) -> bool) {
         self.partitions.retain(|(topic, p), _| keep(topic, *p));
     }
 
@@ -161,7 +161,7 @@ impl Watermarks {
     }
 
     /// Each partition's event time and idleness, sorted, to keep across restarts.
-    pub fn partition_times(&self) -> Vec<(String, i32, Option<Timestamp>, bool)> {
+    pub(crate) fn partition_times(&self) -> Vec<(String, i32, Option<Timestamp>, bool)> {
         let mut times: Vec<_> =
             self.partitions.iter().map(|((topic, p), (at, idle))| (topic.clone(), *p, *at, *idle)).collect();
         times.sort();
@@ -169,21 +169,21 @@ impl Watermarks {
     }
 
     /// A partition reached `at` in event time; it is not idle.
-    pub fn observe(&mut self, topic: &str, partition: i32, at: Timestamp) {
+    pub(crate) fn observe(&mut self, topic: &str, partition: i32, at: Timestamp) {
         let entry = self.partitions.entry((topic.to_owned(), partition)).or_insert((None, false));
         entry.0 = entry.0.max(Some(at));
         entry.1 = false;
     }
 
     /// A partition was read to its end and has nothing new, or is being read again.
-    pub fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
+    pub(crate) fn set_idle(&mut self, topic: &str, partition: i32, idle: bool) {
         self.partitions.entry((topic.to_owned(), partition)).or_insert((None, idle)).1 = idle;
     }
 
     /// The minimum event time over partitions that are not idle; when all are idle, the
     /// maximum over all (everything has been read); the floor while a partition that is not
     /// idle has told no event time; never below the floor.
-    pub fn current(&self) -> Option<Timestamp> {
+    pub(crate) fn current(&self) -> Option<Timestamp> {
         if self.partitions.values().any(|(at, idle)| at.is_none() && !idle) {
             return self.floor;
         }

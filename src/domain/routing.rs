@@ -23,14 +23,14 @@ pub fn partition_of(case_id: &str, partitions: i32) -> i32 {
 
 /// An input partition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Source {
+pub(crate) struct Source {
     pub topic: String,
     pub partition: i32,
 }
 
 /// A record of the internal topic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Routed {
+pub(crate) struct Routed {
     pub source: Source,
     /// The event time `source` has reached: every earlier event of `source` routed to this
     /// counting partition comes before this record. None before its first event.
@@ -45,7 +45,7 @@ pub struct Routed {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RoutedEvent {
+pub(crate) struct RoutedEvent {
     pub offset: i64,
     /// The input message's Kafka timestamp (milliseconds), for the latency metric.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -57,7 +57,7 @@ pub struct RoutedEvent {
 /// What the ingest stage has told each counting partition about each input partition it
 /// reads.
 #[derive(Debug, Default)]
-pub struct Progress {
+pub(crate) struct Progress {
     sources: HashMap<Source, SourceProgress>,
 }
 
@@ -79,7 +79,7 @@ impl SourceProgress {
 
 impl Progress {
     /// Starts following an input partition this instance reads, events or not.
-    pub fn track(&mut self, source: Source, now: Instant) {
+    pub(crate) fn track(&mut self, source: Source, now: Instant) {
         self.sources.entry(source).or_insert_with(|| SourceProgress::new(now));
     }
 
@@ -97,7 +97,7 @@ impl Progress {
 
     /// Marks idle every input partition without an event for `idle_after` that `caught_up`
     /// says has been read to its end.
-    pub fn mark_idle(&mut self, now: Instant, idle_after: Duration, caught_up: impl Fn(&Source) -> bool) {
+    pub(crate) fn mark_idle(&mut self, now: Instant, idle_after: Duration, caught_up: impl Fn(&Source) -> bool) {
         for (source, p) in &mut self.sources {
             if !p.idle && now.duration_since(p.last_event) >= idle_after && caught_up(source) {
                 p.idle = true;
@@ -107,7 +107,7 @@ impl Progress {
 
     /// The markers owed: for each input partition, every counting partition in `0..partitions`
     /// that has not been told its latest watermark and idleness. Afterwards all are up to date.
-    pub fn markers(&mut self, partitions: i32) -> Vec<(i32, Routed)> {
+    pub(crate) fn markers(&mut self, partitions: i32) -> Vec<(i32, Routed)> {
         let mut out = Vec::new();
         for (source, p) in &mut self.sources {
             // Also a source with nothing to tell yet: that it is being read, not idle.

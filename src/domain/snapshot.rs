@@ -44,10 +44,10 @@ mod month_string {
     use super::Month;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub fn serialize<S: Serializer>(m: &Month, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(m: &Month, s: S) -> Result<S::Ok, S::Error> {
         s.collect_str(m)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Month, D::Error> {
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Month, D::Error> {
         String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
     }
 }
@@ -58,7 +58,7 @@ impl Snapshot {
     }
 
     /// The month's report for people, laid out like the office's monthly report.
-    pub fn to_table(&self) -> String {
+    pub(crate) fn to_table(&self) -> String {
         let zone = TimeZone::get(&self.timezone).unwrap_or(TimeZone::UTC);
         let f = &self.figures;
         let mut out = String::new();

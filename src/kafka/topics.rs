@@ -93,7 +93,7 @@ pub async fn max_message_bytes(kafka: &KafkaConfig, topic: &str, timeout: Durati
 /// closing as it is dropped: over SASL that cuts short a login still under way (the group
 /// coordinator's), which librdkafka reports as a failed authentication.
 #[derive(Default)]
-pub struct ReadToEnd {
+pub(crate) struct ReadToEnd {
     done: AtomicBool,
 }
 
@@ -132,7 +132,7 @@ pub fn read_to_end(
 }
 
 /// `read_to_end` for some partitions of `topic` only (all when `only` is `None`).
-pub fn read_partitions_to_end(
+pub(crate) fn read_partitions_to_end(
     kafka: &KafkaConfig,
     topic: &str,
     only: Option<&[i32]>,

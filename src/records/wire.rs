@@ -57,7 +57,7 @@ fn read_request_kind(text: Option<&str>) -> Result<Option<RequestKind>, String> 
 }
 
 #[derive(Serialize, Deserialize)]
-pub struct Routed<'a> {
+pub(crate) struct Routed<'a> {
     topic: &'a str,
     partition: i32,
     watermark: Option<Time>,
@@ -200,7 +200,7 @@ impl<'a> Routed<'a> {
 
 /// A case record, version 3: what the domain's record holds, event ids as their hashes.
 #[derive(Serialize, Deserialize)]
-pub struct Case<'a> {
+pub(crate) struct Case<'a> {
     #[serde(borrow)]
     created: Option<CompactFact<CompactIntake<'a>>>,
     #[serde(borrow)]
@@ -324,7 +324,7 @@ fn record(
 
 /// A case record, version 2: event ids as their text, which version 3 hashes.
 #[derive(Serialize, Deserialize)]
-pub struct CaseV2<'a> {
+pub(crate) struct CaseV2<'a> {
     #[serde(borrow)]
     created: Option<Fact<'a, Created<'a>>>,
     #[serde(borrow)]
@@ -359,7 +359,7 @@ impl CaseV2<'_> {
 /// A case record in JSON, as builds before the version byte wrote it (version 0) and version
 /// 1 did.
 #[derive(Deserialize)]
-pub struct JsonCase {
+pub(crate) struct JsonCase {
     created: Option<JsonFact<event::Created>>,
     transfers: Vec<JsonFact<event::Transferred>>,
     closed: Option<JsonFact<()>>,
@@ -389,7 +389,7 @@ impl JsonCase {
 #[cfg(test)]
 impl<'a> CaseV2<'a> {
     /// A version 2 record as earlier builds wrote it, for tests of reading it.
-    pub fn example(event_id: &'a str, at: Timestamp, category: &'a str) -> CaseV2<'a> {
+    pub(crate) fn example(event_id: &'a str, at: Timestamp, category: &'a str) -> CaseV2<'a> {
         CaseV2 {
             created: Some(Fact {
                 event_id,

@@ -37,7 +37,7 @@ pub struct Counting {
 }
 
 /// Counting partition -> the changelog offset of a record this build cannot read, and why.
-pub type UnreadableAt = BTreeMap<i32, (i64, Unreadable)>;
+pub(crate) type UnreadableAt = BTreeMap<i32, (i64, Unreadable)>;
 
 impl Counting {
     /// Rebuilds the given partitions (with the committed offset of each, where one is) from
@@ -108,13 +108,13 @@ impl Counting {
     }
 
     /// The next `case_events` offset a partition's state covers, once known.
-    pub fn covers(&self, partition: i32) -> Option<i64> {
+    pub(crate) fn covers(&self, partition: i32) -> Option<i64> {
         self.partitions.get(&partition)?.covers()
     }
 
     /// Counts one record of the internal topic. `Some`: this build cannot read it, and the
     /// partition must stop before it (its state then covers the records before it only).
-    pub fn handle(
+    pub(crate) fn handle(
         &mut self,
         out: &Output<'_>,
         telemetry: &Telemetry,
@@ -147,7 +147,7 @@ impl Counting {
 
     /// Writes what each partition's flush returns: case records and progress to the
     /// changelog, tallies and the watermark to `partials`.
-    pub fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
+    pub(crate) fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
         let (changelog, partials) = (&self.changelog, &self.partials);
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);

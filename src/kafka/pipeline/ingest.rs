@@ -17,7 +17,7 @@ use crate::telemetry::Telemetry;
 
 use super::Output;
 
-pub struct Ingest {
+pub(crate) struct Ingest {
     counting_partitions: i32,
     progress: Progress,
     /// The internal topic.
@@ -49,7 +49,7 @@ impl Ingest {
     /// Routes one input message; `wall` and `now` are the batch's clock readings (events may
     /// not be later than `wall` plus `time.max_future`: up to a commit interval stricter than
     /// the clock at the message, which the allowance dwarfs).
-    pub fn handle(
+    pub(crate) fn handle(
         &mut self,
         out: &Output<'_>,
         telemetry: &Telemetry,
@@ -83,7 +83,7 @@ impl Ingest {
     /// Tells every counting partition how far each input partition has got, where the
     /// batch's events did not already, and which input partitions are idle: read to their end
     /// (`lags`, from librdkafka's statistics) with no event for `snapshot.idle_partition`.
-    pub fn send_markers(&mut self, out: &Output<'_>, lags: &HashMap<(String, i32), i64>) -> Result<()> {
+    pub(crate) fn send_markers(&mut self, out: &Output<'_>, lags: &HashMap<(String, i32), i64>) -> Result<()> {
         let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
         self.progress.mark_idle(Instant::now(), self.idle_partition, caught_up);
         for (to, marker) in self.progress.markers(self.counting_partitions) {

@@ -25,7 +25,7 @@ use crate::telemetry::{City, Telemetry};
 
 use super::{Output, RESTORE_TIMEOUT};
 
-pub struct Publishing {
+pub(crate) struct Publishing {
     settings: Settings,
     city: CityView,
     publisher: Publisher,
@@ -83,7 +83,7 @@ impl Publishing {
     }
 
     /// Takes in one partial. `Some`: this build cannot read it, and publishing stops.
-    pub fn handle(&mut self, m: &BorrowedMessage<'_>) -> Option<Unreadable> {
+    pub(crate) fn handle(&mut self, m: &BorrowedMessage<'_>) -> Option<Unreadable> {
         let why = self.take(m).err()?;
         self.unreadable = Some((m.offset(), why.clone()));
         Some(why)
@@ -109,7 +109,7 @@ impl Publishing {
     }
 
     /// What the city's gauges show.
-    pub fn city(&self) -> City<'_> {
+    pub(crate) fn city(&self) -> City<'_> {
         let watermark = self.city.watermark();
         City {
             months: self
@@ -126,7 +126,7 @@ impl Publishing {
 
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
     /// partial that changed its month (seconds), where a partial did.
-    pub fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<Vec<Option<f64>>> {
+    pub(crate) fn publish_due(&mut self, out: &Output<'_>, now: Instant) -> Result<Vec<Option<f64>>> {
         if self.unreadable.is_some() {
             return Ok(Vec::new());
         }

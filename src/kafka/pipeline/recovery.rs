@@ -18,7 +18,7 @@ const TWIN_FENCINGS: u32 = 4;
 
 /// A run of fatal consumer failures, each replacement failing within `hold` of its start.
 #[derive(Debug)]
-pub struct FatalStreak {
+pub(crate) struct FatalStreak {
     window: Duration,
     hold: Duration,
     first: Option<Instant>,
@@ -51,7 +51,7 @@ impl FatalStreak {
     }
 
     /// How long the current streak has lasted at `now`.
-    pub fn length(&self, now: Instant) -> Duration {
+    pub(crate) fn length(&self, now: Instant) -> Duration {
         self.first.map_or(Duration::ZERO, |first| now.saturating_duration_since(first))
     }
 }

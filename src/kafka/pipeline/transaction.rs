@@ -186,7 +186,7 @@ impl Output<'_> {
     }
 
     /// Sends a rejected message to the dead letters with its reason and origin.
-    pub fn dead_letter(
+    pub(crate) fn dead_letter(
         &self,
         rejection: &Rejection,
         origin: (&str, i32, i64),
@@ -218,7 +218,7 @@ impl Output<'_> {
     /// Waits for the commit under way, if any, and counts what its transaction did; then
     /// opens the next transaction with the records held meanwhile. A failed commit aborts,
     /// and the life must end.
-    pub fn settle(&self) -> Result<()> {
+    pub(crate) fn settle(&self) -> Result<()> {
         if let Err(e) = self.finish_commit() {
             self.held.borrow_mut().clear();
             let _ = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT));
