@@ -272,6 +272,25 @@ pub fn count(plan: &Plan, rules: crate::domain::case::CountingRules) -> crate::d
     ledger
 }
 
+/// The reference month (seed 2022, as the demo generates it) counted by the core, as the closed
+/// snapshot of 2022-05-06 in Shanghai: what the report's tests render.
+pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
+    let rules = crate::domain::case::CountingRules::reference();
+    let month: Month = "2022-04".parse().expect("a valid month");
+    let plan = Plan { month, zone: rules.zone.clone(), cases: REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+    let ledger = count(&plan, rules);
+    let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().expect("a valid instant");
+    crate::domain::snapshot::Snapshot {
+        month,
+        timezone: "Asia/Shanghai".into(),
+        revision: 9,
+        status: crate::domain::snapshot::Status::Closed,
+        as_of,
+        published_at: as_of,
+        figures: ledger.figures(month, as_of).unwrap_or_default(),
+    }
+}
+
 /// A department other than `not`, picked by the reference's weights.
 fn other_department(rng: &mut StdRng, not: &str) -> &'static str {
     loop {

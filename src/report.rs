@@ -526,32 +526,12 @@ impl Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::fixtures::rules;
-    use crate::domain::month::Month;
-    use crate::generator::{self, Plan};
-    use jiff::Timestamp;
+    use crate::generator;
 
     /// The generated reference month counted by the core, as a closed snapshot.
     fn reference_month() -> Snapshot {
-        static COUNTED: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(count_reference_month);
+        static COUNTED: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(generator::reference_snapshot);
         COUNTED.clone()
-    }
-
-    fn count_reference_month() -> Snapshot {
-        let month: Month = "2022-04".parse().unwrap();
-        let plan =
-            Plan { month, zone: rules().zone, cases: generator::REFERENCE_CASES, next_month_days: 3, seed: 2022 };
-        let ledger = generator::count(&plan, rules());
-        let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().unwrap();
-        Snapshot {
-            month,
-            timezone: "Asia/Shanghai".into(),
-            revision: 9,
-            status: Status::Closed,
-            as_of,
-            published_at: as_of,
-            figures: ledger.figures(month, as_of).unwrap(),
-        }
     }
 
     #[test]

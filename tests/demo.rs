@@ -2,6 +2,8 @@
 //! cluster over a generated reference month, and prints the office's report, which must carry
 //! every figure of the reference report (四平, April 2022).
 
+mod common;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -19,26 +21,10 @@ fn the_demo_prints_the_reference_months_report_figure_for_figure() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(180), "the demo took {:?}", started.elapsed());
     let report = String::from_utf8(out.stdout).unwrap();
-    for figure in [
-        "4月份12345市长公开电话办理情况",
-        "收到省长公开电话办公室转来的《国务院“互联网+督查”平台群众留言》承办单64件，全部办结。",
-        "省政数局转来的《中国政府网网民留言》25件，全部办结。",
-        "办理《吉林省政务服务热线转办平台》2034件，办结1990件；",
-        "《省长信箱》12件，全部办结；《市长信箱》22件，全部办结；",
-        "《人民网领导留言板》77件，其中市委书记留言板块33件，市长留言板块44件，全部办结。",
-        "共受理群众求助、投诉、举报、咨询和建议等问题31681件，办结31620件，正在办理61件，办结率99.8%。",
-        "其中疫情问题17883件，占56.4%；社保问题1802件，占5.7%；住建问题621件，占2.0%；",
-        "医保问题505件，占1.6%；交通问题453件，占1.4%；住房公积金问题358件，占1.1%；",
-        // The reference prints 31.7%: 10,059 / 31,681 is 31.75%, which it cut where it rounded
-        // every other share (1,802 / 31,681 = 5.688% as 5.7%). Shares here round.
-        "水、电、气和农业农村等其它问题10059件，占31.8%。",
-    ] {
+    for figure in common::REFERENCE_FIGURES {
         assert!(report.contains(figure), "{figure} is missing from\n{report}");
     }
-    // All 34 departments: cases assigned and closed on time, under the reference's names.
-    let registry = LabelRegistry::default();
-    for (code, assigned, on_time) in generator::DEPARTMENTS {
-        let row = format!("| {} | {assigned} | {on_time} |", registry.departments[*code]);
+    for row in common::reference_department_rows() {
         assert!(report.contains(&row), "{row} is missing from\n{report}");
     }
 
@@ -46,6 +32,7 @@ fn the_demo_prints_the_reference_months_report_figure_for_figure() {
     // office's document), its intake paragraph word for word up to that last share, and every
     // department row as it prints it.
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/000_4ed6640a6ec2fd82.txt");
+    let registry = LabelRegistry::default();
     if let Ok(text) = std::fs::read_to_string(reference) {
         let squeeze = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
         let (reference, printed) = (squeeze(&text), squeeze(&report));

@@ -26,6 +26,32 @@ use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+/// What the reference report (四平, April 2022) says of its month, as `hotline report` words
+/// it: every channel, the totals and each category group. The reference prints 其它's share as
+/// 31.7%: 10,059 / 31,681 is 31.75%, which it cut where it rounded every other share (1,802 /
+/// 31,681 = 5.688% as 5.7%); shares here round.
+pub const REFERENCE_FIGURES: &[&str] = &[
+    "收到省长公开电话办公室转来的《国务院“互联网+督查”平台群众留言》承办单64件，全部办结。",
+    "省政数局转来的《中国政府网网民留言》25件，全部办结。",
+    "办理《吉林省政务服务热线转办平台》2034件，办结1990件；",
+    "《省长信箱》12件，全部办结；《市长信箱》22件，全部办结；",
+    "《人民网领导留言板》77件，其中市委书记留言板块33件，市长留言板块44件，全部办结。",
+    "共受理群众求助、投诉、举报、咨询和建议等问题31681件，办结31620件，正在办理61件，办结率99.8%。",
+    "其中疫情问题17883件，占56.4%；社保问题1802件，占5.7%；住建问题621件，占2.0%；",
+    "医保问题505件，占1.6%；交通问题453件，占1.4%；住房公积金问题358件，占1.1%；",
+    "水、电、气和农业农村等其它问题10059件，占31.8%。",
+];
+
+/// The reference's 34 department rows as the report's Markdown table cells:
+/// `| name | cases assigned | closed on time |`.
+pub fn reference_department_rows() -> Vec<String> {
+    let registry = hotline::labels::LabelRegistry::default();
+    hotline::generator::DEPARTMENTS
+        .iter()
+        .map(|(code, assigned, on_time)| format!("| {} | {assigned} | {on_time} |", registry.departments[*code]))
+        .collect()
+}
+
 /// The bootstrap address of the test broker.
 pub fn brokers() -> String {
     std::env::var("HOTLINE_TEST_BROKERS")
