@@ -19,10 +19,16 @@
 //! starts a broker and builds in release mode; HOTLINE_BENCH_E2E_CASES sets the cases
 //! (default 475,000, about a million messages). Under `cargo test` it only checks that it builds.
 
+// The tests' harness: its metric reader and plain HTTP GET.
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::metric;
+use common::process::http_get;
 use hotline::commands::replay::route;
 use hotline::commands::snapshot::latest;
 use hotline::config::Config;
@@ -295,27 +301,6 @@ fn latency_buckets(metrics: &str) -> Vec<(f64, f64)> {
             Some((le, count.trim().parse().ok()?))
         })
         .collect()
-}
-
-/// The sum of a metric over its label sets.
-fn metric(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with([' ', '{'])))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-        .sum()
-}
-
-/// The whole HTTP response (HTTP/1.0: never chunked); empty when nothing answers.
-fn http_get(listen: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut answer = String::new();
-    if let Ok(mut stream) = std::net::TcpStream::connect(listen) {
-        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {listen}\r\n\r\n");
-        let _ = stream.read_to_string(&mut answer);
-    }
-    answer
 }
 
 fn timed(f: impl FnOnce()) -> Duration {

@@ -196,8 +196,10 @@ impl Report {
         })
         .collect();
         let total = f.totals.received;
-        let groups: Vec<GroupLine> = by_group(snapshot, registry)
-            .into_iter()
+        let counted = by_group(snapshot, registry);
+        let groups: Vec<GroupLine> = counted
+            .iter()
+            .cloned()
             .map(|(group, received)| GroupLine {
                 label: if group == OTHER_GROUP { registry.report.other.clone() } else { group.clone() },
                 share: percent(received, total),
@@ -229,8 +231,9 @@ impl Report {
             ),
             groups: {
                 let before = by_group(p, registry);
-                by_group(snapshot, registry)
-                    .into_iter()
+                counted
+                    .iter()
+                    .cloned()
                     .map(|(g, n)| {
                         let was = before.iter().find(|(b, _)| *b == g).map_or(0, |(_, n)| *n);
                         (g, n, was)

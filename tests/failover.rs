@@ -17,7 +17,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::process::{Hotline, Options, broker_script};
+use common::process::{Hotline, Options, broker_script, http_get};
 use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::ClientConfig;
@@ -141,18 +141,6 @@ fn coordinator_partition(key: &str) -> i32 {
     let hash = key.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
     let abs = if hash == i32::MIN { 0 } else { hash.abs() };
     abs % COORDINATOR_PARTITIONS
-}
-
-/// The body of a plain HTTP GET, from a synchronous context; empty when it fails.
-fn http_get(listen: &str, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut text = String::new();
-    if let Ok(mut s) = std::net::TcpStream::connect(listen) {
-        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-        let _ = write!(s, "GET {path} HTTP/1.0\r\nHost: {listen}\r\n\r\n");
-        let _ = s.read_to_string(&mut text);
-    }
-    text
 }
 
 /// A `hotline run` process, restarted like a supervisor would if it exits.

@@ -108,3 +108,16 @@ pub fn broker_script(command: &str, dir: &Path) -> String {
     assert!(out.status.success(), "broker.sh {command} {}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+
+/// The whole response to a plain HTTP GET (HTTP/1.0: never chunked), from a synchronous
+/// context; empty when nothing answers.
+pub fn http_get(listen: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut answer = String::new();
+    if let Ok(mut stream) = std::net::TcpStream::connect(listen) {
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = write!(stream, "GET {path} HTTP/1.0\r\nHost: {listen}\r\n\r\n");
+        let _ = stream.read_to_string(&mut answer);
+    }
+    answer
+}
