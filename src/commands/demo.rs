@@ -49,7 +49,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
     let registry = settings.labels.clone();
-    let telemetry = Telemetry::new(settings.labels.clone());
+    let telemetry = Telemetry::default();
     let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
     let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));

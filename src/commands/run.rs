@@ -9,11 +9,11 @@ use tokio_util::sync::CancellationToken;
 use crate::avro::Framing;
 use crate::config::{Config, Settings};
 use crate::kafka::pipeline;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{PipelineEnded, Telemetry};
 
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    let telemetry = Telemetry::new(settings.labels.clone());
+    let telemetry = Telemetry::default();
     // A stop reaches the pipeline first, then the HTTP listener, which serves the probes and
     // the last counts until the pipeline has finished; both are awaited.
     let stop = CancellationToken::new();
@@ -37,7 +37,7 @@ pub async fn run(config: &Path) -> Result<()> {
                 Ok(Err(e)) => e,
                 Err(panicked) => {
                     let e = anyhow!("the pipeline panicked: {panicked}");
-                    telemetry.pipeline_ended(false, Some(&e));
+                    telemetry.emit(PipelineEnded { stopped: false, error: Some(&e) });
                     e
                 }
             };

@@ -98,11 +98,6 @@ impl CityView {
         Some((kept_from, tombstones))
     }
 
-    /// Each month's sum over partitions, as of the last call to `sums`.
-    pub(crate) fn summed(&self) -> &BTreeMap<Month, Tally> {
-        &self.sums
-    }
-
     /// Each month's sum over partitions.
     pub(crate) fn sums(&mut self) -> &BTreeMap<Month, Tally> {
         for month in std::mem::take(&mut self.changed) {

@@ -9,6 +9,7 @@ pub mod event;
 pub mod figures;
 #[cfg(test)]
 pub(crate) mod fixtures;
+pub(crate) mod gauges;
 pub mod ledger;
 pub mod month;
 pub mod partition;

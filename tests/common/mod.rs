@@ -148,7 +148,7 @@ impl Drop for Running {
 impl Running {
     pub async fn start(settings: Settings) -> Running {
         hotline::commands::init_logging(false); // shown with --nocapture or on failure
-        let telemetry = Telemetry::new(settings.labels.clone());
+        let telemetry = Telemetry::default();
         let stop = CancellationToken::new();
         let http = hotline::http::serve(settings.listen, telemetry.clone(), stop.clone()).await.unwrap().bound;
         let task = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));

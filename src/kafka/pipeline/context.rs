@@ -12,7 +12,7 @@ use rdkafka::producer::{DeliveryResult, ProducerContext};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::telemetry::Telemetry;
+use crate::telemetry::{ConsumerLagRead, KafkaClientError, KafkaUnavailable, OffsetReset, Telemetry};
 
 /// Turns the clients' connection errors into readiness (`/readyz` fails while no broker can
 /// be reached, even while the loop waits inside a blocking transaction call), and notes that
@@ -35,7 +35,7 @@ impl ClientContext for KafkaEvents {
         if facility == "OFFSET" && message.contains("offset reset") {
             let position = message.split(" to offset").next().unwrap_or(message).to_owned();
             if self.resets_seen.lock().unwrap_or_else(|e| e.into_inner()).insert(position) {
-                self.telemetry.offset_reset(&message);
+                self.telemetry.emit(OffsetReset { error: &message });
             }
             return;
         }
@@ -65,16 +65,16 @@ impl ClientContext for KafkaEvents {
                     })
             })
             .collect();
-        self.telemetry.consumer_lag(lags.iter().map(|((topic, p), lag)| (topic.clone(), *p, *lag)));
+        self.telemetry.emit(ConsumerLagRead { lags: &lags });
         *self.lags.lock().unwrap_or_else(|e| e.into_inner()) = lags;
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure) => {
-                self.telemetry.kafka_unavailable(&error);
+                self.telemetry.emit(KafkaUnavailable { error: &error });
             }
-            _ => tracing::error!(%error, reason, "Kafka client error"),
+            _ => self.telemetry.emit(KafkaClientError { error: &error, reason }),
         }
     }
 }

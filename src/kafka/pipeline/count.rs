@@ -20,7 +20,9 @@ use crate::domain::partition::CountingPartition;
 use crate::domain::routing::{Routed, RoutedEvent};
 use crate::kafka::topics;
 use crate::records::{self, ChangelogKey, PartialKey, Unreadable, Watermark};
-use crate::telemetry::Telemetry;
+use crate::telemetry::{
+    CasesEvicted, ChangelogBehind, ChangelogWithoutProgress, EventCounted, EventDuplicate, EventRejected, Telemetry,
+};
 
 use super::{Output, RESTORE_TIMEOUT};
 
@@ -70,7 +72,7 @@ impl Counting {
                 // A partition with no progress record at all may hold state of an earlier
                 // version, which committed offsets without one: it is taken as it is.
                 if behind.iter().all(|p| !restored[p].has_progress()) {
-                    tracing::warn!(partitions = ?behind, "changelog partitions with committed offsets but no progress record: restored as they are");
+                    telemetry.emit(ChangelogWithoutProgress { partitions: &behind });
                     break;
                 }
                 bail!(
@@ -78,7 +80,7 @@ impl Counting {
                      {COVERED_WITHIN:?}"
                 );
             }
-            tracing::info!(partitions = ?behind, "the changelog does not yet show the last commit; reading it again");
+            telemetry.emit(ChangelogBehind { partitions: &behind });
             std::thread::sleep(Duration::from_millis(200));
             let (again, still_unreadable) = read_changelog(settings, telemetry, &behind)?;
             restored.extend(again);
@@ -131,12 +133,20 @@ impl Counting {
         let (source, RoutedEvent { offset, input_timestamp, event }) =
             (&routed.source, routed.event.as_ref().expect("applied an event"));
         match applied {
-            Ok(Applied::Changed) => {
-                telemetry.event_counted(&source.topic, event.change.type_code(), event.occurred_at, *input_timestamp)
-            }
-            Ok(Applied::Duplicate) => telemetry.event_duplicate(),
+            Ok(Applied::Changed) => telemetry.emit(EventCounted {
+                topic: &source.topic,
+                event_type: event.change.type_code(),
+                occurred_at: event.occurred_at,
+                kafka_timestamp: *input_timestamp,
+            }),
+            Ok(Applied::Duplicate) => telemetry.emit(EventDuplicate),
             Err(rejection) => {
-                telemetry.event_rejected(&source.topic, source.partition, *offset, &rejection);
+                telemetry.emit(EventRejected {
+                    topic: &source.topic,
+                    partition: source.partition,
+                    offset: *offset,
+                    rejection: &rejection,
+                });
                 // The dead letter carries the event as routed: the input's personal data is gone.
                 let payload = records::readable(&routed);
                 out.dead_letter(&rejection, (&source.topic, source.partition, *offset), m.key(), Some(&payload))?;
@@ -156,7 +166,7 @@ impl Counting {
                 send(out, partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
             }
             if flush.evicted > 0 {
-                tracing::info!(partition, cases = flush.evicted, "evicted cases of months past the retention");
+                out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted });
             }
             for case_id in &flush.cases {
                 send(out, changelog, partition, case_id, p.case(case_id).map(records::encode).as_deref())?;

@@ -13,7 +13,7 @@ use crate::config::Settings;
 use crate::domain::event::{self, DecodeLimits};
 use crate::domain::routing::{Progress, Routed, RoutedEvent, Source, partition_of};
 use crate::records;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{EventRejected, MessageIngested, Telemetry};
 
 use super::Output;
 
@@ -57,7 +57,7 @@ impl Ingest {
         wall: Timestamp,
         now: Instant,
     ) -> Result<()> {
-        telemetry.message_ingested();
+        telemetry.emit(MessageIngested);
         let limits =
             DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at: wall + self.max_future };
         match event::decode(m.payload().unwrap_or_default(), &limits) {
@@ -74,7 +74,12 @@ impl Ingest {
                 out.send(BaseRecord::to(&self.case_events).partition(to).key(case_id.as_bytes()).payload(&payload))
             }
             Err(rejection) => {
-                telemetry.event_rejected(m.topic(), m.partition(), m.offset(), &rejection);
+                telemetry.emit(EventRejected {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    rejection: &rejection,
+                });
                 out.dead_letter(&rejection, (m.topic(), m.partition(), m.offset()), m.key(), m.payload())
             }
         }

@@ -42,7 +42,11 @@ use tokio_util::sync::CancellationToken;
 use crate::avro::Framing;
 use crate::config::Settings;
 use crate::domain::routing::Source;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{
+    CityRead, ConsumerRecreated, KafkaAvailable, KafkaUnavailable, PartitionResumed, PartitionStopped, PipelineEnded,
+    PipelineRestarting, PipelineStarting, Polled, Rebalanced, StateMeasured, StateRestored,
+    StoppedAfterLastTransaction, Telemetry,
+};
 
 use super::topics;
 use clients::{consumer, pause, producer_config, seek};
@@ -71,7 +75,7 @@ const MAX_CALLS_BLOCKED: i64 = 3;
 pub async fn run(settings: Settings, telemetry: Telemetry, framing: Framing, stop: CancellationToken) -> Result<()> {
     telemetry.watch_progress(settings.stalled_after);
     let ended = run_until_stopped(settings, telemetry.clone(), framing, stop.clone()).await;
-    telemetry.pipeline_ended(stop.is_cancelled(), ended.as_ref().err());
+    telemetry.emit(PipelineEnded { stopped: stop.is_cancelled(), error: ended.as_ref().err() });
     ended
 }
 
@@ -88,7 +92,7 @@ async fn run_until_stopped(
         match topics::ensure(&settings.config.kafka, &owned_topics(&settings)).await {
             Ok(p) => break p,
             Err(e) if !stop.is_cancelled() => {
-                telemetry.kafka_unavailable(&format!("{e:#}"));
+                telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
                 tokio::time::sleep(backoff.next()).await;
             }
             Err(_) => return Ok(()),
@@ -114,12 +118,11 @@ async fn run_until_stopped(
     layout.dead_letter_max_payload = limit.saturating_sub(DEAD_LETTER_HEADROOM).min(DEAD_LETTER_MAX_PAYLOAD);
     tokio::task::spawn_blocking(move || {
         let instance = settings.config.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
-        tracing::info!(
-            group_id = %settings.config.kafka.group_id,
-            transactional_id = %format!("{}-{instance}", settings.config.kafka.group_id),
-            static_membership = settings.config.kafka.instance_id.is_some(),
-            "pipeline starting"
-        );
+        telemetry.emit(PipelineStarting {
+            group_id: &settings.config.kafka.group_id,
+            transactional_id: &format!("{}-{instance}", settings.config.kafka.group_id),
+            static_membership: settings.config.kafka.instance_id.is_some(),
+        });
         let mut backoff = Backoff::default();
         let mut fatal = recovery::FatalStreak::new(settings.session_timeout, MAX_BACKOFF);
         while !stop.is_cancelled() {
@@ -145,7 +148,7 @@ async fn run_until_stopped(
                 let error = match ended {
                     Ok(End::Stopped) => return Ok(()),
                     Ok(End::Rebalanced) => {
-                        telemetry.rebalanced();
+                        telemetry.emit(Rebalanced);
                         continue;
                     }
                     Err(e) => e,
@@ -159,8 +162,12 @@ async fn run_until_stopped(
                     Some((code, reason)) if !fatal.failed(Instant::now(), wait) => {
                         return Err(gave_up(&settings, &instance, *code, reason, &fatal));
                     }
-                    Some((code, _)) => telemetry.consumer_recreated(&format!("{code:?}"), &format!("{error:#}"), wait),
-                    None => telemetry.restarting(&format!("{error:#}")),
+                    Some((code, _)) => telemetry.emit(ConsumerRecreated {
+                        reason: &format!("{code:?}"),
+                        error: &format!("{error:#}"),
+                        wait,
+                    }),
+                    None => telemetry.emit(PipelineRestarting { error: &format!("{error:#}") }),
                 }
                 std::thread::sleep(wait);
                 if fatal_error.is_some() {
@@ -309,22 +316,22 @@ impl<'a> Life<'a> {
             if held && topic != t.changelog {
                 stopped_before.insert((topic, p));
             } else if !(held && counting.unreadable.contains_key(&p)) {
-                telemetry.partition_resumed(&topic, p);
+                telemetry.emit(PartitionResumed { topic: &topic, partition: p });
             }
         }
         let mut stopped = HashSet::new();
         for (&p, (offset, why)) in &counting.unreadable {
-            telemetry.partition_stopped(&t.changelog, p, *offset, why);
+            telemetry.emit(PartitionStopped { topic: &t.changelog, partition: p, offset: *offset, why });
             pause(consumer, &t.case_events, p)?;
             stopped.insert((t.case_events.clone(), p));
         }
         if publishing.as_ref().is_some_and(|p| p.unreadable.is_none())
             && stopped_before.remove(&(t.partials.clone(), 0))
         {
-            telemetry.partition_resumed(&t.partials, 0);
+            telemetry.emit(PartitionResumed { topic: &t.partials, partition: 0 });
         }
         if let Some((offset, why)) = publishing.as_ref().and_then(|p| p.unreadable.as_ref()) {
-            telemetry.partition_stopped(&t.partials, 0, *offset, why);
+            telemetry.emit(PartitionStopped { topic: &t.partials, partition: 0, offset: *offset, why });
             pause(consumer, &t.partials, 0)?;
             stopped.insert((t.partials.clone(), 0));
         }
@@ -334,12 +341,11 @@ impl<'a> Life<'a> {
             .flat_map(|topic| committed.elements_for_topic(topic))
             .map(|p| Source { topic: p.topic().to_owned(), partition: p.partition() })
             .collect();
-        tracing::info!(
-            counting_partitions = ?counted,
-            publishing = publishing.is_some(),
-            cases = counting.held().0,
-            "state restored for this instance's partitions"
-        );
+        telemetry.emit(StateRestored {
+            counting_partitions: &counted,
+            publishing: publishing.is_some(),
+            cases: counting.held().0,
+        });
         Ok(Life {
             settings,
             telemetry,
@@ -370,16 +376,16 @@ impl<'a> Life<'a> {
                 last_gauges = Some(Instant::now());
             }
             if stopping {
-                tracing::info!("stopped after the last transaction");
+                self.telemetry.emit(StoppedAfterLastTransaction);
                 return Ok(End::Stopped);
             }
         }
     }
 
-    fn refresh_gauges(&self) {
+    fn refresh_gauges(&mut self) {
         let (held, waiting, bytes) = self.counting.held();
-        self.telemetry.cases_held(held, waiting, bytes);
-        self.telemetry.city_changed(self.publishing.as_ref().map(|p| p.city()));
+        self.telemetry.emit(StateMeasured { cases: held, waiting_for_created: waiting, bytes });
+        self.telemetry.emit(CityRead(self.publishing.as_mut().map(|p| p.city())));
     }
 
     /// Handles messages for up to one commit interval inside an open transaction, and returns
@@ -399,7 +405,7 @@ impl<'a> Life<'a> {
         while messages < self.settings.config.limits.max_batch && now < deadline {
             let polled = self.consumer.poll(deadline.saturating_duration_since(now));
             now = Instant::now();
-            self.telemetry.polled();
+            self.telemetry.emit(Polled);
             if self.rebalanced.load(Ordering::SeqCst) {
                 return Ok(None);
             }
@@ -410,11 +416,11 @@ impl<'a> Life<'a> {
                 // Failed for good: the caller replaces the consumer.
                 Err(e @ KafkaError::MessageConsumptionFatal(_)) => return Err(e).context("consuming"),
                 Err(e) => {
-                    self.telemetry.kafka_unavailable(&e);
+                    self.telemetry.emit(KafkaUnavailable { error: &e });
                     continue;
                 }
             };
-            self.telemetry.kafka_available();
+            self.telemetry.emit(KafkaAvailable);
             if !self.stopped.is_empty() && self.stopped.contains(&(m.topic().to_owned(), m.partition())) {
                 continue;
             }
@@ -433,11 +439,16 @@ impl<'a> Life<'a> {
                 && !self.stopped_before.is_empty()
                 && self.stopped_before.remove(&(m.topic().to_owned(), m.partition()))
             {
-                self.telemetry.partition_resumed(m.topic(), m.partition());
+                self.telemetry.emit(PartitionResumed { topic: m.topic(), partition: m.partition() });
             }
             if let Some(why) = unreadable {
                 // Stopped before the record: its offset is what the transaction commits.
-                self.telemetry.partition_stopped(m.topic(), m.partition(), m.offset(), &why);
+                self.telemetry.emit(PartitionStopped {
+                    topic: m.topic(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    why: &why,
+                });
                 self.consumer
                     .seek(m.topic(), m.partition(), Offset::Offset(m.offset()), TRANSACTION_TIMEOUT)
                     .with_context(|| format!("seeking {}[{}] back", m.topic(), m.partition()))?;

@@ -18,10 +18,11 @@ use crate::avro::{Framing, SnapshotCodec};
 use crate::config::Settings;
 use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
+use crate::domain::gauges::CityGauges;
 use crate::domain::publisher::{PublishRules, Publisher};
 use crate::kafka::topics;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
-use crate::telemetry::{City, Telemetry};
+use crate::telemetry::{SnapshotDue, SnapshotUndecodable, Telemetry};
 
 use super::{Output, RESTORE_TIMEOUT};
 
@@ -74,7 +75,7 @@ impl Publishing {
                     p.city.raise_floor(s.as_of);
                     p.publisher.restore(s.month, &s);
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, offset = m.offset(), "skipping an undecodable snapshot"),
+                Some(Err(e)) => telemetry.emit(SnapshotUndecodable { offset: m.offset(), error: &e }),
                 None => {}
             }
             Ok(())
@@ -109,19 +110,13 @@ impl Publishing {
     }
 
     /// What the city's gauges show.
-    pub(crate) fn city(&self) -> City<'_> {
+    pub(crate) fn city(&mut self) -> CityGauges {
         let watermark = self.city.watermark();
-        City {
-            months: self
-                .city
-                .summed()
-                .iter()
-                .map(|(m, t)| (*m, t, watermark.is_some_and(|w| self.publisher.is_closed(*m, w))))
-                .collect(),
-            watermark,
-            zone: self.settings.zone.clone(),
-            published: self.publisher.published().collect(),
-        }
+        let published = self.publisher.published().collect();
+        let publisher = &self.publisher;
+        let months =
+            self.city.sums().iter().map(|(m, t)| (*m, t, watermark.is_some_and(|w| publisher.is_closed(*m, w))));
+        CityGauges::read(months, watermark, &self.settings.zone, published, &self.settings.labels)
     }
 
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
@@ -153,8 +148,12 @@ impl Publishing {
             let bytes = self.codec.encode(snapshot)?;
             let key = snapshot.month.to_string();
             out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
-            tracing::info!(month = %snapshot.month, revision = snapshot.revision, status = snapshot.status.code(),
-                received = snapshot.figures.totals.received, "publishing snapshot");
+            out.telemetry.emit(SnapshotDue {
+                month: &snapshot.month,
+                revision: snapshot.revision,
+                status: snapshot.status.code(),
+                received: snapshot.figures.totals.received,
+            });
         }
         Ok(latencies)
     }

@@ -18,7 +18,10 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
 use crate::domain::event::Rejection;
-use crate::telemetry::Telemetry;
+use crate::telemetry::{
+    AbandonedCallReturned, AbortFailed, KafkaAvailable, ProducerAbandoned, Telemetry, TransactionAborted,
+    TransactionCommitted,
+};
 
 use super::TRANSACTION_TIMEOUT;
 use super::context::KafkaEvents;
@@ -29,7 +32,7 @@ use super::context::KafkaEvents;
 pub(super) struct Output<'a> {
     producer: Arc<ThreadedProducer<KafkaEvents>>,
     settings: &'a Settings,
-    telemetry: &'a Telemetry,
+    pub telemetry: &'a Telemetry,
     dead_letter_max_payload: usize,
     in_transaction: Cell<bool>,
     /// How long a transactional call may take: `TRANSACTION_TIMEOUT` plus `CALL_GRACE`.
@@ -111,7 +114,7 @@ impl Output<'_> {
             .spawn(move || {
                 let _ = sent.send(call(&producer));
                 if call_state.compare_exchange(RUNNING, RETURNED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                    telemetry.abandoned_call_returned();
+                    telemetry.emit(AbandonedCallReturned);
                 }
             })
             .context("starting a thread for a transactional call")?;
@@ -128,7 +131,7 @@ impl Output<'_> {
                 if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() =>
             {
                 self.abandoned.set(true);
-                self.telemetry.producer_abandoned(what, self.call_deadline);
+                self.telemetry.emit(ProducerAbandoned { call: what, after: self.call_deadline });
                 bail!("{what}: no answer from librdkafka in time; the producer is abandoned")
             }
             // It returned just now.
@@ -243,11 +246,11 @@ impl Output<'_> {
         };
         match self.wait(call) {
             Ok(()) => {
-                self.telemetry.kafka_available();
+                self.telemetry.emit(KafkaAvailable);
                 Ok(())
             }
             Err(e) => {
-                self.telemetry.transaction_aborted(&format!("{e:#}"));
+                self.telemetry.emit(TransactionAborted { error: &format!("{e:#}") });
                 Err(e)
             }
         }
@@ -272,7 +275,7 @@ impl Output<'_> {
         }
         let started = self.start_commit(offsets, consumer, covers, published);
         if let Err(e) = &started {
-            self.telemetry.transaction_aborted(&format!("{e:#}"));
+            self.telemetry.emit(TransactionAborted { error: &format!("{e:#}") });
         }
         self.in_transaction.set(false);
         *self.committing.borrow_mut() = Some(started?);
@@ -320,7 +323,7 @@ impl Output<'_> {
                 p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)?;
             }
             p.commit_transaction(TRANSACTION_TIMEOUT.saturating_sub(started.elapsed()))?;
-            telemetry.transaction_committed(sealed, snapshots, &latencies);
+            telemetry.emit(TransactionCommitted { sealed, snapshots, publish_latencies: &latencies });
             Ok(())
         })
     }
@@ -330,12 +333,12 @@ impl Output<'_> {
     pub fn abort(&self) {
         self.held.borrow_mut().clear();
         if let Err(e) = self.settle() {
-            tracing::warn!(error = %format!("{e:#}"), "the last commit failed");
+            self.telemetry.emit(AbortFailed { what: "the last commit failed", error: &format!("{e:#}") });
         }
         if self.in_transaction.replace(false)
             && let Err(e) = self.call("aborting the transaction", |p| p.abort_transaction(TRANSACTION_TIMEOUT))
         {
-            tracing::warn!(error = %format!("{e:#}"), "aborting the transaction");
+            self.telemetry.emit(AbortFailed { what: "aborting the transaction", error: &format!("{e:#}") });
         }
     }
 }
@@ -357,7 +360,7 @@ mod tests {
     #[test]
     fn a_transactional_call_that_never_returns_abandons_the_producer() {
         let settings = Config::parse("[kafka]\nbrokers = \"a:1\"\n", []).unwrap().settings().unwrap();
-        let telemetry = Telemetry::new(Default::default());
+        let telemetry = Telemetry::default();
         // Never contacted: the calls below do not reach librdkafka.
         let producer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create_with_context(KafkaEvents {
             telemetry: telemetry.clone(),
