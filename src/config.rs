@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -15,6 +16,9 @@ use jiff::tz::TimeZone;
 use jiff::{Span, SpanRelativeTo};
 use serde::{Deserialize, Deserializer};
 
+use crate::domain::calendar::WorkCalendar;
+use crate::domain::case::{CountingRules, WorkingDays};
+use crate::domain::event::{RequestKind, from_code};
 use crate::labels::LabelRegistry;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -390,12 +394,45 @@ impl Default for TimeConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SlaConfig {
+    /// Deadline after an assignment without `due_at`, in calendar time, for request kinds
+    /// `working_days` does not list.
     pub default: String,
+    /// Working days to answer an assignment without `due_at`, by request kind (`help`,
+    /// `complaint`, `report`, `consultation`, `suggestion`). Empty: every deadline is `default`.
+    pub working_days: BTreeMap<String, u16>,
+    /// The working-day calendar; the one built in (`config/calendar.toml`) when unset.
+    pub calendar: Option<PathBuf>,
 }
 
 impl Default for SlaConfig {
     fn default() -> SlaConfig {
-        SlaConfig { default: "15d".into() }
+        SlaConfig { default: "15d".into(), working_days: BTreeMap::new(), calendar: None }
+    }
+}
+
+impl SlaConfig {
+    fn working_days(&self) -> Result<Option<WorkingDays>> {
+        if self.working_days.is_empty() {
+            return Ok(None);
+        }
+        let mut by_kind = [None; RequestKind::ALL.len()];
+        for (kind, days) in &self.working_days {
+            let k = from_code(&RequestKind::ALL, RequestKind::code, kind).with_context(|| {
+                format!("sla.working_days: {kind:?} is not a request kind (help, complaint, report, consultation, suggestion)")
+            })?;
+            if !(1..=60).contains(days) {
+                bail!("sla.working_days.{kind} = {days}: a deadline is 1 to 60 working days");
+            }
+            by_kind[k as usize] = Some(*days);
+        }
+        let calendar = match &self.calendar {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                WorkCalendar::parse(&text).with_context(|| format!("checking the calendar {}", path.display()))?
+            }
+            None => WorkCalendar::default(),
+        };
+        Ok(Some(WorkingDays { calendar: Arc::new(calendar), by_kind }))
     }
 }
 
@@ -483,6 +520,8 @@ pub struct Settings {
     pub zone: TimeZone,
     pub max_future: Duration,
     pub default_sla: Span,
+    /// Working-day deadlines, when `sla.working_days` lists any kind.
+    pub working_days: Option<WorkingDays>,
     pub grace: Span,
     pub min_interval: Duration,
     pub idle_partition: Duration,
@@ -500,8 +539,32 @@ pub struct Settings {
 
 impl Settings {
     /// How this office counts cases.
-    pub(crate) fn counting_rules(&self) -> crate::domain::case::CountingRules {
-        crate::domain::case::CountingRules { zone: self.zone.clone(), default_sla: self.default_sla }
+    pub(crate) fn counting_rules(&self) -> CountingRules {
+        CountingRules {
+            zone: self.zone.clone(),
+            default_sla: self.default_sla,
+            working_days: self.working_days.clone(),
+        }
+    }
+
+    /// With working-day deadlines, the calendar must cover every year the counts can touch:
+    /// from the first month the retention holds on `today` to `today`'s year. A year it lacks
+    /// is an error here, at start, never a silent count by weekends alone.
+    pub fn check_calendar(&self, today: jiff::civil::Date) -> Result<()> {
+        let Some(w) = &self.working_days else { return Ok(()) };
+        let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.config.state.retention_months))?;
+        let missing: Vec<i16> =
+            (first.year()..=today.year()).filter(|y| !w.calendar.years().any(|c| c == *y)).collect();
+        if !missing.is_empty() {
+            bail!(
+                "the working-day calendar ({}) lacks {missing:?}: sla.working_days counts deadlines in working days, \
+                 and the retention of {} months reaches back to {first}; add those years from the State Council's \
+                 notices",
+                self.config.sla.calendar.as_ref().map_or("built in".into(), |p| p.display().to_string()),
+                self.config.state.retention_months,
+            );
+        }
+        Ok(())
     }
 }
 
@@ -601,6 +664,7 @@ impl Config {
             labels,
             max_future: wall(&self.time.max_future, "time.max_future")?,
             default_sla: span(&self.sla.default, "sla.default")?,
+            working_days: self.sla.working_days()?,
             grace: span(&self.snapshot.grace, "snapshot.grace")?,
             min_interval: wall(&self.snapshot.min_interval, "snapshot.min_interval")?,
             idle_partition: wall(&self.snapshot.idle_partition, "snapshot.idle_partition")?,
@@ -684,6 +748,39 @@ mod tests {
 
     fn password_env(password: &str) -> [(String, String); 1] {
         [(PASSWORD_VARIABLE.to_owned(), password.to_owned())]
+    }
+
+    #[test]
+    fn working_day_deadlines_need_known_kinds_and_a_calendar_that_covers_the_retention() {
+        let base = "[kafka]\nbrokers = \"a:1\"\n";
+        let settings = Config::parse(base, []).unwrap().settings().unwrap();
+        assert!(settings.working_days.is_none(), "no table: v1's calendar-day deadlines");
+        let date = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
+        settings.check_calendar(date("1999-01-01")).unwrap();
+
+        let text = format!("{base}[sla.working_days]\nhelp = 3\nconsultation = 1\n");
+        let settings = Config::parse(&text, []).unwrap().settings().unwrap();
+        let by_kind = settings.working_days.as_ref().unwrap().by_kind;
+        assert_eq!(by_kind[RequestKind::Help as usize], Some(3));
+        assert_eq!(by_kind[RequestKind::Complaint as usize], None);
+        // The built-in calendar starts in 2022: 13 months of retention from April 2023 reach
+        // March 2022, from January 2023 they reach December 2021.
+        settings.check_calendar(date("2023-04-15")).unwrap();
+        let err = settings.check_calendar(date("2023-01-15")).unwrap_err().to_string();
+        assert!(err.contains("[2021]") && err.contains("2021-12-01"), "{err}");
+        let err = settings.check_calendar(date("2027-02-01")).unwrap_err().to_string();
+        assert!(err.contains("[2027]"), "{err}");
+
+        let err = Config::parse(&format!("{base}[sla.working_days]\nhelpp = 3\n"), []).unwrap().settings().unwrap_err();
+        assert!(err.to_string().contains("\"helpp\" is not a request kind"), "{err:#}");
+        let err = Config::parse(&format!("{base}[sla.working_days]\nhelp = 0\n"), []).unwrap().settings().unwrap_err();
+        assert!(err.to_string().contains("1 to 60"), "{err:#}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calendar.toml");
+        std::fs::write(&file, "[2022]\nnotice = \"n\"\nholidays = []\nworking_weekends = [\"04-04\"]\n").unwrap();
+        let text = format!("{base}[sla]\ncalendar = {file:?}\n[sla.working_days]\nhelp = 3\n");
+        let err = Config::parse(&text, []).unwrap().settings().unwrap_err();
+        assert!(format!("{err:#}").contains("2022-04-04 is a Monday"), "{err:#}");
     }
 
     #[test]

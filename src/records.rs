@@ -50,6 +50,8 @@ pub enum Unreadable {
     Empty,
     #[error("the record's key is not one this topic holds")]
     Key,
+    #[error("the case's deadline runs into {0}, a year the configured working-day calendar lacks")]
+    Calendar(i16),
 }
 
 impl Unreadable {
@@ -60,6 +62,7 @@ impl Unreadable {
             Unreadable::Malformed { .. } => "malformed",
             Unreadable::Empty => "empty",
             Unreadable::Key => "unknown_key",
+            Unreadable::Calendar(_) => "calendar_lacks_year",
         }
     }
 }

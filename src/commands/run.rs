@@ -13,6 +13,7 @@ use crate::telemetry::{PipelineEnded, Telemetry};
 
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
+    settings.check_calendar(jiff::Timestamp::now().to_zoned_datetime(settings.zone.clone()).date())?;
     let telemetry = Telemetry::default();
     // A stop reaches the pipeline first, then the HTTP listener, which serves the probes and
     // the last counts until the pipeline has finished; both are awaited.

@@ -4,22 +4,35 @@
 //! arrive in any order: the record's *contribution* is derived from the facts, sorted by event
 //! time, whenever it is needed.
 
+use std::num::NonZeroI64;
+use std::sync::Arc;
+
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
-use std::num::NonZeroI64;
 
 use thin_vec::ThinVec;
 
+use super::calendar::{MissingYear, WorkCalendar};
 use super::code::Code;
 use super::event::{Board, CaseEvent, Change, Channel, Created, Rejection, RequestKind, Transferred};
 use super::month::Month;
 
-/// How cases are counted: the office's zone and its default deadline.
+/// How cases are counted: the office's zone and its deadlines.
 #[derive(Clone, Debug)]
 pub struct CountingRules {
     pub zone: TimeZone,
-    /// Deadline for an assignment that came without `due_at`, counted from the assignment.
+    /// Deadline for an assignment that came without `due_at`, counted from the assignment in
+    /// calendar time, unless `working_days` gives its request kind a number of working days.
     pub default_sla: Span,
+    /// Working days to answer an assignment without `due_at`, by request kind.
+    pub working_days: Option<WorkingDays>,
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkingDays {
+    pub calendar: Arc<WorkCalendar>,
+    /// Indexed by `RequestKind as usize`; a kind without a number uses `default_sla`.
+    pub by_kind: [Option<u16>; RequestKind::ALL.len()],
 }
 
 impl CountingRules {
@@ -29,6 +42,22 @@ impl CountingRules {
         CountingRules {
             zone: TimeZone::get("Asia/Shanghai").expect("the bundled tz database knows Shanghai"),
             default_sla: Span::new().days(15),
+            working_days: None,
+        }
+    }
+
+    /// When an assignment made at `assigned` without a `due_at` is due: midnight ending the
+    /// kind's number of working days after the day of the assignment, or `default_sla` later.
+    pub(crate) fn deadline(&self, assigned: Nanos, kind: Option<RequestKind>) -> Result<Timestamp, MissingYear> {
+        let working_days = self.working_days.as_ref().and_then(|w| Some((w, w.by_kind[kind? as usize]?)));
+        match working_days {
+            Some((w, n)) => w.calendar.deadline(assigned.timestamp(), n, &self.zone),
+            None => Ok(assigned
+                .timestamp()
+                .to_zoned_datetime(self.zone.clone())
+                .checked_add(self.default_sla)
+                .map(|z| z.timestamp())
+                .unwrap_or(Timestamp::MAX)),
         }
     }
 }
@@ -215,8 +244,9 @@ impl CaseRecord {
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
-    pub(crate) fn contribution(&self, rules: &CountingRules) -> Option<Contribution<'_>> {
-        let created = self.created.as_ref()?;
+    /// An error when its deadline needs a year the working-day calendar lacks.
+    pub(crate) fn contribution(&self, rules: &CountingRules) -> Result<Option<Contribution<'_>>, MissingYear> {
+        let Some(created) = self.created.as_ref() else { return Ok(None) };
         let closed_at = self.closed.map(|c| c.at);
 
         let mut transfers_in = Vec::new();
@@ -246,32 +276,28 @@ impl CaseRecord {
             }
         }
 
-        let holding = holder.map(|department| {
-            let due = due_given.map_or_else(
-                || {
-                    assigned_at
-                        .timestamp()
-                        .to_zoned_datetime(rules.zone.clone())
-                        .checked_add(rules.default_sla)
-                        .map(|z| z.timestamp())
-                        .unwrap_or(Timestamp::MAX)
-                },
-                Nanos::timestamp,
-            );
-            Holding {
-                department: department.as_str(),
-                due,
-                state: match closed_at {
-                    None => HoldingState::Open,
-                    Some(at) if at.timestamp() <= due => HoldingState::ClosedOnTime,
-                    Some(_) => HoldingState::ClosedLate,
-                },
+        let holding = match holder {
+            None => None,
+            Some(department) => {
+                let due = match due_given {
+                    Some(due) => due.timestamp(),
+                    None => rules.deadline(assigned_at, created.data.request_kind)?,
+                };
+                Some(Holding {
+                    department: department.as_str(),
+                    due,
+                    state: match closed_at {
+                        None => HoldingState::Open,
+                        Some(at) if at.timestamp() <= due => HoldingState::ClosedOnTime,
+                        Some(_) => HoldingState::ClosedLate,
+                    },
+                })
             }
-        });
+        };
 
         returns.sort_unstable();
         returns.dedup();
-        Some(Contribution {
+        Ok(Some(Contribution {
             month: Month::containing(created.at.timestamp(), &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
@@ -282,7 +308,7 @@ impl CaseRecord {
             transfers_in,
             transfers_out,
             returns,
-        })
+        }))
     }
 }
 

@@ -191,6 +191,8 @@ pub enum Rejection {
     MonthEvicted,
     #[error("case id `#watermark` is reserved")]
     ReservedCaseId,
+    #[error("the case's deadline runs into {0}, a year the working-day calendar lacks")]
+    CalendarLacksYear(i16),
 }
 
 impl Rejection {
@@ -215,6 +217,7 @@ impl Rejection {
         "already_closed",
         "month_evicted",
         "reserved_case_id",
+        "calendar_lacks_year",
     ];
 
     /// A low-cardinality label for metrics.
@@ -239,6 +242,7 @@ impl Rejection {
             Rejection::AlreadyClosed => "already_closed",
             Rejection::MonthEvicted => "month_evicted",
             Rejection::ReservedCaseId => "reserved_case_id",
+            Rejection::CalendarLacksYear(_) => "calendar_lacks_year",
         }
     }
 }

@@ -11,6 +11,7 @@ use compact_str::CompactString;
 
 use jiff::Timestamp;
 
+use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, CountingRules, Incoming};
 use super::cases::Cases;
 use super::event::{CaseEvent, Rejection};
@@ -63,11 +64,23 @@ impl Ledger {
                 _ => Ok(admitted),
             }
         });
+        let mut result = result;
         if result == Ok(Applied::Changed) {
+            // Only a working-day deadline can fail (a year the calendar lacks); then the event
+            // is not taken, and the record stays as it was.
+            let before = self.rules.working_days.is_some().then(|| record.clone());
             self.totals.uncount(&self.rules, &event.case_id, &record);
             record.add(&incoming);
-            self.totals.count(&self.rules, &event.case_id, &record);
-            self.changed_cases.insert(event.case_id.clone());
+            match self.totals.count(&self.rules, &event.case_id, &record) {
+                Ok(()) => {
+                    self.changed_cases.insert(event.case_id.clone());
+                }
+                Err(MissingYear(year)) => {
+                    record = before.expect("only working-day deadlines can miss a year");
+                    self.totals.count(&self.rules, &event.case_id, &record).expect("it was counted before");
+                    result = Err(Rejection::CalendarLacksYear(year));
+                }
+            }
         }
         if let Some(i) = position {
             *self.cases.at_mut(i) = record;
@@ -78,14 +91,16 @@ impl Ledger {
     }
 
     /// Puts back a case read from the changelog, replacing whatever was held for it; an empty
-    /// record (a tombstone) removes the case.
-    pub fn restore(&mut self, case_id: String, record: CaseRecord) {
+    /// record (a tombstone) removes the case. An error, changing nothing, when the case's
+    /// deadline needs a year the working-day calendar lacks.
+    pub fn restore(&mut self, case_id: String, record: CaseRecord) -> Result<(), MissingYear> {
         let empty = record == CaseRecord::default();
+        record.contribution(&self.rules)?;
         match self.cases.position(&case_id) {
             Some(i) => {
                 let held = std::mem::take(self.cases.at_mut(i));
                 self.totals.uncount(&self.rules, &case_id, &held);
-                self.totals.count(&self.rules, &case_id, &record);
+                self.totals.count(&self.rules, &case_id, &record)?;
                 if empty {
                     self.cases.remove(&case_id);
                 } else {
@@ -93,12 +108,13 @@ impl Ledger {
                 }
             }
             None => {
-                self.totals.count(&self.rules, &case_id, &record);
+                self.totals.count(&self.rules, &case_id, &record)?;
                 if !empty {
                     self.cases.insert_new(&case_id, record);
                 }
             }
         }
+        Ok(())
     }
 
     /// Drops the cases of months before `kept_from` (and waiting cases whose events all
@@ -190,7 +206,8 @@ impl Totals {
     fn uncount(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) {
         self.waiting_for_created -= waiting(record);
         self.bytes -= held_bytes(case_id, record);
-        if let Some(old) = record.contribution(rules) {
+        // Every record held was counted under these rules.
+        if let Some(old) = record.contribution(rules).expect("a held record was counted under the same rules") {
             let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
             tally.remove(&old);
             if tally.is_empty() {
@@ -200,14 +217,17 @@ impl Totals {
         }
     }
 
-    /// Adds a record's share to the figures and the state's size.
-    fn count(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) {
+    /// Adds a record's share to the figures and the state's size; changes nothing when its
+    /// deadline needs a year the calendar lacks.
+    fn count(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) -> Result<(), MissingYear> {
+        let contribution = record.contribution(rules)?;
         self.waiting_for_created += waiting(record);
         self.bytes += held_bytes(case_id, record);
-        if let Some(new) = record.contribution(rules) {
+        if let Some(new) = contribution {
             self.months.entry(new.month).or_default().add(&new);
             self.changed_months.insert(new.month);
         }
+        Ok(())
     }
 }
 
@@ -358,6 +378,57 @@ mod tests {
         assert_eq!(f.by_department["d"].overdue, 1);
     }
 
+    /// The reference rules with help answered in 3 working days and complaints not listed.
+    fn working_day_rules() -> CountingRules {
+        let mut by_kind = [None; RequestKind::ALL.len()];
+        by_kind[RequestKind::Help as usize] = Some(3);
+        let calendar = std::sync::Arc::new(crate::domain::calendar::WorkCalendar::default());
+        CountingRules { working_days: Some(crate::domain::case::WorkingDays { calendar, by_kind }), ..rules() }
+    }
+
+    #[test]
+    fn working_day_deadlines_skip_weekends_and_holidays_and_count_swapped_weekends() {
+        let mut l = Ledger::new(working_day_rules());
+        // Friday 1 April 2022: Saturday 2 April is worked, 3-5 April are Qingming, so the 3rd
+        // working day after is Thursday 7 April: due at midnight ending it.
+        l.apply(&created("1", "on-time", "2022-04-01T10:00:00+08:00", Some("a"), None)).unwrap();
+        l.apply(&closed("2", "on-time", "2022-04-07T23:59:59+08:00")).unwrap();
+        l.apply(&created("3", "late", "2022-04-01T10:00:00+08:00", Some("a"), None)).unwrap();
+        l.apply(&closed("4", "late", "2022-04-08T00:00:01+08:00")).unwrap();
+        // A kind the table does not list keeps the calendar-day default (15 days).
+        let mut complaint = created("5", "complaint", "2022-04-01T10:00:00+08:00", Some("a"), None);
+        if let Change::Created(c) = &mut complaint.change {
+            c.request_kind = Some(RequestKind::Complaint);
+        }
+        l.apply(&complaint).unwrap();
+        let f = |at: &str| l.figures(april(), ts(at)).unwrap().by_department["a"].clone();
+        assert_eq!((f("2022-04-08T00:00:00+08:00").closed_on_time, f("2022-04-08T00:00:00+08:00").closed_late), (1, 1));
+        assert_eq!(f("2022-04-16T10:00:00+08:00").overdue, 0);
+        assert_eq!(f("2022-04-16T10:00:01+08:00").overdue, 1);
+    }
+
+    #[test]
+    fn a_deadline_in_a_year_the_calendar_lacks_is_rejected_and_changes_nothing() {
+        let mut l = Ledger::new(working_day_rules());
+        let december = Month::containing(ts("2026-12-29T02:00:00Z"), &rules().zone);
+        // Help from Tuesday 29 December 2026 is due in 2027, whose holidays are not published.
+        l.apply(&closed("1", "c", "2026-12-30T10:00:00+08:00")).unwrap();
+        let early = created("2", "c", "2026-12-29T10:00:00+08:00", Some("a"), None);
+        assert_eq!(l.apply(&early), Err(Rejection::CalendarLacksYear(2027)));
+        assert_eq!(l.waiting_for_created(), 1);
+        assert!(l.figures(december, Timestamp::MAX).is_none());
+        // An upstream deadline needs no calendar.
+        let given = created("3", "c", "2026-12-29T10:00:00+08:00", Some("a"), Some("2027-01-10T00:00:00Z"));
+        assert_eq!(l.apply(&given), Ok(Applied::Changed));
+        assert_eq!(l.figures(december, Timestamp::MAX).unwrap().by_department["a"].closed_on_time, 1);
+        // A record of another build (or another calendar) with such a deadline is refused whole.
+        let mut calendar_days = Ledger::new(rules());
+        calendar_days.apply(&early).unwrap();
+        let written = calendar_days.case("c").unwrap().clone();
+        assert_eq!(l.restore("c".into(), written), Err(MissingYear(2027)));
+        assert_eq!(l.figures(december, Timestamp::MAX).unwrap().by_department["a"].closed_on_time, 1);
+    }
+
     #[test]
     fn a_transfer_restarts_the_default_deadline_but_keeps_a_given_one() {
         let mut l = Ledger::new(rules());
@@ -415,14 +486,14 @@ mod tests {
         assert_eq!(months.iter().map(ToString::to_string).collect::<Vec<_>>(), ["2022-04", "2022-05"]);
         let mut r = Ledger::new(rules());
         for id in cases {
-            r.restore(id.clone(), l.case(&id).unwrap().clone());
+            r.restore(id.clone(), l.case(&id).unwrap().clone()).unwrap();
         }
         for m in ["2022-04", "2022-05"] {
             let m = m.parse().unwrap();
             assert_eq!(r.figures(m, Timestamp::MAX), l.figures(m, Timestamp::MAX));
         }
         assert_eq!(r.waiting_for_created(), 1);
-        r.restore("e".into(), CaseRecord::default());
+        r.restore("e".into(), CaseRecord::default()).unwrap();
         assert_eq!((r.cases_held(), r.waiting_for_created()), (2, 0), "a tombstone removes the case");
     }
 

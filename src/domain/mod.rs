@@ -1,6 +1,7 @@
 //! The functional core: decoding the input contract and counting cases into monthly figures.
 //! Nothing here touches Kafka, the network, the clock or the file system.
 
+pub mod calendar;
 pub mod case;
 pub mod cases;
 pub mod city;

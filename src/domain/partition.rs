@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, CountingRules};
 use super::event::Rejection;
 use super::figures::Tally;
@@ -115,8 +116,8 @@ impl CountingPartition {
     }
 
     /// Puts one changelog record of a case back; `None` (a tombstone) removes the case.
-    pub(crate) fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) {
-        self.ledger.restore(case_id, record.unwrap_or_default());
+    pub(crate) fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) -> Result<(), MissingYear> {
+        self.ledger.restore(case_id, record.unwrap_or_default())
     }
 
     /// Puts the partition's progress back, as last written.
@@ -359,7 +360,7 @@ mod tests {
         // A new owner reads the changelog back.
         let mut restored = CountingPartition::new(rules(), 2);
         for case_id in &flush.cases {
-            restored.restore_case(case_id.clone(), p.case(case_id).cloned());
+            restored.restore_case(case_id.clone(), p.case(case_id).cloned()).unwrap();
         }
         restored.restore_progress(flush.progress.clone().unwrap());
         assert!(restored.covers_committed(Some(2)));

@@ -14,6 +14,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
 
 use crate::config::{KafkaConfig, Settings};
+use crate::domain::calendar::MissingYear;
 use crate::domain::case::{Applied, CountingRules};
 use crate::domain::ledger::Ledger;
 use crate::domain::partition::CountingPartition;
@@ -250,7 +251,9 @@ fn read_changelog_lane(
 fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Unreadable> {
     match records::key(key)? {
         ChangelogKey::Progress => p.restore_progress(records::decode(payload)?),
-        ChangelogKey::Case(case_id) => p.restore_case(case_id, records::decode_or_tombstone(payload)?),
+        ChangelogKey::Case(case_id) => p
+            .restore_case(case_id, records::decode_or_tombstone(payload)?)
+            .map_err(|MissingYear(year)| Unreadable::Calendar(year))?,
     }
     Ok(())
 }
@@ -270,8 +273,7 @@ pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules
     let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match records::key(m.key())? {
         ChangelogKey::Progress => Ok(()),
         ChangelogKey::Case(case_id) => {
-            ledger.restore(case_id, records::decode_or_tombstone(m.payload())?.unwrap_or_default());
-            Ok(())
+            Ok(ledger.restore(case_id, records::decode_or_tombstone(m.payload())?.unwrap_or_default())?)
         }
     })?;
     ledger.take_changes();
