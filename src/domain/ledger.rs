@@ -401,7 +401,7 @@ mod tests {
             c.request_kind = Some(RequestKind::Complaint);
         }
         l.apply(&complaint).unwrap();
-        let f = |at: &str| l.figures(april(), ts(at)).unwrap().by_department["a"].clone();
+        let f = |at: &str| l.figures(april(), ts(at)).unwrap().by_department["a"];
         assert_eq!((f("2022-04-08T00:00:00+08:00").closed_on_time, f("2022-04-08T00:00:00+08:00").closed_late), (1, 1));
         assert_eq!(f("2022-04-16T10:00:00+08:00").overdue, 0);
         assert_eq!(f("2022-04-16T10:00:01+08:00").overdue, 1);
