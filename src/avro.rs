@@ -18,7 +18,8 @@ use crate::domain::snapshot::{Snapshot, Status};
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
 
 /// The schemas of earlier releases, oldest first.
-pub(crate) const EARLIER_SCHEMAS: &[&str] = &[include_str!("../schemas/snapshot.v1.avsc")];
+pub(crate) const EARLIER_SCHEMAS: &[&str] =
+    &[include_str!("../schemas/snapshot.v1.avsc"), include_str!("../schemas/snapshot.v2.avsc")];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -204,20 +205,7 @@ fn to_value(s: &Snapshot) -> Value {
                 ])
             }),
         ),
-        (
-            "by_department",
-            map(&f.by_department, |d| {
-                record(vec![
-                    ("assigned", long(d.assigned)),
-                    ("closed_on_time", long(d.closed_on_time)),
-                    ("closed_late", long(d.closed_late)),
-                    ("in_progress", long(d.in_progress)),
-                    ("overdue", long(d.overdue)),
-                    ("transferred_in", long(d.transferred_in)),
-                    ("transferred_out", long(d.transferred_out)),
-                ])
-            }),
-        ),
+        ("by_department", map(&f.by_department, department)),
         (
             "transfers",
             record(vec![
@@ -242,7 +230,58 @@ fn to_value(s: &Snapshot) -> Value {
                 ),
             ]),
         ),
+        ("all_departments", department(&f.all_departments)),
     ])
+}
+
+fn department(d: &DepartmentFigures) -> Value {
+    record(vec![
+        ("assigned", long(d.assigned)),
+        ("closed_on_time", long(d.closed_on_time)),
+        ("closed_late", long(d.closed_late)),
+        ("in_progress", long(d.in_progress)),
+        ("overdue", long(d.overdue)),
+        ("transferred_in", long(d.transferred_in)),
+        ("transferred_out", long(d.transferred_out)),
+        ("accepted_on_time", long(d.accepted_on_time)),
+        ("accepted_late", long(d.accepted_late)),
+        ("returned", long(d.returned)),
+        ("extended", long(d.extended)),
+        ("reopened", long(d.reopened)),
+        ("satisfied", long(d.satisfied)),
+        ("basically_satisfied", long(d.basically_satisfied)),
+        ("dissatisfied", long(d.dissatisfied)),
+        ("unreachable", long(d.unreachable)),
+        ("on_time_rate", Value::Double(d.on_time_rate)),
+        ("return_rate", Value::Double(d.return_rate)),
+        ("reopen_rate", Value::Double(d.reopen_rate)),
+        ("satisfaction_rate", Value::Double(d.satisfaction_rate)),
+    ])
+}
+
+fn department_from(mut d: Rec) -> Result<DepartmentFigures, CodecError> {
+    Ok(DepartmentFigures {
+        assigned: d.u64("assigned")?,
+        closed_on_time: d.u64("closed_on_time")?,
+        closed_late: d.u64("closed_late")?,
+        in_progress: d.u64("in_progress")?,
+        overdue: d.u64("overdue")?,
+        transferred_in: d.u64("transferred_in")?,
+        transferred_out: d.u64("transferred_out")?,
+        accepted_on_time: d.u64("accepted_on_time")?,
+        accepted_late: d.u64("accepted_late")?,
+        returned: d.u64("returned")?,
+        extended: d.u64("extended")?,
+        reopened: d.u64("reopened")?,
+        satisfied: d.u64("satisfied")?,
+        basically_satisfied: d.u64("basically_satisfied")?,
+        dissatisfied: d.u64("dissatisfied")?,
+        unreachable: d.u64("unreachable")?,
+        on_time_rate: d.f64("on_time_rate")?,
+        return_rate: d.f64("return_rate")?,
+        reopen_rate: d.f64("reopen_rate")?,
+        satisfaction_rate: d.f64("satisfaction_rate")?,
+    })
 }
 
 /// Field access on a decoded record.
@@ -334,17 +373,8 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
                     share: c.f64("share")?,
                 })
             })?,
-            by_department: r.map("by_department", |mut d| {
-                Ok(DepartmentFigures {
-                    assigned: d.u64("assigned")?,
-                    closed_on_time: d.u64("closed_on_time")?,
-                    closed_late: d.u64("closed_late")?,
-                    in_progress: d.u64("in_progress")?,
-                    overdue: d.u64("overdue")?,
-                    transferred_in: d.u64("transferred_in")?,
-                    transferred_out: d.u64("transferred_out")?,
-                })
-            })?,
+            by_department: r.map("by_department", department_from)?,
+            all_departments: department_from(r.record("all_departments")?)?,
             transfers: TransferFigures {
                 total: transfers.u64("total")?,
                 cases_transferred: transfers.u64("cases_transferred")?,
@@ -377,10 +407,20 @@ mod tests {
         figures
             .by_category
             .insert("epidemic".into(), CategoryCounts { received: 3, closed: 2, in_progress: 1, share: 1.0 });
-        figures.by_department.insert(
-            "tiexi".into(),
-            DepartmentFigures { assigned: 2, closed_on_time: 1, closed_late: 1, ..Default::default() },
-        );
+        let tiexi = DepartmentFigures {
+            assigned: 2,
+            closed_on_time: 1,
+            closed_late: 1,
+            returned: 1,
+            satisfied: 1,
+            dissatisfied: 1,
+            on_time_rate: 0.5,
+            return_rate: 1.0 / 3.0,
+            satisfaction_rate: 0.5,
+            ..Default::default()
+        };
+        figures.by_department.insert("tiexi".into(), tiexi);
+        figures.all_departments = tiexi;
         figures.transfers.total = 4;
         Snapshot {
             month: "2022-04".parse().unwrap(),
@@ -438,12 +478,23 @@ mod tests {
             assert_eq!(r.u64("revision").unwrap(), 3);
             assert_eq!(r.record("transfers").unwrap().u64("returned_cases").unwrap(), 2);
         }
-        for json in EARLIER_SCHEMAS {
+        for (version, json) in EARLIER_SCHEMAS.iter().enumerate().map(|(i, json)| (i + 1, json)) {
             let writer = Schema::parse_str(json).unwrap();
+            // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
+            fields.retain(|(name, _)| name != "all_departments");
             for (name, value) in &mut fields {
-                if let (true, Value::Record(transfers)) = (name == "transfers", value) {
-                    transfers.retain(|(field, _)| field != "returned_pairs");
+                match (name.as_str(), value) {
+                    ("transfers", Value::Record(transfers)) if version < 2 => {
+                        transfers.retain(|(field, _)| field != "returned_pairs")
+                    }
+                    ("by_department", Value::Map(departments)) => {
+                        for d in departments.values_mut() {
+                            let Value::Record(d) = d else { unreachable!("a record") };
+                            d.truncate(7);
+                        }
+                    }
+                    _ => {}
                 }
             }
             let mut old = Vec::new();
@@ -456,8 +507,12 @@ mod tests {
             .write_value(Value::Record(fields), &mut old)
             .unwrap();
             let read = codec.decode(&old).expect("this build reads what an earlier one wrote");
-            assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
+            if version < 2 {
+                assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
+            }
             assert_eq!(read.figures.transfers.returned_cases, 2);
+            assert_eq!(read.figures.all_departments, DepartmentFigures::default());
+            assert_eq!(read.figures.by_department["tiexi"].closed_late, 1);
             // The same datum in the Confluent framing, whose registry id names no schema here.
             let confluent = [&[0, 0, 0, 0, 7][..], &old[10..]].concat();
             assert_eq!(SnapshotCodec::new(Framing::Confluent(8)).decode(&confluent).unwrap(), read);

@@ -402,11 +402,13 @@ pub struct SlaConfig {
     pub working_days: BTreeMap<String, u16>,
     /// The working-day calendar; the one built in (`config/calendar.toml`) when unset.
     pub calendar: Option<PathBuf>,
+    /// How long a department has to sign for an assignment (`accepted`), in calendar time.
+    pub accept: String,
 }
 
 impl Default for SlaConfig {
     fn default() -> SlaConfig {
-        SlaConfig { default: "15d".into(), working_days: BTreeMap::new(), calendar: None }
+        SlaConfig { default: "15d".into(), working_days: BTreeMap::new(), calendar: None, accept: "2h".into() }
     }
 }
 
@@ -522,6 +524,7 @@ pub struct Settings {
     pub default_sla: Span,
     /// Working-day deadlines, when `sla.working_days` lists any kind.
     pub working_days: Option<WorkingDays>,
+    pub accept_within: Span,
     pub grace: Span,
     pub min_interval: Duration,
     pub idle_partition: Duration,
@@ -544,6 +547,7 @@ impl Settings {
             zone: self.zone.clone(),
             default_sla: self.default_sla,
             working_days: self.working_days.clone(),
+            accept_within: self.accept_within,
         }
     }
 
@@ -665,6 +669,7 @@ impl Config {
             max_future: wall(&self.time.max_future, "time.max_future")?,
             default_sla: span(&self.sla.default, "sla.default")?,
             working_days: self.sla.working_days()?,
+            accept_within: span(&self.sla.accept, "sla.accept")?,
             grace: span(&self.snapshot.grace, "snapshot.grace")?,
             min_interval: wall(&self.snapshot.min_interval, "snapshot.min_interval")?,
             idle_partition: wall(&self.snapshot.idle_partition, "snapshot.idle_partition")?,

@@ -38,6 +38,8 @@ mod wire;
 const JSON: u8 = 1;
 const BINARY: u8 = 2;
 const COMPACT: u8 = 3;
+/// Case records holding facts contract v1 does not have.
+const COMPACT_V2: u8 = 4;
 
 /// Why a record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,7 +74,12 @@ pub trait Value: Sized {
     /// The version this build writes the value in.
     const WRITES: u8;
 
-    /// Appends the value's body, in version `WRITES`, to `out`.
+    /// The version this value is written in: `WRITES`, unless an older version holds it.
+    fn version(&self) -> u8 {
+        Self::WRITES
+    }
+
+    /// Appends the value's body, in `version()`, to `out`.
     fn write(&self, out: &mut Vec<u8>);
 
     /// Reads a body of `version`; `None` for a version this type does not have.
@@ -119,17 +126,28 @@ impl Value for Routed {
 }
 
 impl Value for CaseRecord {
-    const WRITES: u8 = COMPACT;
+    const WRITES: u8 = COMPACT_V2;
+
+    /// Version 3 while the case has only contract v1's facts, which builds before v2 read.
+    fn version(&self) -> u8 {
+        let v1 = self.steps.iter().all(|s| matches!(s.data, crate::domain::case::Step::Transferred(_)));
+        if v1 { COMPACT } else { COMPACT_V2 }
+    }
 
     fn write(&self, out: &mut Vec<u8>) {
-        postcard::to_io(&wire::Case::of(self), out).expect("case records serialize");
+        let (case, later) = wire::Case::of(self);
+        postcard::to_io(&case, &mut *out).expect("case records serialize");
+        if !later.is_empty() {
+            postcard::to_io(&later, out).expect("case records serialize");
+        }
     }
 
     fn read(version: u8, body: &[u8]) -> Option<Result<CaseRecord, String>> {
         match version {
             0 | JSON => Some(json::<wire::JsonCase>(body).map(wire::JsonCase::read)),
             BINARY => Some(whole::<wire::CaseV2>(body).and_then(wire::CaseV2::read)),
-            COMPACT => Some(whole::<wire::Case>(body).and_then(wire::Case::read)),
+            COMPACT => Some(whole::<wire::Case>(body).and_then(|case| case.read(wire::Later::default()))),
+            COMPACT_V2 => Some(whole::<(wire::Case, wire::Later)>(body).and_then(|(case, later)| case.read(later))),
             _ => None,
         }
     }
@@ -146,7 +164,7 @@ fn whole<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, String> {
 /// `value` in the version this build writes it in, after that version's byte.
 pub fn encode<T: Value>(value: &T) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(128);
-    bytes.push(T::WRITES);
+    bytes.push(value.version());
     value.write(&mut bytes);
     bytes
 }
@@ -330,7 +348,7 @@ mod tests {
     }
 
     fn case_record() -> CaseRecord {
-        use crate::domain::case::{Assignment, EventKey, Fact, Intake};
+        use crate::domain::case::{Assignment, EventKey, Fact, Intake, Step};
         use crate::domain::event::{Board, Channel, RequestKind};
         let at = |s: &str| -> Timestamp { s.parse().unwrap() };
         CaseRecord {
@@ -346,10 +364,14 @@ mod tests {
                     due: None,
                 },
             }),
-            transfers: vec![Fact {
+            steps: vec![Fact {
                 event: EventKey::of("e-2"),
                 at: at("2022-04-02T08:00:00Z").into(),
-                data: Assignment { to: "unicom".into(), from: None, due: Some(at("2022-04-20T00:00:00Z").into()) },
+                data: Step::Transferred(Assignment {
+                    to: "unicom".into(),
+                    from: None,
+                    due: Some(at("2022-04-20T00:00:00Z").into()),
+                }),
             }]
             .into(),
             closed: Some(Fact { event: EventKey::of("e-3"), at: at("2022-04-03T08:00:00Z").into(), data: () }),
@@ -385,6 +407,35 @@ mod tests {
     }
 
     #[test]
+    fn a_case_with_contract_v2_facts_is_version_4_and_a_v1_case_stays_version_3() {
+        use crate::domain::case::{EventKey, Fact, Step};
+        use crate::domain::event::Rating;
+        let mut case = case_record();
+        assert_eq!(encode(&case)[0], COMPACT, "builds before contract v2 read a v1 case");
+        let at = |s: &str| -> crate::domain::case::Nanos { s.parse::<Timestamp>().unwrap().into() };
+        let step = |id: &str, when: &str, data: Step| Fact { event: EventKey::of(id), at: at(when), data };
+        for s in [
+            step("e-4", "2022-04-02T09:00:00Z", Step::Accepted("unicom".into())),
+            step("e-5", "2022-04-04T00:00:00Z", Step::Reopened { department: "unicom".into(), due: None }),
+            step("e-6", "2022-04-05T00:00:00Z", Step::Closed),
+            step("e-7", "2022-04-05T01:00:00Z", Step::Returned("unicom".into())),
+            step(
+                "e-8",
+                "2022-04-05T02:00:00Z",
+                Step::Extended { department: "x".into(), due: at("2022-05-01T00:00:00Z") },
+            ),
+            step("e-9", "2022-04-06T00:00:00Z", Step::Rated(Rating::BasicallySatisfied)),
+        ] {
+            case.steps.push(s);
+        }
+        let bytes = encode(&case);
+        assert_eq!(bytes[0], COMPACT_V2);
+        assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
+        // A build of version 3 reads the first part only, and refuses the rest.
+        assert!(matches!(whole::<wire::Case>(&bytes[1..]), Err(detail) if detail.contains("left over")));
+    }
+
+    #[test]
     fn records_of_earlier_builds_still_read() {
         for version in [&b""[..], &[JSON][..]] {
             let routed = [version, &readable(&routed_transfer())].concat();
@@ -416,7 +467,7 @@ mod tests {
             {"event_id":"a","at":"2022-04-02T08:00:00Z","to_department":"x","from_department":null,"due_at":null},
             {"event_id":"b","at":"2022-04-02T08:00:00Z","to_department":"y","from_department":null,"due_at":null}]}"#;
         let read = decode::<CaseRecord>(Some(json.as_bytes())).unwrap();
-        let keys: Vec<_> = read.transfers.iter().map(|t| t.event).collect();
+        let keys: Vec<_> = read.steps.iter().map(|t| t.event).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);

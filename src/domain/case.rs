@@ -14,7 +14,7 @@ use thin_vec::ThinVec;
 
 use super::calendar::{MissingYear, WorkCalendar};
 use super::code::Code;
-use super::event::{Board, CaseEvent, Change, Channel, Created, Rejection, RequestKind, Transferred};
+use super::event::{Board, CaseEvent, Change, Channel, Created, Rating, Rejection, RequestKind, Transferred};
 use super::month::Month;
 
 /// How cases are counted: the office's zone and its deadlines.
@@ -26,6 +26,8 @@ pub struct CountingRules {
     pub default_sla: Span,
     /// Working days to answer an assignment without `due_at`, by request kind.
     pub working_days: Option<WorkingDays>,
+    /// How long a department has to sign for an assignment (calendar time).
+    pub accept_within: Span,
 }
 
 #[derive(Clone, Debug)]
@@ -43,7 +45,13 @@ impl CountingRules {
             zone: TimeZone::get("Asia/Shanghai").expect("the bundled tz database knows Shanghai"),
             default_sla: Span::new().days(15),
             working_days: None,
+            accept_within: Span::new().hours(2),
         }
+    }
+
+    /// By when an assignment made at `assigned` is signed for in time.
+    pub(crate) fn accept_deadline(&self, assigned: Nanos) -> Timestamp {
+        later(assigned, self.accept_within, &self.zone)
     }
 
     /// When an assignment made at `assigned` without a `due_at` is due: midnight ending the
@@ -52,14 +60,14 @@ impl CountingRules {
         let working_days = self.working_days.as_ref().and_then(|w| Some((w, w.by_kind[kind? as usize]?)));
         match working_days {
             Some((w, n)) => w.calendar.deadline(assigned.timestamp(), n, &self.zone),
-            None => Ok(assigned
-                .timestamp()
-                .to_zoned_datetime(self.zone.clone())
-                .checked_add(self.default_sla)
-                .map(|z| z.timestamp())
-                .unwrap_or(Timestamp::MAX)),
+            None => Ok(later(assigned, self.default_sla, &self.zone)),
         }
     }
+}
+
+/// `span` after `at` in `zone` (days are calendar days there).
+fn later(at: Nanos, span: Span, zone: &TimeZone) -> Timestamp {
+    at.timestamp().to_zoned_datetime(zone.clone()).checked_add(span).map(|z| z.timestamp()).unwrap_or(Timestamp::MAX)
 }
 
 /// What a case record keeps of its events: no more than its figures need, so a million cases
@@ -68,9 +76,11 @@ impl CountingRules {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaseRecord {
     pub created: Option<Fact<Intake>>,
-    /// Sorted by (at, event), whatever order they arrived in. Most cases have none: a
-    /// `ThinVec` takes one word for them where a `Vec` takes three.
-    pub transfers: ThinVec<Fact<Assignment>>,
+    /// Every other fact but the earliest `closed`, sorted by (at, event), whatever order they
+    /// arrived in. Most cases have none: a `ThinVec` takes one word for them where a `Vec`
+    /// takes three.
+    pub steps: ThinVec<Fact<Step>>,
+    /// The earliest `closed` by (at, event): most cases have one, and no step.
     pub closed: Option<Fact<()>>,
 }
 
@@ -98,6 +108,25 @@ pub struct Assignment {
     pub to: Code,
     pub from: Option<Code>,
     pub due: Option<Nanos>,
+}
+
+/// A fact of a case after its `created`, as the record keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Transferred(Assignment),
+    /// A `closed` after the record's earliest one: it counts after a reopen.
+    Closed,
+    Accepted(Code),
+    Returned(Code),
+    Extended {
+        department: Code,
+        due: Nanos,
+    },
+    Reopened {
+        department: Code,
+        due: Option<Nanos>,
+    },
+    Rated(Rating),
 }
 
 impl From<&Created> for Intake {
@@ -136,6 +165,12 @@ pub(crate) struct Incoming<'a> {
     pub event: &'a CaseEvent,
     key: EventKey,
     at: Nanos,
+}
+
+impl Incoming<'_> {
+    pub(crate) fn key(&self) -> EventKey {
+        self.key
+    }
 }
 
 impl<'a> From<&'a CaseEvent> for Incoming<'a> {
@@ -177,34 +212,35 @@ pub enum Applied {
     Changed,
     /// The event id was applied before: nothing changes.
     Duplicate,
+    /// Kept, but it changed no figure: a `closed` of a case closed already, a `reopened` of
+    /// an open case, a sign-for, return or extension by a department not holding the case,
+    /// or a rating older than the case's latest. A later event may still give it effect.
+    Redundant,
 }
 
 impl CaseRecord {
     /// Roughly the memory this record takes, for the state-size metric.
     pub(crate) fn approx_bytes(&self) -> usize {
         // A non-empty ThinVec's header (length and capacity) is on the heap with its items.
-        let transfers = if self.transfers.is_empty() { 0 } else { 16 + std::mem::size_of_val(&*self.transfers) };
-        std::mem::size_of::<CaseRecord>() + transfers
+        let steps = if self.steps.is_empty() { 0 } else { 16 + std::mem::size_of_val(&*self.steps) };
+        std::mem::size_of::<CaseRecord>() + steps
     }
 
     fn has_event(&self, event: EventKey) -> bool {
         self.created.is_some_and(|f| f.event == event)
             || self.closed.is_some_and(|f| f.event == event)
-            || self.transfers.iter().any(|f| f.event == event)
+            || self.steps.iter().any(|f| f.event == event)
     }
 
     /// What applying `event` would do: change the record, nothing (a duplicate), or why not.
+    /// Whether it changes a figure is for the ledger to see.
     pub(crate) fn admits(&self, incoming: &Incoming) -> Result<Applied, Rejection> {
-        let Incoming { event, key, at } = *incoming;
+        let Incoming { event, key, .. } = *incoming;
         if self.has_event(key) {
             return Ok(Applied::Duplicate);
         }
-        let order = (at, key);
         match &event.change {
             Change::Created(_) if self.created.is_some() => Err(Rejection::ConflictingCreated),
-            // A case is closed from its first `closed` by event time, whatever order they
-            // arrive in; a later one arriving afterwards is rejected.
-            Change::Closed if self.closed.is_some_and(|c| (c.at, c.event) <= order) => Err(Rejection::AlreadyClosed),
             _ => Ok(Applied::Changed),
         }
     }
@@ -212,14 +248,65 @@ impl CaseRecord {
     /// Adds the fact of an event `admits` says changes the record.
     pub(crate) fn add(&mut self, incoming: &Incoming) {
         let Incoming { event, key, at } = *incoming;
-        match &event.change {
-            Change::Created(created) => self.created = Some(Fact { event: key, at, data: created.into() }),
-            Change::Transferred(transfer) => {
-                let i = self.transfers.partition_point(|t| (t.at, t.event) < (at, key));
-                self.transfers.insert(i, Fact { event: key, at, data: transfer.into() });
+        let step = match &event.change {
+            Change::Created(created) => {
+                self.created = Some(Fact { event: key, at, data: created.into() });
+                return;
             }
-            Change::Closed => self.closed = Some(Fact { event: key, at, data: () }),
+            Change::Closed => match self.closed {
+                Some(earliest) if (earliest.at, earliest.event) < (at, key) => Step::Closed,
+                earlier => {
+                    self.closed = Some(Fact { event: key, at, data: () });
+                    let Some(earliest) = earlier else { return };
+                    self.insert(Fact { event: earliest.event, at: earliest.at, data: Step::Closed });
+                    return;
+                }
+            },
+            Change::Transferred(transfer) => Step::Transferred(transfer.into()),
+            Change::Accepted { department } => Step::Accepted(*department),
+            Change::Returned { department } => Step::Returned(*department),
+            Change::Extended { department, due_at } => {
+                Step::Extended { department: *department, due: Nanos::from(*due_at) }
+            }
+            Change::Reopened { department, due_at } => {
+                Step::Reopened { department: *department, due: due_at.map(Nanos::from) }
+            }
+            Change::Rated { result } => Step::Rated(*result),
+        };
+        self.insert(Fact { event: key, at, data: step });
+    }
+
+    /// Takes back the fact `add` added for `key`.
+    pub(crate) fn remove(&mut self, key: EventKey) {
+        if self.created.is_some_and(|f| f.event == key) {
+            self.created = None;
+        } else if self.closed.is_some_and(|f| f.event == key) {
+            // The earliest later `closed` takes its place.
+            let next = self.steps.iter().position(|s| s.data == Step::Closed);
+            self.closed = next.map(|i| self.steps.remove(i)).map(|s| Fact { event: s.event, at: s.at, data: () });
+        } else {
+            self.steps.retain(|s| s.event != key);
         }
+    }
+
+    fn insert(&mut self, step: Fact<Step>) {
+        let i = self.steps.partition_point(|s| (s.at, s.event) < (step.at, step.event));
+        self.steps.insert(i, step);
+    }
+
+    /// The facts after `created` in event-time order (ties by event key), the earliest
+    /// `closed` merged in.
+    fn replay(&self) -> impl Iterator<Item = Fact<Step>> + '_ {
+        let mut closed = self.closed.map(|c| Fact { event: c.event, at: c.at, data: Step::Closed });
+        let mut steps = self.steps.iter().copied().peekable();
+        std::iter::from_fn(move || match (closed, steps.peek()) {
+            (Some(c), Some(s)) if (s.at, s.event) < (c.at, c.event) => steps.next(),
+            (Some(c), _) => {
+                closed = None;
+                Some(c)
+            }
+            (None, _) => steps.next(),
+        })
     }
 
     /// The month the case would count in with `event` added.
@@ -235,8 +322,8 @@ impl CaseRecord {
     pub(crate) fn latest_fact(&self) -> Option<Timestamp> {
         let created = self.created.map(|f| f.at);
         let closed = self.closed.map(|f| f.at);
-        let moved = self.transfers.last().map(|f| f.at);
-        created.max(closed).max(moved).map(Nanos::timestamp)
+        let step = self.steps.last().map(|f| f.at);
+        created.max(closed).max(step).map(Nanos::timestamp)
     }
 
     pub fn month(&self, rules: &CountingRules) -> Option<Month> {
@@ -245,9 +332,25 @@ impl CaseRecord {
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
     /// An error when its deadline needs a year the working-day calendar lacks.
-    pub(crate) fn contribution(&self, rules: &CountingRules) -> Result<Option<Contribution<'_>>, MissingYear> {
+    ///
+    /// The facts are replayed in event-time order after `created`:
+    /// - a transfer moves the case to its receiver (sent by `from_department`, or else by the
+    ///   holder), a new assignment that keeps the latest `due_at` given so far;
+    /// - a sign-for counts for the holder's current assignment, once, on time within
+    ///   `accept_within` of the assignment; a return ends the holder's assignment, and the case
+    ///   waits for the next transfer; an extension by the holder of an open case sets its
+    ///   deadline;
+    /// - a `closed` of an open case closes it (one of a closed case is redundant); a reopen of
+    ///   a closed case opens it again as a new assignment to its department, due at its
+    ///   `due_at` or the default deadline from the reopen;
+    /// - the latest rating counts, credited to the holder at the case's last close, if it was
+    ///   ever closed.
+    ///
+    /// At the end the holder holds the case; closed, it was on time if its last close came by
+    /// the deadline in force. Without v2 events this is contract v1: the earliest `closed`
+    /// counts, and transfers after it still move the case.
+    pub(crate) fn contribution(&self, rules: &CountingRules) -> Result<Option<Contribution<'static>>, MissingYear> {
         let Some(created) = self.created.as_ref() else { return Ok(None) };
-        let closed_at = self.closed.map(|c| c.at);
 
         let mut transfers_in = Vec::new();
         let mut transfers_out = Vec::new();
@@ -257,22 +360,63 @@ impl CaseRecord {
         let mut returns: Vec<(&str, &str)> = Vec::new();
         // The latest deadline given, by when it was given; the created event counts as the first.
         let mut due_given = created.data.due;
-        for t in &self.transfers {
-            let to = t.data.to;
-            // A transfer back to an earlier holder always has a sender: the holder before it.
-            if let Some(from) = t.data.from.or(holder) {
-                transfers_out.push(from.as_str());
-                holders.push(from);
-                if holders.contains(&to) {
-                    returns.push((from.as_str(), to.as_str()));
+        let mut signed = false;
+        // The last close in force (when, and who held the case), unless reopened since.
+        let mut closed: Option<Nanos> = None;
+        let mut last_closer: Option<Option<Code>> = None;
+        let mut rating: Option<Rating> = None;
+        let (mut accepted, mut returned, mut extended, mut reopened) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for step in self.replay() {
+            match step.data {
+                Step::Transferred(t) => {
+                    let to = t.to;
+                    // A transfer back to an earlier holder always has a sender: the holder before it.
+                    if let Some(from) = t.from.or(holder) {
+                        transfers_out.push(from.as_str());
+                        holders.push(from);
+                        if holders.contains(&to) {
+                            returns.push((from.as_str(), to.as_str()));
+                        }
+                    }
+                    transfers_in.push(to.as_str());
+                    holders.push(to);
+                    holder = Some(to);
+                    assigned_at = step.at;
+                    signed = false;
+                    if t.due.is_some() {
+                        due_given = t.due;
+                    }
                 }
-            }
-            transfers_in.push(to.as_str());
-            holders.push(to);
-            holder = Some(to);
-            assigned_at = t.at;
-            if t.data.due.is_some() {
-                due_given = t.data.due;
+                Step::Closed if closed.is_none() => {
+                    closed = Some(step.at);
+                    last_closer = Some(holder);
+                }
+                Step::Closed => {}
+                Step::Accepted(d) if holder == Some(d) && !signed => {
+                    signed = true;
+                    let on_time = step.at.timestamp() <= rules.accept_deadline(assigned_at);
+                    accepted.push((d.as_str(), on_time));
+                }
+                Step::Returned(d) if holder == Some(d) && closed.is_none() => {
+                    returned.push(d.as_str());
+                    holder = None;
+                    signed = false;
+                }
+                Step::Extended { department, due } if holder == Some(department) && closed.is_none() => {
+                    extended.push(department.as_str());
+                    due_given = Some(due);
+                }
+                Step::Reopened { department, due } if closed.is_some() => {
+                    reopened.push(department.as_str());
+                    closed = None;
+                    holders.push(department);
+                    holder = Some(department);
+                    assigned_at = step.at;
+                    signed = false;
+                    due_given = due;
+                }
+                Step::Rated(r) => rating = Some(r),
+                Step::Accepted(_) | Step::Returned(_) | Step::Extended { .. } | Step::Reopened { .. } => {}
             }
         }
 
@@ -286,7 +430,7 @@ impl CaseRecord {
                 Some(Holding {
                     department: department.as_str(),
                     due,
-                    state: match closed_at {
+                    state: match closed {
                         None => HoldingState::Open,
                         Some(at) if at.timestamp() <= due => HoldingState::ClosedOnTime,
                         Some(_) => HoldingState::ClosedLate,
@@ -303,11 +447,16 @@ impl CaseRecord {
             board: created.data.board,
             category: created.data.category.as_str(),
             request_kind: created.data.request_kind,
-            closed: closed_at.is_some(),
+            closed: closed.is_some(),
             holding,
             transfers_in,
             transfers_out,
             returns,
+            accepted,
+            returned,
+            extended,
+            reopened,
+            rating: rating.zip(last_closer.flatten()).map(|(r, d)| (d.as_str(), r)),
         }))
     }
 }
@@ -330,6 +479,16 @@ pub struct Contribution<'a> {
     /// Each (sender, receiver) pair, once, of the transfers that sent the case back to a
     /// department that had held it before: buck-passing.
     pub returns: Vec<(&'a str, &'a str)>,
+    /// One entry per assignment signed for: the department, and whether it signed in time.
+    pub accepted: Vec<(&'a str, bool)>,
+    /// One entry per assignment sent back to dispatch: the department that sent it.
+    pub returned: Vec<&'a str>,
+    /// One entry per extension: the department granted it.
+    pub extended: Vec<&'a str>,
+    /// One entry per reopen: the department the case went back to.
+    pub reopened: Vec<&'a str>,
+    /// The case's latest rating, with the department that held it at its last close.
+    pub rating: Option<(&'a str, Rating)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

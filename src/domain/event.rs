@@ -1,4 +1,6 @@
-//! The input contract, version 1: decoding a Kafka message's bytes into a case event.
+//! The input contract, versions 1 and 2: decoding a Kafka message's bytes into a case event.
+//! Version 2 only adds event types (`accepted`, `returned`, `extended`, `reopened`, `rated`):
+//! every version 1 message decodes as before.
 //!
 //! Decoding is pure and never echoes the payload: upstream messages carry personal data
 //! (names, phones, addresses, content), so a rejection names the field and the kind of
@@ -94,6 +96,30 @@ impl RequestKind {
     }
 }
 
+/// A call-back's result (回访评价).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rating {
+    Satisfied,
+    BasicallySatisfied,
+    Dissatisfied,
+    /// The citizen could not be reached: counted, but in no rate.
+    Unreachable,
+}
+
+impl Rating {
+    pub(crate) const ALL: [Rating; 4] =
+        [Rating::Satisfied, Rating::BasicallySatisfied, Rating::Dissatisfied, Rating::Unreachable];
+    pub fn code(self) -> &'static str {
+        match self {
+            Rating::Satisfied => "satisfied",
+            Rating::BasicallySatisfied => "basically_satisfied",
+            Rating::Dissatisfied => "dissatisfied",
+            Rating::Unreachable => "unreachable",
+        }
+    }
+}
+
 pub use super::code::Code;
 
 /// The one case id the changelog keeps for itself (`records::ChangelogKey::Progress`).
@@ -118,14 +144,46 @@ pub enum Change {
     Created(Created),
     Transferred(Transferred),
     Closed,
+    /// The department signs for the case it was assigned (签收).
+    Accepted {
+        department: Code,
+    },
+    /// The department sends the case back to dispatch as not its own (退单); `reason` is
+    /// checked as a code and not kept.
+    Returned {
+        department: Code,
+    },
+    /// An approved extension (延期): the current assignment is due at `due_at`.
+    Extended {
+        department: Code,
+        due_at: Timestamp,
+    },
+    /// The call-back found the case unresolved (重办): a new assignment to `department`.
+    Reopened {
+        department: Code,
+        due_at: Option<Timestamp>,
+    },
+    /// The call-back's result (回访评价).
+    Rated {
+        result: Rating,
+    },
 }
 
 impl Change {
+    /// Every `type_code`, so metrics can start each at zero.
+    pub(crate) const TYPES: [&'static str; 8] =
+        ["created", "transferred", "closed", "accepted", "returned", "extended", "reopened", "rated"];
+
     pub(crate) fn type_code(&self) -> &'static str {
         match self {
             Change::Created(_) => "created",
             Change::Transferred(_) => "transferred",
             Change::Closed => "closed",
+            Change::Accepted { .. } => "accepted",
+            Change::Returned { .. } => "returned",
+            Change::Extended { .. } => "extended",
+            Change::Reopened { .. } => "reopened",
+            Change::Rated { .. } => "rated",
         }
     }
 }
@@ -183,10 +241,10 @@ pub enum Rejection {
     UnknownBoard,
     #[error("unknown request kind")]
     UnknownRequestKind,
+    #[error("unknown rating `result`")]
+    UnknownResult,
     #[error("a different `created` event was already applied to this case")]
     ConflictingCreated,
-    #[error("the case was already closed by another event")]
-    AlreadyClosed,
     #[error("the event belongs to a month older than the retention, whose cases are no longer held")]
     MonthEvicted,
     #[error("case id `#watermark` is reserved")]
@@ -213,8 +271,8 @@ impl Rejection {
         "unknown_channel",
         "unknown_board",
         "unknown_request_kind",
+        "unknown_result",
         "conflicting_created",
-        "already_closed",
         "month_evicted",
         "reserved_case_id",
         "calendar_lacks_year",
@@ -238,8 +296,8 @@ impl Rejection {
             Rejection::UnknownChannel => "unknown_channel",
             Rejection::UnknownBoard => "unknown_board",
             Rejection::UnknownRequestKind => "unknown_request_kind",
+            Rejection::UnknownResult => "unknown_result",
             Rejection::ConflictingCreated => "conflicting_created",
-            Rejection::AlreadyClosed => "already_closed",
             Rejection::MonthEvicted => "month_evicted",
             Rejection::ReservedCaseId => "reserved_case_id",
             Rejection::CalendarLacksYear(_) => "calendar_lacks_year",
@@ -323,6 +381,20 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
             due_at,
         }),
         "closed" => Change::Closed,
+        "accepted" => Change::Accepted { department: fields.code("department")? },
+        "returned" => {
+            fields.optional_code("reason")?;
+            Change::Returned { department: fields.code("department")? }
+        }
+        "extended" => Change::Extended {
+            department: fields.code("department")?,
+            due_at: due_at.ok_or(Rejection::MissingField("due_at"))?,
+        },
+        "reopened" => Change::Reopened { department: fields.code("department")?, due_at },
+        "rated" => Change::Rated {
+            result: from_code(&Rating::ALL, Rating::code, fields.required_str("result")?)
+                .ok_or(Rejection::UnknownResult)?,
+        },
         _ => return Err(Rejection::UnknownType),
     };
     Ok(CaseEvent { event_id, case_id, occurred_at, change })
@@ -484,7 +556,7 @@ mod tests {
         with("occurred_at", serde_json::json!("9999-04-03T09:15:00Z"), "timestamp_out_of_range");
         with("occurred_at", serde_json::json!("1970-01-01T00:00:00Z"), "timestamp_out_of_range");
         with("due_at", serde_json::json!("yesterday"), "bad_timestamp");
-        with("type", serde_json::json!("reopened"), "unknown_type");
+        with("type", serde_json::json!("escalated"), "unknown_type");
         with("channel", serde_json::json!("fax"), "unknown_channel");
         with("board", serde_json::json!("governor"), "unknown_board");
         with("request_kind", serde_json::json!("praise"), "unknown_request_kind");
@@ -498,9 +570,61 @@ mod tests {
             .into_bytes(),
             "missing_field",
         ));
+        // Contract v2's bad inputs.
+        let v2 = |fields: serde_json::Value| {
+            let mut v = serde_json::json!({"event_id":"e","case_id":"c","occurred_at":"2022-04-03T10:00:00Z"});
+            v.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            v.to_string().into_bytes()
+        };
+        cases.extend([
+            (v2(serde_json::json!({"type":"rated","result":"delighted"})), "unknown_result"),
+            (v2(serde_json::json!({"type":"rated"})), "missing_field"),
+            (v2(serde_json::json!({"type":"extended","department":"tiexi"})), "missing_field"),
+            (v2(serde_json::json!({"type":"accepted"})), "missing_field"),
+            (
+                v2(serde_json::json!({"type":"returned","department":"tiexi","reason":"不归我管 13800000000"})),
+                "invalid_code",
+            ),
+            (v2(serde_json::json!({"type":"reopened","department":"tiexi","due_at":"soon"})), "bad_timestamp"),
+        ]);
         for (payload, reason) in cases {
             let got = decode(&payload, &limits()).expect_err(reason);
             assert_eq!(got.kind(), reason, "{got}");
+        }
+    }
+
+    #[test]
+    fn contract_v2_events_decode() {
+        let event = |fields: serde_json::Value| {
+            let mut v = serde_json::json!({"event_id":"e","case_id":"c","occurred_at":"2022-04-03T10:00:00Z",
+                "caller_phone":"13800000000"});
+            v.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+            decode_json(v).unwrap().change
+        };
+        let due: Timestamp = "2022-04-20T00:00:00Z".parse().unwrap();
+        assert_eq!(
+            event(serde_json::json!({"type":"accepted","department":"tiexi"})),
+            Change::Accepted { department: "tiexi".into() }
+        );
+        assert_eq!(
+            event(serde_json::json!({"type":"returned","department":"tiexi","reason":"not_ours"})),
+            Change::Returned { department: "tiexi".into() }
+        );
+        assert_eq!(
+            event(serde_json::json!({"type":"extended","department":"tiexi","due_at":"2022-04-20T00:00:00Z"})),
+            Change::Extended { department: "tiexi".into(), due_at: due }
+        );
+        assert_eq!(
+            event(serde_json::json!({"type":"reopened","department":"tiexi"})),
+            Change::Reopened { department: "tiexi".into(), due_at: None }
+        );
+        for (code, result) in [
+            ("satisfied", Rating::Satisfied),
+            ("basically_satisfied", Rating::BasicallySatisfied),
+            ("dissatisfied", Rating::Dissatisfied),
+            ("unreachable", Rating::Unreachable),
+        ] {
+            assert_eq!(event(serde_json::json!({"type":"rated","result":code})), Change::Rated { result });
         }
     }
 

@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::case::{Contribution, HoldingState};
+use super::event::Rating;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Count {
@@ -32,6 +33,98 @@ struct DepartmentCount {
     closed_late: i64,
     transferred_in: i64,
     transferred_out: i64,
+    // Contract v2; partials of earlier builds have none.
+    #[serde(default)]
+    accepted_on_time: i64,
+    #[serde(default)]
+    accepted_late: i64,
+    #[serde(default)]
+    returned: i64,
+    #[serde(default)]
+    extended: i64,
+    #[serde(default)]
+    reopened: i64,
+    #[serde(default)]
+    satisfied: i64,
+    #[serde(default)]
+    basically_satisfied: i64,
+    #[serde(default)]
+    dissatisfied: i64,
+    #[serde(default)]
+    unreachable: i64,
+}
+
+impl DepartmentCount {
+    fn add(&mut self, other: &DepartmentCount) {
+        let DepartmentCount {
+            assigned,
+            closed_on_time,
+            closed_late,
+            transferred_in,
+            transferred_out,
+            accepted_on_time,
+            accepted_late,
+            returned,
+            extended,
+            reopened,
+            satisfied,
+            basically_satisfied,
+            dissatisfied,
+            unreachable,
+        } = other;
+        self.assigned += assigned;
+        self.closed_on_time += closed_on_time;
+        self.closed_late += closed_late;
+        self.transferred_in += transferred_in;
+        self.transferred_out += transferred_out;
+        self.accepted_on_time += accepted_on_time;
+        self.accepted_late += accepted_late;
+        self.returned += returned;
+        self.extended += extended;
+        self.reopened += reopened;
+        self.satisfied += satisfied;
+        self.basically_satisfied += basically_satisfied;
+        self.dissatisfied += dissatisfied;
+        self.unreachable += unreachable;
+    }
+
+    fn rating(&mut self, rating: Rating) -> &mut i64 {
+        match rating {
+            Rating::Satisfied => &mut self.satisfied,
+            Rating::BasicallySatisfied => &mut self.basically_satisfied,
+            Rating::Dissatisfied => &mut self.dissatisfied,
+            Rating::Unreachable => &mut self.unreachable,
+        }
+    }
+
+    /// The figures of these counts, with `overdue` open cases.
+    fn figures(&self, overdue: u64) -> DepartmentFigures {
+        let d = self;
+        let closed = d.closed_on_time + d.closed_late;
+        let rated = d.satisfied + d.basically_satisfied + d.dissatisfied;
+        DepartmentFigures {
+            assigned: u(d.assigned),
+            closed_on_time: u(d.closed_on_time),
+            closed_late: u(d.closed_late),
+            in_progress: u(d.assigned - closed),
+            overdue,
+            transferred_in: u(d.transferred_in),
+            transferred_out: u(d.transferred_out),
+            accepted_on_time: u(d.accepted_on_time),
+            accepted_late: u(d.accepted_late),
+            returned: u(d.returned),
+            extended: u(d.extended),
+            reopened: u(d.reopened),
+            satisfied: u(d.satisfied),
+            basically_satisfied: u(d.basically_satisfied),
+            dissatisfied: u(d.dissatisfied),
+            unreachable: u(d.unreachable),
+            on_time_rate: ratio(d.closed_on_time, closed),
+            return_rate: ratio(d.returned, d.assigned + d.returned),
+            reopen_rate: ratio(d.reopened, closed),
+            satisfaction_rate: ratio(d.satisfied + d.basically_satisfied, rated),
+        }
+    }
 }
 
 impl DepartmentCount {
@@ -140,6 +233,25 @@ impl Tally {
         for d in &c.transfers_out {
             bump(&mut self.by_department, *d, |d| d.transferred_out += sign, DepartmentCount::is_zero);
         }
+        for (d, on_time) in &c.accepted {
+            let count = |d: &mut DepartmentCount| match on_time {
+                true => d.accepted_on_time += sign,
+                false => d.accepted_late += sign,
+            };
+            bump(&mut self.by_department, *d, count, DepartmentCount::is_zero);
+        }
+        for d in &c.returned {
+            bump(&mut self.by_department, *d, |d| d.returned += sign, DepartmentCount::is_zero);
+        }
+        for d in &c.extended {
+            bump(&mut self.by_department, *d, |d| d.extended += sign, DepartmentCount::is_zero);
+        }
+        for d in &c.reopened {
+            bump(&mut self.by_department, *d, |d| d.reopened += sign, DepartmentCount::is_zero);
+        }
+        if let Some((d, rating)) = c.rating {
+            bump(&mut self.by_department, d, |d| *d.rating(rating) += sign, DepartmentCount::is_zero);
+        }
         self.transfers += sign * c.transfers_in.len() as i64;
         if !c.transfers_in.is_empty() {
             self.cases_transferred += sign;
@@ -180,18 +292,7 @@ impl Tally {
         add(&mut self.by_board, &other.by_board, count, Count::is_zero);
         add(&mut self.by_request_kind, &other.by_request_kind, count, Count::is_zero);
         add(&mut self.by_category, &other.by_category, count, Count::is_zero);
-        add(
-            &mut self.by_department,
-            &other.by_department,
-            |a, b| {
-                a.assigned += b.assigned;
-                a.closed_on_time += b.closed_on_time;
-                a.closed_late += b.closed_late;
-                a.transferred_in += b.transferred_in;
-                a.transferred_out += b.transferred_out;
-            },
-            DepartmentCount::is_zero,
-        );
+        add(&mut self.by_department, &other.by_department, DepartmentCount::add, DepartmentCount::is_zero);
         add(
             &mut self.open_by_due,
             &other.open_by_due,
@@ -249,21 +350,13 @@ impl Tally {
             by_department: self
                 .by_department
                 .iter()
-                .map(|(k, d)| {
-                    (
-                        k.clone(),
-                        DepartmentFigures {
-                            assigned: u(d.assigned),
-                            closed_on_time: u(d.closed_on_time),
-                            closed_late: u(d.closed_late),
-                            in_progress: u(d.assigned - d.closed_on_time - d.closed_late),
-                            overdue: overdue.get(k.as_str()).copied().unwrap_or(0),
-                            transferred_in: u(d.transferred_in),
-                            transferred_out: u(d.transferred_out),
-                        },
-                    )
-                })
+                .map(|(k, d)| (k.clone(), d.figures(overdue.get(k.as_str()).copied().unwrap_or(0))))
                 .collect(),
+            all_departments: {
+                let mut sum = DepartmentCount::default();
+                self.by_department.values().for_each(|d| sum.add(d));
+                sum.figures(overdue.values().sum())
+            },
             transfers: TransferFigures {
                 total: u(self.transfers),
                 cases_transferred: u(self.cases_transferred),
@@ -302,6 +395,9 @@ pub struct Figures {
     pub by_request_kind: BTreeMap<String, Counts>,
     pub by_category: BTreeMap<String, CategoryCounts>,
     pub by_department: BTreeMap<String, DepartmentFigures>,
+    /// The sum over departments, its rates computed from the sums.
+    #[serde(default)]
+    pub all_departments: DepartmentFigures,
     pub transfers: TransferFigures,
 }
 
@@ -334,15 +430,56 @@ pub struct CategoryCounts {
     pub share: f64,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// A department's figures of a month. The counts after `transferred_out` and the rates are
+/// contract v2's: zero for a v1 stream, and absent from snapshots of earlier builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DepartmentFigures {
+    /// Cases the department holds or closed (v1).
     pub assigned: u64,
     pub closed_on_time: u64,
     pub closed_late: u64,
     pub in_progress: u64,
+    /// Open cases past their deadline at `as_of`.
     pub overdue: u64,
     pub transferred_in: u64,
     pub transferred_out: u64,
+    /// Assignments signed for within `sla.accept` of the assignment (签收及时).
+    #[serde(default)]
+    pub accepted_on_time: u64,
+    #[serde(default)]
+    pub accepted_late: u64,
+    /// Assignments sent back to dispatch (退单).
+    #[serde(default)]
+    pub returned: u64,
+    /// Extensions granted (延期).
+    #[serde(default)]
+    pub extended: u64,
+    /// Reopens: cases sent back to the department after a call-back (重办).
+    #[serde(default)]
+    pub reopened: u64,
+    /// Cases by their latest rating, credited to the department that held them at their last
+    /// close.
+    #[serde(default)]
+    pub satisfied: u64,
+    #[serde(default)]
+    pub basically_satisfied: u64,
+    #[serde(default)]
+    pub dissatisfied: u64,
+    #[serde(default)]
+    pub unreachable: u64,
+    /// closed_on_time / (closed_on_time + closed_late).
+    #[serde(default)]
+    pub on_time_rate: f64,
+    /// returned / (assigned + returned): of the cases the department kept or sent back, the
+    /// share it sent back.
+    #[serde(default)]
+    pub return_rate: f64,
+    /// reopened / (closed_on_time + closed_late).
+    #[serde(default)]
+    pub reopen_rate: f64,
+    /// (satisfied + basically_satisfied) / (satisfied + basically_satisfied + dissatisfied).
+    #[serde(default)]
+    pub satisfaction_rate: f64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

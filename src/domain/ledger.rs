@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use jiff::Timestamp;
 
 use super::calendar::MissingYear;
-use super::case::{Applied, CaseRecord, CountingRules, Incoming};
+use super::case::{Applied, CaseRecord, Contribution, CountingRules, Incoming};
 use super::cases::Cases;
 use super::event::{CaseEvent, Rejection};
 use super::figures::{Figures, Tally};
@@ -66,19 +66,25 @@ impl Ledger {
         });
         let mut result = result;
         if result == Ok(Applied::Changed) {
-            // Only a working-day deadline can fail (a year the calendar lacks); then the event
-            // is not taken, and the record stays as it was.
-            let before = self.rules.working_days.is_some().then(|| record.clone());
-            self.totals.uncount(&self.rules, &event.case_id, &record);
+            let old = record.contribution(&self.rules).expect("every record held was counted under these rules");
+            let size = Size::of(&event.case_id, &record);
             record.add(&incoming);
-            match self.totals.count(&self.rules, &event.case_id, &record) {
-                Ok(()) => {
-                    self.changed_cases.insert(event.case_id.clone());
-                }
+            match record.contribution(&self.rules) {
+                // Only a working-day deadline can fail (a year the calendar lacks): the event is
+                // not taken, and the record is as it was.
                 Err(MissingYear(year)) => {
-                    record = before.expect("only working-day deadlines can miss a year");
-                    self.totals.count(&self.rules, &event.case_id, &record).expect("it was counted before");
+                    record.remove(incoming.key());
                     result = Err(Rejection::CalendarLacksYear(year));
+                }
+                Ok(new) => {
+                    self.totals.resize(size, Size::of(&event.case_id, &record));
+                    // Kept (a later event may give it effect), but no figure moved.
+                    if old.is_some() && old == new {
+                        result = Ok(Applied::Redundant);
+                    } else {
+                        self.totals.replace(old.as_ref(), new.as_ref());
+                    }
+                    self.changed_cases.insert(event.case_id.clone());
                 }
             }
         }
@@ -95,12 +101,14 @@ impl Ledger {
     /// deadline needs a year the working-day calendar lacks.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) -> Result<(), MissingYear> {
         let empty = record == CaseRecord::default();
-        record.contribution(&self.rules)?;
+        let new = record.contribution(&self.rules)?;
+        let size = Size::of(&case_id, &record);
         match self.cases.position(&case_id) {
             Some(i) => {
                 let held = std::mem::take(self.cases.at_mut(i));
-                self.totals.uncount(&self.rules, &case_id, &held);
-                self.totals.count(&self.rules, &case_id, &record)?;
+                let old = held.contribution(&self.rules).expect("every record held was counted under these rules");
+                self.totals.resize(Size::of(&case_id, &held), size);
+                self.totals.replace(old.as_ref(), new.as_ref());
                 if empty {
                     self.cases.remove(&case_id);
                 } else {
@@ -108,7 +116,8 @@ impl Ledger {
                 }
             }
             None => {
-                self.totals.count(&self.rules, &case_id, &record)?;
+                self.totals.resize(Size::default(), size);
+                self.totals.replace(None, new.as_ref());
                 if !empty {
                     self.cases.insert_new(&case_id, record);
                 }
@@ -137,8 +146,7 @@ impl Ledger {
             .collect();
         for id in &evicted {
             let record = self.cases.remove(id).expect("listed above");
-            self.totals.bytes -= held_bytes(id, &record);
-            self.totals.waiting_for_created -= usize::from(record.created.is_none());
+            self.totals.resize(Size::of(id, &record), Size::default());
             self.changed_cases.insert(id.clone());
         }
         self.totals.months.retain(|m, _| *m >= kept_from);
@@ -202,52 +210,52 @@ struct Totals {
 }
 
 impl Totals {
-    /// Takes a record's share out of the figures and the state's size.
-    fn uncount(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) {
-        self.waiting_for_created -= waiting(record);
-        self.bytes -= held_bytes(case_id, record);
-        // Every record held was counted under these rules.
-        if let Some(old) = record.contribution(rules).expect("a held record was counted under the same rules") {
+    /// Moves a case's share of the figures from `old` to `new`.
+    fn replace(&mut self, old: Option<&Contribution>, new: Option<&Contribution>) {
+        if let Some(old) = old {
             let tally = self.months.get_mut(&old.month).expect("a counted case's month is held");
-            tally.remove(&old);
+            tally.remove(old);
             if tally.is_empty() {
                 self.months.remove(&old.month);
             }
             self.changed_months.insert(old.month);
         }
-    }
-
-    /// Adds a record's share to the figures and the state's size; changes nothing when its
-    /// deadline needs a year the calendar lacks.
-    fn count(&mut self, rules: &CountingRules, case_id: &str, record: &CaseRecord) -> Result<(), MissingYear> {
-        let contribution = record.contribution(rules)?;
-        self.waiting_for_created += waiting(record);
-        self.bytes += held_bytes(case_id, record);
-        if let Some(new) = contribution {
-            self.months.entry(new.month).or_default().add(&new);
+        if let Some(new) = new {
+            self.months.entry(new.month).or_default().add(new);
             self.changed_months.insert(new.month);
         }
-        Ok(())
+    }
+
+    fn resize(&mut self, old: Size, new: Size) {
+        self.bytes = self.bytes - old.bytes + new.bytes;
+        self.waiting_for_created = self.waiting_for_created - old.waiting + new.waiting;
     }
 }
 
-/// 1 for a case waiting for its `created`.
-fn waiting(record: &CaseRecord) -> usize {
-    usize::from(record.created.is_none() && *record != CaseRecord::default())
+/// What holding a case costs: its bytes, roughly, and 1 while it waits for its `created`.
+/// Nothing for an empty record.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    bytes: usize,
+    waiting: usize,
 }
 
-/// What holding `record` under `case_id` costs, roughly; nothing for an empty record.
-fn held_bytes(case_id: &str, record: &CaseRecord) -> usize {
-    // The id, and the entry's position in the table (with the table's spare room).
-    const ENTRY: usize = std::mem::size_of::<CompactString>() + 8;
-    let id_on_heap = if case_id.len() > std::mem::size_of::<CompactString>() { case_id.len() } else { 0 };
-    if *record == CaseRecord::default() { 0 } else { ENTRY + id_on_heap + record.approx_bytes() }
+impl Size {
+    fn of(case_id: &str, record: &CaseRecord) -> Size {
+        if *record == CaseRecord::default() {
+            return Size::default();
+        }
+        // The id, and the entry's position in the table (with the table's spare room).
+        const ENTRY: usize = std::mem::size_of::<CompactString>() + 8;
+        let id_on_heap = if case_id.len() > std::mem::size_of::<CompactString>() { case_id.len() } else { 0 };
+        Size { bytes: ENTRY + id_on_heap + record.approx_bytes(), waiting: usize::from(record.created.is_none()) }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::event::{Change, Channel, Created, RequestKind, Transferred};
+    use crate::domain::event::{Change, Channel, Created, Rating, RequestKind, Transferred};
 
     use crate::domain::fixtures::rules;
 
@@ -332,7 +340,8 @@ mod tests {
         let other = created("e9", "c1", "2022-04-09T09:00:00+08:00", Some("b"), None);
         assert_eq!(l.apply(&other), Err(Rejection::ConflictingCreated));
         l.apply(&closed("e2", "c1", "2022-04-04T00:00:00Z")).unwrap();
-        assert_eq!(l.apply(&closed("e3", "c1", "2022-04-05T00:00:00Z")), Err(Rejection::AlreadyClosed));
+        // A second `closed` is kept (a reopen may come between them) but changes nothing.
+        assert_eq!(l.apply(&closed("e3", "c1", "2022-04-05T00:00:00Z")), Ok(Applied::Redundant));
         let f = l.figures(april(), Timestamp::MAX).unwrap();
         assert_eq!((f.totals.received, f.totals.closed), (1, 1));
         assert_eq!(f.by_department["a"].assigned, 1);
@@ -344,18 +353,20 @@ mod tests {
         l.apply(&created("1", "c", "2022-04-01T00:00:00Z", Some("a"), Some("2022-04-05T00:00:00Z"))).unwrap();
         l.apply(&closed("late", "c", "2022-04-06T00:00:00Z")).unwrap();
         assert_eq!(l.apply(&closed("early", "c", "2022-04-04T00:00:00Z")), Ok(Applied::Changed));
-        assert_eq!(l.apply(&closed("later", "c", "2022-04-07T00:00:00Z")), Err(Rejection::AlreadyClosed));
+        assert_eq!(l.apply(&closed("later", "c", "2022-04-07T00:00:00Z")), Ok(Applied::Redundant));
         let d = l.figures(april(), Timestamp::MAX).unwrap().by_department["a"];
         assert_eq!((d.closed_on_time, d.closed_late), (1, 0));
     }
 
     #[test]
-    fn a_rejected_first_event_leaves_no_trace() {
+    fn a_waiting_case_keeps_every_closed_and_counts_the_earliest() {
         let mut l = Ledger::new(rules());
-        l.apply(&closed("e1", "c1", "2022-04-04T00:00:00Z")).unwrap();
-        assert_eq!(l.apply(&closed("e2", "c1", "2022-04-05T00:00:00Z")), Err(Rejection::AlreadyClosed));
-        assert_eq!(l.cases_held(), 1);
-        assert_eq!(l.waiting_for_created(), 1);
+        l.apply(&closed("e2", "c1", "2022-04-05T00:00:00Z")).unwrap();
+        assert_eq!(l.apply(&closed("e1", "c1", "2022-04-04T00:00:00Z")), Ok(Applied::Changed));
+        assert_eq!((l.cases_held(), l.waiting_for_created()), (1, 1));
+        l.apply(&created("e0", "c1", "2022-04-01T00:00:00Z", Some("a"), Some("2022-04-04T12:00:00Z"))).unwrap();
+        let d = l.figures(april(), Timestamp::MAX).unwrap().by_department["a"];
+        assert_eq!((d.closed_on_time, d.closed_late, l.waiting_for_created()), (1, 0, 0));
     }
 
     #[test]
@@ -376,6 +387,106 @@ mod tests {
         assert_eq!((d.assigned, d.closed_on_time, d.closed_late, d.in_progress, d.overdue), (3, 1, 1, 1, 0));
         let f = l.figures(april(), ts("2022-04-05T00:00:01+08:00")).unwrap();
         assert_eq!(f.by_department["d"].overdue, 1);
+    }
+
+    fn event(id: &str, case: &str, at: &str, change: Change) -> CaseEvent {
+        CaseEvent { event_id: id.into(), case_id: case.into(), occurred_at: ts(at), change }
+    }
+
+    fn department(figures: &Figures, code: &str) -> crate::domain::figures::DepartmentFigures {
+        figures.by_department.get(code).copied().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_sign_for_counts_once_per_assignment_by_its_holder_on_time_within_two_hours() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("c", "1", "2022-04-01T08:00:00+08:00", Some("a"), None)).unwrap();
+        let accepted = |d: &str| Change::Accepted { department: d.into() };
+        assert_eq!(l.apply(&event("s0", "1", "2022-04-01T09:00:00+08:00", accepted("b"))), Ok(Applied::Redundant));
+        assert_eq!(l.apply(&event("s1", "1", "2022-04-01T10:00:00+08:00", accepted("a"))), Ok(Applied::Changed));
+        assert_eq!(l.apply(&event("s2", "1", "2022-04-01T10:30:00+08:00", accepted("a"))), Ok(Applied::Redundant));
+        l.apply(&transferred("t", "1", "2022-04-02T08:00:00+08:00", "b", None)).unwrap();
+        l.apply(&event("s3", "1", "2022-04-02T10:00:01+08:00", accepted("b"))).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((department(&f, "a").accepted_on_time, department(&f, "a").accepted_late), (1, 0));
+        assert_eq!((department(&f, "b").accepted_on_time, department(&f, "b").accepted_late), (0, 1));
+        assert_eq!((f.all_departments.accepted_on_time, f.all_departments.accepted_late), (1, 1));
+    }
+
+    #[test]
+    fn a_return_ends_the_assignment_until_the_next_transfer() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("c", "1", "2022-04-01T08:00:00+08:00", Some("a"), None)).unwrap();
+        l.apply(&created("c2", "2", "2022-04-01T08:00:00+08:00", Some("a"), None)).unwrap();
+        let returned = Change::Returned { department: "a".into() };
+        l.apply(&event("r", "1", "2022-04-01T09:00:00+08:00", returned)).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        let a = department(&f, "a");
+        // a kept one case and sent one back: a return rate of 1 / (1 + 1).
+        assert_eq!((a.assigned, a.returned, a.return_rate), (1, 1, 0.5));
+        assert_eq!(f.totals.in_progress, 2, "the returned case still counts, held by no department");
+        l.apply(&transferred("t", "1", "2022-04-01T10:00:00+08:00", "b", None)).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((department(&f, "b").assigned, department(&f, "a").transferred_out), (1, 0));
+    }
+
+    #[test]
+    fn an_extension_moves_the_deadline_of_the_holders_open_case() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("c", "1", "2022-04-01T00:00:00Z", Some("a"), Some("2022-04-05T00:00:00Z"))).unwrap();
+        l.apply(&closed("x", "1", "2022-04-08T00:00:00Z")).unwrap();
+        assert_eq!(department(&l.figures(april(), Timestamp::MAX).unwrap(), "a").closed_late, 1);
+        let extended = |d: &str| Change::Extended { department: d.into(), due_at: ts("2022-04-10T00:00:00Z") };
+        assert_eq!(l.apply(&event("e0", "1", "2022-04-04T00:00:00Z", extended("b"))), Ok(Applied::Redundant));
+        l.apply(&event("e1", "1", "2022-04-04T00:00:00Z", extended("a"))).unwrap();
+        let a = department(&l.figures(april(), Timestamp::MAX).unwrap(), "a");
+        assert_eq!((a.closed_on_time, a.closed_late, a.extended, a.on_time_rate), (1, 0, 1, 1.0));
+    }
+
+    #[test]
+    fn a_reopen_opens_a_closed_case_as_a_new_assignment_judged_at_its_last_close() {
+        let mut l = Ledger::new(rules());
+        l.apply(&created("c", "1", "2022-04-01T00:00:00Z", Some("a"), Some("2022-04-05T00:00:00Z"))).unwrap();
+        l.apply(&closed("x1", "1", "2022-04-04T00:00:00Z")).unwrap();
+        let reopened = |due: Option<&str>| Change::Reopened { department: "b".into(), due_at: due.map(ts) };
+        l.apply(&event("o", "1", "2022-04-06T00:00:00Z", reopened(Some("2022-04-09T00:00:00Z")))).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((f.totals.closed, f.totals.in_progress), (0, 1));
+        assert_eq!(
+            (department(&f, "b").assigned, department(&f, "b").reopened, department(&f, "a").assigned),
+            (1, 1, 0)
+        );
+        // A reopen of an open case changes nothing; the close after the reopen is the one in force.
+        assert_eq!(l.apply(&event("o2", "1", "2022-04-07T00:00:00Z", reopened(None))), Ok(Applied::Redundant));
+        l.apply(&closed("x2", "1", "2022-04-10T00:00:00Z")).unwrap();
+        let b = department(&l.figures(april(), Timestamp::MAX).unwrap(), "b");
+        assert_eq!((b.closed_on_time, b.closed_late, b.reopen_rate), (0, 1, 1.0));
+        // A close that arrives late, between the first close and the reopen, is redundant.
+        assert_eq!(l.apply(&closed("x3", "1", "2022-04-05T00:00:00Z")), Ok(Applied::Redundant));
+    }
+
+    #[test]
+    fn the_latest_rating_counts_for_the_holder_at_the_last_close() {
+        let mut l = Ledger::new(rules());
+        let rated = |r: Rating| Change::Rated { result: r };
+        l.apply(&created("c", "1", "2022-04-01T00:00:00Z", Some("a"), None)).unwrap();
+        // Never closed: the rating counts nowhere yet.
+        l.apply(&event("r1", "1", "2022-04-03T00:00:00Z", rated(Rating::Dissatisfied))).unwrap();
+        assert_eq!(l.figures(april(), Timestamp::MAX).unwrap().all_departments.dissatisfied, 0);
+        l.apply(&closed("x1", "1", "2022-04-02T00:00:00Z")).unwrap();
+        assert_eq!(department(&l.figures(april(), Timestamp::MAX).unwrap(), "a").dissatisfied, 1);
+        // Reopened to b, closed again, rated again: b has the rating, and only the latest.
+        let reopened = Change::Reopened { department: "b".into(), due_at: None };
+        l.apply(&event("o", "1", "2022-04-04T00:00:00Z", reopened)).unwrap();
+        l.apply(&closed("x2", "1", "2022-04-05T00:00:00Z")).unwrap();
+        l.apply(&event("r2", "1", "2022-04-06T00:00:00Z", rated(Rating::BasicallySatisfied))).unwrap();
+        assert_eq!(
+            l.apply(&event("r0", "1", "2022-04-02T12:00:00Z", rated(Rating::Satisfied))),
+            Ok(Applied::Redundant)
+        );
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((department(&f, "a").dissatisfied, department(&f, "b").basically_satisfied), (0, 1));
+        assert_eq!((f.all_departments.satisfaction_rate, department(&f, "b").satisfaction_rate), (1.0, 1.0));
     }
 
     /// The reference rules with help answered in 3 working days and complaints not listed.

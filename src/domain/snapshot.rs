@@ -118,7 +118,7 @@ impl Snapshot {
             "\n{:<26}{:>9}{:>9}{:>7}{:>9}{:>9}{:>6}{:>6}",
             "By department", "assigned", "on time", "late", "open", "overdue", "in", "out"
         );
-        for (k, d) in departments {
+        for (k, d) in &departments {
             let _ = writeln!(
                 out,
                 "  {k:<24}{:>9}{:>9}{:>7}{:>9}{:>9}{:>6}{:>6}",
@@ -131,11 +131,98 @@ impl Snapshot {
                 d.transferred_out
             );
         }
+        // Contract v2's figures, once a stream has any.
+        let all = &f.all_departments;
+        let v2 = all.accepted_on_time + all.accepted_late + all.returned + all.extended + all.reopened;
+        if v2 + all.satisfied + all.basically_satisfied + all.dissatisfied + all.unreachable > 0 {
+            let _ = writeln!(
+                out,
+                "\n{:<26}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",
+                "Sign-for, returns, ratings",
+                "signed",
+                "late",
+                "ret.",
+                "ext.",
+                "reop.",
+                "sat/basic",
+                "dissat.",
+                "on time",
+                "return",
+                "reopen",
+                "satisf."
+            );
+            let all_row = [(&"all departments".to_owned(), all)];
+            for (k, d) in departments.iter().map(|(k, d)| (*k, *d)).chain(all_row) {
+                let pct = |r: f64| format!("{:.1}%", r * 100.0);
+                let _ = writeln!(
+                    out,
+                    "  {k:<24}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",
+                    d.accepted_on_time,
+                    d.accepted_late,
+                    d.returned,
+                    d.extended,
+                    d.reopened,
+                    format!("{}/{}", d.satisfied, d.basically_satisfied),
+                    d.dissatisfied,
+                    pct(d.on_time_rate),
+                    pct(d.return_rate),
+                    pct(d.reopen_rate),
+                    pct(d.satisfaction_rate)
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\nTransfers {}, cases transferred {}, returned to an earlier holder {}",
             f.transfers.total, f.transfers.cases_transferred, f.transfers.returned_cases
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::figures::{DepartmentFigures, Figures};
+
+    fn snapshot(figures: Figures) -> Snapshot {
+        Snapshot {
+            month: "2022-04".parse().unwrap(),
+            timezone: "Asia/Shanghai".into(),
+            revision: 2,
+            status: Status::Provisional,
+            as_of: "2022-04-20T00:00:00Z".parse().unwrap(),
+            published_at: "2022-04-20T00:00:05Z".parse().unwrap(),
+            figures,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_contract_v2_figures_once_a_stream_has_any() {
+        let v1 = DepartmentFigures { assigned: 4, closed_on_time: 3, closed_late: 1, ..Default::default() };
+        let mut figures = Figures::default();
+        figures.by_department.insert("tiexi".into(), v1);
+        figures.all_departments = v1;
+        let table = snapshot(figures.clone()).to_table();
+        assert!(table.contains("tiexi") && !table.contains("Sign-for"), "{table}");
+
+        let v2 = DepartmentFigures {
+            accepted_on_time: 3,
+            returned: 1,
+            satisfied: 2,
+            dissatisfied: 1,
+            on_time_rate: 0.75,
+            return_rate: 0.2,
+            satisfaction_rate: 2.0 / 3.0,
+            ..v1
+        };
+        figures.by_department.insert("tiexi".into(), v2);
+        figures.all_departments = v2;
+        let table = snapshot(figures).to_table();
+        assert!(table.contains("Sign-for, returns, ratings"), "{table}");
+        let row = table.lines().find(|l| l.trim_start().starts_with("all departments")).expect(&table);
+        for cell in ["75.0%", "20.0%", "66.7%", "2/0"] {
+            assert!(row.contains(cell), "{cell} missing from {row}");
+        }
     }
 }

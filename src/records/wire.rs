@@ -1,6 +1,9 @@
 //! The binary records: postcard, a compact binary serde format, over these mirrors of the
-//! domain types. Routed events are version 2; case records are version 3 (`Case`), and this
-//! build still reads their version 2 (`CaseV2`) and JSON (`JsonCase`). Strings are borrowed
+//! domain types. Routed events are version 2 (contract v2's event types are variants added at
+//! the end); case records are version 3 (`Case`) while they hold only contract v1's facts,
+//! and version 4 (`Case` followed by the `later` facts) once they hold more, so that records
+//! of v1 streams stay readable by builds before v2; this build still reads their version 2
+//! (`CaseV2`) and JSON (`JsonCase`). Strings are borrowed
 //! from the record while it is read; codes (channel, board, request kind, department,
 //! category) go as their text, so the domain's enums may grow or reorder and a `Code`'s
 //! number never leaves the process. Postcard writes neither names nor lengths of structs,
@@ -11,9 +14,9 @@
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::case::{Assignment, CaseRecord, EventKey, Fact as DomainFact, Intake, Nanos};
+use crate::domain::case::{Assignment, CaseRecord, EventKey, Fact as DomainFact, Intake, Nanos, Step};
 use crate::domain::code::Code;
-use crate::domain::event::{self, Board, CaseEvent, Change as DomainChange, Channel, RequestKind};
+use crate::domain::event::{self, Board, CaseEvent, Change as DomainChange, Channel, Rating, RequestKind};
 use crate::domain::routing::{Routed as DomainRouted, RoutedEvent as DomainRoutedEvent, Source};
 
 /// A timestamp: seconds and nanoseconds since the Unix epoch.
@@ -52,6 +55,10 @@ fn read_board(text: Option<&str>) -> Result<Option<Board>, String> {
     text.map(|b| read_enum(&Board::ALL, Board::code, "board", b)).transpose()
 }
 
+fn read_rating(text: &str) -> Result<Rating, String> {
+    read_enum(&Rating::ALL, Rating::code, "rating", text)
+}
+
 fn read_request_kind(text: Option<&str>) -> Result<Option<RequestKind>, String> {
     text.map(|k| read_enum(&RequestKind::ALL, RequestKind::code, "request kind", k)).transpose()
 }
@@ -84,6 +91,11 @@ enum Change<'a> {
     #[serde(borrow)]
     Transferred(Transferred<'a>),
     Closed,
+    Accepted(&'a str),
+    Returned(&'a str),
+    Extended(&'a str, Time),
+    Reopened(&'a str, Option<Time>),
+    Rated(&'a str),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -166,6 +178,13 @@ impl<'a> Routed<'a> {
                     DomainChange::Created(c) => Change::Created(Created::of(c)),
                     DomainChange::Transferred(t) => Change::Transferred(Transferred::of(t)),
                     DomainChange::Closed => Change::Closed,
+                    DomainChange::Accepted { department } => Change::Accepted(department),
+                    DomainChange::Returned { department } => Change::Returned(department),
+                    DomainChange::Extended { department, due_at } => Change::Extended(department, (*due_at).into()),
+                    DomainChange::Reopened { department, due_at } => {
+                        Change::Reopened(department, due_at.map(Time::from))
+                    }
+                    DomainChange::Rated { result } => Change::Rated(result.code()),
                 },
             }),
         }
@@ -185,6 +204,15 @@ impl<'a> Routed<'a> {
                         Change::Created(c) => DomainChange::Created(c.read()?),
                         Change::Transferred(t) => DomainChange::Transferred(t.read()?),
                         Change::Closed => DomainChange::Closed,
+                        Change::Accepted(d) => DomainChange::Accepted { department: read_code(d)? },
+                        Change::Returned(d) => DomainChange::Returned { department: read_code(d)? },
+                        Change::Extended(d, due) => {
+                            DomainChange::Extended { department: read_code(d)?, due_at: due.read()? }
+                        }
+                        Change::Reopened(d, due) => {
+                            DomainChange::Reopened { department: read_code(d)?, due_at: read_time(due)? }
+                        }
+                        Change::Rated(r) => DomainChange::Rated { result: read_rating(r)? },
                     },
                 },
             }),
@@ -199,6 +227,7 @@ impl<'a> Routed<'a> {
 }
 
 /// A case record, version 3: what the domain's record holds, event ids as their hashes.
+/// Version 4 is the same followed by `Later`: the facts contract v1 does not have.
 #[derive(Serialize, Deserialize)]
 pub(crate) struct Case<'a> {
     #[serde(borrow)]
@@ -206,6 +235,26 @@ pub(crate) struct Case<'a> {
     #[serde(borrow)]
     transfers: Vec<CompactFact<CompactAssignment<'a>>>,
     closed: Option<CompactFact<()>>,
+}
+
+/// The facts of a case record of version 4 after those of version 3.
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct Later<'a>(#[serde(borrow)] Vec<CompactFact<CompactStep<'a>>>);
+
+impl Later<'_> {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+enum CompactStep<'a> {
+    Closed,
+    Accepted(&'a str),
+    Returned(&'a str),
+    Extended(&'a str, i64),
+    Reopened(&'a str, Option<i64>),
+    Rated(&'a str),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -242,12 +291,39 @@ fn read_nanos(n: i64) -> Result<Nanos, String> {
     Nanos::from_i64(n).ok_or_else(|| format!("a time before 1970: {n} ns"))
 }
 
+fn fact<T: Copy, W>(f: &DomainFact<T>, data: impl FnOnce(T) -> W) -> CompactFact<W> {
+    CompactFact { event: f.event.0, at: f.at.get(), data: data(f.data) }
+}
+
+fn read_fact<T, W>(f: CompactFact<W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
+    Ok(DomainFact { event: EventKey(f.event), at: read_nanos(f.at)?, data: data(f.data)? })
+}
+
 impl<'a> Case<'a> {
-    pub fn of(r: &CaseRecord) -> Case<'static> {
-        fn fact<T: Copy, W>(f: &DomainFact<T>, data: impl FnOnce(T) -> W) -> CompactFact<W> {
-            CompactFact { event: f.event.0, at: f.at.get(), data: data(f.data) }
+    /// The record's facts of contract v1, and those after them (empty for a v1 case).
+    pub fn of(r: &CaseRecord) -> (Case<'static>, Later<'static>) {
+        let mut transfers = Vec::new();
+        let mut later = Vec::new();
+        for step in &r.steps {
+            let compact = match step.data {
+                Step::Transferred(t) => {
+                    transfers.push(fact(step, |_| CompactAssignment {
+                        to: t.to.as_str(),
+                        from: t.from.map(Code::as_str),
+                        due: t.due.map(Nanos::get),
+                    }));
+                    continue;
+                }
+                Step::Closed => CompactStep::Closed,
+                Step::Accepted(d) => CompactStep::Accepted(d.as_str()),
+                Step::Returned(d) => CompactStep::Returned(d.as_str()),
+                Step::Extended { department, due } => CompactStep::Extended(department.as_str(), due.get()),
+                Step::Reopened { department, due } => CompactStep::Reopened(department.as_str(), due.map(Nanos::get)),
+                Step::Rated(r) => CompactStep::Rated(r.code()),
+            };
+            later.push(fact(step, |_| compact));
         }
-        Case {
+        let case = Case {
             created: r.created.as_ref().map(|f| {
                 fact(f, |c: Intake| CompactIntake {
                     channel: c.channel.code(),
@@ -258,29 +334,17 @@ impl<'a> Case<'a> {
                     due: c.due.map(Nanos::get),
                 })
             }),
-            transfers: r
-                .transfers
-                .iter()
-                .map(|f| {
-                    fact(f, |t: Assignment| CompactAssignment {
-                        to: t.to.as_str(),
-                        from: t.from.map(Code::as_str),
-                        due: t.due.map(Nanos::get),
-                    })
-                })
-                .collect(),
+            transfers,
             closed: r.closed.as_ref().map(|f| fact(f, |()| ())),
-        }
+        };
+        (case, Later(later))
     }
 
-    pub fn read(self) -> Result<CaseRecord, String> {
-        fn fact<T, W>(f: CompactFact<W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
-            Ok(DomainFact { event: EventKey(f.event), at: read_nanos(f.at)?, data: data(f.data)? })
-        }
+    pub fn read(self, later: Later<'_>) -> Result<CaseRecord, String> {
         let created = self
             .created
             .map(|f| {
-                fact(f, |c| {
+                read_fact(f, |c| {
                     Ok(Intake {
                         channel: read_channel(c.channel)?,
                         board: read_board(c.board)?,
@@ -292,34 +356,50 @@ impl<'a> Case<'a> {
                 })
             })
             .transpose()?;
-        let transfers = self
+        let mut steps = self
             .transfers
             .into_iter()
             .map(|f| {
-                fact(f, |t| {
-                    Ok(Assignment {
+                read_fact(f, |t| {
+                    Ok(Step::Transferred(Assignment {
                         to: read_code(t.to)?,
                         from: t.from.map(read_code).transpose()?,
                         due: t.due.map(read_nanos).transpose()?,
-                    })
+                    }))
                 })
             })
             .collect::<Result<Vec<_>, String>>()?;
-        let closed = self.closed.map(|f| fact(f, Ok)).transpose()?;
-        Ok(record(created, transfers, closed))
+        for f in later.0 {
+            steps.push(read_fact(f, |s| {
+                Ok(match s {
+                    CompactStep::Closed => Step::Closed,
+                    CompactStep::Accepted(d) => Step::Accepted(read_code(d)?),
+                    CompactStep::Returned(d) => Step::Returned(read_code(d)?),
+                    CompactStep::Extended(d, due) => {
+                        Step::Extended { department: read_code(d)?, due: read_nanos(due)? }
+                    }
+                    CompactStep::Reopened(d, due) => {
+                        Step::Reopened { department: read_code(d)?, due: due.map(read_nanos).transpose()? }
+                    }
+                    CompactStep::Rated(r) => Step::Rated(read_rating(r)?),
+                })
+            })?);
+        }
+        let closed = self.closed.map(|f| read_fact(f, Ok)).transpose()?;
+        Ok(record(created, steps, closed))
     }
 }
 
-/// A record with its transfers in the domain's order, whatever order they were read in. (Of
+/// A record with its steps in the domain's order, whatever order they were read in. (Of
 /// two `closed` at one instant, a record of version 2 or before kept the one whose id sorts
 /// first as text, where this build keeps the one whose hash does: the figures are the same.)
 fn record(
     created: Option<DomainFact<Intake>>,
-    mut transfers: Vec<DomainFact<Assignment>>,
+    mut steps: Vec<DomainFact<Step>>,
     closed: Option<DomainFact<()>>,
 ) -> CaseRecord {
-    transfers.sort_by_key(|t| (t.at, t.event));
-    CaseRecord { created, transfers: transfers.into(), closed }
+    steps.sort_by_key(|t| (t.at, t.event));
+    CaseRecord { created, steps: steps.into(), closed }
 }
 
 /// A case record, version 2: event ids as their text, which version 3 hashes.
@@ -349,7 +429,7 @@ impl CaseV2<'_> {
             self.created.map(|f| fact(f, |c| c.read().map(|c| Intake::from(&c)))).transpose()?,
             self.transfers
                 .into_iter()
-                .map(|f| fact(f, |t| t.read().map(|t| Assignment::from(&t))))
+                .map(|f| fact(f, |t| t.read().map(|t| Step::Transferred(Assignment::from(&t)))))
                 .collect::<Result<_, _>>()?,
             self.closed.map(|f| fact(f, Ok)).transpose()?,
         ))
@@ -380,7 +460,7 @@ impl JsonCase {
         }
         record(
             self.created.map(|f| fact(f, |c| Intake::from(c))),
-            self.transfers.into_iter().map(|f| fact(f, |t| Assignment::from(t))).collect(),
+            self.transfers.into_iter().map(|f| fact(f, |t| Step::Transferred(Assignment::from(t)))).collect(),
             self.closed.map(|f| fact(f, |()| ())),
         )
     }

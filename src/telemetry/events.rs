@@ -58,6 +58,22 @@ impl InternalEvent for EventDuplicate {
     }
 }
 
+/// An event kept for its case that changed no figure (a `closed` of a closed case, ...): a
+/// later event may give it effect.
+pub(crate) struct EventRedundant {
+    pub event_type: &'static str,
+}
+
+impl InternalEvent for EventRedundant {
+    fn emit(self, t: &Telemetry) {
+        let mut p = t.pending();
+        match p.redundant.iter_mut().find(|(e, _)| *e == self.event_type) {
+            Some((_, n)) => *n += 1,
+            None => p.redundant.push((self.event_type, 1)),
+        }
+    }
+}
+
 /// A message went to the dead letters.
 pub(crate) struct EventRejected<'a> {
     pub topic: &'a str,
@@ -100,6 +116,9 @@ impl InternalEvent for TransactionCommitted<'_> {
             m.rejected.with_label_values(&[reason]).inc_by(n);
         }
         m.duplicates.inc_by(p.duplicates);
+        for (kind, n) in p.redundant {
+            m.redundant.with_label_values(&[kind]).inc_by(n);
+        }
         m.processed.inc_by(p.processed);
         // Until the commit made the counts visible.
         let now = Timestamp::now().as_millisecond();

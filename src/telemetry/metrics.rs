@@ -4,12 +4,13 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-use crate::domain::event::Rejection;
+use crate::domain::event::{Change, Rejection};
 
 pub(super) struct Metrics {
     pub events: IntCounterVec,
     pub rejected: IntCounterVec,
     pub duplicates: IntCounter,
+    pub redundant: IntCounterVec,
     pub processed: IntCounter,
     pub latency: HistogramVec,
     pub snapshots_published: IntCounter,
@@ -56,6 +57,13 @@ impl Metrics {
                 &["reason"],
             ),
             duplicates: counter(r, "hotline_events_duplicate_total", "Events whose event_id was already applied."),
+            redundant: counter_vec(
+                r,
+                "hotline_events_redundant_total",
+                "Events kept for their case that changed no figure, by type: a closed of a closed case, a reopened of \
+             an open one, a sign-for, return or extension by a department not holding the case, an older rating.",
+                &["type"],
+            ),
             processed: counter(
                 r,
                 "hotline_messages_processed_total",
@@ -213,6 +221,9 @@ impl Metrics {
         m.transactions.with_label_values(&["aborted"]);
         for kind in Rejection::KINDS {
             m.rejected.with_label_values(&[kind]);
+        }
+        for kind in Change::TYPES {
+            m.redundant.with_label_values(&[kind]);
         }
         m
     }

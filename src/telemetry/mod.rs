@@ -47,6 +47,8 @@ pub(crate) struct Pending {
     events: Vec<(String, &'static str, u64)>,
     rejected: HashMap<&'static str, u64>,
     duplicates: u64,
+    /// Event type -> events that changed no figure.
+    redundant: Vec<(&'static str, u64)>,
     processed: u64,
     /// Events' occurred_at and their input messages' Kafka timestamps (ms), for the latency
     /// histograms, measured at the commit.

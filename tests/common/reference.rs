@@ -1,5 +1,5 @@
-//! An independent, batch restatement of the counting rules (issue #2, "What is counted"),
-//! written straight from the contract's JSON: the figures the pipeline publishes must equal
+//! An independent, batch restatement of the counting rules (issue #2, "What is counted", and
+//! contract v2 of issue #12), written straight from the contract's JSON: the figures the pipeline publishes must equal
 //! what this computes from everything that was sent.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -11,6 +11,9 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
 use xxhash_rust::xxh3::xxh3_64;
+
+/// How long a department has to sign for an assignment: `sla.accept`'s default.
+const ACCEPT_WITHIN: jiff::SignedDuration = jiff::SignedDuration::from_hours(2);
 
 fn ts(v: &Value) -> Option<Timestamp> {
     v.as_str().map(|s| s.parse().expect("test events have valid timestamps"))
@@ -45,10 +48,85 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         if created_at.to_zoned_datetime(zone.clone()).strftime("%Y-%m").to_string() != month {
             continue;
         }
-        let mut moves: Vec<&&Value> = events.iter().filter(|e| e["type"] == "transferred").collect();
-        // Transfers at one instant go in the order of their event ids' XXH3-64 hashes.
-        moves.sort_by_key(|e| (ts(&e["occurred_at"]).unwrap(), xxh3_64(e["event_id"].as_str().unwrap().as_bytes())));
-        let closed_at = events.iter().filter(|e| e["type"] == "closed").filter_map(|e| ts(&e["occurred_at"])).min();
+        // Everything after `created`, by event time; events at one instant in the order of
+        // their event ids' XXH3-64 hashes.
+        let mut later: Vec<&&Value> = events.iter().filter(|e| e["type"] != "created").collect();
+        later.sort_by_key(|e| (ts(&e["occurred_at"]).unwrap(), xxh3_64(e["event_id"].as_str().unwrap().as_bytes())));
+
+        // Who held the case, in event-time order.
+        let mut holders: Vec<String> = s(&created["department"]).into_iter().collect();
+        let mut holder = s(&created["department"]);
+        let mut assigned_at = created_at;
+        let mut due = ts(&created["due_at"]);
+        let mut signed = false;
+        // The close in force (none after a reopen), and who held the case at the last close.
+        let mut closed_at: Option<Timestamp> = None;
+        let mut closer: Option<Option<String>> = None;
+        let mut rating: Option<String> = None;
+        let mut moves = 0u64;
+        // Buck-passing: each (sender, receiver) pair that sent the case back, once.
+        let mut returned: BTreeSet<(String, String)> = BTreeSet::new();
+        for e in &later {
+            let at = ts(&e["occurred_at"]).unwrap();
+            let department = s(&e["department"]);
+            let holds = department.is_some() && department == holder;
+            match e["type"].as_str().unwrap() {
+                "transferred" => {
+                    moves += 1;
+                    let to = s(&e["to_department"]).unwrap();
+                    let from = s(&e["from_department"]).or(holder.clone());
+                    if let Some(f) = from {
+                        departments.entry(f.clone()).or_default().transferred_out += 1;
+                        holders.push(f.clone());
+                        if holders.contains(&to) {
+                            returned.insert((f, to.clone()));
+                        }
+                    }
+                    departments.entry(to.clone()).or_default().transferred_in += 1;
+                    holders.push(to.clone());
+                    holder = Some(to);
+                    assigned_at = at;
+                    signed = false;
+                    if let Some(d) = ts(&e["due_at"]) {
+                        due = Some(d);
+                    }
+                }
+                "closed" if closed_at.is_none() => {
+                    closed_at = Some(at);
+                    closer = Some(holder.clone());
+                }
+                "accepted" if holds && !signed => {
+                    signed = true;
+                    let d = departments.entry(department.unwrap()).or_default();
+                    if at <= assigned_at + ACCEPT_WITHIN {
+                        d.accepted_on_time += 1;
+                    } else {
+                        d.accepted_late += 1;
+                    }
+                }
+                "returned" if holds && closed_at.is_none() => {
+                    departments.entry(department.unwrap()).or_default().returned += 1;
+                    holder = None;
+                    signed = false;
+                }
+                "extended" if holds && closed_at.is_none() => {
+                    departments.entry(department.unwrap()).or_default().extended += 1;
+                    due = ts(&e["due_at"]);
+                }
+                "reopened" if closed_at.is_some() => {
+                    let d = department.unwrap();
+                    departments.entry(d.clone()).or_default().reopened += 1;
+                    closed_at = None;
+                    holders.push(d.clone());
+                    holder = Some(d);
+                    assigned_at = at;
+                    signed = false;
+                    due = ts(&e["due_at"]);
+                }
+                "rated" => rating = s(&e["result"]),
+                _ => {}
+            }
+        }
         let closed = u64::from(closed_at.is_some());
 
         received += 1;
@@ -65,37 +143,20 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
                 e.1 += closed;
             }
         }
-
-        // Who held the case, in event-time order.
-        let mut holders: Vec<String> = s(&created["department"]).into_iter().collect();
-        let mut holder = s(&created["department"]);
-        let mut assigned_at = created_at;
-        let mut due = ts(&created["due_at"]);
-        // Buck-passing: each (sender, receiver) pair that sent the case back, once.
-        let mut returned: BTreeSet<(String, String)> = BTreeSet::new();
-        for t in &moves {
-            let to = s(&t["to_department"]).unwrap();
-            let from = s(&t["from_department"]).or(holder.clone());
-            if let Some(f) = from {
-                departments.entry(f.clone()).or_default().transferred_out += 1;
-                holders.push(f.clone());
-                if holders.contains(&to) {
-                    returned.insert((f, to.clone()));
-                }
-            }
-            departments.entry(to.clone()).or_default().transferred_in += 1;
-            holders.push(to.clone());
-            holder = Some(to);
-            assigned_at = ts(&t["occurred_at"]).unwrap();
-            if let Some(d) = ts(&t["due_at"]) {
-                due = Some(d);
-            }
-        }
-        transfers.total += moves.len() as u64;
-        transfers.cases_transferred += u64::from(!moves.is_empty());
+        transfers.total += moves;
+        transfers.cases_transferred += u64::from(moves > 0);
         transfers.returned_cases += u64::from(!returned.is_empty());
         for pair in returned {
             *returned_pairs.entry(pair).or_default() += 1;
+        }
+        if let (Some(result), Some(Some(d))) = (rating, closer) {
+            let d = departments.entry(d).or_default();
+            match result.as_str() {
+                "satisfied" => d.satisfied += 1,
+                "basically_satisfied" => d.basically_satisfied += 1,
+                "dissatisfied" => d.dissatisfied += 1,
+                _ => d.unreachable += 1,
+            }
         }
 
         if let Some(h) = holder {
@@ -139,7 +200,42 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         by_channel: counts(by_channel),
         by_board: counts(by_board),
         by_request_kind: counts(by_kind),
-        by_department: departments,
+        all_departments: rates(departments.values().fold(DepartmentFigures::default(), |sum, d| DepartmentFigures {
+            assigned: sum.assigned + d.assigned,
+            closed_on_time: sum.closed_on_time + d.closed_on_time,
+            closed_late: sum.closed_late + d.closed_late,
+            in_progress: sum.in_progress + d.in_progress,
+            overdue: sum.overdue + d.overdue,
+            transferred_in: sum.transferred_in + d.transferred_in,
+            transferred_out: sum.transferred_out + d.transferred_out,
+            accepted_on_time: sum.accepted_on_time + d.accepted_on_time,
+            accepted_late: sum.accepted_late + d.accepted_late,
+            returned: sum.returned + d.returned,
+            extended: sum.extended + d.extended,
+            reopened: sum.reopened + d.reopened,
+            satisfied: sum.satisfied + d.satisfied,
+            basically_satisfied: sum.basically_satisfied + d.basically_satisfied,
+            dissatisfied: sum.dissatisfied + d.dissatisfied,
+            unreachable: sum.unreachable + d.unreachable,
+            ..DepartmentFigures::default()
+        })),
+        by_department: departments.into_iter().map(|(k, d)| (k, rates(d))).collect(),
         transfers,
+    }
+}
+
+/// The rates of contract v2, from a department's counts.
+fn rates(d: DepartmentFigures) -> DepartmentFigures {
+    let ratio = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
+    let closed = d.closed_on_time + d.closed_late;
+    DepartmentFigures {
+        on_time_rate: ratio(d.closed_on_time, closed),
+        return_rate: ratio(d.returned, d.assigned + d.returned),
+        reopen_rate: ratio(d.reopened, closed),
+        satisfaction_rate: ratio(
+            d.satisfied + d.basically_satisfied,
+            d.satisfied + d.basically_satisfied + d.dissatisfied,
+        ),
+        ..d
     }
 }

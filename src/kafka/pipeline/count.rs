@@ -22,7 +22,8 @@ use crate::domain::routing::{Routed, RoutedEvent};
 use crate::kafka::topics;
 use crate::records::{self, ChangelogKey, PartialKey, Unreadable, Watermark};
 use crate::telemetry::{
-    CasesEvicted, ChangelogBehind, ChangelogWithoutProgress, EventCounted, EventDuplicate, EventRejected, Telemetry,
+    CasesEvicted, ChangelogBehind, ChangelogWithoutProgress, EventCounted, EventDuplicate, EventRedundant,
+    EventRejected, Telemetry,
 };
 
 use super::{Output, RESTORE_TIMEOUT};
@@ -141,6 +142,7 @@ impl Counting {
                 kafka_timestamp: *input_timestamp,
             }),
             Ok(Applied::Duplicate) => telemetry.emit(EventDuplicate),
+            Ok(Applied::Redundant) => telemetry.emit(EventRedundant { event_type: event.change.type_code() }),
             Err(rejection) => {
                 telemetry.emit(EventRejected {
                     topic: &source.topic,
