@@ -3,7 +3,8 @@ confluent-kafka and fastavro, and nothing from hotline but its schema files.
 
     pip install confluent-kafka fastavro
     python3 examples/subscribe.py --brokers 127.0.0.1:9092 --topic hotline.snapshots \
-        --schema schemas/snapshot.avsc --schema schemas/snapshot.v1.avsc [--month 2022-04]
+        --schema schemas/snapshot.avsc --schema schemas/snapshot.v2.avsc --schema schemas/snapshot.v1.avsc \
+        [--month 2022-04]
 
 Reads the topic from the beginning to its end (committed transactions only: hotline writes
 snapshots in transactions) and prints the latest revision of each month as one JSON object per

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 use crate::domain::figures::{
     CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
 };
+use crate::domain::ranking::{Ranked, Ranking};
 use crate::domain::snapshot::{Snapshot, Status};
 
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
@@ -231,6 +232,22 @@ fn to_value(s: &Snapshot) -> Value {
             ]),
         ),
         ("all_departments", department(&f.all_departments)),
+        (
+            "ranking",
+            record(vec![
+                ("min_assigned", long(f.ranking.min_assigned)),
+                ("top", Value::Array(f.ranking.top.iter().map(ranked).collect())),
+                ("bottom", Value::Array(f.ranking.bottom.iter().map(ranked).collect())),
+            ]),
+        ),
+    ])
+}
+
+fn ranked(r: &Ranked) -> Value {
+    record(vec![
+        ("department", Value::String(r.department.clone())),
+        ("score", Value::Double(r.score)),
+        ("assigned", long(r.assigned)),
     ])
 }
 
@@ -324,6 +341,12 @@ impl Rec {
     fn record(&mut self, k: &'static str) -> Result<Rec, CodecError> {
         Rec::new(self.take(k)?)
     }
+    fn array<T>(&mut self, k: &'static str, f: impl Fn(Rec) -> Result<T, CodecError>) -> Result<Vec<T>, CodecError> {
+        match self.take(k)? {
+            Value::Array(items) => items.into_iter().map(|v| f(Rec::new(v)?)).collect(),
+            _ => Err(CodecError::Shape(k)),
+        }
+    }
     fn map<T>(
         &mut self,
         k: &'static str,
@@ -334,6 +357,10 @@ impl Rec {
             _ => Err(CodecError::Shape(k)),
         }
     }
+}
+
+fn ranked_from(mut r: Rec) -> Result<Ranked, CodecError> {
+    Ok(Ranked { department: r.string("department")?, score: r.f64("score")?, assigned: r.u64("assigned")? })
 }
 
 fn counts_from(mut r: Rec) -> Result<Counts, CodecError> {
@@ -375,20 +402,21 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
             })?,
             by_department: r.map("by_department", department_from)?,
             all_departments: department_from(r.record("all_departments")?)?,
+            ranking: {
+                let mut ranking = r.record("ranking")?;
+                Ranking {
+                    min_assigned: ranking.u64("min_assigned")?,
+                    top: ranking.array("top", ranked_from)?,
+                    bottom: ranking.array("bottom", ranked_from)?,
+                }
+            },
             transfers: TransferFigures {
                 total: transfers.u64("total")?,
                 cases_transferred: transfers.u64("cases_transferred")?,
                 returned_cases: transfers.u64("returned_cases")?,
-                returned_pairs: match transfers.take("returned_pairs")? {
-                    Value::Array(pairs) => pairs
-                        .into_iter()
-                        .map(|p| {
-                            let mut p = Rec::new(p)?;
-                            Ok(ReturnedPair { from: p.string("from")?, to: p.string("to")?, cases: p.u64("cases")? })
-                        })
-                        .collect::<Result<_, CodecError>>()?,
-                    _ => return Err(CodecError::Shape("returned_pairs")),
-                },
+                returned_pairs: transfers.array("returned_pairs", |mut p| {
+                    Ok(ReturnedPair { from: p.string("from")?, to: p.string("to")?, cases: p.u64("cases")? })
+                })?,
             },
         },
     })
@@ -421,6 +449,11 @@ mod tests {
         };
         figures.by_department.insert("tiexi".into(), tiexi);
         figures.all_departments = tiexi;
+        figures.ranking = Ranking {
+            min_assigned: 2,
+            top: vec![Ranked { department: "tiexi".into(), score: 61.7, assigned: 2 }],
+            bottom: vec![],
+        };
         figures.transfers.total = 4;
         Snapshot {
             month: "2022-04".parse().unwrap(),
@@ -482,7 +515,7 @@ mod tests {
             let writer = Schema::parse_str(json).unwrap();
             // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
-            fields.retain(|(name, _)| name != "all_departments");
+            fields.retain(|(name, _)| name != "all_departments" && name != "ranking");
             for (name, value) in &mut fields {
                 match (name.as_str(), value) {
                     ("transfers", Value::Record(transfers)) if version < 2 => {
@@ -512,6 +545,7 @@ mod tests {
             }
             assert_eq!(read.figures.transfers.returned_cases, 2);
             assert_eq!(read.figures.all_departments, DepartmentFigures::default());
+            assert_eq!(read.figures.ranking, Ranking::default());
             assert_eq!(read.figures.by_department["tiexi"].closed_late, 1);
             // The same datum in the Confluent framing, whose registry id names no schema here.
             let confluent = [&[0, 0, 0, 0, 7][..], &old[10..]].concat();

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer};
 use crate::domain::calendar::WorkCalendar;
 use crate::domain::case::{CountingRules, WorkingDays};
 use crate::domain::event::{RequestKind, from_code};
+use crate::domain::ranking::RankingRules;
 use crate::labels::LabelRegistry;
 
 #[derive(Clone, Debug, Deserialize)]
@@ -41,6 +42,9 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub labels: LabelsConfig,
+    /// The red and black lists of departments each snapshot carries.
+    #[serde(default)]
+    pub ranking: RankingRules,
 }
 
 #[derive(Clone, Debug, Default, Deserialize)]
@@ -659,6 +663,11 @@ impl Config {
                 self.http.stalled_after,
                 MIN_STALLED_AFTER.as_secs()
             );
+        }
+        let w = &self.ranking.weights;
+        let weights = [w.on_time, w.satisfaction, w.sign_for, w.returns, w.reopens];
+        if weights.iter().any(|w| !w.is_finite() || *w < 0.0) || weights.iter().sum::<f64>() <= 0.0 {
+            bail!("ranking.weights must be finite, not negative, and not all zero");
         }
         let labels = match &self.labels.registry {
             Some(path) => LabelRegistry::load(path)?,

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Contribution, HoldingState};
 use super::event::Rating;
+use super::ranking::Ranking;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Count {
@@ -357,6 +358,7 @@ impl Tally {
                 self.by_department.values().for_each(|d| sum.add(d));
                 sum.figures(overdue.values().sum())
             },
+            ranking: Ranking::default(),
             transfers: TransferFigures {
                 total: u(self.transfers),
                 cases_transferred: u(self.cases_transferred),
@@ -398,6 +400,9 @@ pub struct Figures {
     /// The sum over departments, its rates computed from the sums.
     #[serde(default)]
     pub all_departments: DepartmentFigures,
+    /// The red and black lists (`[ranking]`); empty until the publisher ranks the month.
+    #[serde(default)]
+    pub ranking: Ranking,
     pub transfers: TransferFigures,
 }
 

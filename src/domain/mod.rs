@@ -15,5 +15,6 @@ pub mod ledger;
 pub mod month;
 pub mod partition;
 pub mod publisher;
+pub mod ranking;
 pub mod routing;
 pub mod snapshot;

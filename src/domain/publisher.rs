@@ -13,6 +13,7 @@ use jiff::{Span, Timestamp};
 
 use super::figures::{Figures, Tally};
 use super::month::Month;
+use super::ranking::RankingRules;
 use super::snapshot::{Snapshot, Status};
 
 #[derive(Clone, Debug)]
@@ -21,6 +22,7 @@ pub(crate) struct PublishRules {
     pub zone_name: String,
     pub grace: Span,
     pub min_interval: Duration,
+    pub ranking: RankingRules,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,7 +95,8 @@ impl Publisher {
             if !closing && p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
                 continue;
             }
-            let figures = tally.figures(as_of);
+            let mut figures = tally.figures(as_of);
+            figures.ranking = self.rules.ranking.rank(&figures.by_department);
             if p.status == Some(status) && p.figures.as_ref() == Some(&figures) {
                 continue;
             }
@@ -207,6 +210,7 @@ mod tests {
             zone_name: "Asia/Shanghai".into(),
             grace: 1.day(),
             min_interval: Duration::from_secs(10),
+            ranking: RankingRules::default(),
         }
     }
 

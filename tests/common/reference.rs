@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use hotline::domain::figures::{
     CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
 };
+use hotline::domain::ranking::{Ranked, Ranking};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
@@ -219,9 +220,48 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
             unreachable: sum.unreachable + d.unreachable,
             ..DepartmentFigures::default()
         })),
+        ranking: ranking(&departments.iter().map(|(k, d)| (k.clone(), rates(*d))).collect()),
         by_department: departments.into_iter().map(|(k, d)| (k, rates(d))).collect(),
         transfers,
     }
+}
+
+/// The red and black lists with `[ranking]`'s defaults: departments of 10 cases or more,
+/// scored by the weighted mean of the rates they have (on time 0.3, satisfaction 0.3, sign-for
+/// 0.1, not returned 0.15, not reopened 0.15), five best and five worst of the rest.
+fn ranking(departments: &BTreeMap<String, DepartmentFigures>) -> Ranking {
+    let mut scored: Vec<Ranked> = Vec::new();
+    for (code, d) in departments.iter().filter(|(_, d)| d.assigned >= 10) {
+        let closed = d.closed_on_time + d.closed_late;
+        let rated = d.satisfied + d.basically_satisfied + d.dissatisfied;
+        let signed = d.accepted_on_time + d.accepted_late;
+        let (mut sum, mut weights) = (0.0, 0.0);
+        let mut weigh = |weight: f64, rate: f64| {
+            sum += weight * rate;
+            weights += weight;
+        };
+        if closed > 0 {
+            weigh(0.3, d.on_time_rate);
+        }
+        if rated > 0 {
+            weigh(0.3, d.satisfaction_rate);
+        }
+        if signed > 0 {
+            weigh(0.1, d.accepted_on_time as f64 / signed as f64);
+        }
+        weigh(0.15, 1.0 - d.return_rate);
+        if closed > 0 {
+            weigh(0.15, 1.0 - d.reopen_rate);
+        }
+        let score = (sum / weights * 1000.0).round() / 10.0;
+        scored.push(Ranked { department: code.clone(), score, assigned: d.assigned });
+    }
+    scored.sort_by(|a, b| {
+        b.score.total_cmp(&a.score).then(b.assigned.cmp(&a.assigned)).then(a.department.cmp(&b.department))
+    });
+    let top: Vec<Ranked> = scored.iter().take(5).cloned().collect();
+    let bottom = scored[top.len()..].iter().rev().take(5).cloned().collect();
+    Ranking { min_assigned: 10, top, bottom }
 }
 
 /// The rates of contract v2, from a department's counts.

@@ -55,6 +55,7 @@ impl Publishing {
                 zone_name: config.time.zone.clone(),
                 grace: settings.grace,
                 min_interval: settings.min_interval,
+                ranking: config.ranking.clone(),
             }),
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
