@@ -67,7 +67,14 @@ fn main() {
     let inputs = [(t.cases.as_str(), 6), (t.letters.as_str(), 3), (t.boards.as_str(), 4)];
 
     // The input, sent the way upstream does (each case's events to its channel's topic).
-    let plan = Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases, next_month_days: 3, seed: 7 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases,
+        next_month_days: 3,
+        seed: 7,
+        v2_events: false,
+    };
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
     let runtime = tokio::runtime::Runtime::new().unwrap();
@@ -244,6 +251,7 @@ fn sustained_latency(runtime: &tokio::runtime::Runtime, config: &Config, listen:
         cases: rate * SECONDS * 10 / 22,
         next_month_days: 0,
         seed: 8,
+        v2_events: false,
     };
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let before = latency_buckets(&http_get(listen, "/metrics"));

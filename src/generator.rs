@@ -121,6 +121,9 @@ pub struct Plan {
     /// moves past the month's end and the month closes.
     pub next_month_days: i64,
     pub seed: u64,
+    /// Also the office's loop (contract v2): sign-fors, returns, extensions, reopens and
+    /// ratings, none of which changes a v1 figure.
+    pub v2_events: bool,
 }
 
 /// Splits `total` in proportion to `weights`, each part rounded down and the rest handed out
@@ -244,7 +247,7 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
         } else {
             end + SignedDuration::from_secs(rng.random_range(0..plan.next_month_days * 86_400))
         };
-        case_events(&mut rng, &format!("{}-{:06}", plan.month, i), case, created_at, &mut out);
+        case_events(&mut rng, &format!("{}-{:06}", plan.month, i), case, created_at, plan, &mut out);
     }
     out.sort_by_key(|g| g.occurred_at);
     // Upstream platforms deliver at least once: now and then an event already sent comes again.
@@ -277,7 +280,14 @@ pub fn count(plan: &Plan, rules: crate::domain::case::CountingRules) -> crate::d
 pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
     let rules = crate::domain::case::CountingRules::reference();
     let month: Month = "2022-04".parse().expect("a valid month");
-    let plan = Plan { month, zone: rules.zone.clone(), cases: REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+    let plan = Plan {
+        month,
+        zone: rules.zone.clone(),
+        cases: REFERENCE_CASES,
+        next_month_days: 3,
+        seed: 2022,
+        v2_events: true,
+    };
     let ledger = count(&plan, rules);
     let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().expect("a valid instant");
     crate::domain::snapshot::Snapshot {
@@ -301,7 +311,14 @@ fn other_department(rng: &mut StdRng, not: &str) -> &'static str {
     }
 }
 
-fn case_events(rng: &mut StdRng, case_id: &str, case: &Dealt, created_at: Timestamp, out: &mut Vec<Generated>) {
+fn case_events(
+    rng: &mut StdRng,
+    case_id: &str,
+    case: &Dealt,
+    created_at: Timestamp,
+    plan: &Plan,
+    out: &mut Vec<Generated>,
+) {
     let kind = pick(rng, REQUEST_KINDS, |(_, w)| *w).0;
     let sla = SignedDuration::from_hours(24 * if kind == "consultation" { 3 } else { 13 });
     let mut created = json!({
@@ -369,12 +386,94 @@ fn case_events(rng: &mut StdRng, case_id: &str, case: &Dealt, created_at: Timest
         if let Some(at) = closed_at {
             events.push((at, closed(case_id, at)));
         }
+        if plan.v2_events {
+            let month_end = plan.month.end(&plan.zone);
+            let v2 = V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end };
+            v2.events(plan.seed, &mut events);
+        }
     } else if case.closed {
         let at = created_at + SignedDuration::from_secs(rng.random_range(60..48 * 3600));
         events.push((at, closed(case_id, at)));
     }
     out.extend(events.into_iter().map(|(occurred_at, json)| Generated { occurred_at, json }));
 }
+
+/// What a case's v2 events are made from. They come from a random stream of their own (seeded
+/// by the case), so the v1 events are the same with or without them.
+struct V2<'a> {
+    case_id: &'a str,
+    holder: &'a str,
+    outcome: Outcome,
+    last_assigned: Timestamp,
+    due: Option<Timestamp>,
+    closed_at: Option<Timestamp>,
+    month_end: Timestamp,
+}
+
+impl V2<'_> {
+    fn events(&self, seed: u64, events: &mut Vec<(Timestamp, Value)>) {
+        let V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end } = *self;
+        let mut rng = StdRng::seed_from_u64(seed ^ xxhash_rust::xxh3::xxh3_64(case_id.as_bytes()));
+        let secs = |rng: &mut StdRng, from: i64, to: i64| SignedDuration::from_secs(rng.random_range(from..to));
+        let event = |suffix: &str, kind: &str, at: Timestamp| {
+            json!({"event_id": format!("{case_id}-{suffix}"), "case_id": case_id, "type": kind,
+                "occurred_at": at.to_string()})
+        };
+        // Most holders sign for the case, four in five within the two hours allowed.
+        if rng.random_bool(0.9) {
+            let at = last_assigned
+                + if rng.random_bool(0.8) { secs(&mut rng, 60, 7_000) } else { secs(&mut rng, 7_300, 40_000) };
+            let mut e = event("a", "accepted", at);
+            e["department"] = json!(holder);
+            events.push((at, e));
+        }
+        // A department first given the case sends it back to dispatch before it goes on: the
+        // transfer names it as the sender, so the v1 figures are the same.
+        if events.len() >= 2 && events[1].1["type"] == "transferred" && events[1].1["from_department"].is_string() {
+            let first = events[0].1["department"].as_str().map(str::to_owned);
+            if let (Some(first), true) = (first, rng.random_bool(0.6)) {
+                let at = events[1].0 - secs(&mut rng, 1, 300);
+                let mut e = event("r", "returned", at.max(events[0].0));
+                e["department"] = json!(first);
+                e["reason"] = json!("not_ours");
+                events.push((at.max(events[0].0), e));
+            }
+        }
+        let Some(closed_at) = closed_at else { return };
+        if outcome == Outcome::OnTime {
+            // An extension granted before an on-time close leaves it on time.
+            if let (Some(due), true) = (due, rng.random_bool(0.05)) {
+                let at = last_assigned + (closed_at - last_assigned) / 2;
+                let mut e = event("e", "extended", at);
+                e["department"] = json!(holder);
+                e["due_at"] = json!((due + SignedDuration::from_hours(5 * 24)).to_string());
+                events.push((at, e));
+            }
+            // The call-back finds a few cases unresolved: reopened to the holder, closed again
+            // (within the month, and well before the default deadline from the reopen).
+            let reopen = closed_at + secs(&mut rng, 3_600, 6 * 3_600);
+            let closed_again = reopen + secs(&mut rng, 3_600, 4 * 3_600);
+            if closed_again < month_end && rng.random_bool(0.03) {
+                let mut e = event("o", "reopened", reopen);
+                e["department"] = json!(holder);
+                events.push((reopen, e));
+                events.push((closed_again, event("x2", "closed", closed_again)));
+            }
+        }
+        // Most closed cases are called back and rated.
+        if rng.random_bool(0.7) {
+            let at = closed_at + secs(&mut rng, 3_600, 3 * 86_400);
+            let result = pick(&mut rng, RESULTS, |(_, w)| *w).0;
+            let mut e = event("s", "rated", at);
+            e["result"] = json!(result);
+            events.push((at, e));
+        }
+    }
+}
+
+/// Call-back results and their weights.
+const RESULTS: &[(&str, u32)] =
+    &[("satisfied", 75), ("basically_satisfied", 15), ("dissatisfied", 6), ("unreachable", 4)];
 
 fn closed(case_id: &str, at: Timestamp) -> Value {
     json!({"event_id": format!("{case_id}-x"), "case_id": case_id, "type": "closed", "occurred_at": at.to_string()})
@@ -383,6 +482,7 @@ fn closed(case_id: &str, at: Timestamp) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::case::Applied;
     use crate::domain::fixtures::rules;
 
     #[test]
@@ -399,7 +499,8 @@ mod tests {
     #[test]
     fn the_reference_month_counts_to_the_reports_figures() {
         let month: Month = "2022-04".parse().unwrap();
-        let plan = Plan { month, zone: rules().zone, cases: REFERENCE_CASES, next_month_days: 3, seed: 2022 };
+        let plan =
+            Plan { month, zone: rules().zone, cases: REFERENCE_CASES, next_month_days: 3, seed: 2022, v2_events: true };
         let f = count(&plan, rules()).figures(month, "2022-05-06T00:00:00Z".parse().unwrap()).unwrap();
         assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (31_681, 31_620, 61));
         for (channel, received, closed) in CHANNELS {
@@ -416,12 +517,39 @@ mod tests {
             assert_eq!((d.assigned, d.closed_on_time), (u64::from(*assigned), u64::from(*on_time)), "{department}");
         }
         assert!(f.transfers.total > 300 && f.transfers.returned_cases > 20, "{:?}", f.transfers);
+        // The office's loop on top, which changed none of the figures above.
+        let all = f.all_departments;
+        assert!(all.accepted_on_time > 6_000 && all.accepted_late > 1_000, "{all:?}");
+        assert!(all.returned > 200 && all.extended > 200 && all.reopened > 150, "{all:?}");
+        assert!((0.9..0.97).contains(&all.satisfaction_rate), "{all:?}");
+    }
+
+    #[test]
+    fn every_generated_event_counts_once() {
+        let plan = Plan {
+            month: "2022-04".parse().unwrap(),
+            zone: rules().zone,
+            cases: 3_000,
+            next_month_days: 3,
+            seed: 5,
+            v2_events: true,
+        };
+        let limits = crate::domain::event::DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+        let mut ledger = crate::domain::ledger::Ledger::new(rules());
+        let mut seen = std::collections::HashSet::new();
+        for g in generate(&plan) {
+            let event = crate::domain::event::decode(g.json.to_string().as_bytes(), &limits).unwrap();
+            let first = seen.insert(event.event_id.clone());
+            let applied = ledger.apply(&event);
+            let expected = if first { Applied::Changed } else { Applied::Duplicate };
+            assert_eq!(applied, Ok(expected), "{}", g.json);
+        }
     }
 
     #[test]
     fn other_sizes_keep_the_shares() {
         let month: Month = "2022-04".parse().unwrap();
-        let plan = Plan { month, zone: rules().zone, cases: 3_000, next_month_days: 0, seed: 1 };
+        let plan = Plan { month, zone: rules().zone, cases: 3_000, next_month_days: 0, seed: 1, v2_events: true };
         let f = count(&plan, rules()).figures(month, Timestamp::MAX).unwrap();
         assert_eq!((f.totals.received, f.totals.in_progress), (3_000, 6));
         assert_eq!(f.by_category["epidemic"].received, 1693);

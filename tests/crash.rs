@@ -27,8 +27,14 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let (dir, file) = common::write_config(&text);
     let log = dir.path().join("hotline.log");
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 2500, next_month_days: 3, seed: 99 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 2500,
+        next_month_days: 3,
+        seed: 99,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
 
     // Upstream keeps publishing while the pipeline is killed and restarted.

@@ -276,8 +276,14 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     std::fs::create_dir_all(&logs).unwrap();
     eprintln!("instances' logs: {}", logs.display());
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 31 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 3000,
+        next_month_days: 3,
+        seed: 31,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let bad: Vec<Vec<u8>> = (0..40).map(|n| format!("{{\"event_id\":\"bad-{n}\",\"case_id\":").into_bytes()).collect();
 

@@ -32,8 +32,14 @@ async fn failed_commits_and_coordinator_moves_leave_the_figures_exact() {
         mock.create_topic(topic, 3, 1).unwrap();
     }
     mock.create_topic(&t.partials, 1, 1).unwrap();
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1200, next_month_days: 3, seed: 11 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 1200,
+        next_month_days: 3,
+        seed: 11,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
 
     let pipeline = common::Running::start(settings.clone()).await;

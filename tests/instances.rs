@@ -24,8 +24,14 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     common::create_inputs(&config).await;
     let (_dir, file) = common::write_config(&text);
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 1500, next_month_days: 3, seed: 3 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 1500,
+        next_month_days: 3,
+        seed: 3,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let mut instances: Vec<Hotline> = ["a", "b", "c"]
         .iter()

@@ -69,8 +69,14 @@ async fn a_record_this_build_cannot_read_stops_its_partition_and_no_other() {
     let t = &config.topics;
     common::create_inputs(&config).await;
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 400, next_month_days: 3, seed: 12 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 400,
+        next_month_days: 3,
+        seed: 12,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     // Half the cases of counting partition 2 come last, after a restart.
     let mut on_2: Vec<&str> =

@@ -63,8 +63,14 @@ async fn a_consumer_fenced_by_its_own_past_self_is_replaced_and_counts_exactly()
     let (pipeline, settings) = on_mock(&mock, &common::unique("instance")).await;
     wait_ready(&pipeline).await;
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 600, next_month_days: 3, seed: 8 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 600,
+        next_month_days: 3,
+        seed: 8,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let (first, second) = events.split_at(events.len() / 2);
     let mut sender = Sender::new(&settings.config.kafka).unwrap();
@@ -189,8 +195,14 @@ async fn a_transactional_call_stuck_on_a_lost_coordinator_is_abandoned_and_count
     let pipeline = common::Running::start(settings.clone()).await;
     wait_ready(&pipeline).await;
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 600, next_month_days: 3, seed: 9 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 600,
+        next_month_days: 3,
+        seed: 9,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let sending = {
         let (settings, events) = (settings.clone(), events.clone());

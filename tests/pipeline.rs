@@ -115,8 +115,14 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     let mut sender = Sender::new(&config.kafka).unwrap();
 
     // Phase 1: a generated month plus hand-made edge cases.
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 3000, next_month_days: 3, seed: 7 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 3000,
+        next_month_days: 3,
+        seed: 7,
+        v2_events: true,
+    };
     let generated: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let (routed, boundary) = hand_made_events();
     let topic_of = |name: &str| match name {

@@ -91,8 +91,14 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     prometheus.wait_for(r#"up{job="hotline"}"#, 1.0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 800, next_month_days: 3, seed: 5 };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 800,
+        next_month_days: 3,
+        seed: 5,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
     let mut sender = Sender::new(&config.kafka).unwrap();
     // In two halves some seconds apart, so rates and latency quantiles have samples to work on.

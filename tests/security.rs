@@ -72,8 +72,14 @@ async fn counts_a_month_exactly(config: Config, password: &str, seed: u64) {
     assert!(!debug.contains(password), "the configuration's Debug shows the password: {debug}");
     hotline::kafka::check_access(&config.kafka).await.expect("the right credentials are accepted");
     create_inputs(&config).await;
-    let plan =
-        Plan { month: MONTH.parse().unwrap(), zone: settings.zone.clone(), cases: 200, next_month_days: 3, seed };
+    let plan = Plan {
+        month: MONTH.parse().unwrap(),
+        zone: settings.zone.clone(),
+        cases: 200,
+        next_month_days: 3,
+        seed,
+        v2_events: true,
+    };
     let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
 
     let pipeline = common::Running::start(settings.clone()).await;

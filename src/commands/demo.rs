@@ -44,8 +44,14 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
 
     let month: Month = "2022-04".parse().expect("a valid month");
     let cases = ((generator::REFERENCE_CASES as f64) * scale).round().max(1.0) as usize;
-    let events =
-        generator::generate(&Plan { month, zone: settings.zone.clone(), cases, next_month_days: 3, seed: 2022 });
+    let events = generator::generate(&Plan {
+        month,
+        zone: settings.zone.clone(),
+        cases,
+        next_month_days: 3,
+        seed: 2022,
+        v2_events: true,
+    });
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
     let registry = settings.labels.clone();
