@@ -534,7 +534,8 @@ mod tests {
             seed: 5,
             v2_events: true,
         };
-        let limits = crate::domain::event::DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
+        let limits =
+            crate::domain::event::DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
         let mut ledger = crate::domain::ledger::Ledger::new(rules());
         let mut seen = std::collections::HashSet::new();
         for g in generate(&plan) {

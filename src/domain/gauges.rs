@@ -44,7 +44,23 @@ pub(crate) struct Breakdown {
     pub channels: BTreeMap<String, Counts>,
     pub categories: BTreeMap<String, Counts>,
     pub departments: BTreeMap<String, Counts>,
+    /// Contract v2's counts by department label and figure (`LOOP_FIGURES`); departments
+    /// without any are left out.
+    pub office_loop: BTreeMap<String, [u64; LOOP_FIGURES.len()]>,
 }
+
+/// The figures of the office's loop a department's gauges show, in `office_loop`'s order.
+pub(crate) const LOOP_FIGURES: [&str; 9] = [
+    "accepted_on_time",
+    "accepted_late",
+    "returned",
+    "extended",
+    "reopened",
+    "satisfied",
+    "basically_satisfied",
+    "dissatisfied",
+    "unreachable",
+];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Open {
@@ -89,6 +105,21 @@ impl Breakdown {
         for (department, d) in &f.by_department {
             let closed = d.closed_on_time + d.closed_late;
             add(&mut b.departments, labels.department(department), d.assigned, closed, d.in_progress);
+            let figures = [
+                d.accepted_on_time,
+                d.accepted_late,
+                d.returned,
+                d.extended,
+                d.reopened,
+                d.satisfied,
+                d.basically_satisfied,
+                d.dissatisfied,
+                d.unreachable,
+            ];
+            if figures.iter().any(|n| *n > 0) {
+                let row = b.office_loop.entry(labels.department(department).to_owned()).or_default();
+                row.iter_mut().zip(figures).for_each(|(sum, n)| *sum += n);
+            }
         }
         b
     }
@@ -105,7 +136,7 @@ fn add(rows: &mut BTreeMap<String, Counts>, label: &str, received: u64, closed: 
 mod tests {
     use super::*;
 
-    use crate::domain::event::{CaseEvent, Change, Channel, Created};
+    use crate::domain::event::{CaseEvent, Change, Channel, Created, Rating};
     use crate::domain::fixtures::{rules, zone};
     use crate::domain::ledger::Ledger;
 
@@ -194,6 +225,7 @@ mod tests {
         assert_eq!(april.channels["hotline"], counts(2, 1));
         let march = gauges.months[1].breakdown.as_ref().unwrap();
         assert_eq!(march.departments["unknown"], counts(1, 1));
+        assert!(april.office_loop.is_empty(), "a v1 stream has no loop figures: {:?}", april.office_loop);
         let labels: Vec<&String> = gauges
             .months
             .iter()
@@ -214,6 +246,31 @@ mod tests {
         assert_eq!(gauges.open["unknown"], Open { cases: 0, overdue: 0 });
         let earlier = read(&city(), Some("2022-04-12T00:00:00Z"));
         assert_eq!(earlier.open["tiexi_district"], Open { cases: 3, overdue: 1 });
+    }
+
+    #[test]
+    fn the_office_loop_is_summed_by_department_label() {
+        let mut ledger = city();
+        let rated = |id: &str, case: &str, result| CaseEvent {
+            event_id: id.into(),
+            case_id: case.into(),
+            occurred_at: at("2022-04-13T00:00:00Z"),
+            change: Change::Rated { result },
+        };
+        ledger.apply(&rated("r1", "apr2", Rating::Dissatisfied)).unwrap();
+        let returned = CaseEvent {
+            event_id: "ret".into(),
+            case_id: "apr1".into(),
+            occurred_at: at("2022-04-11T00:00:00Z"),
+            change: Change::Returned { department: "tiexi_district".into() },
+        };
+        ledger.apply(&returned).unwrap();
+        let gauges = read(&ledger, Some("2022-04-20T00:00:00Z"));
+        let april = gauges.months[2].breakdown.as_ref().unwrap();
+        let figure = |d: &str, name: &str| april.office_loop[d][LOOP_FIGURES.iter().position(|f| *f == name).unwrap()];
+        assert_eq!(figure("unknown", "dissatisfied"), 1, "13912345678 closed it: counted as unknown");
+        assert_eq!(figure("tiexi_district", "returned"), 1);
+        assert_eq!(april.departments["tiexi_district"], Counts::default(), "it holds nothing now");
     }
 
     #[test]

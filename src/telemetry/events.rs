@@ -14,7 +14,7 @@ use prometheus::IntGaugeVec;
 use super::{InternalEvent, Pending, Telemetry};
 use crate::domain::event::Rejection;
 use crate::domain::figures::Counts;
-use crate::domain::gauges::CityGauges;
+use crate::domain::gauges::{CityGauges, LOOP_FIGURES};
 use crate::records::Unreadable;
 
 /// An input message was ingested: routed to its counting partition or dead-lettered.
@@ -482,6 +482,7 @@ impl InternalEvent for CityRead {
             &m.month_channel,
             &m.month_category,
             &m.month_department,
+            &m.month_department_loop,
             &m.department_open,
             &m.department_overdue,
             &m.month_closed,
@@ -506,6 +507,11 @@ impl InternalEvent for CityRead {
             ] {
                 for (key, counts) in rows {
                     set_counts(gauge, &[&label, key], counts);
+                }
+            }
+            for (department, figures) in &b.office_loop {
+                for (figure, n) in LOOP_FIGURES.iter().zip(figures) {
+                    m.month_department_loop.with_label_values(&[label.as_str(), department, figure]).set(*n as i64);
                 }
             }
         }
@@ -578,6 +584,7 @@ mod tests {
             channels: BTreeMap::from([("hotline".into(), counts)]),
             categories: BTreeMap::from([("unknown".into(), counts)]),
             departments: BTreeMap::from([("tiexi_district".into(), counts)]),
+            office_loop: BTreeMap::from([("tiexi_district".into(), [5, 1, 2, 0, 0, 3, 1, 1, 0])]),
         };
         t.emit(CityRead(Some(CityGauges {
             watermark: Some("2022-04-20T00:00:00Z".parse().unwrap()),
@@ -594,6 +601,8 @@ mod tests {
             r#"hotline_department_overdue_cases{department="tiexi_district"} 1"#,
             r#"hotline_snapshot_revision{month="2022-02"} 4"#,
             r#"hotline_watermark_seconds 1650412800"#,
+            r#"hotline_month_department_loop{department="tiexi_district",figure="dissatisfied",month="2022-04"} 1"#,
+            r#"hotline_month_department_loop{department="tiexi_district",figure="accepted_on_time",month="2022-04"} 5"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }

@@ -28,6 +28,7 @@ pub(super) struct Metrics {
     pub month_channel: IntGaugeVec,
     pub month_category: IntGaugeVec,
     pub month_department: IntGaugeVec,
+    pub month_department_loop: IntGaugeVec,
     pub department_open: IntGaugeVec,
     pub department_overdue: IntGaugeVec,
     pub month_closed: IntGaugeVec,
@@ -173,6 +174,14 @@ impl Metrics {
                 "hotline_month_department_cases",
                 "Cases of the running and previous month by department: received (assigned), closed, in_progress.",
                 &["month", "department", "status"],
+            ),
+            month_department_loop: gauge_vec(
+                r,
+                "hotline_month_department_loop",
+                "The office's loop (contract v2) of the running and previous month by department: assignments signed \
+             for on time or late, returned, extended and reopened, and cases by their latest rating (credited to the \
+             department holding them at their last close).",
+                &["month", "department", "figure"],
             ),
             department_open: gauge_vec(
                 r,
