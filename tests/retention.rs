@@ -1,5 +1,6 @@
 //! Bounded state: cases of months past the retention are evicted with tombstones in the
-//! changelog, and late events for them go to the dead letters.
+//! changelog, late events for them go to the dead letters, and so do the facts of a case
+//! whose `created` never came.
 
 mod common;
 
@@ -25,8 +26,11 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
         "channel":"hotline","category":"water","department":"tiexi_district"});
     let april = json!({"event_id":"a1","case_id":"april","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
         "channel":"hotline","category":"water"});
-    common::send_all(&mut sender, &config, &[march, april]).await;
-    pipeline.wait_processed(2, Duration::from_secs(60)).await;
+    // A March call-back for a case whose `created` never arrives.
+    let orphan = json!({"event_id":"o1","case_id":"never-created","type":"rated","occurred_at":"2022-03-11T10:00:00+08:00",
+        "result":"satisfied","caller_phone":"13912345678"});
+    common::send_all(&mut sender, &config, &[march, orphan, april]).await;
+    pipeline.wait_processed(3, Duration::from_secs(60)).await;
 
     // Once the watermark is in April, March's case is evicted.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
@@ -37,7 +41,7 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
             Ok(())
         })
         .unwrap();
-        if latest.get("march") == Some(&None) {
+        if latest.get("march") == Some(&None) && latest.get("never-created") == Some(&None) {
             assert!(matches!(latest.get("april"), Some(Some(_))), "April's case is kept");
             break;
         }
@@ -51,21 +55,30 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
             "channel":"hotline","category":"gas"}),
     ];
     common::send_all(&mut sender, &config, &late).await;
-    let reasons: Vec<String> = common::committed_messages(&config.kafka, &config.topics.dead_letters, 2)
-        .await
-        .iter()
-        .map(|m| {
-            let kind = m.headers().unwrap().iter().find(|h| h.key == "hotline.reason_kind").unwrap().value.unwrap();
-            String::from_utf8(kind.to_vec()).unwrap()
-        })
-        .collect();
-    assert_eq!(reasons, ["month_evicted", "month_evicted"]);
+    let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 3).await;
+    let header = |m: &rdkafka::message::OwnedMessage, key: &str| {
+        m.headers()
+            .unwrap()
+            .iter()
+            .find(|h| h.key == key)
+            .map(|h| String::from_utf8(h.value.unwrap().to_vec()).unwrap())
+    };
+    let mut reasons: Vec<String> = dead.iter().map(|m| header(m, "hotline.reason_kind").unwrap()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["month_evicted", "month_evicted", "never_created"]);
+    let never = dead.iter().find(|m| header(m, "hotline.reason_kind").as_deref() == Some("never_created")).unwrap();
+    let fact: serde_json::Value = serde_json::from_slice(never.payload().unwrap()).unwrap();
+    assert_eq!((fact["case_id"].as_str(), fact["type"].as_str()), (Some("never-created"), Some("rated")));
+    assert_eq!(fact["occurred_at"], "2022-03-11T02:00:00Z");
+    assert_eq!(header(never, "hotline.source_topic"), None, "the input message is not known any more");
+    assert!(!String::from_utf8_lossy(never.payload().unwrap()).contains("13912345678"));
     // The publisher forgets March once every counting partition is past it, and its gauges
     // go with the next refresh.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, metrics) = pipeline.get("/metrics").await;
         assert!(metrics.contains(r#"hotline_events_rejected_total{reason="month_evicted"} 2"#), "{metrics}");
+        assert!(metrics.contains(r#"hotline_events_rejected_total{reason="never_created"} 1"#), "{metrics}");
         if !metrics.contains(r#"month="2022-03""#) {
             break;
         }

@@ -309,6 +309,22 @@ impl CaseRecord {
         })
     }
 
+    /// Every fact after `created` in event-time order: its event, when, and its type.
+    pub(crate) fn facts(&self) -> impl Iterator<Item = (EventKey, Nanos, &'static str)> + '_ {
+        self.replay().map(|f| {
+            let kind = match f.data {
+                Step::Transferred(_) => "transferred",
+                Step::Closed => "closed",
+                Step::Accepted(_) => "accepted",
+                Step::Returned(_) => "returned",
+                Step::Extended { .. } => "extended",
+                Step::Reopened { .. } => "reopened",
+                Step::Rated(_) => "rated",
+            };
+            (f.event, f.at, kind)
+        })
+    }
+
     /// The month the case would count in with `event` added.
     pub(crate) fn month_with(&self, event: &CaseEvent, rules: &CountingRules) -> Option<Month> {
         match (&self.created, &event.change) {

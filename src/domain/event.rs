@@ -251,6 +251,8 @@ pub enum Rejection {
     ReservedCaseId,
     #[error("the case's deadline runs into {0}, a year the working-day calendar lacks")]
     CalendarLacksYear(i16),
+    #[error("the case's `created` event never arrived within the retention: the case was evicted uncounted")]
+    NeverCreated,
 }
 
 impl Rejection {
@@ -276,6 +278,7 @@ impl Rejection {
         "month_evicted",
         "reserved_case_id",
         "calendar_lacks_year",
+        "never_created",
     ];
 
     /// A low-cardinality label for metrics.
@@ -301,6 +304,7 @@ impl Rejection {
             Rejection::MonthEvicted => "month_evicted",
             Rejection::ReservedCaseId => "reserved_case_id",
             Rejection::CalendarLacksYear(_) => "calendar_lacks_year",
+            Rejection::NeverCreated => "never_created",
         }
     }
 }

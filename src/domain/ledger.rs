@@ -27,6 +27,20 @@ pub struct Ledger {
     /// Months before this one are evicted: their cases are dropped and late events for them
     /// are rejected.
     kept_from: Option<Month>,
+    /// Facts of cases evicted without their `created`, for the dead letters.
+    orphans: Vec<Orphan>,
+}
+
+/// A fact of a case whose `created` never arrived within the retention: the case was
+/// evicted without being counted. The record keeps the hash of the event's id, not the id.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Orphan {
+    pub case_id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub occurred_at: Timestamp,
+    /// The XXH3-64 hash of its `event_id`, in hex.
+    pub event_key: String,
 }
 
 impl Ledger {
@@ -37,6 +51,7 @@ impl Ledger {
             totals: Totals::default(),
             changed_cases: BTreeSet::new(),
             kept_from: None,
+            orphans: Vec::new(),
         }
     }
 
@@ -148,6 +163,14 @@ impl Ledger {
             let record = self.cases.remove(id).expect("listed above");
             self.totals.resize(Size::of(id, &record), Size::default());
             self.changed_cases.insert(id.clone());
+            if record.created.is_none() {
+                self.orphans.extend(record.facts().map(|(event, at, kind)| Orphan {
+                    case_id: id.clone(),
+                    kind,
+                    occurred_at: at.timestamp(),
+                    event_key: format!("{:016x}", event.0),
+                }));
+            }
         }
         self.totals.months.retain(|m, _| *m >= kept_from);
         self.totals.changed_months.retain(|m| *m >= kept_from);
@@ -190,6 +213,11 @@ impl Ledger {
 
     pub fn figures(&self, month: Month, as_of: Timestamp) -> Option<Figures> {
         self.totals.months.get(&month).map(|t| t.figures(as_of))
+    }
+
+    /// The facts of cases evicted without their `created` since the last call.
+    pub(crate) fn take_orphans(&mut self) -> Vec<Orphan> {
+        std::mem::take(&mut self.orphans)
     }
 
     /// The cases and months changed since the last call.
@@ -634,5 +662,17 @@ mod tests {
         assert!(changed.contains("old") && changed.contains("orphan"), "tombstones are due");
         assert!(l.case("waiting").is_some_and(|r| r.created.is_none()));
         assert!(l.case("old").is_none());
+        // The facts of the case evicted without its `created` go to the dead letters, once.
+        let orphans = l.take_orphans();
+        assert_eq!(
+            orphans,
+            [Orphan {
+                case_id: "orphan".into(),
+                kind: "closed",
+                occurred_at: ts("2022-03-11T00:00:00Z"),
+                event_key: format!("{:016x}", crate::domain::case::EventKey::of("2").0),
+            }]
+        );
+        assert!(l.take_orphans().is_empty());
     }
 }

@@ -25,7 +25,7 @@ use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, CountingRules};
 use super::event::Rejection;
 use super::figures::Tally;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, Orphan};
 use super::month::Month;
 use super::publisher::Watermarks;
 use super::routing::Routed;
@@ -82,6 +82,8 @@ pub(crate) struct Flush {
     pub progress: Option<PartitionProgress>,
     /// Cases evicted (months past the retention), among `cases`.
     pub evicted: usize,
+    /// Facts of cases evicted without their `created`, for the dead letters.
+    pub orphans: Vec<Orphan>,
 }
 
 #[derive(Debug)]
@@ -201,6 +203,8 @@ impl CountingPartition {
             flush.evicted = self.ledger.evict_before(kept_from).len();
             flush.cases.extend(self.ledger.take_changes().0);
         }
+        // Evicted here or when the partition was restored.
+        flush.orphans = self.ledger.take_orphans();
         let watermark = self.sources.current();
         if self.dirty.is_empty() && watermark.is_some() && watermark != self.written_watermark {
             flush.watermark = watermark;
@@ -418,6 +422,35 @@ mod tests {
         assert_eq!(months(&flush), vec!["2022-04".parse().unwrap()]);
         let late = event(source("cases", 0), 2, created("march-2", "2022-03-11T02:00:00Z"));
         assert_eq!(p.apply(2, &late), Some(Err(Rejection::MonthEvicted)));
+    }
+
+    #[test]
+    fn facts_of_cases_never_created_go_to_the_dead_letters_when_evicted_even_after_a_restore() {
+        let rated = |case: &str, when: &str| CaseEvent {
+            event_id: format!("{case}-rated"),
+            case_id: case.into(),
+            occurred_at: at(when),
+            change: Change::Rated { result: crate::domain::event::Rating::Satisfied },
+        };
+        let mut p = fed_by_one_input(0);
+        let now = Instant::now();
+        p.apply(0, &event(source("cases", 0), 0, rated("lost", "2022-03-10T02:00:00Z")));
+        p.apply(1, &event(source("cases", 0), 1, rated("kept", "2022-03-12T02:00:00Z")));
+        assert!(p.flush(now, false).orphans.is_empty(), "still within the retention");
+        // A restored owner evicts before it consumes: the facts go out with its first flush.
+        let mut restored = CountingPartition::new(rules(), 0);
+        for case in ["lost", "kept"] {
+            restored.restore_case(case.into(), p.case(case).cloned()).unwrap();
+        }
+        restored
+            .restore_progress(PartitionProgress { watermark: Some(at("2022-04-02T00:00:00Z")), ..Default::default() });
+        restored.resume(Some(2), &[("cases".into(), 0)], &["cases"]);
+        let flush = restored.flush(now, false);
+        let mut kinds: Vec<(&str, &str)> = flush.orphans.iter().map(|o| (o.case_id.as_str(), o.kind)).collect();
+        kinds.sort();
+        assert_eq!(kinds, [("kept", "rated"), ("lost", "rated")]);
+        assert!(flush.cases.contains(&"lost".to_owned()), "with their tombstones");
+        assert!(restored.flush(now, false).orphans.is_empty(), "once");
     }
 
     #[test]

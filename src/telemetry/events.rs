@@ -353,15 +353,21 @@ impl InternalEvent for ChangelogWithoutProgress<'_> {
     }
 }
 
-/// A counting partition let go of the cases of months past the retention.
+/// A counting partition let go of the cases of months past the retention; `uncounted` facts
+/// of cases whose `created` never came go to the dead letters (`never_created`).
 pub(crate) struct CasesEvicted {
     pub partition: i32,
     pub cases: usize,
+    pub uncounted: usize,
 }
 
 impl InternalEvent for CasesEvicted {
-    fn emit(self, _: &Telemetry) {
-        tracing::info!(partition = self.partition, cases = self.cases, "evicted cases of months past the retention");
+    fn emit(self, t: &Telemetry) {
+        let CasesEvicted { partition, cases, uncounted } = self;
+        tracing::info!(partition, cases, uncounted, "evicted cases of months past the retention");
+        if uncounted > 0 {
+            *t.pending().rejected.entry(Rejection::NeverCreated.kind()).or_default() += uncounted as u64;
+        }
     }
 }
 

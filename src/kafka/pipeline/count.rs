@@ -16,6 +16,7 @@ use rdkafka::producer::BaseRecord;
 use crate::config::{KafkaConfig, Settings};
 use crate::domain::calendar::MissingYear;
 use crate::domain::case::{Applied, CountingRules};
+use crate::domain::event::Rejection;
 use crate::domain::ledger::Ledger;
 use crate::domain::partition::CountingPartition;
 use crate::domain::routing::{Routed, RoutedEvent};
@@ -152,7 +153,7 @@ impl Counting {
                 });
                 // The dead letter carries the event as routed: the input's personal data is gone.
                 let payload = records::readable(&routed);
-                out.dead_letter(&rejection, (&source.topic, source.partition, *offset), m.key(), Some(&payload))?;
+                out.dead_letter(&rejection, Some((&source.topic, source.partition, *offset)), m.key(), Some(&payload))?;
             }
         }
         Ok(None)
@@ -168,8 +169,12 @@ impl Counting {
                 let key = PartialKey::Tally { partition, month: *month }.to_string();
                 send(out, partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
             }
-            if flush.evicted > 0 {
-                out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted });
+            if flush.evicted > 0 || !flush.orphans.is_empty() {
+                out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted, uncounted: flush.orphans.len() });
+            }
+            for orphan in &flush.orphans {
+                let payload = records::readable(orphan);
+                out.dead_letter(&Rejection::NeverCreated, None, Some(orphan.case_id.as_bytes()), Some(&payload))?;
             }
             for case_id in &flush.cases {
                 send(out, changelog, partition, case_id, p.case(case_id).map(records::encode).as_deref())?;

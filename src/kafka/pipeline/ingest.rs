@@ -80,7 +80,7 @@ impl Ingest {
                     offset: m.offset(),
                     rejection: &rejection,
                 });
-                out.dead_letter(&rejection, (m.topic(), m.partition(), m.offset()), m.key(), m.payload())
+                out.dead_letter(&rejection, Some((m.topic(), m.partition(), m.offset())), m.key(), m.payload())
             }
         }
     }

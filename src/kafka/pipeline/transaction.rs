@@ -192,18 +192,21 @@ impl Output<'_> {
     pub(crate) fn dead_letter(
         &self,
         rejection: &Rejection,
-        origin: (&str, i32, i64),
+        origin: Option<(&str, i32, i64)>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
     ) -> Result<()> {
-        let (topic, partition, offset) = origin;
         let kept = payload.filter(|p| p.len() <= self.dead_letter_max_payload);
         let mut headers = OwnedHeaders::new()
             .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
-            .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) })
-            .insert(Header { key: "hotline.source_topic", value: Some(topic) })
-            .insert(Header { key: "hotline.source_partition", value: Some(&partition.to_string()) })
-            .insert(Header { key: "hotline.source_offset", value: Some(&offset.to_string()) });
+            .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) });
+        // Facts of a case evicted uncounted have no input message of their own any more.
+        if let Some((topic, partition, offset)) = origin {
+            headers = headers
+                .insert(Header { key: "hotline.source_topic", value: Some(topic) })
+                .insert(Header { key: "hotline.source_partition", value: Some(&partition.to_string()) })
+                .insert(Header { key: "hotline.source_offset", value: Some(&offset.to_string()) });
+        }
         if kept.is_none() && payload.is_some() {
             headers = headers
                 .insert(Header { key: "hotline.payload_omitted", value: Some("larger than the dead-letter limit") });
