@@ -210,6 +210,18 @@ pub async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
 
 /// Waits for a snapshot of the month equal to the reference computed at its `as_of`.
 pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[Value], min_revision: u64) -> Snapshot {
+    let (zone, sla) = (&settings.zone, settings.default_sla);
+    wait_for_snapshot_of(settings, month, min_revision, |as_of| reference::figures(good, month, zone, sla, as_of)).await
+}
+
+/// Waits for a closed snapshot of the month, of at least `min_revision`, whose figures are
+/// `expected` at its `as_of`.
+pub async fn wait_for_snapshot_of(
+    settings: &Settings,
+    month: &str,
+    min_revision: u64,
+    expected: impl Fn(jiff::Timestamp) -> hotline::domain::figures::Figures,
+) -> Snapshot {
     // Only a closed revision counts: by then event time has passed the month's end plus grace.
     let name = month;
     let month: Month = month.parse().unwrap();
@@ -218,7 +230,7 @@ pub async fn wait_for_exact_snapshot(settings: &Settings, month: &str, good: &[V
         let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
         let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
         if let Some(s) = snapshot {
-            let expected = reference::figures(good, name, &settings.zone, settings.default_sla, s.as_of);
+            let expected = expected(s.as_of);
             if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {
                 return s;
             }

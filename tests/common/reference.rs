@@ -25,6 +25,21 @@ fn s(v: &Value) -> Option<String> {
 }
 
 pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of: Timestamp) -> Figures {
+    let calendar_days = |assigned: Timestamp, _kind: Option<&str>| {
+        assigned.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp()
+    };
+    figures_by(events, month, zone, &calendar_days, as_of)
+}
+
+/// `figures` with `deadline(assigned, request_kind)` the deadline of an assignment made
+/// without `due_at`.
+pub fn figures_by(
+    events: &[Value],
+    month: &str,
+    zone: &TimeZone,
+    deadline: &dyn Fn(Timestamp, Option<&str>) -> Timestamp,
+    as_of: Timestamp,
+) -> Figures {
     let mut seen = HashSet::new();
     let mut by_case: HashMap<String, Vec<&Value>> = HashMap::new();
     for e in events {
@@ -161,8 +176,7 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
         }
 
         if let Some(h) = holder {
-            let due = due
-                .unwrap_or_else(|| assigned_at.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp());
+            let due = due.unwrap_or_else(|| deadline(assigned_at, created["request_kind"].as_str()));
             let d = departments.entry(h).or_default();
             d.assigned += 1;
             match closed_at {
