@@ -297,7 +297,11 @@ pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
         status: crate::domain::snapshot::Status::Closed,
         as_of,
         published_at: as_of,
-        figures: ledger.figures(month, as_of).unwrap_or_default(),
+        figures: {
+            let mut figures = ledger.figures(month, as_of).unwrap_or_default();
+            figures.ranking = crate::domain::ranking::RankingRules::default().rank(&figures.by_department);
+            figures
+        },
     }
 }
 

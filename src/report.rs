@@ -10,6 +10,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use crate::domain::figures::DepartmentFigures;
 use crate::domain::snapshot::{Snapshot, Status};
 use crate::labels::LabelRegistry;
 
@@ -40,7 +41,40 @@ pub struct Report {
     /// most back (at most `RETURN_ROWS`).
     pub returned_cases: u64,
     pub returns: Vec<ReturnRow>,
+    /// Contract v2's figures, when the month has any.
+    pub service: Option<Service>,
     pub month_over_month: Option<MonthOverMonth>,
+}
+
+/// Sign-for, returns, reopens and satisfaction (contract v2), and the red and black lists.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Service {
+    /// In the department table's order, and all departments last.
+    pub rows: Vec<ServiceRow>,
+    pub total: ServiceRow,
+    /// Departments with fewer cases are not ranked.
+    pub min_assigned: u64,
+    pub top: Vec<RankRow>,
+    pub bottom: Vec<RankRow>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceRow {
+    pub name: String,
+    /// Percentages to one decimal, as printed; "—" with nothing to measure.
+    pub accepted_on_time: String,
+    pub on_time: String,
+    pub returned: u64,
+    pub return_rate: String,
+    pub reopened: u64,
+    pub satisfaction: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RankRow {
+    pub name: String,
+    pub score: f64,
+    pub assigned: u64,
 }
 
 /// Pairs of departments listed in the report's buck-passing table.
@@ -108,6 +142,24 @@ fn percent(part: u64, whole: u64) -> String {
     }
     let tenths = (u128::from(part) * 1000 + u128::from(whole) / 2) / u128::from(whole);
     format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+/// `percent`, or "—" when there is nothing to measure.
+fn rate(part: u64, whole: u64) -> String {
+    if whole == 0 { "—".into() } else { format!("{}%", percent(part, whole)) }
+}
+
+fn service_row(name: String, d: &DepartmentFigures) -> ServiceRow {
+    let closed = d.closed_on_time + d.closed_late;
+    ServiceRow {
+        name,
+        accepted_on_time: rate(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
+        on_time: rate(d.closed_on_time, closed),
+        returned: d.returned,
+        return_rate: rate(d.returned, d.assigned + d.returned),
+        reopened: d.reopened,
+        satisfaction: rate(d.satisfied + d.basically_satisfied, d.satisfied + d.basically_satisfied + d.dissatisfied),
+    }
 }
 
 /// A table cell's text in Markdown: a `|` would end the cell.
@@ -241,6 +293,25 @@ impl Report {
                     .collect()
             },
         });
+        let all = &f.all_departments;
+        let v2 = [all.accepted_on_time, all.accepted_late, all.returned, all.extended, all.reopened]
+            .into_iter()
+            .chain([all.satisfied, all.basically_satisfied, all.dissatisfied, all.unreachable])
+            .any(|n| n > 0);
+        let service = v2.then(|| {
+            let ranked = |list: &[crate::domain::ranking::Ranked]| -> Vec<RankRow> {
+                list.iter()
+                    .map(|r| RankRow { name: name(&r.department), score: r.score, assigned: r.assigned })
+                    .collect()
+            };
+            Service {
+                rows: departments.iter().map(|d| service_row(d.name.clone(), &f.by_department[&d.code])).collect(),
+                total: service_row("合计".into(), all),
+                min_assigned: f.ranking.min_assigned,
+                top: ranked(&f.ranking.top),
+                bottom: ranked(&f.ranking.bottom),
+            }
+        });
         Report {
             office: registry.report.office.clone(),
             line: registry.report.line.clone(),
@@ -265,6 +336,7 @@ impl Report {
                 .take(RETURN_ROWS)
                 .map(|p| ReturnRow { from: name(&p.from), to: name(&p.to), cases: p.cases })
                 .collect(),
+            service,
             month_over_month,
         }
     }
@@ -340,6 +412,34 @@ impl Report {
             ));
             for r in &self.returns {
                 out.push_str(&format!("| {} | {} | {} |\n", cell(&r.from), cell(&r.to), r.cases));
+            }
+        }
+        if let Some(s) = &self.service {
+            out.push_str(
+                "\n## 签收、退单、重办与满意度\n\n| 部门 | 签收及时率 | 按期办结率 | 退单 | 退单率 | 重办 | 满意率 |\n\
+                 |---|---:|---:|---:|---:|---:|---:|\n",
+            );
+            for r in s.rows.iter().chain([&s.total]) {
+                out.push_str(&format!(
+                    "| {} | {} | {} | {} | {} | {} | {} |\n",
+                    cell(&r.name),
+                    r.accepted_on_time,
+                    r.on_time,
+                    r.returned,
+                    r.return_rate,
+                    r.reopened,
+                    r.satisfaction
+                ));
+            }
+            for (title, list) in [("红榜", &s.top), ("黑榜", &s.bottom)] {
+                if list.is_empty() {
+                    continue;
+                }
+                out.push_str(&format!(
+                    "\n**{title}**（承办{}件以上的部门，按综合得分）：{}\n",
+                    s.min_assigned,
+                    list.iter().map(|r| format!("{}（{:.1}分）", r.name, r.score)).collect::<Vec<_>>().join("、")
+                ));
             }
         }
         if let Some(m) = &self.month_over_month {
@@ -498,6 +598,37 @@ impl Report {
             }
             out.push_str("</tbody></table>\n");
         }
+        if let Some(s) = &self.service {
+            out.push_str(
+                "<h2>签收、退单、重办与满意度</h2>\n<table><thead><tr><th>部门</th><th>签收及时率</th><th>按期办结率</th>\
+                 <th>退单</th><th>退单率</th><th>重办</th><th>满意率</th></tr></thead><tbody>\n",
+            );
+            for r in s.rows.iter().chain([&s.total]) {
+                out.push_str(&format!(
+                    "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
+                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
+                    escape(&r.name),
+                    r.accepted_on_time,
+                    r.on_time,
+                    r.returned,
+                    r.return_rate,
+                    r.reopened,
+                    r.satisfaction
+                ));
+            }
+            out.push_str("</tbody></table>\n");
+            for (title, list) in [("红榜", &s.top), ("黑榜", &s.bottom)] {
+                if !list.is_empty() {
+                    let names: Vec<String> =
+                        list.iter().map(|r| format!("{}（{:.1}分）", escape(&r.name), r.score)).collect();
+                    out.push_str(&format!(
+                        "<p><b>{title}</b>（承办{}件以上的部门，按综合得分）：{}</p>\n",
+                        s.min_assigned,
+                        names.join("、")
+                    ));
+                }
+            }
+        }
         if let Some(m) = &self.month_over_month {
             out.push_str(&format!(
                 "<h2>与上月（{}）对比</h2>\n<table><thead><tr><th>项目</th><th>本月</th><th>上月</th></tr></thead><tbody>\n\
@@ -552,6 +683,27 @@ mod tests {
         assert!(markdown.contains("| 铁西区政府 | 2285 | 2279 | 市银保监局 | 17 | 17 |"), "{markdown}");
         assert!(markdown.contains("| 市市场监督管理局 | 77 | 77 | 四平热力有限公司 | 4 | 4 |"), "{markdown}");
         assert!(markdown.contains("| 移动四平分公司 | 21 | 21 | 市工信局 | 1 | 1 |"), "{markdown}");
+    }
+
+    #[test]
+    fn the_office_loop_and_the_red_and_black_lists_follow_the_department_table() {
+        let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None);
+        let service = report.service.as_ref().expect("the generated month has the office's loop");
+        assert_eq!(service.rows.len(), report.departments.len());
+        assert_eq!(service.rows[0].name, report.departments[0].name);
+        assert!((service.top.len(), service.bottom.len()) == (5, 5), "{service:?}");
+        let markdown = report.markdown();
+        let section = markdown.split("## 签收、退单、重办与满意度").nth(1).expect(&markdown);
+        assert!(
+            section.contains("| 合计 |") && section.contains("**红榜**") && section.contains("**黑榜**"),
+            "{section}"
+        );
+        let html = report.html();
+        assert!(html.contains("<h2>签收、退单、重办与满意度</h2>") && html.contains("<b>黑榜</b>"));
+        // A month of contract v1 only has no such section.
+        let mut v1 = reference_month();
+        v1.figures.all_departments = Default::default();
+        assert_eq!(Report::new(&v1, None, &LabelRegistry::default(), None, None).service, None);
     }
 
     #[test]
