@@ -787,6 +787,9 @@ mod tests {
 
         let err = Config::parse(&format!("{base}[sla.working_days]\nhelpp = 3\n"), []).unwrap().settings().unwrap_err();
         assert!(err.to_string().contains("\"helpp\" is not a request kind"), "{err:#}");
+        let err =
+            Config::parse(&format!("{base}[ranking.weights]\non_time = -1\n"), []).unwrap().settings().unwrap_err();
+        assert!(err.to_string().contains("ranking.weights"), "{err:#}");
         let err = Config::parse(&format!("{base}[sla.working_days]\nhelp = 0\n"), []).unwrap().settings().unwrap_err();
         assert!(err.to_string().contains("1 to 60"), "{err:#}");
         let dir = tempfile::tempdir().unwrap();
