@@ -144,6 +144,35 @@ fn percent(part: u64, whole: u64) -> String {
     format!("{}.{}", tenths / 10, tenths % 10)
 }
 
+impl ServiceRow {
+    /// The figures after the name, in the table's order.
+    fn cells(&self) -> [String; 6] {
+        [
+            self.accepted_on_time.clone(),
+            self.on_time.clone(),
+            self.returned.to_string(),
+            self.return_rate.clone(),
+            self.reopened.to_string(),
+            self.satisfaction.clone(),
+        ]
+    }
+}
+
+impl Service {
+    /// The red and the black list, each as its title and its departments with their scores.
+    fn lists(&self, name: impl Fn(&str) -> String) -> Vec<(&'static str, String)> {
+        [("红榜", &self.top), ("黑榜", &self.bottom)]
+            .into_iter()
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(title, list)| {
+                let names: Vec<String> =
+                    list.iter().map(|r| format!("{}（{:.1}分）", name(&r.name), r.score)).collect();
+                (title, names.join("、"))
+            })
+            .collect()
+    }
+}
+
 /// `percent`, or "—" when there is nothing to measure.
 fn rate(part: u64, whole: u64) -> String {
     if whole == 0 { "—".into() } else { format!("{}%", percent(part, whole)) }
@@ -420,26 +449,10 @@ impl Report {
                  |---|---:|---:|---:|---:|---:|---:|\n",
             );
             for r in s.rows.iter().chain([&s.total]) {
-                out.push_str(&format!(
-                    "| {} | {} | {} | {} | {} | {} | {} |\n",
-                    cell(&r.name),
-                    r.accepted_on_time,
-                    r.on_time,
-                    r.returned,
-                    r.return_rate,
-                    r.reopened,
-                    r.satisfaction
-                ));
+                out.push_str(&format!("| {} | {} |\n", cell(&r.name), r.cells().join(" | ")));
             }
-            for (title, list) in [("红榜", &s.top), ("黑榜", &s.bottom)] {
-                if list.is_empty() {
-                    continue;
-                }
-                out.push_str(&format!(
-                    "\n**{title}**（承办{}件以上的部门，按综合得分）：{}\n",
-                    s.min_assigned,
-                    list.iter().map(|r| format!("{}（{:.1}分）", r.name, r.score)).collect::<Vec<_>>().join("、")
-                ));
+            for (title, names) in s.lists(|name| name.to_owned()) {
+                out.push_str(&format!("\n**{title}**（承办{}件以上的部门，按综合得分）：{names}\n", s.min_assigned));
             }
         }
         if let Some(m) = &self.month_over_month {
@@ -604,29 +617,15 @@ impl Report {
                  <th>退单</th><th>退单率</th><th>重办</th><th>满意率</th></tr></thead><tbody>\n",
             );
             for r in s.rows.iter().chain([&s.total]) {
-                out.push_str(&format!(
-                    "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
-                     <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n",
-                    escape(&r.name),
-                    r.accepted_on_time,
-                    r.on_time,
-                    r.returned,
-                    r.return_rate,
-                    r.reopened,
-                    r.satisfaction
-                ));
+                let cells: String = r.cells().iter().map(|c| format!("<td class=\"n\">{c}</td>")).collect();
+                out.push_str(&format!("<tr><td>{}</td>{cells}</tr>\n", escape(&r.name)));
             }
             out.push_str("</tbody></table>\n");
-            for (title, list) in [("红榜", &s.top), ("黑榜", &s.bottom)] {
-                if !list.is_empty() {
-                    let names: Vec<String> =
-                        list.iter().map(|r| format!("{}（{:.1}分）", escape(&r.name), r.score)).collect();
-                    out.push_str(&format!(
-                        "<p><b>{title}</b>（承办{}件以上的部门，按综合得分）：{}</p>\n",
-                        s.min_assigned,
-                        names.join("、")
-                    ));
-                }
+            for (title, names) in s.lists(escape) {
+                out.push_str(&format!(
+                    "<p><b>{title}</b>（承办{}件以上的部门，按综合得分）：{names}</p>\n",
+                    s.min_assigned
+                ));
             }
         }
         if let Some(m) = &self.month_over_month {
