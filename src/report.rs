@@ -333,8 +333,21 @@ impl Report {
                     .map(|r| RankRow { name: name(&r.department), score: r.score, assigned: r.assigned })
                     .collect()
             };
+            // The department table's rows, then departments that hold nothing but signed for,
+            // returned or were rated (in the registry's order).
+            let mut others: Vec<(&String, &DepartmentFigures)> = f
+                .by_department
+                .iter()
+                .filter(|(_, d)| d.assigned == 0)
+                .filter(|(_, d)| d.accepted_on_time + d.accepted_late + d.returned + d.reopened > 0)
+                .collect();
+            others.sort_by_key(|(code, _)| (registry.department_rank(code), (*code).clone()));
             Service {
-                rows: departments.iter().map(|d| service_row(d.name.clone(), &f.by_department[&d.code])).collect(),
+                rows: departments
+                    .iter()
+                    .map(|d| service_row(d.name.clone(), &f.by_department[&d.code]))
+                    .chain(others.into_iter().map(|(code, d)| service_row(name(code), d)))
+                    .collect(),
                 total: service_row("合计".into(), all),
                 min_assigned: f.ranking.min_assigned,
                 top: ranked(&f.ranking.top),
@@ -688,7 +701,7 @@ mod tests {
     fn the_office_loop_and_the_red_and_black_lists_follow_the_department_table() {
         let report = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None);
         let service = report.service.as_ref().expect("the generated month has the office's loop");
-        assert_eq!(service.rows.len(), report.departments.len());
+        assert!(service.rows.len() >= report.departments.len());
         assert_eq!(service.rows[0].name, report.departments[0].name);
         assert!((service.top.len(), service.bottom.len()) == (5, 5), "{service:?}");
         let markdown = report.markdown();
@@ -699,6 +712,15 @@ mod tests {
         );
         let html = report.html();
         assert!(html.contains("<h2>签收、退单、重办与满意度</h2>") && html.contains("<b>黑榜</b>"));
+        // A department that returned every case it was given still has its row.
+        let mut returned_all = reference_month();
+        returned_all.figures.by_department.insert(
+            "sent_everything_back".into(),
+            DepartmentFigures { returned: 3, return_rate: 1.0, ..Default::default() },
+        );
+        let report = Report::new(&returned_all, None, &LabelRegistry::default(), None, None);
+        let row = report.service.unwrap().rows.into_iter().find(|r| r.name == "sent_everything_back").expect("its row");
+        assert_eq!((row.returned, row.return_rate.as_str()), (3, "100.0%"));
         // A month of contract v1 only has no such section.
         let mut v1 = reference_month();
         v1.figures.all_departments = Default::default();

@@ -49,6 +49,28 @@ impl CountingRules {
         }
     }
 
+    /// Whether the deadline `event` may set can be computed: an assignment without `due_at`
+    /// (a `created` by its kind's working days; a transfer or reopen, whose kind only the
+    /// case's `created` tells, by the longest) must not run into a year the calendar lacks.
+    /// Decided by the event alone, so that whether it is taken never depends on what arrived
+    /// before it.
+    pub(crate) fn check_deadline(&self, event: &CaseEvent) -> Result<(), MissingYear> {
+        let Some(w) = &self.working_days else { return Ok(()) };
+        let longest = w.by_kind.iter().flatten().max().copied();
+        let days = match &event.change {
+            Change::Created(c) if c.department.is_some() && c.due_at.is_none() => {
+                c.request_kind.and_then(|k| w.by_kind[k as usize])
+            }
+            Change::Transferred(t) if t.due_at.is_none() => longest,
+            Change::Reopened { due_at: None, .. } => longest,
+            _ => None,
+        };
+        match days {
+            Some(n) => w.calendar.deadline(event.occurred_at, n, &self.zone).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
     /// By when an assignment made at `assigned` is signed for in time.
     pub(crate) fn accept_deadline(&self, assigned: Nanos) -> Timestamp {
         later(assigned, self.accept_within, &self.zone)

@@ -387,7 +387,10 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
         "closed" => Change::Closed,
         "accepted" => Change::Accepted { department: fields.code("department")? },
         "returned" => {
-            fields.optional_code("reason")?;
+            // Checked as a code, but not kept: it would take a place in the code table.
+            if fields.optional_str("reason")?.is_some_and(|r| !is_code(r)) {
+                return Err(Rejection::InvalidCode("reason"));
+            }
             Change::Returned { department: fields.code("department")? }
         }
         "extended" => Change::Extended {

@@ -70,6 +70,12 @@ impl Ledger {
             return Err(Rejection::MonthEvicted);
         }
         let mut record = held.unwrap_or_default();
+        if let Err(MissingYear(year)) = self.rules.check_deadline(event) {
+            if let Some(i) = position {
+                *self.cases.at_mut(i) = record;
+            }
+            return Err(Rejection::CalendarLacksYear(year));
+        }
         let incoming = Incoming::from(event);
         let result = record.admits(&incoming).and_then(|admitted| {
             // A waiting case whose `created` turns out to be in an evicted month.
@@ -85,8 +91,8 @@ impl Ledger {
             let size = Size::of(&event.case_id, &record);
             record.add(&incoming);
             match record.contribution(&self.rules) {
-                // Only a working-day deadline can fail (a year the calendar lacks): the event is
-                // not taken, and the record is as it was.
+                // `check_deadline` leaves no deadline the calendar cannot give, but should one
+                // come, the event is not taken and the record is as it was.
                 Err(MissingYear(year)) => {
                     record.remove(incoming.key());
                     result = Err(Rejection::CalendarLacksYear(year));
@@ -547,25 +553,36 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_in_a_year_the_calendar_lacks_is_rejected_and_changes_nothing() {
-        let mut l = Ledger::new(working_day_rules());
+    fn a_deadline_in_a_year_the_calendar_lacks_is_rejected_whatever_came_before() {
         let december = Month::containing(ts("2026-12-29T02:00:00Z"), &rules().zone);
-        // Help from Tuesday 29 December 2026 is due in 2027, whose holidays are not published.
-        l.apply(&closed("1", "c", "2026-12-30T10:00:00+08:00")).unwrap();
+        // Help from Tuesday 29 December 2026 is due in 2027, whose holidays are not published;
+        // a transfer with its own due_at needs no calendar.
         let early = created("2", "c", "2026-12-29T10:00:00+08:00", Some("a"), None);
-        assert_eq!(l.apply(&early), Err(Rejection::CalendarLacksYear(2027)));
-        assert_eq!(l.waiting_for_created(), 1);
-        assert!(l.figures(december, Timestamp::MAX).is_none());
+        let mut moved = transferred("3", "c", "2026-12-29T12:00:00+08:00", "b", None);
+        if let Change::Transferred(t) = &mut moved.change {
+            t.due_at = Some(ts("2027-01-10T00:00:00Z"));
+        }
+        for order in [[&early, &moved], [&moved, &early]] {
+            let mut l = Ledger::new(working_day_rules());
+            let results: Vec<_> = order.iter().map(|e| l.apply(e)).collect();
+            let rejected = results.iter().filter(|r| **r == Err(Rejection::CalendarLacksYear(2027))).count();
+            assert_eq!(rejected, 1, "only the created, in either order: {results:?}");
+            assert_eq!((l.cases_held(), l.waiting_for_created()), (1, 1));
+            assert!(l.figures(december, Timestamp::MAX).is_none());
+        }
+        // A transfer without due_at may be of any kind: it is checked by the longest.
+        let mut l = Ledger::new(working_day_rules());
+        let unknown_kind = transferred("4", "d", "2026-12-29T12:00:00+08:00", "b", None);
+        assert_eq!(l.apply(&unknown_kind), Err(Rejection::CalendarLacksYear(2027)));
         // An upstream deadline needs no calendar.
-        let given = created("3", "c", "2026-12-29T10:00:00+08:00", Some("a"), Some("2027-01-10T00:00:00Z"));
+        let given = created("5", "e", "2026-12-29T10:00:00+08:00", Some("a"), Some("2027-01-10T00:00:00Z"));
         assert_eq!(l.apply(&given), Ok(Applied::Changed));
-        assert_eq!(l.figures(december, Timestamp::MAX).unwrap().by_department["a"].closed_on_time, 1);
         // A record of another build (or another calendar) with such a deadline is refused whole.
         let mut calendar_days = Ledger::new(rules());
         calendar_days.apply(&early).unwrap();
         let written = calendar_days.case("c").unwrap().clone();
         assert_eq!(l.restore("c".into(), written), Err(MissingYear(2027)));
-        assert_eq!(l.figures(december, Timestamp::MAX).unwrap().by_department["a"].closed_on_time, 1);
+        assert_eq!(l.cases_held(), 1);
     }
 
     #[test]

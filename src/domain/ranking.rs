@@ -5,11 +5,13 @@
 //! - departments holding at least `min_assigned` of the month's cases are ranked;
 //! - a department's score is the weighted mean, from 0 to 100, of its on-time rate, its
 //!   satisfaction rate, its on-time sign-for rate, 1 − its return rate and 1 − its reopen
-//!   rate; a rate with nothing to measure (no case closed, rated or signed for) is left out
-//!   and the others' weights count in full;
-//! - the score is rounded to one decimal; ties go to more cases, then to the code;
+//!   rate (at most 1: reopens of cases open again have no close); a rate with nothing to
+//!   measure (no case closed, rated or signed for) is left out and the others' weights count
+//!   in full;
+//! - the score is rounded to one decimal; the ranking puts ties to more cases, then to the
+//!   code;
 //! - the top list is the best `size`, best first; the bottom list the worst `size` of the
-//!   rest, worst first, so no department is on both.
+//!   rest, the ranking read from its end, so no department is on both.
 
 use std::collections::BTreeMap;
 
@@ -82,7 +84,8 @@ impl RankingRules {
             (w.satisfaction, rated > 0, d.satisfaction_rate),
             (w.sign_for, signed > 0, if signed > 0 { d.accepted_on_time as f64 / signed as f64 } else { 0.0 }),
             (w.returns, true, 1.0 - d.return_rate),
-            (w.reopens, closed > 0, 1.0 - d.reopen_rate),
+            // A case reopened twice and open again counts two reopens and no close.
+            (w.reopens, closed > 0, 1.0 - d.reopen_rate.min(1.0)),
         ];
         let (weighed, weights) = parts
             .iter()
@@ -140,6 +143,9 @@ mod tests {
         assert_eq!(rules.score(&department(10, 5, 5, 1, 1)), Some(66.7));
         let returns = DepartmentFigures { returned: 10, return_rate: 0.5, ..department(10, 10, 0, 0, 0) };
         assert_eq!(rules.score(&returns), Some(87.5));
+        // Reopened more often than closed: that part scores 0, never below.
+        let reopens = DepartmentFigures { reopened: 20, reopen_rate: 2.0, ..department(10, 10, 0, 0, 0) };
+        assert_eq!(rules.score(&reopens), Some(75.0));
         assert_eq!(rules.score(&department(9, 9, 0, 0, 0)), None, "below min_assigned");
     }
 

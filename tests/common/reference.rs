@@ -265,7 +265,7 @@ fn ranking(departments: &BTreeMap<String, DepartmentFigures>) -> Ranking {
         }
         weigh(0.15, 1.0 - d.return_rate);
         if closed > 0 {
-            weigh(0.15, 1.0 - d.reopen_rate);
+            weigh(0.15, 1.0 - d.reopen_rate.min(1.0));
         }
         let score = (sum / weights * 1000.0).round() / 10.0;
         scored.push(Ranked { department: code.clone(), score, assigned: d.assigned });
