@@ -385,8 +385,9 @@ impl CaseRecord {
     ///   ever closed.
     ///
     /// At the end the holder holds the case; closed, it was on time if its last close came by
-    /// the deadline in force. Without v2 events this is contract v1: the earliest `closed`
-    /// counts, and transfers after it still move the case.
+    /// its deadline: the latest `due_at` given (it holds across transfers and returns, as in
+    /// v1), else the default from its last assignment. Without v2 events this is contract v1:
+    /// the earliest `closed` counts, and transfers after it still move the case.
     pub(crate) fn contribution(&self, rules: &CountingRules) -> Result<Option<Contribution<'static>>, MissingYear> {
         let Some(created) = self.created.as_ref() else { return Ok(None) };
 
