@@ -323,11 +323,7 @@ impl Report {
             },
         });
         let all = &f.all_departments;
-        let v2 = [all.accepted_on_time, all.accepted_late, all.returned, all.extended, all.reopened]
-            .into_iter()
-            .chain([all.satisfied, all.basically_satisfied, all.dissatisfied, all.unreachable])
-            .any(|n| n > 0);
-        let service = v2.then(|| {
+        let service = all.has_office_loop().then(|| {
             let ranked = |list: &[crate::domain::ranking::Ranked]| -> Vec<RankRow> {
                 list.iter()
                     .map(|r| RankRow { name: name(&r.department), score: r.score, assigned: r.assigned })
@@ -335,12 +331,8 @@ impl Report {
             };
             // The department table's rows, then departments that hold nothing but signed for,
             // returned or were rated (in the registry's order).
-            let mut others: Vec<(&String, &DepartmentFigures)> = f
-                .by_department
-                .iter()
-                .filter(|(_, d)| d.assigned == 0)
-                .filter(|(_, d)| d.accepted_on_time + d.accepted_late + d.returned + d.reopened > 0)
-                .collect();
+            let mut others: Vec<(&String, &DepartmentFigures)> =
+                f.by_department.iter().filter(|(_, d)| d.assigned == 0 && d.has_office_loop()).collect();
             others.sort_by_key(|(code, _)| (registry.department_rank(code), (*code).clone()));
             Service {
                 rows: departments

@@ -487,6 +487,42 @@ pub struct DepartmentFigures {
     pub satisfaction_rate: f64,
 }
 
+/// The office's loop (contract v2) of a department, in `DepartmentFigures::office_loop`'s
+/// order: what the gauges show per department.
+pub(crate) const LOOP_FIGURES: [&str; 9] = [
+    "accepted_on_time",
+    "accepted_late",
+    "returned",
+    "extended",
+    "reopened",
+    "satisfied",
+    "basically_satisfied",
+    "dissatisfied",
+    "unreachable",
+];
+
+impl DepartmentFigures {
+    /// Its contract v2 counts, in `LOOP_FIGURES`' order.
+    pub(crate) fn office_loop(&self) -> [u64; LOOP_FIGURES.len()] {
+        [
+            self.accepted_on_time,
+            self.accepted_late,
+            self.returned,
+            self.extended,
+            self.reopened,
+            self.satisfied,
+            self.basically_satisfied,
+            self.dissatisfied,
+            self.unreachable,
+        ]
+    }
+
+    /// Whether it has any contract v2 count: a v1 stream has none.
+    pub(crate) fn has_office_loop(&self) -> bool {
+        self.office_loop().iter().any(|n| *n > 0)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TransferFigures {
     pub total: u64,

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::figures::{Counts, Figures, Tally};
+use super::figures::{Counts, Figures, LOOP_FIGURES, Tally};
 use super::month::Month;
 use crate::labels::LabelRegistry;
 
@@ -48,19 +48,6 @@ pub(crate) struct Breakdown {
     /// without any are left out.
     pub office_loop: BTreeMap<String, [u64; LOOP_FIGURES.len()]>,
 }
-
-/// The figures of the office's loop a department's gauges show, in `office_loop`'s order.
-pub(crate) const LOOP_FIGURES: [&str; 9] = [
-    "accepted_on_time",
-    "accepted_late",
-    "returned",
-    "extended",
-    "reopened",
-    "satisfied",
-    "basically_satisfied",
-    "dissatisfied",
-    "unreachable",
-];
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Open {
@@ -105,20 +92,9 @@ impl Breakdown {
         for (department, d) in &f.by_department {
             let closed = d.closed_on_time + d.closed_late;
             add(&mut b.departments, labels.department(department), d.assigned, closed, d.in_progress);
-            let figures = [
-                d.accepted_on_time,
-                d.accepted_late,
-                d.returned,
-                d.extended,
-                d.reopened,
-                d.satisfied,
-                d.basically_satisfied,
-                d.dissatisfied,
-                d.unreachable,
-            ];
-            if figures.iter().any(|n| *n > 0) {
+            if d.has_office_loop() {
                 let row = b.office_loop.entry(labels.department(department).to_owned()).or_default();
-                row.iter_mut().zip(figures).for_each(|(sum, n)| *sum += n);
+                row.iter_mut().zip(d.office_loop()).for_each(|(sum, n)| *sum += n);
             }
         }
         b

@@ -133,8 +133,7 @@ impl Snapshot {
         }
         // Contract v2's figures, once a stream has any.
         let all = &f.all_departments;
-        let v2 = all.accepted_on_time + all.accepted_late + all.returned + all.extended + all.reopened;
-        if v2 + all.satisfied + all.basically_satisfied + all.dissatisfied + all.unreachable > 0 {
+        if all.has_office_loop() {
             let _ = writeln!(
                 out,
                 "\n{:<26}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",

@@ -13,8 +13,8 @@ use prometheus::IntGaugeVec;
 
 use super::{InternalEvent, Pending, Telemetry};
 use crate::domain::event::Rejection;
-use crate::domain::figures::Counts;
-use crate::domain::gauges::{CityGauges, LOOP_FIGURES};
+use crate::domain::figures::{Counts, LOOP_FIGURES};
+use crate::domain::gauges::CityGauges;
 use crate::records::Unreadable;
 
 /// An input message was ingested: routed to its counting partition or dead-lettered.
