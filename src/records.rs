@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::case::CaseRecord;
+use crate::domain::code::Codes;
 use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::partition::PartitionProgress;
@@ -125,32 +126,34 @@ impl Value for Routed {
     }
 }
 
-impl Value for CaseRecord {
-    const WRITES: u8 = COMPACT_V2;
-
-    /// Version 3 while the case has only contract v1's facts, which builds before v2 read.
-    fn version(&self) -> u8 {
-        let v1 = self.steps.iter().all(|s| matches!(s.data, crate::domain::case::Step::Transferred(_)));
-        if v1 { COMPACT } else { COMPACT_V2 }
+/// A case record for the changelog, its codes written as their text in `codes` (the
+/// ledger's table): version 3 while the case has only contract v1's facts, which builds
+/// before v2 read, else version 4.
+pub fn encode_case(record: &CaseRecord, codes: &Codes) -> Vec<u8> {
+    let v1 = record.steps.iter().all(|s| matches!(s.data, crate::domain::case::Step::Transferred(_)));
+    let mut out = Vec::with_capacity(128);
+    out.push(if v1 { COMPACT } else { COMPACT_V2 });
+    let (case, later) = wire::Case::of(record, codes);
+    postcard::to_io(&case, &mut out).expect("case records serialize");
+    if !later.is_empty() {
+        postcard::to_io(&later, &mut out).expect("case records serialize");
     }
+    out
+}
 
-    fn write(&self, out: &mut Vec<u8>) {
-        let (case, later) = wire::Case::of(self);
-        postcard::to_io(&case, &mut *out).expect("case records serialize");
-        if !later.is_empty() {
-            postcard::to_io(&later, out).expect("case records serialize");
-        }
-    }
-
-    fn read(version: u8, body: &[u8]) -> Option<Result<CaseRecord, String>> {
-        match version {
-            0 | JSON => Some(json::<wire::JsonCase>(body).map(wire::JsonCase::read)),
-            BINARY => Some(whole::<wire::CaseV2>(body).and_then(wire::CaseV2::read)),
-            COMPACT => Some(whole::<wire::Case>(body).and_then(|case| case.read(wire::Later::default()))),
-            COMPACT_V2 => Some(whole::<(wire::Case, wire::Later)>(body).and_then(|(case, later)| case.read(later))),
-            _ => None,
-        }
-    }
+/// A changelog record's case, its codes read into `codes` (the ledger's table); `None` for a
+/// tombstone.
+pub fn decode_case(bytes: Option<&[u8]>, codes: &mut Codes) -> Result<Option<CaseRecord>, Unreadable> {
+    let Some(bytes) = bytes else { return Ok(None) };
+    let (version, body) = versioned(bytes)?;
+    let read = match version {
+        0 | JSON => json::<wire::JsonCase>(body).map(|case| case.read(codes)),
+        BINARY => whole::<wire::CaseV2>(body).and_then(|case| case.read(codes)),
+        COMPACT => whole::<wire::Case>(body).and_then(|case| case.read(wire::Later::default(), codes)),
+        COMPACT_V2 => whole::<(wire::Case, wire::Later)>(body).and_then(|(case, later)| case.read(later, codes)),
+        _ => return Err(Unreadable::Version(version)),
+    };
+    read.map(Some).map_err(|detail| Unreadable::Malformed { version, detail })
 }
 
 /// A postcard value that takes the whole body: bytes left over are another format.
@@ -179,13 +182,17 @@ pub(crate) fn decode_or_tombstone<T: Value>(bytes: Option<&[u8]>) -> Result<Opti
     bytes.map(|b| decode(Some(b))).transpose()
 }
 
+/// A value's format version and body.
+fn versioned(bytes: &[u8]) -> Result<(u8, &[u8]), Unreadable> {
+    match bytes.first() {
+        None => Err(Unreadable::Empty),
+        Some(b'{' | b'[' | b'"') => Ok((0, bytes)),
+        Some(&v) => Ok((v, &bytes[1..])),
+    }
+}
+
 pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
-    let bytes = bytes.ok_or(Unreadable::Empty)?;
-    let (version, body) = match bytes.first() {
-        None => return Err(Unreadable::Empty),
-        Some(b'{' | b'[' | b'"') => (0, bytes),
-        Some(&v) => (v, &bytes[1..]),
-    };
+    let (version, body) = versioned(bytes.ok_or(Unreadable::Empty)?)?;
     match T::read(version, body) {
         None => Err(Unreadable::Version(version)),
         Some(read) => read.map_err(|detail| Unreadable::Malformed { version, detail }),
@@ -347,7 +354,7 @@ mod tests {
         }
     }
 
-    fn case_record() -> CaseRecord {
+    fn case_record(codes: &mut Codes) -> CaseRecord {
         use crate::domain::case::{Assignment, EventKey, Fact, Intake, Step};
         use crate::domain::event::{Board, Channel, RequestKind};
         let at = |s: &str| -> Timestamp { s.parse().unwrap() };
@@ -357,10 +364,10 @@ mod tests {
                 at: at("2022-04-01T08:00:00.5Z").into(),
                 data: Intake {
                     channel: Channel::LeaderBoard,
-                    category: "epidemic".into(),
+                    category: codes.intern("epidemic"),
                     board: Some(Board::Mayor),
                     request_kind: Some(RequestKind::Complaint),
-                    department: Some("tiexi_district".into()),
+                    department: Some(codes.intern("tiexi_district")),
                     due: None,
                 },
             }),
@@ -368,7 +375,7 @@ mod tests {
                 event: EventKey::of("e-2"),
                 at: at("2022-04-02T08:00:00Z").into(),
                 data: Step::Transferred(Assignment {
-                    to: "unicom".into(),
+                    to: codes.intern("unicom"),
                     from: None,
                     due: Some(at("2022-04-20T00:00:00Z").into()),
                 }),
@@ -398,62 +405,74 @@ mod tests {
         assert_eq!(decode::<Routed>(Some(&bytes)), Ok(routed));
         let marker = Routed { event: None, idle: true, ..routed_transfer() };
         assert_eq!(decode::<Routed>(Some(&encode(&marker))), Ok(marker));
-        let case = case_record();
-        let bytes = encode(&case);
+        let mut codes = Codes::default();
+        let case = case_record(&mut codes);
+        let bytes = encode_case(&case, &codes);
         assert_eq!(bytes[0], COMPACT);
         assert!(bytes.len() < JSON_CASE.len() / 3, "{} bytes", bytes.len());
-        assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
-        assert_eq!(decode::<CaseRecord>(Some(&encode(&CaseRecord::default()))), Ok(CaseRecord::default()));
+        assert_eq!(decode_case(Some(&bytes), &mut codes), Ok(Some(case.clone())));
+        let empty = encode_case(&CaseRecord::default(), &codes);
+        assert_eq!(decode_case(Some(&empty), &mut codes), Ok(Some(CaseRecord::default())));
+        assert_eq!(decode_case(None, &mut codes), Ok(None), "a tombstone");
+        // Another ledger's table numbers the codes its own way; the text is what is written.
+        let mut other = Codes::default();
+        other.intern("first_in_this_table");
+        let read = decode_case(Some(&bytes), &mut other).unwrap().unwrap();
+        assert_ne!(read, case);
+        assert_eq!(encode_case(&read, &other), bytes);
     }
 
     #[test]
     fn a_case_with_contract_v2_facts_is_version_4_and_a_v1_case_stays_version_3() {
         use crate::domain::case::{EventKey, Fact, Step};
         use crate::domain::event::Rating;
-        let mut case = case_record();
-        assert_eq!(encode(&case)[0], COMPACT, "builds before contract v2 read a v1 case");
+        let mut codes = Codes::default();
+        let mut case = case_record(&mut codes);
+        assert_eq!(encode_case(&case, &codes)[0], COMPACT, "builds before contract v2 read a v1 case");
+        let (unicom, x) = (codes.intern("unicom"), codes.intern("x"));
         let at = |s: &str| -> crate::domain::case::Nanos { s.parse::<Timestamp>().unwrap().into() };
         let step = |id: &str, when: &str, data: Step| Fact { event: EventKey::of(id), at: at(when), data };
         for s in [
-            step("e-4", "2022-04-02T09:00:00Z", Step::Accepted("unicom".into())),
-            step("e-5", "2022-04-04T00:00:00Z", Step::Reopened { department: "unicom".into(), due: None }),
+            step("e-4", "2022-04-02T09:00:00Z", Step::Accepted(unicom)),
+            step("e-5", "2022-04-04T00:00:00Z", Step::Reopened { department: unicom, due: None }),
             step("e-6", "2022-04-05T00:00:00Z", Step::Closed),
-            step("e-7", "2022-04-05T01:00:00Z", Step::Returned("unicom".into())),
+            step("e-7", "2022-04-05T01:00:00Z", Step::Returned(unicom)),
             step(
                 "e-8",
                 "2022-04-05T02:00:00Z",
-                Step::Extended { department: "x".into(), due: at("2022-05-01T00:00:00Z") },
+                Step::Extended { department: x, due: at("2022-05-01T00:00:00Z") },
             ),
             step("e-9", "2022-04-06T00:00:00Z", Step::Rated(Rating::BasicallySatisfied)),
         ] {
             case.steps.push(s);
         }
-        let bytes = encode(&case);
+        let bytes = encode_case(&case, &codes);
         assert_eq!(bytes[0], COMPACT_V2);
-        assert_eq!(decode::<CaseRecord>(Some(&bytes)), Ok(case));
+        assert_eq!(decode_case(Some(&bytes), &mut codes), Ok(Some(case)));
         // A build of version 3 reads the first part only, and refuses the rest.
         assert!(matches!(whole::<wire::Case>(&bytes[1..]), Err(detail) if detail.contains("left over")));
     }
 
     #[test]
     fn records_of_earlier_builds_still_read() {
+        let mut codes = Codes::default();
         for version in [&b""[..], &[JSON][..]] {
             let routed = [version, &readable(&routed_transfer())].concat();
             assert_eq!(decode::<Routed>(Some(&routed)), Ok(routed_transfer()));
             let case = [version, JSON_CASE.as_bytes()].concat();
-            assert_eq!(decode::<CaseRecord>(Some(&case)), Ok(case_record()));
+            assert_eq!(decode_case(Some(&case), &mut codes), Ok(Some(case_record(&mut codes))));
         }
         let at: Timestamp = "2022-04-01T08:00:00Z".parse().unwrap();
         let mut v2 = vec![BINARY];
         postcard::to_io(&wire::CaseV2::example("e-7", at, "water"), &mut v2).unwrap();
-        let read = decode::<CaseRecord>(Some(&v2)).unwrap();
+        let read = decode_case(Some(&v2), &mut codes).unwrap().unwrap();
         let created = read.created.unwrap();
         assert_eq!(
-            (created.event, created.at.timestamp(), created.data.category.as_str()),
+            (created.event, created.at.timestamp(), codes.name(created.data.category)),
             (crate::domain::case::EventKey::of("e-7"), at, "water")
         );
         assert_eq!(
-            decode::<CaseRecord>(Some(&[BINARY, 9, 9])).map_err(|e| e.kind()),
+            decode_case(Some(&[BINARY, 9, 9]), &mut codes).map_err(|e| e.kind()),
             Err("malformed"),
             "a version 2 case record that does not decode"
         );
@@ -466,12 +485,13 @@ mod tests {
         let json = r#"{"created":null,"closed":null,"transfers":[
             {"event_id":"a","at":"2022-04-02T08:00:00Z","to_department":"x","from_department":null,"due_at":null},
             {"event_id":"b","at":"2022-04-02T08:00:00Z","to_department":"y","from_department":null,"due_at":null}]}"#;
-        let read = decode::<CaseRecord>(Some(json.as_bytes())).unwrap();
+        let mut codes = Codes::default();
+        let read = decode_case(Some(json.as_bytes()), &mut codes).unwrap().unwrap();
         let keys: Vec<_> = read.steps.iter().map(|t| t.event).collect();
         let mut sorted = keys.clone();
         sorted.sort();
         assert_eq!(keys, sorted);
-        assert_eq!(decode::<CaseRecord>(Some(&encode(&read))), Ok(read));
+        assert_eq!(decode_case(Some(&encode_case(&read, &codes)), &mut codes), Ok(Some(read)));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use jiff::{Span, Timestamp};
 use thin_vec::ThinVec;
 
 use super::calendar::{MissingYear, WorkCalendar};
-use super::code::Code;
+use super::code::{Code, Codes};
 use super::event::{Board, CaseEvent, Change, Channel, Created, Rating, Rejection, RequestKind, Transferred};
 use super::month::Month;
 
@@ -94,7 +94,7 @@ fn later(at: Nanos, span: Span, zone: &TimeZone) -> Timestamp {
 
 /// What a case record keeps of its events: no more than its figures need, so a million cases
 /// fit in little memory. An event is known by the hash of its id (`EventKey`), times are
-/// nanoseconds, and codes are `Code`s.
+/// nanoseconds, and codes are `Code`s of the ledger's table.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CaseRecord {
     pub created: Option<Fact<Intake>>,
@@ -151,23 +151,49 @@ pub enum Step {
     Rated(Rating),
 }
 
-impl From<&Created> for Intake {
-    fn from(c: &Created) -> Intake {
+impl Intake {
+    pub(crate) fn of(c: &Created, codes: &mut Codes) -> Intake {
         Intake {
             channel: c.channel,
             board: c.board,
             request_kind: c.request_kind,
-            category: c.category,
-            department: c.department,
+            category: codes.intern(&c.category),
+            department: c.department.as_deref().map(|d| codes.intern(d)),
             due: c.due_at.map(Nanos::from),
         }
     }
 }
 
-impl From<&Transferred> for Assignment {
-    fn from(t: &Transferred) -> Assignment {
-        Assignment { to: t.to_department, from: t.from_department, due: t.due_at.map(Nanos::from) }
+impl Assignment {
+    pub(crate) fn of(t: &Transferred, codes: &mut Codes) -> Assignment {
+        Assignment {
+            to: codes.intern(&t.to_department),
+            from: t.from_department.as_deref().map(|d| codes.intern(d)),
+            due: t.due_at.map(Nanos::from),
+        }
     }
+}
+
+impl Step {
+    /// The step with each of its codes passed through `f`.
+    fn recode(self, f: &mut impl FnMut(Code) -> Code) -> Step {
+        match self {
+            Step::Transferred(t) => Step::Transferred(Assignment { to: f(t.to), from: t.from.map(&mut *f), due: t.due }),
+            Step::Accepted(d) => Step::Accepted(f(d)),
+            Step::Returned(d) => Step::Returned(f(d)),
+            Step::Extended { department, due } => Step::Extended { department: f(department), due },
+            Step::Reopened { department, due } => Step::Reopened { department: f(department), due },
+            Step::Closed | Step::Rated(_) => self,
+        }
+    }
+}
+
+/// An event's fact with its codes in the ledger's table, ready to be added to its record.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum NewFact {
+    Created(Intake),
+    Closed,
+    Step(Step),
 }
 
 /// An event, as a case record knows it: the XXH3-64 hash of its id. Duplicates are found by
@@ -192,6 +218,24 @@ pub(crate) struct Incoming<'a> {
 impl Incoming<'_> {
     pub(crate) fn key(&self) -> EventKey {
         self.key
+    }
+
+    /// The event's fact, its codes taken into `codes`.
+    pub(crate) fn fact(&self, codes: &mut Codes) -> NewFact {
+        NewFact::Step(match &self.event.change {
+            Change::Created(created) => return NewFact::Created(Intake::of(created, codes)),
+            Change::Closed => return NewFact::Closed,
+            Change::Transferred(transfer) => Step::Transferred(Assignment::of(transfer, codes)),
+            Change::Accepted { department } => Step::Accepted(codes.intern(department)),
+            Change::Returned { department } => Step::Returned(codes.intern(department)),
+            Change::Extended { department, due_at } => {
+                Step::Extended { department: codes.intern(department), due: Nanos::from(*due_at) }
+            }
+            Change::Reopened { department, due_at } => {
+                Step::Reopened { department: codes.intern(department), due: due_at.map(Nanos::from) }
+            }
+            Change::Rated { result } => Step::Rated(*result),
+        })
     }
 }
 
@@ -268,14 +312,14 @@ impl CaseRecord {
     }
 
     /// Adds the fact of an event `admits` says changes the record.
-    pub(crate) fn add(&mut self, incoming: &Incoming) {
-        let Incoming { event, key, at } = *incoming;
-        let step = match &event.change {
-            Change::Created(created) => {
-                self.created = Some(Fact { event: key, at, data: created.into() });
+    pub(crate) fn add(&mut self, incoming: &Incoming, fact: NewFact) {
+        let Incoming { key, at, .. } = *incoming;
+        let step = match fact {
+            NewFact::Created(intake) => {
+                self.created = Some(Fact { event: key, at, data: intake });
                 return;
             }
-            Change::Closed => match self.closed {
+            NewFact::Closed => match self.closed {
                 Some(earliest) if (earliest.at, earliest.event) < (at, key) => Step::Closed,
                 earlier => {
                     self.closed = Some(Fact { event: key, at, data: () });
@@ -284,18 +328,28 @@ impl CaseRecord {
                     return;
                 }
             },
-            Change::Transferred(transfer) => Step::Transferred(transfer.into()),
-            Change::Accepted { department } => Step::Accepted(*department),
-            Change::Returned { department } => Step::Returned(*department),
-            Change::Extended { department, due_at } => {
-                Step::Extended { department: *department, due: Nanos::from(*due_at) }
-            }
-            Change::Reopened { department, due_at } => {
-                Step::Reopened { department: *department, due: due_at.map(Nanos::from) }
-            }
-            Change::Rated { result } => Step::Rated(*result),
+            NewFact::Step(step) => step,
         };
         self.insert(Fact { event: key, at, data: step });
+    }
+
+    /// The record with its codes in the table `to`, where they are in `from` here.
+    #[cfg(test)]
+    pub(crate) fn moved(&self, from: &Codes, to: &mut Codes) -> CaseRecord {
+        let mut record = self.clone();
+        record.recode(&mut |code| to.intern(from.name(code)));
+        record
+    }
+
+    /// Passes each code of the record through `f`: to move it to another table.
+    pub(crate) fn recode(&mut self, f: &mut impl FnMut(Code) -> Code) {
+        if let Some(created) = &mut self.created {
+            created.data.category = f(created.data.category);
+            created.data.department = created.data.department.map(&mut *f);
+        }
+        for step in self.steps.iter_mut() {
+            step.data = step.data.recode(f);
+        }
     }
 
     /// Takes back the fact `add` added for `key`.
@@ -388,7 +442,12 @@ impl CaseRecord {
     /// its deadline: the latest `due_at` given (it holds across transfers and returns, as in
     /// v1), else the default from its last assignment. Without v2 events this is contract v1:
     /// the earliest `closed` counts, and transfers after it still move the case.
-    pub(crate) fn contribution(&self, rules: &CountingRules) -> Result<Option<Contribution<'static>>, MissingYear> {
+    pub(crate) fn contribution<'a>(
+        &self,
+        rules: &CountingRules,
+        codes: &'a Codes,
+    ) -> Result<Option<Contribution<'a>>, MissingYear> {
+        let name = |code: Code| codes.name(code);
         let Some(created) = self.created.as_ref() else { return Ok(None) };
 
         let mut transfers_in = Vec::new();
@@ -396,7 +455,7 @@ impl CaseRecord {
         let mut holders: Vec<Code> = created.data.department.into_iter().collect();
         let mut holder = created.data.department;
         let mut assigned_at = created.at;
-        let mut returns: Vec<(&str, &str)> = Vec::new();
+        let mut returns: Vec<(&'a str, &'a str)> = Vec::new();
         // The latest deadline given, by when it was given; the created event counts as the first.
         let mut due_given = created.data.due;
         let mut signed = false;
@@ -411,13 +470,13 @@ impl CaseRecord {
                     let to = t.to;
                     // A transfer back to an earlier holder always has a sender: the holder before it.
                     if let Some(from) = t.from.or(holder) {
-                        transfers_out.push(from.as_str());
+                        transfers_out.push(name(from));
                         holders.push(from);
                         if holders.contains(&to) {
-                            returns.push((from.as_str(), to.as_str()));
+                            returns.push((name(from), name(to)));
                         }
                     }
-                    transfers_in.push(to.as_str());
+                    transfers_in.push(name(to));
                     holders.push(to);
                     holder = Some(to);
                     assigned_at = step.at;
@@ -434,19 +493,19 @@ impl CaseRecord {
                 Step::Accepted(d) if holder == Some(d) && !signed => {
                     signed = true;
                     let on_time = step.at.timestamp() <= rules.accept_deadline(assigned_at);
-                    accepted.push((d.as_str(), on_time));
+                    accepted.push((name(d), on_time));
                 }
                 Step::Returned(d) if holder == Some(d) && closed.is_none() => {
-                    returned.push(d.as_str());
+                    returned.push(name(d));
                     holder = None;
                     signed = false;
                 }
                 Step::Extended { department, due } if holder == Some(department) && closed.is_none() => {
-                    extended.push(department.as_str());
+                    extended.push(name(department));
                     due_given = Some(due);
                 }
                 Step::Reopened { department, due } if closed.is_some() => {
-                    reopened.push(department.as_str());
+                    reopened.push(name(department));
                     closed = None;
                     holders.push(department);
                     holder = Some(department);
@@ -467,7 +526,7 @@ impl CaseRecord {
                     None => rules.deadline(assigned_at, created.data.request_kind)?,
                 };
                 Some(Holding {
-                    department: department.as_str(),
+                    department: name(department),
                     due,
                     state: match closed {
                         None => HoldingState::Open,
@@ -484,7 +543,7 @@ impl CaseRecord {
             month: Month::containing(created.at.timestamp(), &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
-            category: created.data.category.as_str(),
+            category: name(created.data.category),
             request_kind: created.data.request_kind,
             closed: closed.is_some(),
             holding,
@@ -495,7 +554,7 @@ impl CaseRecord {
             returned,
             extended,
             reopened,
-            rating: rating.zip(last_closer.flatten()).map(|(r, d)| (d.as_str(), r)),
+            rating: rating.zip(last_closer.flatten()).map(|(r, d)| (name(d), r)),
         }))
     }
 }

@@ -72,6 +72,10 @@ impl Cases {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &CaseRecord)> {
         self.entries.iter().map(|(id, record)| (id.as_str(), record))
     }
+
+    pub(crate) fn for_each_mut(&mut self, mut f: impl FnMut(&mut CaseRecord)) {
+        self.entries.iter_mut().for_each(|(_, record)| f(record));
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use jiff::Timestamp;
 
 use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, Contribution, CountingRules, Incoming};
+use super::code::Codes;
 use super::cases::Cases;
 use super::event::{CaseEvent, Rejection};
 use super::figures::{Figures, Tally};
@@ -22,6 +23,8 @@ use super::month::Month;
 pub struct Ledger {
     rules: CountingRules,
     cases: Cases,
+    /// The codes the cases' records name, and no others once months are evicted.
+    codes: Codes,
     totals: Totals,
     changed_cases: BTreeSet<String>,
     /// Months before this one are evicted: their cases are dropped and late events for them
@@ -48,6 +51,7 @@ impl Ledger {
         Ledger {
             rules,
             cases: Cases::default(),
+            codes: Codes::default(),
             totals: Totals::default(),
             changed_cases: BTreeSet::new(),
             kept_from: None,
@@ -87,10 +91,11 @@ impl Ledger {
         });
         let mut result = result;
         if result == Ok(Applied::Changed) {
-            let old = record.contribution(&self.rules).expect("every record held was counted under these rules");
+            let fact = incoming.fact(&mut self.codes);
+            let old = record.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
             let size = Size::of(&event.case_id, &record);
-            record.add(&incoming);
-            match record.contribution(&self.rules) {
+            record.add(&incoming, fact);
+            match record.contribution(&self.rules, &self.codes) {
                 // `check_deadline` leaves no deadline the calendar cannot give, but should one
                 // come, the event is not taken and the record is as it was.
                 Err(MissingYear(year)) => {
@@ -117,17 +122,19 @@ impl Ledger {
         result
     }
 
-    /// Puts back a case read from the changelog, replacing whatever was held for it; an empty
-    /// record (a tombstone) removes the case. An error, changing nothing, when the case's
-    /// deadline needs a year the working-day calendar lacks.
+    /// Puts back a case read from the changelog (its codes read into `codes_mut()`),
+    /// replacing whatever was held for it; an empty record (a tombstone) removes the case. An
+    /// error, changing nothing, when the case's deadline needs a year the working-day calendar
+    /// lacks.
     pub fn restore(&mut self, case_id: String, record: CaseRecord) -> Result<(), MissingYear> {
         let empty = record == CaseRecord::default();
-        let new = record.contribution(&self.rules)?;
+        let new = record.contribution(&self.rules, &self.codes)?;
         let size = Size::of(&case_id, &record);
         match self.cases.position(&case_id) {
             Some(i) => {
                 let held = std::mem::take(self.cases.at_mut(i));
-                let old = held.contribution(&self.rules).expect("every record held was counted under these rules");
+                let old =
+                    held.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
                 self.totals.resize(Size::of(&case_id, &held), size);
                 self.totals.replace(old.as_ref(), new.as_ref());
                 if empty {
@@ -180,7 +187,29 @@ impl Ledger {
         }
         self.totals.months.retain(|m, _| *m >= kept_from);
         self.totals.changed_months.retain(|m| *m >= kept_from);
+        if !evicted.is_empty() {
+            self.compact_codes();
+        }
         evicted
+    }
+
+    /// Rebuilds the code table from the records held, so a code lasts as long as a case names
+    /// it: the junk of one month leaves with the month.
+    fn compact_codes(&mut self) {
+        let mut kept = Codes::default();
+        let held = &self.codes;
+        self.cases.for_each_mut(|record| record.recode(&mut |code| kept.intern(held.name(code))));
+        self.codes = kept;
+    }
+
+    /// The table the records' codes name.
+    pub fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    /// The table to read a restored record's codes into.
+    pub fn codes_mut(&mut self) -> &mut Codes {
+        &mut self.codes
     }
 
     pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
@@ -189,7 +218,7 @@ impl Ledger {
 
     /// Estimated bytes of the cases held.
     pub fn bytes(&self) -> usize {
-        self.totals.bytes
+        self.totals.bytes + self.codes.approx_bytes()
     }
 
     pub fn cases(&self) -> impl Iterator<Item = (&str, &CaseRecord)> {
@@ -642,7 +671,8 @@ mod tests {
         assert_eq!(months.iter().map(ToString::to_string).collect::<Vec<_>>(), ["2022-04", "2022-05"]);
         let mut r = Ledger::new(rules());
         for id in cases {
-            r.restore(id.clone(), l.case(&id).unwrap().clone()).unwrap();
+            let record = l.case(&id).unwrap().moved(l.codes(), r.codes_mut());
+            r.restore(id.clone(), record).unwrap();
         }
         for m in ["2022-04", "2022-05"] {
             let m = m.parse().unwrap();
@@ -651,6 +681,28 @@ mod tests {
         assert_eq!(r.waiting_for_created(), 1);
         r.restore("e".into(), CaseRecord::default()).unwrap();
         assert_eq!((r.cases_held(), r.waiting_for_created()), (2, 0), "a tombstone removes the case");
+    }
+
+    #[test]
+    fn a_flood_of_codes_leaves_the_code_table_with_its_month() {
+        let mut l = Ledger::new(rules());
+        for n in 0..5_000 {
+            let junk = format!("junk_{n}");
+            l.apply(&created(&format!("j{n}"), &format!("junk-{n}"), "2022-03-10T00:00:00Z", Some(&junk), None))
+                .unwrap();
+        }
+        l.apply(&created("1", "kept", "2022-04-10T00:00:00Z", Some("tiexi_district"), None)).unwrap();
+        l.apply(&transferred("2", "kept", "2022-04-11T00:00:00Z", "unicom", None)).unwrap();
+        assert_eq!(l.codes().len(), 5_003, "the flood's 5,000 departments, the category and April's two departments");
+        let april_before = l.figures(april(), Timestamp::MAX);
+        assert_eq!(l.evict_before(april()).len(), 5_000);
+        assert_eq!(l.codes().len(), 3, "only the codes April's case names");
+        assert_eq!(l.figures(april(), Timestamp::MAX), april_before);
+        // The kept case still reads back and moves on with its codes.
+        l.apply(&transferred("3", "kept", "2022-04-12T00:00:00Z", "tiexi_district", None)).unwrap();
+        let f = l.figures(april(), Timestamp::MAX).unwrap();
+        assert_eq!((f.by_department["tiexi_district"].assigned, f.by_department["unicom"].transferred_out), (1, 1));
+        assert_eq!(l.codes().len(), 3);
     }
 
     #[test]

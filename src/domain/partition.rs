@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, CountingRules};
+use super::code::Codes;
 use super::event::Rejection;
 use super::figures::Tally;
 use super::ledger::{Ledger, Orphan};
@@ -226,6 +227,11 @@ impl CountingPartition {
         self.ledger.case(case_id)
     }
 
+    /// The table to read a restored record's codes into.
+    pub(crate) fn codes_mut(&mut self) -> &mut Codes {
+        self.ledger.codes_mut()
+    }
+
     /// The next `case_events` offset the state covers, once known.
     pub(crate) fn covers(&self) -> Option<i64> {
         self.next_offset
@@ -364,7 +370,8 @@ mod tests {
         // A new owner reads the changelog back.
         let mut restored = CountingPartition::new(rules(), 2);
         for case_id in &flush.cases {
-            restored.restore_case(case_id.clone(), p.case(case_id).cloned()).unwrap();
+            let record = p.case(case_id).map(|r| r.moved(p.ledger().codes(), restored.codes_mut()));
+            restored.restore_case(case_id.clone(), record).unwrap();
         }
         restored.restore_progress(flush.progress.clone().unwrap());
         assert!(restored.covers_committed(Some(2)));

@@ -15,8 +15,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::domain::case::{Assignment, CaseRecord, EventKey, Fact as DomainFact, Intake, Nanos, Step};
-use crate::domain::code::Code;
-use crate::domain::event::{self, Board, CaseEvent, Change as DomainChange, Channel, Rating, RequestKind};
+use crate::domain::code::{Code, Codes};
+use crate::domain::event::{self, Board, CaseEvent, Change as DomainChange, Channel, CodeText, Rating, RequestKind};
 use crate::domain::routing::{Routed as DomainRouted, RoutedEvent as DomainRoutedEvent, Source};
 
 /// A timestamp: seconds and nanoseconds since the Unix epoch.
@@ -39,8 +39,8 @@ fn read_time(t: Option<Time>) -> Result<Option<Timestamp>, String> {
     t.map(Time::read).transpose()
 }
 
-fn read_code(text: &str) -> Result<Code, String> {
-    Code::of(text).map_err(|e| e.to_string())
+fn read_code(text: &str) -> Result<CodeText, String> {
+    Ok(text.into())
 }
 
 fn read_enum<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, what: &str, text: &str) -> Result<T, String> {
@@ -300,25 +300,27 @@ fn read_fact<T, W>(f: CompactFact<W>, data: impl FnOnce(W) -> Result<T, String>)
 }
 
 impl<'a> Case<'a> {
-    /// The record's facts of contract v1, and those after them (empty for a v1 case).
-    pub fn of(r: &CaseRecord) -> (Case<'static>, Later<'static>) {
+    /// The record's facts of contract v1, and those after them (empty for a v1 case), its
+    /// codes as their text in `codes`.
+    pub fn of(r: &CaseRecord, codes: &'a Codes) -> (Case<'a>, Later<'a>) {
+        let name = |code: Code| codes.name(code);
         let mut transfers = Vec::new();
         let mut later = Vec::new();
         for step in &r.steps {
             let compact = match step.data {
                 Step::Transferred(t) => {
                     transfers.push(fact(step, |_| CompactAssignment {
-                        to: t.to.as_str(),
-                        from: t.from.map(Code::as_str),
+                        to: name(t.to),
+                        from: t.from.map(name),
                         due: t.due.map(Nanos::get),
                     }));
                     continue;
                 }
                 Step::Closed => CompactStep::Closed,
-                Step::Accepted(d) => CompactStep::Accepted(d.as_str()),
-                Step::Returned(d) => CompactStep::Returned(d.as_str()),
-                Step::Extended { department, due } => CompactStep::Extended(department.as_str(), due.get()),
-                Step::Reopened { department, due } => CompactStep::Reopened(department.as_str(), due.map(Nanos::get)),
+                Step::Accepted(d) => CompactStep::Accepted(name(d)),
+                Step::Returned(d) => CompactStep::Returned(name(d)),
+                Step::Extended { department, due } => CompactStep::Extended(name(department), due.get()),
+                Step::Reopened { department, due } => CompactStep::Reopened(name(department), due.map(Nanos::get)),
                 Step::Rated(r) => CompactStep::Rated(r.code()),
             };
             later.push(fact(step, |_| compact));
@@ -329,8 +331,8 @@ impl<'a> Case<'a> {
                     channel: c.channel.code(),
                     board: c.board.map(Board::code),
                     request_kind: c.request_kind.map(RequestKind::code),
-                    category: c.category.as_str(),
-                    department: c.department.map(Code::as_str),
+                    category: name(c.category),
+                    department: c.department.map(name),
                     due: c.due.map(Nanos::get),
                 })
             }),
@@ -340,7 +342,8 @@ impl<'a> Case<'a> {
         (case, Later(later))
     }
 
-    pub fn read(self, later: Later<'_>) -> Result<CaseRecord, String> {
+    /// The record, its codes read into `codes`.
+    pub fn read(self, later: Later<'_>, codes: &mut Codes) -> Result<CaseRecord, String> {
         let created = self
             .created
             .map(|f| {
@@ -349,8 +352,8 @@ impl<'a> Case<'a> {
                         channel: read_channel(c.channel)?,
                         board: read_board(c.board)?,
                         request_kind: read_request_kind(c.request_kind)?,
-                        category: read_code(c.category)?,
-                        department: c.department.map(read_code).transpose()?,
+                        category: codes.intern(c.category),
+                        department: c.department.map(|d| codes.intern(d)),
                         due: c.due.map(read_nanos).transpose()?,
                     })
                 })
@@ -362,8 +365,8 @@ impl<'a> Case<'a> {
             .map(|f| {
                 read_fact(f, |t| {
                     Ok(Step::Transferred(Assignment {
-                        to: read_code(t.to)?,
-                        from: t.from.map(read_code).transpose()?,
+                        to: codes.intern(t.to),
+                        from: t.from.map(|d| codes.intern(d)),
                         due: t.due.map(read_nanos).transpose()?,
                     }))
                 })
@@ -373,13 +376,13 @@ impl<'a> Case<'a> {
             steps.push(read_fact(f, |s| {
                 Ok(match s {
                     CompactStep::Closed => Step::Closed,
-                    CompactStep::Accepted(d) => Step::Accepted(read_code(d)?),
-                    CompactStep::Returned(d) => Step::Returned(read_code(d)?),
+                    CompactStep::Accepted(d) => Step::Accepted(codes.intern(d)),
+                    CompactStep::Returned(d) => Step::Returned(codes.intern(d)),
                     CompactStep::Extended(d, due) => {
-                        Step::Extended { department: read_code(d)?, due: read_nanos(due)? }
+                        Step::Extended { department: codes.intern(d), due: read_nanos(due)? }
                     }
                     CompactStep::Reopened(d, due) => {
-                        Step::Reopened { department: read_code(d)?, due: due.map(read_nanos).transpose()? }
+                        Step::Reopened { department: codes.intern(d), due: due.map(read_nanos).transpose()? }
                     }
                     CompactStep::Rated(r) => Step::Rated(read_rating(r)?),
                 })
@@ -421,15 +424,15 @@ struct Fact<'a, T> {
 }
 
 impl CaseV2<'_> {
-    pub fn read(self) -> Result<CaseRecord, String> {
+    pub fn read(self, codes: &mut Codes) -> Result<CaseRecord, String> {
         fn fact<T, W>(f: Fact<'_, W>, data: impl FnOnce(W) -> Result<T, String>) -> Result<DomainFact<T>, String> {
             Ok(DomainFact { event: EventKey::of(f.event_id), at: f.at.read()?.into(), data: data(f.data)? })
         }
         Ok(record(
-            self.created.map(|f| fact(f, |c| c.read().map(|c| Intake::from(&c)))).transpose()?,
+            self.created.map(|f| fact(f, |c| c.read().map(|c| Intake::of(&c, codes)))).transpose()?,
             self.transfers
                 .into_iter()
-                .map(|f| fact(f, |t| t.read().map(|t| Step::Transferred(Assignment::from(&t)))))
+                .map(|f| fact(f, |t| t.read().map(|t| Step::Transferred(Assignment::of(&t, codes)))))
                 .collect::<Result<_, _>>()?,
             self.closed.map(|f| fact(f, Ok)).transpose()?,
         ))
@@ -454,13 +457,13 @@ struct JsonFact<T> {
 }
 
 impl JsonCase {
-    pub fn read(self) -> CaseRecord {
+    pub fn read(self, codes: &mut Codes) -> CaseRecord {
         fn fact<T, W>(f: JsonFact<W>, data: impl FnOnce(&W) -> T) -> DomainFact<T> {
             DomainFact { event: EventKey::of(&f.event_id), at: f.at.into(), data: data(&f.data) }
         }
         record(
-            self.created.map(|f| fact(f, |c| Intake::from(c))),
-            self.transfers.into_iter().map(|f| fact(f, |t| Step::Transferred(Assignment::from(t)))).collect(),
+            self.created.map(|f| fact(f, |c| Intake::of(c, codes))),
+            self.transfers.into_iter().map(|f| fact(f, |t| Step::Transferred(Assignment::of(t, codes)))).collect(),
             self.closed.map(|f| fact(f, |()| ())),
         )
     }

@@ -177,7 +177,8 @@ impl Counting {
                 out.dead_letter(&Rejection::NeverCreated, None, Some(orphan.case_id.as_bytes()), Some(&payload))?;
             }
             for case_id in &flush.cases {
-                send(out, changelog, partition, case_id, p.case(case_id).map(records::encode).as_deref())?;
+                let record = p.case(case_id).map(|r| records::encode_case(r, p.ledger().codes()));
+                send(out, changelog, partition, case_id, record.as_deref())?;
             }
             if let Some(at) = flush.watermark {
                 let key = PartialKey::Watermark { partition }.to_string();
@@ -258,9 +259,10 @@ fn read_changelog_lane(
 fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Unreadable> {
     match records::key(key)? {
         ChangelogKey::Progress => p.restore_progress(records::decode(payload)?),
-        ChangelogKey::Case(case_id) => p
-            .restore_case(case_id, records::decode_or_tombstone(payload)?)
-            .map_err(|MissingYear(year)| Unreadable::Calendar(year))?,
+        ChangelogKey::Case(case_id) => {
+            let record = records::decode_case(payload, p.codes_mut())?;
+            p.restore_case(case_id, record).map_err(|MissingYear(year)| Unreadable::Calendar(year))?
+        }
     }
     Ok(())
 }
@@ -280,7 +282,8 @@ pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules
     let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match records::key(m.key())? {
         ChangelogKey::Progress => Ok(()),
         ChangelogKey::Case(case_id) => {
-            Ok(ledger.restore(case_id, records::decode_or_tombstone(m.payload())?.unwrap_or_default())?)
+            let record = records::decode_case(m.payload(), ledger.codes_mut())?;
+            Ok(ledger.restore(case_id, record.unwrap_or_default())?)
         }
     })?;
     ledger.take_changes();
