@@ -81,7 +81,10 @@ fn main() {
         let mut sender = Sender::new(&config.kafka).unwrap();
         let t = Instant::now();
         for (case_id, record) in ledger.cases() {
-            sender.send(&topic, Some(case_id.as_bytes()), &hotline::records::encode_case(record, ledger.codes())).await.unwrap();
+            sender
+                .send(&topic, Some(case_id.as_bytes()), &hotline::records::encode_case(record, ledger.codes()))
+                .await
+                .unwrap();
         }
         sender.finish().await.unwrap();
         t.elapsed()

@@ -19,6 +19,7 @@ use serde::{Deserialize, Deserializer};
 use crate::domain::calendar::WorkCalendar;
 use crate::domain::case::{CountingRules, WorkingDays};
 use crate::domain::event::{RequestKind, from_code};
+use crate::domain::overflow::Overflow;
 use crate::domain::ranking::RankingRules;
 use crate::labels::LabelRegistry;
 
@@ -47,12 +48,21 @@ pub struct Config {
     pub ranking: RankingRules,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LabelsConfig {
     /// The departments and categories allowed as metric labels; the built-in
     /// `config/registry.toml` when unset.
     pub registry: Option<std::path::PathBuf>,
+    /// Codes outside the registry that a month keeps as rows of their own, of each kind; the
+    /// others are counted together under `unregistered` (`domain::overflow`).
+    pub unregistered_rows: usize,
+}
+
+impl Default for LabelsConfig {
+    fn default() -> LabelsConfig {
+        LabelsConfig { registry: None, unregistered_rows: 1000 }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -553,6 +563,11 @@ impl Settings {
             working_days: self.working_days.clone(),
             accept_within: self.accept_within,
         }
+    }
+
+    /// Which codes keep rows of their own, and where the others are counted.
+    pub(crate) fn overflow(&self) -> Overflow {
+        Overflow::new(Arc::new(self.labels.clone()), self.config.labels.unregistered_rows)
     }
 
     /// With working-day deadlines, the calendar must cover every year the counts can touch:

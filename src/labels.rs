@@ -6,10 +6,14 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::domain::overflow::UNREGISTERED;
+
 pub(crate) const UNKNOWN: &str = "unknown";
+/// What the report calls the row of the codes past `labels.unregistered_rows`.
+const UNREGISTERED_NAME: &str = "未登记编码（合计）";
 const BUILT_IN: &str = include_str!("../config/registry.toml");
 
 #[derive(Clone, Debug, Deserialize)]
@@ -60,6 +64,11 @@ impl Default for LabelRegistry {
 impl LabelRegistry {
     pub fn parse(text: &str) -> Result<LabelRegistry> {
         let mut registry: LabelRegistry = toml::from_str(text)?;
+        if registry.departments.contains_key(UNREGISTERED) || registry.categories.contains_key(UNREGISTERED) {
+            bail!(
+                "the registry must not list the code {UNREGISTERED:?}: it names the row of the codes it does not list"
+            );
+        }
         let table: toml::Table = toml::from_str(text)?;
         if let Some(toml::Value::Table(departments)) = table.get("departments") {
             registry.department_order = departments.keys().cloned().collect();
@@ -75,6 +84,15 @@ impl LabelRegistry {
     pub(crate) fn load(path: &Path) -> Result<LabelRegistry> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         LabelRegistry::parse(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// The department's name as the report prints it: the registry's, or its code.
+    pub(crate) fn department_name(&self, code: &str) -> String {
+        match self.departments.get(code) {
+            Some(name) => name.clone(),
+            None if code == UNREGISTERED => UNREGISTERED_NAME.to_owned(),
+            None => code.to_owned(),
+        }
     }
 
     /// The department's code as a label, or `unknown`.
@@ -100,6 +118,13 @@ mod tests {
         assert_eq!(r.category("water"), "water");
         assert_eq!(r.categories["water"].group, "其它");
         assert_eq!(r.category("zhang_san"), UNKNOWN);
+    }
+
+    #[test]
+    fn the_overflow_rows_code_is_not_a_registry_code() {
+        let text = "[departments]\nunregistered = \"x\"\n[categories]\n";
+        let error = LabelRegistry::parse(text).unwrap_err().to_string();
+        assert!(error.contains("must not list the code \"unregistered\""), "{error}");
     }
 
     #[test]

@@ -437,11 +437,7 @@ mod tests {
             step("e-5", "2022-04-04T00:00:00Z", Step::Reopened { department: unicom, due: None }),
             step("e-6", "2022-04-05T00:00:00Z", Step::Closed),
             step("e-7", "2022-04-05T01:00:00Z", Step::Returned(unicom)),
-            step(
-                "e-8",
-                "2022-04-05T02:00:00Z",
-                Step::Extended { department: x, due: at("2022-05-01T00:00:00Z") },
-            ),
+            step("e-8", "2022-04-05T02:00:00Z", Step::Extended { department: x, due: at("2022-05-01T00:00:00Z") }),
             step("e-9", "2022-04-06T00:00:00Z", Step::Rated(Rating::BasicallySatisfied)),
         ] {
             case.steps.push(s);

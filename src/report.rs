@@ -11,6 +11,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::domain::figures::DepartmentFigures;
+use crate::domain::overflow::UNREGISTERED;
 use crate::domain::snapshot::{Snapshot, Status};
 use crate::labels::LabelRegistry;
 
@@ -288,7 +289,7 @@ impl Report {
                 received,
             })
             .collect();
-        let name = |code: &str| registry.departments.get(code).cloned().unwrap_or_else(|| code.to_owned());
+        let name = |code: &str| registry.department_name(code);
         let mut departments: Vec<DepartmentRow> = f
             .by_department
             .iter()
@@ -300,9 +301,12 @@ impl Report {
                 closed_on_time: d.closed_on_time,
             })
             .collect();
-        // Most cases first; among equals, in the registry's order, then by code.
-        departments
-            .sort_by_cached_key(|d| (std::cmp::Reverse(d.assigned), registry.department_rank(&d.code), d.code.clone()));
+        // Most cases first; among equals, in the registry's order, then by code; the codes
+        // counted together under `unregistered` last.
+        departments.sort_by_cached_key(|d| {
+            let last = d.code == UNREGISTERED;
+            (last, std::cmp::Reverse(d.assigned), registry.department_rank(&d.code), d.code.clone())
+        });
         let month_over_month = previous.map(|p| MonthOverMonth {
             previous: p.month.to_string(),
             received: (total, p.figures.totals.received),
@@ -780,5 +784,16 @@ mod tests {
         assert!(markdown.contains("办理《吉林省政务服务热线转办平台》2034件，办结1990件；"));
         assert!(markdown.contains("| 受理 | 31681 | 30000 |"), "{markdown}");
         assert!(markdown.contains("| 疫情问题 | 17883 | 17883 |"), "{markdown}");
+        let mut flooded = snapshot.clone();
+        let most = flooded.figures.by_department.values().map(|d| d.assigned).max().unwrap();
+        let junk = DepartmentFigures { assigned: most + 1, ..row };
+        flooded.figures.by_department.insert(UNREGISTERED.into(), junk);
+        let report = Report::new(&flooded, None, &LabelRegistry::default(), None, None);
+        let last = report.departments.last().unwrap();
+        assert_eq!(
+            (last.name.as_str(), last.assigned),
+            ("未登记编码（合计）", most + 1),
+            "the overflow row comes last"
+        );
     }
 }

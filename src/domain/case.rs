@@ -178,7 +178,9 @@ impl Step {
     /// The step with each of its codes passed through `f`.
     fn recode(self, f: &mut impl FnMut(Code) -> Code) -> Step {
         match self {
-            Step::Transferred(t) => Step::Transferred(Assignment { to: f(t.to), from: t.from.map(&mut *f), due: t.due }),
+            Step::Transferred(t) => {
+                Step::Transferred(Assignment { to: f(t.to), from: t.from.map(&mut *f), due: t.due })
+            }
             Step::Accepted(d) => Step::Accepted(f(d)),
             Step::Returned(d) => Step::Returned(f(d)),
             Step::Extended { department, due } => Step::Extended { department: f(department), due },

@@ -2,8 +2,9 @@
 //! (a partial), their sums, and how far each partition has got in event time.
 //!
 //! Rules:
-//! - a month's figures are the sum of its partitions' latest tallies; a tombstone removes a
-//!   partition's tally;
+//! - a month's figures are the sum of its partitions' latest tallies, with the codes past
+//!   the bound counted under `unregistered` (`Overflow`); a tombstone removes a partition's
+//!   tally;
 //! - the month watermark is the slowest counting partition's, and exists only once every
 //!   partition has told one (before that a month could look complete with some missing);
 //!   counting partitions are never idle, so a silent one is behind, not done;
@@ -17,6 +18,7 @@ use jiff::tz::TimeZone;
 
 use super::figures::Tally;
 use super::month::Month;
+use super::overflow::Overflow;
 use super::publisher::Watermarks;
 
 /// `Watermarks` follows partitions of topics; counting partitions are all of one.
@@ -25,6 +27,7 @@ const COUNTING: &str = "counting";
 #[derive(Debug)]
 pub(crate) struct CityView {
     zone: TimeZone,
+    overflow: Overflow,
     retention_months: u32,
     counting_partitions: usize,
     /// month -> counting partition -> its latest tally.
@@ -38,9 +41,10 @@ pub(crate) struct CityView {
 }
 
 impl CityView {
-    pub fn new(zone: TimeZone, retention_months: u32, counting_partitions: usize) -> CityView {
+    pub fn new(zone: TimeZone, overflow: Overflow, retention_months: u32, counting_partitions: usize) -> CityView {
         CityView {
             zone,
+            overflow,
             retention_months,
             counting_partitions,
             partials: BTreeMap::new(),
@@ -98,7 +102,7 @@ impl CityView {
         Some((kept_from, tombstones))
     }
 
-    /// Each month's sum over partitions.
+    /// Each month's sum over partitions, folded.
     pub(crate) fn sums(&mut self) -> &BTreeMap<Month, Tally> {
         for month in std::mem::take(&mut self.changed) {
             let mut sum = Tally::default();
@@ -108,7 +112,7 @@ impl CityView {
             if sum.is_empty() {
                 self.sums.remove(&month);
             } else {
-                self.sums.insert(month, sum);
+                self.sums.insert(month, self.overflow.fold(&sum));
             }
         }
         &self.sums
@@ -128,7 +132,7 @@ mod tests {
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::ledger::Ledger;
 
-    use crate::domain::fixtures::{rules, zone};
+    use crate::domain::fixtures::{overflow, rules, zone};
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -167,7 +171,7 @@ mod tests {
 
     #[test]
     fn no_month_watermark_until_every_partition_has_told_one() {
-        let mut city = CityView::new(zone(), 2, 3);
+        let mut city = CityView::new(zone(), overflow(), 2, 3);
         city.raise_floor(at("2022-04-01T00:00:00Z"));
         city.partition_reached(0, at("2022-04-20T00:00:00Z"));
         city.partition_reached(2, at("2022-04-25T00:00:00Z"));
@@ -180,7 +184,7 @@ mod tests {
 
     #[test]
     fn a_month_is_the_sum_of_its_partitions_latest_tallies() {
-        let mut city = CityView::new(zone(), 2, 2);
+        let mut city = CityView::new(zone(), overflow(), 2, 2);
         city.tally(0, april(), Some(tally_of(&["a"])), Some(1));
         city.tally(1, april(), Some(tally_of(&["b", "c"])), Some(2));
         assert_eq!(received(&mut city, april()), Some(3));
@@ -199,7 +203,7 @@ mod tests {
     #[test]
     fn months_past_the_retention_are_forgotten_once_every_partition_is_past_them() {
         let march: Month = "2022-03".parse().unwrap();
-        let mut city = CityView::new(zone(), 0, 2);
+        let mut city = CityView::new(zone(), overflow(), 0, 2);
         city.tally(0, march, Some(tally_of(&["a"])), None);
         city.tally(1, march, Some(tally_of(&["b"])), None);
         city.tally(1, april(), Some(tally_of(&["c"])), None);

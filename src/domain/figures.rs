@@ -6,7 +6,7 @@
 //! which open cases are overdue.
 
 use std::borrow::Borrow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -153,6 +153,45 @@ pub struct Tally {
     /// Cases sent back, by the department that sent them back and the one they came back to.
     #[serde(default)]
     returned_by_pair: BTreeMap<String, BTreeMap<String, i64>>,
+    /// Codes outside the registry counted under `unregistered` (`Overflow::fold`); a ledger's
+    /// own tallies fold nothing.
+    #[serde(default, skip_serializing_if = "Folded::is_zero")]
+    pub(crate) folded: Folded,
+}
+
+/// How many distinct codes of each kind a tally counts under `unregistered`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Folded {
+    pub departments: u64,
+    pub categories: u64,
+}
+
+impl Folded {
+    fn is_zero(&self) -> bool {
+        *self == Folded::default()
+    }
+}
+
+/// Adds each row of `from` into `into` under the key `key` gives it.
+fn add_rows<K, Q, V>(
+    into: &mut BTreeMap<K, V>,
+    from: &BTreeMap<K, V>,
+    key: &dyn Fn(&K) -> &Q,
+    f: impl Fn(&mut V, &V),
+    is_zero: fn(&V) -> bool,
+) where
+    K: Ord + Borrow<Q>,
+    Q: Ord + ToOwned<Owned = K> + ?Sized,
+    V: Default,
+{
+    for (k, v) in from {
+        bump(into, key(k), |mine| f(mine, v), is_zero);
+    }
+}
+
+/// A code read as itself.
+fn same<K>(k: &K) -> &K {
+    k
 }
 
 /// Changes the row `key` by `f`. Keyed maps only hold rows some case contributes to (a row
@@ -274,41 +313,71 @@ impl Tally {
 
     /// Adds another tally of disjoint cases (another partition's) to this one.
     pub fn merge(&mut self, other: &Tally) {
-        fn add<K: Ord + Clone, V: Default>(
-            into: &mut BTreeMap<K, V>,
-            from: &BTreeMap<K, V>,
-            f: impl Fn(&mut V, &V),
-            is_zero: fn(&V) -> bool,
-        ) {
-            for (k, v) in from {
-                bump(into, k, |mine| f(mine, v), is_zero);
-            }
-        }
+        self.add_recoded(other, &String::as_str, &String::as_str);
+    }
+
+    /// Adds `other` with each department code `d` read as `department(d)` and each category
+    /// `c` as `category(c)`; rows that come to share a code add up.
+    fn add_recoded(&mut self, other: &Tally, department: &dyn Fn(&String) -> &str, category: &dyn Fn(&String) -> &str) {
         let count = |a: &mut Count, b: &Count| {
             a.received += b.received;
             a.closed += b.closed;
         };
         count(&mut self.total, &other.total);
-        add(&mut self.by_channel, &other.by_channel, count, Count::is_zero);
-        add(&mut self.by_board, &other.by_board, count, Count::is_zero);
-        add(&mut self.by_request_kind, &other.by_request_kind, count, Count::is_zero);
-        add(&mut self.by_category, &other.by_category, count, Count::is_zero);
-        add(&mut self.by_department, &other.by_department, DepartmentCount::add, DepartmentCount::is_zero);
-        add(
+        add_rows(&mut self.by_channel, &other.by_channel, &same, count, Count::is_zero);
+        add_rows(&mut self.by_board, &other.by_board, &same, count, Count::is_zero);
+        add_rows(&mut self.by_request_kind, &other.by_request_kind, &same, count, Count::is_zero);
+        add_rows(&mut self.by_category, &other.by_category, category, count, Count::is_zero);
+        add_rows(
+            &mut self.by_department,
+            &other.by_department,
+            department,
+            DepartmentCount::add,
+            DepartmentCount::is_zero,
+        );
+        add_rows(
             &mut self.open_by_due,
             &other.open_by_due,
-            |a, b| add(a, b, |x, y| *x += y, |n| *n == 0),
+            department,
+            |a, b| add_rows(a, b, &same, |x, y| *x += y, |n| *n == 0),
             BTreeMap::is_empty,
         );
         self.transfers += other.transfers;
         self.cases_transferred += other.cases_transferred;
         self.returned_cases += other.returned_cases;
-        add(
+        add_rows(
             &mut self.returned_by_pair,
             &other.returned_by_pair,
-            |a, b| add(a, b, |x, y| *x += y, |n| *n == 0),
+            department,
+            |a, b| add_rows(a, b, department, |x, y| *x += y, |n| *n == 0),
             BTreeMap::is_empty,
         );
+        self.folded.departments += other.folded.departments;
+        self.folded.categories += other.folded.categories;
+    }
+
+    /// This tally with each department code `d` read as `department(d)` and each category
+    /// `c` as `category(c)`; rows that come to share a code add up.
+    pub(crate) fn recoded(&self, department: &dyn Fn(&String) -> &str, category: &dyn Fn(&String) -> &str) -> Tally {
+        let mut recoded = Tally::default();
+        recoded.add_recoded(self, department, category);
+        recoded
+    }
+
+    /// Every department code the tally names, once each, in order.
+    pub(crate) fn department_codes(&self) -> BTreeSet<&String> {
+        let mut codes: BTreeSet<&String> = self.by_department.keys().collect();
+        codes.extend(self.open_by_due.keys());
+        for (from, tos) in &self.returned_by_pair {
+            codes.insert(from);
+            codes.extend(tos.keys());
+        }
+        codes
+    }
+
+    /// Every category code the tally names, in order.
+    pub(crate) fn category_codes(&self) -> impl Iterator<Item = &String> {
+        self.by_category.keys()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,11 +1,20 @@
-//! What the core's unit tests share: the reference office's zone and counting rules.
+//! What the core's unit tests share: the reference office's zone, counting rules and registry.
+
+use std::sync::Arc;
 
 use jiff::tz::TimeZone;
 
 use super::case::CountingRules;
+use super::overflow::Overflow;
+use crate::labels::LabelRegistry;
 
 pub fn zone() -> TimeZone {
     CountingRules::reference().zone
+}
+
+/// The built-in registry, and the configuration's default bound on other codes.
+pub fn overflow() -> Overflow {
+    Overflow::new(Arc::new(LabelRegistry::default()), crate::config::LabelsConfig::default().unregistered_rows)
 }
 
 /// Shanghai time, 15 calendar days to answer an assignment without `due_at`.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 
-use super::figures::{Counts, Figures, LOOP_FIGURES, Tally};
+use super::figures::{Counts, Figures, Folded, LOOP_FIGURES, Tally};
 use super::month::Month;
 use crate::labels::LabelRegistry;
 
@@ -34,6 +34,8 @@ pub(crate) struct MonthGauges {
     pub totals: Counts,
     /// Event time has passed the month's end plus the grace period.
     pub closed: bool,
+    /// Codes outside the registry counted under `unregistered`.
+    pub folded: Folded,
     /// The running and the previous month only.
     pub breakdown: Option<Breakdown>,
 }
@@ -77,7 +79,7 @@ impl CityGauges {
                 running.is_some_and(|r| month == r || month == r.months_before(1)).then(|| Breakdown::of(&f, labels));
             let t = &f.totals;
             let totals = Counts { received: t.received, closed: t.closed, in_progress: t.in_progress };
-            gauges.months.push(MonthGauges { month, totals, closed, breakdown });
+            gauges.months.push(MonthGauges { month, totals, closed, folded: tally.folded, breakdown });
         }
         gauges
     }

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, Contribution, CountingRules, Incoming};
-use super::code::Codes;
 use super::cases::Cases;
+use super::code::Codes;
 use super::event::{CaseEvent, Rejection};
 use super::figures::{Figures, Tally};
 use super::month::Month;
@@ -92,7 +92,8 @@ impl Ledger {
         let mut result = result;
         if result == Ok(Applied::Changed) {
             let fact = incoming.fact(&mut self.codes);
-            let old = record.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
+            let old =
+                record.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
             let size = Size::of(&event.case_id, &record);
             record.add(&incoming, fact);
             match record.contribution(&self.rules, &self.codes) {
@@ -133,8 +134,9 @@ impl Ledger {
         match self.cases.position(&case_id) {
             Some(i) => {
                 let held = std::mem::take(self.cases.at_mut(i));
-                let old =
-                    held.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
+                let old = held
+                    .contribution(&self.rules, &self.codes)
+                    .expect("every record held was counted under these rules");
                 self.totals.resize(Size::of(&case_id, &held), size);
                 self.totals.replace(old.as_ref(), new.as_ref());
                 if empty {

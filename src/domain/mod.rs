@@ -13,6 +13,7 @@ pub(crate) mod fixtures;
 pub(crate) mod gauges;
 pub mod ledger;
 pub mod month;
+pub(crate) mod overflow;
 pub mod partition;
 pub mod publisher;
 pub mod ranking;

@@ -28,6 +28,7 @@ use super::event::Rejection;
 use super::figures::Tally;
 use super::ledger::{Ledger, Orphan};
 use super::month::Month;
+use super::overflow::Overflow;
 use super::publisher::Watermarks;
 use super::routing::Routed;
 
@@ -91,6 +92,8 @@ pub(crate) struct Flush {
 pub(crate) struct CountingPartition {
     ledger: Ledger,
     retention_months: u32,
+    /// Folds the tallies written to `partials`, so a flood of codes leaves them bounded.
+    overflow: Overflow,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
     /// The watermark last written to `partials`.
@@ -105,9 +108,10 @@ pub(crate) struct CountingPartition {
 }
 
 impl CountingPartition {
-    pub fn new(rules: CountingRules, retention_months: u32) -> CountingPartition {
+    pub fn new(rules: CountingRules, retention_months: u32, overflow: Overflow) -> CountingPartition {
         CountingPartition {
             ledger: Ledger::new(rules),
+            overflow,
             retention_months,
             sources: Watermarks::new(),
             written_watermark: None,
@@ -196,8 +200,10 @@ impl CountingPartition {
         let partials_due =
             stopping || evicting || self.partials_written.is_none_or(|at| now.duration_since(at) >= PARTIAL_INTERVAL);
         if !self.dirty.is_empty() && partials_due {
-            flush.tallies =
-                std::mem::take(&mut self.dirty).into_iter().map(|m| (m, self.ledger.tally(m).cloned())).collect();
+            flush.tallies = std::mem::take(&mut self.dirty)
+                .into_iter()
+                .map(|m| (m, self.ledger.tally(m).map(|t| self.overflow.fold(t))))
+                .collect();
             self.partials_written = Some(now);
         }
         if let (Some(kept_from), true) = (kept_from, evicting) {
@@ -255,7 +261,7 @@ mod tests {
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::routing::{RoutedEvent, Source};
 
-    use crate::domain::fixtures::rules;
+    use crate::domain::fixtures::{overflow, rules};
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -301,14 +307,14 @@ mod tests {
 
     /// A partition fed by input partition cases/0 alone, keeping `retention_months`.
     fn fed_by_one_input(retention_months: u32) -> CountingPartition {
-        let mut p = CountingPartition::new(rules(), retention_months);
+        let mut p = CountingPartition::new(rules(), retention_months, overflow());
         p.resume(None, &[("cases".into(), 0)], &["cases"]);
         p
     }
 
     /// A partition fed by input partitions cases/0 and cases/1.
     fn partition() -> CountingPartition {
-        let mut p = CountingPartition::new(rules(), 2);
+        let mut p = CountingPartition::new(rules(), 2, overflow());
         p.resume(None, &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
         p
     }
@@ -368,7 +374,7 @@ mod tests {
         assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")));
 
         // A new owner reads the changelog back.
-        let mut restored = CountingPartition::new(rules(), 2);
+        let mut restored = CountingPartition::new(rules(), 2, overflow());
         for case_id in &flush.cases {
             let record = p.case(case_id).map(|r| r.moved(p.ledger().codes(), restored.codes_mut()));
             restored.restore_case(case_id.clone(), record).unwrap();
@@ -445,7 +451,7 @@ mod tests {
         p.apply(1, &event(source("cases", 0), 1, rated("kept", "2022-03-12T02:00:00Z")));
         assert!(p.flush(now, false).orphans.is_empty(), "still within the retention");
         // A restored owner evicts before it consumes: the facts go out with its first flush.
-        let mut restored = CountingPartition::new(rules(), 0);
+        let mut restored = CountingPartition::new(rules(), 0, overflow());
         for case in ["lost", "kept"] {
             restored.restore_case(case.into(), p.case(case).cloned()).unwrap();
         }
@@ -484,7 +490,7 @@ mod tests {
 
     #[test]
     fn a_restore_waits_for_the_state_its_committed_offset_covers() {
-        let mut p = CountingPartition::new(rules(), 2);
+        let mut p = CountingPartition::new(rules(), 2, overflow());
         assert!(p.covers_committed(None) && p.covers_committed(Some(0)), "nothing committed, nothing to wait for");
         assert!(!p.covers_committed(Some(120)), "the first transaction's records are not visible yet");
         p.restore_progress(PartitionProgress { covers: None, ..PartitionProgress::default() });

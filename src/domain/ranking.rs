@@ -2,7 +2,9 @@
 //! rates.
 //!
 //! Rules:
-//! - departments holding at least `min_assigned` of the month's cases are ranked;
+//! - departments holding at least `min_assigned` of the month's cases are ranked; the row
+//!   `unregistered` (codes outside the registry, `domain::overflow`) is no department and is
+//!   not;
 //! - a department's score is the weighted mean, from 0 to 100, of its on-time rate, its
 //!   satisfaction rate, its on-time sign-for rate, 1 − its return rate and 1 − its reopen
 //!   rate (at most 1: reopens of cases open again have no close); a rate with nothing to
@@ -18,6 +20,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::figures::DepartmentFigures;
+use super::overflow::UNREGISTERED;
 
 /// What the score weighs, from `[ranking]`.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -98,6 +101,7 @@ impl RankingRules {
     pub fn rank(&self, departments: &BTreeMap<String, DepartmentFigures>) -> Ranking {
         let mut ranked: Vec<Ranked> = departments
             .iter()
+            .filter(|(code, _)| code.as_str() != UNREGISTERED)
             .filter_map(|(code, d)| {
                 self.score(d).map(|score| Ranked { department: code.clone(), score, assigned: d.assigned })
             })
@@ -158,6 +162,7 @@ mod tests {
             ("c", department(10, 0, 10, 0, 0)),
             ("d", department(12, 10, 0, 0, 0)),
             ("small", department(3, 0, 3, 0, 0)),
+            (UNREGISTERED, department(50, 0, 50, 0, 0)),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -168,7 +173,7 @@ mod tests {
         }
         // a and d tie at 100: d has more cases.
         assert_eq!(names(&ranking.top), ["d", "a"]);
-        assert_eq!(names(&ranking.bottom), ["c", "b"]);
+        assert_eq!(names(&ranking.bottom), ["c", "b"], "unregistered codes are not ranked");
         let three = RankingRules { size: 5, ..rules }.rank(&departments);
         assert_eq!((three.top.len(), three.bottom.len()), (4, 0), "nobody on both lists");
         assert_eq!(ranking.top[0], Ranked { department: "d".into(), score: 100.0, assigned: 12 });

@@ -492,6 +492,7 @@ impl InternalEvent for CityRead {
             &m.department_open,
             &m.department_overdue,
             &m.month_closed,
+            &m.month_codes_folded,
             &m.snapshot_closed,
             &m.snapshot_revision,
         ] {
@@ -505,6 +506,9 @@ impl InternalEvent for CityRead {
             let label = month.month.to_string();
             set_counts(&m.month_cases, &[&label], &month.totals);
             m.month_closed.with_label_values(&[&label]).set(i64::from(month.closed));
+            for (kind, n) in [("department", month.folded.departments), ("category", month.folded.categories)] {
+                m.month_codes_folded.with_label_values(&[label.as_str(), kind]).set(n as i64);
+            }
             let Some(b) = &month.breakdown else { continue };
             for (gauge, rows) in [
                 (&m.month_channel, &b.channels),
@@ -546,6 +550,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::domain::figures::Folded;
     use crate::domain::gauges::{Breakdown, MonthGauges, Open};
 
     #[test]
@@ -584,8 +589,14 @@ mod tests {
     fn the_city_shows_what_the_core_read() {
         let t = Telemetry::default();
         let counts = Counts { received: 3, closed: 1, in_progress: 2 };
-        let month =
-            |m: &str, breakdown| MonthGauges { month: m.parse().unwrap(), totals: counts, closed: false, breakdown };
+        let folded = Folded { departments: 1_200, categories: 0 };
+        let month = |m: &str, breakdown| MonthGauges {
+            month: m.parse().unwrap(),
+            totals: counts,
+            closed: false,
+            folded,
+            breakdown,
+        };
         let breakdown = Breakdown {
             channels: BTreeMap::from([("hotline".into(), counts)]),
             categories: BTreeMap::from([("unknown".into(), counts)]),
@@ -601,6 +612,8 @@ mod tests {
         let text = t.render();
         for line in [
             r#"hotline_month_cases{month="2022-02",status="in_progress"} 2"#,
+            r#"hotline_month_codes_folded{kind="department",month="2022-04"} 1200"#,
+            r#"hotline_month_codes_folded{kind="category",month="2022-04"} 0"#,
             r#"hotline_month_category_cases{category="unknown",month="2022-04",status="received"} 3"#,
             r#"hotline_month_department_cases{department="tiexi_district",month="2022-04",status="closed"} 1"#,
             r#"hotline_month_channel_cases{channel="hotline",month="2022-04",status="received"} 3"#,

@@ -32,6 +32,7 @@ pub(super) struct Metrics {
     pub department_open: IntGaugeVec,
     pub department_overdue: IntGaugeVec,
     pub month_closed: IntGaugeVec,
+    pub month_codes_folded: IntGaugeVec,
     pub snapshot_closed: IntGaugeVec,
     pub snapshot_revision: IntGaugeVec,
     pub cases_held: IntGauge,
@@ -200,6 +201,14 @@ impl Metrics {
                 "hotline_month_closed",
                 "1 once event time has passed the month's end plus the grace period.",
                 &["month"],
+            ),
+            month_codes_folded: gauge_vec(
+                r,
+                "hotline_month_codes_folded",
+                "Codes outside the registry that the month counts under the row `unregistered` (past \
+             labels.unregistered_rows of them), by kind: department or category. A code folded on several counting \
+             partitions counts once on each.",
+                &["month", "kind"],
             ),
             snapshot_closed: gauge_vec(
                 r,

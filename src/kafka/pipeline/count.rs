@@ -228,9 +228,9 @@ fn read_changelog_lane(
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
     let config = &settings.config;
-    let rules = settings.counting_rules();
-    let mut restored: BTreeMap<i32, CountingPartition> =
-        partitions.iter().map(|p| (*p, CountingPartition::new(rules.clone(), config.state.retention_months))).collect();
+    let (rules, overflow) = (settings.counting_rules(), settings.overflow());
+    let new = |_| CountingPartition::new(rules.clone(), config.state.retention_months, overflow.clone());
+    let mut restored: BTreeMap<i32, CountingPartition> = partitions.iter().map(|p| (*p, new(p))).collect();
     let mut unreadable = BTreeMap::new();
     if partitions.is_empty() {
         return Ok((restored, unreadable));

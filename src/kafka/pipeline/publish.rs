@@ -49,7 +49,12 @@ impl Publishing {
         let config = &settings.config;
         let mut publishing = Publishing {
             settings: settings.clone(),
-            city: CityView::new(settings.zone.clone(), config.state.retention_months, counting_partitions as usize),
+            city: CityView::new(
+                settings.zone.clone(),
+                settings.overflow(),
+                config.state.retention_months,
+                counting_partitions as usize,
+            ),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
                 zone_name: config.time.zone.clone(),
