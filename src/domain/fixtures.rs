@@ -5,11 +5,24 @@ use std::sync::Arc;
 use jiff::tz::TimeZone;
 
 use super::case::CountingRules;
+use super::event::{Channel, Created};
 use super::overflow::Overflow;
 use crate::labels::LabelRegistry;
 
 pub fn zone() -> TimeZone {
     CountingRules::reference().zone
+}
+
+/// A case created on the phone line under `category`, for `department`.
+pub fn phoned(department: &str, category: &str) -> Created {
+    Created {
+        channel: Channel::Hotline,
+        category: category.into(),
+        board: None,
+        request_kind: None,
+        department: Some(department.into()),
+        due_at: None,
+    }
 }
 
 /// The built-in registry, and the configuration's default bound on other codes.

@@ -114,8 +114,8 @@ fn add(rows: &mut BTreeMap<String, Counts>, label: &str, received: u64, closed: 
 mod tests {
     use super::*;
 
-    use crate::domain::event::{CaseEvent, Change, Channel, Created, Rating};
-    use crate::domain::fixtures::{rules, zone};
+    use crate::domain::event::{CaseEvent, Change, Rating};
+    use crate::domain::fixtures::{phoned, rules, zone};
     use crate::domain::ledger::Ledger;
 
     fn at(s: &str) -> Timestamp {
@@ -127,14 +127,7 @@ mod tests {
             event_id: format!("{case}-created"),
             case_id: case.into(),
             occurred_at: at(&format!("{day}T02:00:00Z")),
-            change: Change::Created(Created {
-                channel: Channel::Hotline,
-                category: category.into(),
-                board: None,
-                request_kind: None,
-                department: Some(department.into()),
-                due_at: None,
-            }),
+            change: Change::Created(phoned(department, category)),
         }
     }
 

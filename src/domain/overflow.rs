@@ -70,9 +70,9 @@ mod tests {
     use jiff::Timestamp;
 
     use super::*;
-    use crate::domain::event::{CaseEvent, Change, Channel, Created, Transferred};
+    use crate::domain::event::{CaseEvent, Change, Transferred};
     use crate::domain::figures::Figures;
-    use crate::domain::fixtures::rules;
+    use crate::domain::fixtures::{phoned, rules};
     use crate::domain::ledger::Ledger;
     use crate::domain::month::Month;
 
@@ -91,15 +91,7 @@ mod tests {
     fn case(n: u32, department: &str, category: &str, transfer_to: &str) -> Vec<CaseEvent> {
         let id = format!("case-{n}");
         let day = 1 + n % 20;
-        let created = Created {
-            channel: Channel::Hotline,
-            category: category.into(),
-            board: None,
-            request_kind: None,
-            department: Some(department.into()),
-            due_at: None,
-        };
-        let mut events = vec![event(format!("{n}-c"), &id, day, Change::Created(created))];
+        let mut events = vec![event(format!("{n}-c"), &id, day, Change::Created(phoned(department, category)))];
         if n.is_multiple_of(3) {
             let to = Transferred { to_department: transfer_to.into(), from_department: None, due_at: None };
             events.push(event(format!("{n}-t"), &id, day + 1, Change::Transferred(to)));
