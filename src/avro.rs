@@ -11,9 +11,8 @@ use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use jiff::Timestamp;
 
 use crate::domain::figures::{
-    CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
+    CategoryCounts, Counts, DepartmentFigures, Figures, Ranked, Ranking, ReturnedPair, Totals, TransferFigures,
 };
-use crate::domain::ranking::{Ranked, Ranking};
 use crate::domain::snapshot::{Snapshot, Status};
 
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");

@@ -328,7 +328,7 @@ impl Report {
         });
         let all = &f.all_departments;
         let service = all.has_office_loop().then(|| {
-            let ranked = |list: &[crate::domain::ranking::Ranked]| -> Vec<RankRow> {
+            let ranked = |list: &[crate::domain::figures::Ranked]| -> Vec<RankRow> {
                 list.iter()
                     .map(|r| RankRow { name: name(&r.department), score: r.score, assigned: r.assigned })
                     .collect()

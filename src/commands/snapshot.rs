@@ -1,11 +1,13 @@
 //! `hotline snapshot show`: the latest revision of a month, read back from the snapshots topic.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
+use jiff::tz::TimeZone;
 use rdkafka::message::Message;
 
 use crate::avro::{Framing, SnapshotCodec};
@@ -31,7 +33,7 @@ pub async fn show(config: &Path, month: &str, format: Format) -> Result<()> {
     };
     match format {
         Format::Json => println!("{}", snapshot.to_json()),
-        Format::Table => print!("{}", snapshot.to_table()),
+        Format::Table => print!("{}", table(&snapshot)),
     }
     Ok(())
 }
@@ -60,4 +62,163 @@ pub(crate) fn latest_of(kafka: &KafkaConfig, topic: &str, months: &[Month]) -> R
         Ok(())
     })?;
     Ok(latest)
+}
+
+/// The month's report for people, laid out like the office's monthly report.
+fn table(snapshot: &Snapshot) -> String {
+    let zone = TimeZone::get(&snapshot.timezone).unwrap_or(TimeZone::UTC);
+    let f = &snapshot.figures;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Month {} ({}), revision {}, {}; as of {}",
+        snapshot.month,
+        snapshot.timezone,
+        snapshot.revision,
+        snapshot.status.code(),
+        snapshot.as_of.to_zoned_datetime(zone).strftime("%Y-%m-%d %H:%M %Z")
+    );
+    let t = &f.totals;
+    let _ = writeln!(
+        out,
+        "Received {}, closed {}, in progress {}, closure rate {:.1}%\n",
+        t.received,
+        t.closed,
+        t.in_progress,
+        t.closure_rate * 100.0
+    );
+    let counts = |out: &mut String, title: &str, rows: Vec<(&String, u64, u64, u64)>| {
+        if rows.is_empty() {
+            return;
+        }
+        let _ = writeln!(out, "{title:<28}{:>10}{:>10}{:>12}", "received", "closed", "in progress");
+        for (k, r, c, p) in rows {
+            let _ = writeln!(out, "  {k:<26}{r:>10}{c:>10}{p:>12}");
+        }
+        out.push('\n');
+    };
+    counts(
+        &mut out,
+        "By channel",
+        f.by_channel.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
+    );
+    counts(&mut out, "By board", f.by_board.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect());
+    counts(
+        &mut out,
+        "By request kind",
+        f.by_request_kind.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
+    );
+    let mut categories: Vec<_> = f.by_category.iter().collect();
+    categories.sort_by(|a, b| b.1.received.cmp(&a.1.received).then(a.0.cmp(b.0)));
+    let _ = writeln!(out, "{:<28}{:>10}{:>8}", "By category", "received", "share");
+    for (k, v) in categories {
+        let _ = writeln!(out, "  {k:<26}{:>10}{:>7.1}%", v.received, v.share * 100.0);
+    }
+    let mut departments: Vec<_> = f.by_department.iter().collect();
+    departments.sort_by(|a, b| b.1.assigned.cmp(&a.1.assigned).then(a.0.cmp(b.0)));
+    let _ = writeln!(
+        out,
+        "\n{:<26}{:>9}{:>9}{:>7}{:>9}{:>9}{:>6}{:>6}",
+        "By department", "assigned", "on time", "late", "open", "overdue", "in", "out"
+    );
+    for (k, d) in &departments {
+        let _ = writeln!(
+            out,
+            "  {k:<24}{:>9}{:>9}{:>7}{:>9}{:>9}{:>6}{:>6}",
+            d.assigned, d.closed_on_time, d.closed_late, d.in_progress, d.overdue, d.transferred_in, d.transferred_out
+        );
+    }
+    // Contract v2's figures, once a stream has any.
+    let all = &f.all_departments;
+    if all.has_office_loop() {
+        let _ = writeln!(
+            out,
+            "\n{:<26}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",
+            "Sign-for, returns, ratings",
+            "signed",
+            "late",
+            "ret.",
+            "ext.",
+            "reop.",
+            "sat/basic",
+            "dissat.",
+            "on time",
+            "return",
+            "reopen",
+            "satisf."
+        );
+        let all_row = [(&"all departments".to_owned(), all)];
+        for (k, d) in departments.iter().map(|(k, d)| (*k, *d)).chain(all_row) {
+            let pct = |r: f64| format!("{:.1}%", r * 100.0);
+            let _ = writeln!(
+                out,
+                "  {k:<24}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",
+                d.accepted_on_time,
+                d.accepted_late,
+                d.returned,
+                d.extended,
+                d.reopened,
+                format!("{}/{}", d.satisfied, d.basically_satisfied),
+                d.dissatisfied,
+                pct(d.on_time_rate),
+                pct(d.return_rate),
+                pct(d.reopen_rate),
+                pct(d.satisfaction_rate)
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nTransfers {}, cases transferred {}, returned to an earlier holder {}",
+        f.transfers.total, f.transfers.cases_transferred, f.transfers.returned_cases
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::figures::{DepartmentFigures, Figures};
+    use crate::domain::snapshot::Status;
+
+    fn snapshot(figures: Figures) -> Snapshot {
+        Snapshot {
+            month: "2022-04".parse().unwrap(),
+            timezone: "Asia/Shanghai".into(),
+            revision: 2,
+            status: Status::Provisional,
+            as_of: "2022-04-20T00:00:00Z".parse().unwrap(),
+            published_at: "2022-04-20T00:00:05Z".parse().unwrap(),
+            figures,
+        }
+    }
+
+    #[test]
+    fn the_table_shows_contract_v2_figures_once_a_stream_has_any() {
+        let v1 = DepartmentFigures { assigned: 4, closed_on_time: 3, closed_late: 1, ..Default::default() };
+        let mut figures = Figures::default();
+        figures.by_department.insert("tiexi".into(), v1);
+        figures.all_departments = v1;
+        let printed = table(&snapshot(figures.clone()));
+        assert!(printed.contains("tiexi") && !printed.contains("Sign-for"), "{printed}");
+
+        let v2 = DepartmentFigures {
+            accepted_on_time: 3,
+            returned: 1,
+            satisfied: 2,
+            dissatisfied: 1,
+            on_time_rate: 0.75,
+            return_rate: 0.2,
+            satisfaction_rate: 2.0 / 3.0,
+            ..v1
+        };
+        figures.by_department.insert("tiexi".into(), v2);
+        figures.all_departments = v2;
+        let printed = table(&snapshot(figures));
+        assert!(printed.contains("Sign-for, returns, ratings"), "{printed}");
+        let row = printed.lines().find(|l| l.trim_start().starts_with("all departments")).expect(&printed);
+        for cell in ["75.0%", "20.0%", "66.7%", "2/0"] {
+            assert!(row.contains(cell), "{cell} missing from {row}");
+        }
+    }
 }

@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Contribution, HoldingState};
 use super::event::Rating;
-use super::ranking::Ranking;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Count {
@@ -473,6 +472,25 @@ pub struct Figures {
     #[serde(default)]
     pub ranking: Ranking,
     pub transfers: TransferFigures,
+}
+
+/// The red and black lists a snapshot carries (`ranking::RankingRules::rank`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranking {
+    /// Departments with fewer cases are not ranked.
+    pub min_assigned: u64,
+    /// The best, best first (红榜).
+    pub top: Vec<Ranked>,
+    /// The worst of the others, worst first (黑榜).
+    pub bottom: Vec<Ranked>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Ranked {
+    pub department: String,
+    /// 0 to 100, one decimal.
+    pub score: f64,
+    pub assigned: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -17,9 +17,9 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
-use super::figures::DepartmentFigures;
+use super::figures::{DepartmentFigures, Ranked, Ranking};
 use super::overflow::UNREGISTERED;
 
 /// What the score weighs, from `[ranking]`.
@@ -51,25 +51,6 @@ impl Default for Weights {
     fn default() -> Weights {
         Weights { on_time: 0.3, satisfaction: 0.3, sign_for: 0.1, returns: 0.15, reopens: 0.15 }
     }
-}
-
-/// The lists a snapshot carries.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Ranking {
-    /// Departments with fewer cases are not ranked.
-    pub min_assigned: u64,
-    /// The best, best first (红榜).
-    pub top: Vec<Ranked>,
-    /// The worst of the others, worst first (黑榜).
-    pub bottom: Vec<Ranked>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Ranked {
-    pub department: String,
-    /// 0 to 100, one decimal.
-    pub score: f64,
-    pub assigned: u64,
 }
 
 impl RankingRules {

@@ -5,9 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hotline::domain::figures::{
-    CategoryCounts, Counts, DepartmentFigures, Figures, ReturnedPair, Totals, TransferFigures,
+    CategoryCounts, Counts, DepartmentFigures, Figures, Ranked, Ranking, ReturnedPair, Totals, TransferFigures,
 };
-use hotline::domain::ranking::{Ranked, Ranking};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
