@@ -8,6 +8,7 @@
 //! | changelog | [`ChangelogKey::Progress`] | [`PartitionProgress`] |
 //! | `partials` | [`PartialKey::Tally`] | [`Tally`]; a tombstone when the month is forgotten |
 //! | `partials` | [`PartialKey::Watermark`] | [`Watermark`] |
+//! | dead letters | the input's key | the input's payload, unchanged, with `dead_letter_headers` |
 //!
 //! Every value starts with a byte naming its format's version:
 //! - version 3, case records: postcard over what the domain's record holds, event ids as their
@@ -29,6 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::domain::case::CaseRecord;
 use crate::domain::code::Codes;
+use crate::domain::event::Rejection;
 use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::partition::PartitionProgress;
@@ -268,6 +270,27 @@ pub fn key<K: FromStr<Err = Unreadable>>(bytes: Option<&[u8]>) -> Result<K, Unre
     std::str::from_utf8(bytes.ok_or(Unreadable::Key)?).map_err(|_| Unreadable::Key)?.parse()
 }
 
+/// The headers of a dead letter: why it was rejected (the reason names fields, never their
+/// values) and, when it has one, the input message it was (`(topic, partition, offset)`);
+/// `payload_omitted` when its payload was too large to carry.
+pub(crate) fn dead_letter_headers(
+    rejection: &Rejection,
+    origin: Option<(&str, i32, i64)>,
+    payload_omitted: bool,
+) -> Vec<(&'static str, String)> {
+    let mut headers = vec![("hotline.reason", rejection.to_string()), ("hotline.reason_kind", rejection.kind().into())];
+    // Facts of a case evicted uncounted have no input message of their own any more.
+    if let Some((topic, partition, offset)) = origin {
+        headers.push(("hotline.source_topic", topic.to_owned()));
+        headers.push(("hotline.source_partition", partition.to_string()));
+        headers.push(("hotline.source_offset", offset.to_string()));
+    }
+    if payload_omitted {
+        headers.push(("hotline.payload_omitted", "larger than the dead-letter limit".into()));
+    }
+    headers
+}
+
 /// A counting partition's event time, as it tells the publisher.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
@@ -277,6 +300,30 @@ pub(crate) struct Watermark(pub Timestamp);
 mod tests {
     use super::*;
     use crate::domain::partition::InputProgress;
+
+    #[test]
+    fn a_dead_letter_says_why_and_where_it_came_from() {
+        let rejection = Rejection::NeverCreated;
+        let headers = dead_letter_headers(&rejection, Some(("hotline.cases", 2, 41)), false);
+        let names: Vec<&str> = headers.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            names,
+            [
+                "hotline.reason",
+                "hotline.reason_kind",
+                "hotline.source_topic",
+                "hotline.source_partition",
+                "hotline.source_offset"
+            ]
+        );
+        assert_eq!(headers[1].1, rejection.kind());
+        assert_eq!((headers[3].1.as_str(), headers[4].1.as_str()), ("2", "41"));
+        let evicted = dead_letter_headers(&rejection, None, true);
+        assert_eq!(
+            evicted.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            ["hotline.reason", "hotline.reason_kind", "hotline.payload_omitted"]
+        );
+    }
 
     #[test]
     fn keys_read_back_as_written() {

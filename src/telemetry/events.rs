@@ -231,7 +231,6 @@ impl InternalEvent for PartitionStopped<'_> {
              stops before it until a build that reads it takes over"
         );
         t.metrics.partitions_stopped.with_label_values(&[topic, &partition.to_string()]).set(1);
-        t.stopped().insert((topic.to_owned(), partition));
     }
 }
 
@@ -245,10 +244,8 @@ pub(crate) struct PartitionResumed<'a> {
 impl InternalEvent for PartitionResumed<'_> {
     fn emit(self, t: &Telemetry) {
         let PartitionResumed { topic, partition } = self;
-        if t.stopped().remove(&(topic.to_owned(), partition)) {
-            tracing::info!(topic, partition, "a stopped partition goes on");
-            let _ = t.metrics.partitions_stopped.remove_label_values(&[topic, &partition.to_string()]);
-        }
+        tracing::info!(topic, partition, "a stopped partition goes on");
+        let _ = t.metrics.partitions_stopped.remove_label_values(&[topic, &partition.to_string()]);
     }
 }
 

@@ -14,7 +14,7 @@ mod events;
 mod health;
 mod metrics;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -35,8 +35,6 @@ pub struct Telemetry {
     pub registry: Registry,
     metrics: Arc<Metrics>,
     pending: Arc<Mutex<Pending>>,
-    /// The (topic, partition) label pairs `hotline_partitions_stopped` shows at 1.
-    stopped: Arc<Mutex<BTreeSet<(String, i32)>>>,
     health: Arc<Health>,
 }
 
@@ -63,7 +61,6 @@ impl Default for Telemetry {
             metrics: Arc::new(Metrics::new(&registry)),
             registry,
             pending: Arc::default(),
-            stopped: Arc::default(),
             health: Arc::new(Health::default()),
         }
     }
@@ -76,10 +73,6 @@ impl Telemetry {
 
     fn pending(&self) -> MutexGuard<'_, Pending> {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn stopped(&self) -> MutexGuard<'_, BTreeSet<(String, i32)>> {
-        self.stopped.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// What the open transaction did, set apart as its commit starts: the next transaction's
@@ -112,16 +105,6 @@ impl Telemetry {
     pub fn ready(&self, ready: bool) {
         self.health.ready.store(ready, Ordering::Relaxed);
         self.health.kafka_ok.store(ready, Ordering::Relaxed);
-    }
-
-    /// The partitions shown stopped, which a new life tries again.
-    pub(crate) fn stopped_partitions(&self) -> BTreeSet<(String, i32)> {
-        self.stopped().clone()
-    }
-
-    /// Calls of abandoned producers still blocked.
-    pub(crate) fn calls_blocked(&self) -> i64 {
-        self.metrics.calls_blocked.get()
     }
 
     /// Input messages ingested and committed so far.

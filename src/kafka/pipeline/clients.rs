@@ -13,9 +13,9 @@ use crate::telemetry::Telemetry;
 
 use crate::kafka::{client_config, set_default};
 
-use super::TRANSACTION_TIMEOUT;
 use super::context::KafkaEvents;
 use super::layout::MAX_PRODUCED_BYTES;
+use super::transaction::TRANSACTION_TIMEOUT;
 
 /// The pipeline consumer's settings: what exactness needs (refused in `[kafka.properties]`,
 /// see `config.rs`), then defaults that the properties override.

@@ -28,6 +28,19 @@ pub(super) struct KafkaEvents {
     pub lags: Arc<Mutex<HashMap<(String, i32), i64>>>,
 }
 
+impl KafkaEvents {
+    /// A context whose flags are its own (a producer's, or a test's).
+    pub fn new(telemetry: &Telemetry) -> KafkaEvents {
+        KafkaEvents {
+            telemetry: telemetry.clone(),
+            rebalanced: Arc::default(),
+            joined: Arc::default(),
+            resets_seen: Arc::default(),
+            lags: Arc::default(),
+        }
+    }
+}
+
 impl ClientContext for KafkaEvents {
     fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
         // librdkafka only logs that a position was gone and it reset to the earliest offset:

@@ -27,7 +27,8 @@ use crate::telemetry::{
     EventRejected, Telemetry,
 };
 
-use super::{Output, RESTORE_TIMEOUT};
+use super::restore::RESTORE_TIMEOUT;
+use super::transaction::Output;
 
 /// How long a restore waits for a changelog partition to show the state its committed offset
 /// says was written.

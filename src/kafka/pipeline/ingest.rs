@@ -15,7 +15,7 @@ use crate::domain::routing::{Progress, Routed, RoutedEvent, Source, partition_of
 use crate::records;
 use crate::telemetry::{EventRejected, MessageIngested, Telemetry};
 
-use super::Output;
+use super::transaction::Output;
 
 pub(crate) struct Ingest {
     counting_partitions: i32,

@@ -1,12 +1,18 @@
 //! The topics the pipeline owns and the partition counts it relies on.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use anyhow::{Result, bail};
 
 use crate::config::Settings;
 
-use crate::kafka::topics::TopicSpec;
+use crate::kafka::topics::{self, TopicSpec};
+
+/// How long to wait for a topic's configuration (a broker answers in milliseconds).
+const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A topic's `max.message.bytes` unless set otherwise.
+pub const KAFKA_DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 
 /// Dead letters keep the rejected payload unchanged up to this size, or less when the
 /// dead-letter topic takes less; a larger payload is dropped (the headers still say where it
@@ -66,5 +72,26 @@ impl Layout {
         }
         let inputs = t.inputs().iter().flat_map(|topic| (0..count(topic)).map(|p| (topic.to_string(), p))).collect();
         Ok(Layout { counting_partitions, inputs, dead_letter_max_payload: DEAD_LETTER_MAX_PAYLOAD })
+    }
+
+    /// Sets the largest payload a dead letter keeps from the dead-letter topic's limit.
+    pub async fn read_dead_letter_limit(&mut self, settings: &Settings) {
+        // A dead-letter topic made before hotline may take less than it would create. A broker
+        // that does not say is taken to have Kafka's default limit, so that no dead letter can be
+        // refused.
+        let dead_letters = &settings.config.topics.dead_letters;
+        let described = match settings.dead_letter_topic_limit {
+            Some(known) => Ok(known),
+            None => topics::max_message_bytes(&settings.config.kafka, dead_letters, DESCRIBE_TIMEOUT).await,
+        };
+        let limit = match described {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), default = KAFKA_DEFAULT_MAX_MESSAGE_BYTES,
+                    "could not read the dead-letter topic's max.message.bytes; assuming Kafka's default");
+                KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+            }
+        };
+        self.dead_letter_max_payload = limit.saturating_sub(DEAD_LETTER_HEADROOM).min(DEAD_LETTER_MAX_PAYLOAD);
     }
 }

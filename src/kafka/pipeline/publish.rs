@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use anyhow::Result;
 use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
 
@@ -20,14 +21,21 @@ use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
 use crate::domain::gauges::CityGauges;
 use crate::domain::publisher::{PublishRules, Publisher};
+use crate::labels::LabelRegistry;
 use crate::kafka::topics;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
 use crate::telemetry::{SnapshotDue, SnapshotUndecodable, Telemetry};
 
-use super::{Output, RESTORE_TIMEOUT};
+use super::restore::RESTORE_TIMEOUT;
+use super::transaction::Output;
 
 pub(crate) struct Publishing {
-    settings: Settings,
+    /// The `partials` and snapshots topics.
+    partials: String,
+    snapshots: String,
+    zone: TimeZone,
+    /// Codes that show as labels of their own in the gauges.
+    labels: LabelRegistry,
     city: CityView,
     publisher: Publisher,
     codec: SnapshotCodec,
@@ -48,7 +56,10 @@ impl Publishing {
     ) -> Result<Publishing> {
         let config = &settings.config;
         let mut publishing = Publishing {
-            settings: settings.clone(),
+            partials: config.topics.partials.clone(),
+            snapshots: config.topics.snapshots.clone(),
+            zone: settings.zone.clone(),
+            labels: settings.labels.clone(),
             city: CityView::new(
                 settings.zone.clone(),
                 settings.overflow(),
@@ -122,7 +133,7 @@ impl Publishing {
         let publisher = &self.publisher;
         let months =
             self.city.sums().iter().map(|(m, t)| (*m, t, watermark.is_some_and(|w| publisher.is_closed(*m, w))));
-        CityGauges::read(months, watermark, &self.settings.zone, published, &self.settings.labels)
+        CityGauges::read(months, watermark, &self.zone, published, &self.labels)
     }
 
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
@@ -137,7 +148,7 @@ impl Publishing {
             for (partition, month) in tombstones {
                 let key = PartialKey::Tally { partition, month }.to_string();
                 out.send(
-                    BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.partials)
+                    BaseRecord::<[u8], [u8]>::to(&self.partials)
                         .partition(0)
                         .key(key.as_bytes()),
                 )?;
@@ -146,7 +157,7 @@ impl Publishing {
         }
         let watermark = self.city.watermark();
         let due = self.publisher.due(self.city.sums().iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
-        let topic = &self.settings.config.topics.snapshots;
+        let topic = &self.snapshots;
         let mut latencies = Vec::new();
         for snapshot in &due {
             let changed_at = self.city.take_changed_at(snapshot.month);

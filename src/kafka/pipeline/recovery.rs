@@ -1,4 +1,5 @@
-//! When a consumer failed for good is replaced by a new one, and when the process gives up.
+//! Starting over: the wait between lives (`Backoff`), when a consumer failed for good is
+//! replaced by a new one, and when the process gives up.
 //!
 //! With static membership (`kafka.instance_id`), librdkafka fences a consumer for good when
 //! the group coordinator answers that another member holds its `group.instance.id`. After a
@@ -11,6 +12,11 @@
 //! session timeout is a second process, and ends this one.
 
 use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::config::Settings;
 
 /// Fencings in a row that failovers alone may cause: a twin process fences every replacement
 /// after its own backoff, so it makes more within seconds.
@@ -53,6 +59,48 @@ impl FatalStreak {
     /// How long the current streak has lasted at `now`.
     pub(crate) fn length(&self, now: Instant) -> Duration {
         self.first.map_or(Duration::ZERO, |first| now.saturating_duration_since(first))
+    }
+}
+
+/// Why the process ends after its consumers kept failing for good.
+pub(super) fn gave_up(
+    settings: &Settings,
+    instance: &str,
+    code: RDKafkaErrorCode,
+    reason: &str,
+    fatal: &FatalStreak,
+) -> anyhow::Error {
+    let lasted = fatal.length(Instant::now()).as_secs();
+    if code == RDKafkaErrorCode::FencedInstanceId {
+        anyhow!(
+            "another process in consumer group {:?} uses kafka.instance_id {instance:?}: every new consumer was \
+             fenced by it for {lasted} s, longer than the session timeout ({} s). Give each instance its own \
+             kafka.instance_id",
+            settings.config.kafka.group_id,
+            settings.session_timeout.as_secs()
+        )
+    } else {
+        anyhow!("the Kafka consumer failed for good again and again for {lasted} s ({code:?}): {reason}")
+    }
+}
+
+/// Longest wait between attempts.
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Waits between attempts: 0.5 s, doubling up to `MAX_BACKOFF`.
+pub(super) struct Backoff(Duration);
+
+impl Default for Backoff {
+    fn default() -> Backoff {
+        Backoff(Duration::from_millis(500))
+    }
+}
+
+impl Backoff {
+    pub fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(MAX_BACKOFF);
+        wait
     }
 }
 

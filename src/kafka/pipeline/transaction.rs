@@ -1,14 +1,11 @@
-//! The transaction of one life: records held while a commit runs, dead letters, and the
-//! guard on librdkafka's blocking transactional calls.
+//! The transaction of one life: its lifecycle over the guarded producer (`guard.rs`), and
+//! the records held while a commit runs.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::RecvTimeoutError;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -16,29 +13,32 @@ use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::config::Settings;
 use crate::domain::event::Rejection;
-use crate::telemetry::{
-    AbandonedCallReturned, AbortFailed, KafkaAvailable, ProducerAbandoned, Telemetry, TransactionAborted,
-    TransactionCommitted,
-};
+use crate::records;
+use crate::telemetry::{AbortFailed, KafkaAvailable, Telemetry, TransactionAborted, TransactionCommitted};
 
-use super::TRANSACTION_TIMEOUT;
 use super::context::KafkaEvents;
+use super::guard::{CallGuard, InFlight};
+
+/// How long Kafka lets a transaction stay open, and how long each transactional call may
+/// take; `CALL_GRACE` more and the guard abandons the call.
+pub(super) const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long past `TRANSACTION_TIMEOUT` a transactional call may take before its producer is
+/// abandoned.
+pub(super) const CALL_GRACE: Duration = Duration::from_secs(5);
 
 /// The transactional producer of one life. A transaction opens with its first record; its
 /// commit runs while the loop goes on with the next batch, whose records wait in `held` until
 /// that commit has ended (one producer has one transaction at a time).
 pub(super) struct Output<'a> {
-    producer: Arc<ThreadedProducer<KafkaEvents>>,
-    settings: &'a Settings,
+    guard: CallGuard,
     pub telemetry: &'a Telemetry,
+    /// The dead-letter topic, and the largest payload a dead letter carries.
+    dead_letters: String,
     dead_letter_max_payload: usize,
+    /// The counting partitions' topic, whose offsets commit at what their state covers.
+    case_events: String,
     in_transaction: Cell<bool>,
-    /// How long a transactional call may take: `TRANSACTION_TIMEOUT` plus `CALL_GRACE`.
-    call_deadline: Duration,
-    /// A call did not return in time: the producer is left to it, and this life must end.
-    abandoned: Cell<bool>,
     /// The previous transaction's commit, under way.
     committing: RefCell<Option<InFlight<()>>>,
     /// Records sent while a commit is under way, for the next transaction.
@@ -54,36 +54,20 @@ pub(super) struct HeldRecord {
     headers: Option<OwnedHeaders>,
 }
 
-/// A transactional call running on a thread of its own.
-pub(super) struct InFlight<T> {
-    what: &'static str,
-    result: std::sync::mpsc::Receiver<KafkaResult<T>>,
-    state: Arc<AtomicU8>,
-    deadline: Instant,
-}
-
-const RUNNING: u8 = 0;
-const RETURNED: u8 = 1;
-const ABANDONED: u8 = 2;
-
 impl<'a> Output<'a> {
-    /// `call_deadline`: how long a transactional call may take before its producer is
-    /// abandoned.
     pub fn new(
-        producer: ThreadedProducer<KafkaEvents>,
-        settings: &'a Settings,
+        guard: CallGuard,
         telemetry: &'a Telemetry,
-        dead_letter_max_payload: usize,
-        call_deadline: Duration,
+        (dead_letters, dead_letter_max_payload): (&str, usize),
+        case_events: &str,
     ) -> Output<'a> {
         Output {
-            producer: Arc::new(producer),
-            settings,
+            guard,
             telemetry,
+            dead_letters: dead_letters.to_owned(),
             dead_letter_max_payload,
+            case_events: case_events.to_owned(),
             in_transaction: Cell::new(false),
-            call_deadline,
-            abandoned: Cell::new(false),
             committing: RefCell::new(None),
             held: RefCell::new(Vec::new()),
         }
@@ -91,64 +75,13 @@ impl<'a> Output<'a> {
 }
 
 impl Output<'_> {
-    /// Starts one blocking transactional call (`what`) on a thread of its own, to be waited for
-    /// at most `call_deadline`. librdkafka bounds these calls by the timeout given, except when
-    /// it does not: `send_offsets_to_transaction` waits for ever once
-    /// the group coordinator's broker has left the cluster (librdkafka issues #5456, #5511, seen
-    /// in `tests/failover.rs`), and the loop would stand still with every probe green. A call
-    /// past its deadline is abandoned with its producer; the next life's producer, with the
-    /// same transactional id, fences it and aborts its transaction.
-    fn start<T: Send + 'static>(
-        &self,
-        what: &'static str,
-        call: impl FnOnce(&ThreadedProducer<KafkaEvents>) -> KafkaResult<T> + Send + 'static,
-    ) -> Result<InFlight<T>> {
-        if self.abandoned.get() {
-            bail!("{what}: the transactional producer was abandoned");
-        }
-        let state = Arc::new(AtomicU8::new(RUNNING));
-        let (sent, result) = std::sync::mpsc::sync_channel(1);
-        let (producer, telemetry, call_state) = (self.producer.clone(), self.telemetry.clone(), state.clone());
-        std::thread::Builder::new()
-            .name("hotline-txn".into())
-            .spawn(move || {
-                let _ = sent.send(call(&producer));
-                if call_state.compare_exchange(RUNNING, RETURNED, Ordering::SeqCst, Ordering::SeqCst).is_err() {
-                    telemetry.emit(AbandonedCallReturned);
-                }
-            })
-            .context("starting a thread for a transactional call")?;
-        Ok(InFlight { what, result, state, deadline: Instant::now() + self.call_deadline })
-    }
-
-    /// Waits for a call `start`ed before.
-    fn wait<T>(&self, call: InFlight<T>) -> Result<T> {
-        let InFlight { what, result, state, deadline } = call;
-        match result.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            Ok(returned) => returned.context(what),
-            Err(RecvTimeoutError::Disconnected) => bail!("{what}: the call's thread ended without an answer"),
-            Err(RecvTimeoutError::Timeout)
-                if state.compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst).is_ok() =>
-            {
-                self.abandoned.set(true);
-                self.telemetry.emit(ProducerAbandoned { call: what, after: self.call_deadline });
-                bail!("{what}: no answer from librdkafka in time; the producer is abandoned")
-            }
-            // It returned just now.
-            Err(RecvTimeoutError::Timeout) => {
-                result.recv().context("a transactional call's thread ended")?.context(what)
-            }
-        }
-    }
-
-    /// One blocking transactional call, waited for.
+    /// One blocking transactional call, waited for at most its deadline (`guard`).
     pub fn call<T: Send + 'static>(
         &self,
         what: &'static str,
         call: impl FnOnce(&ThreadedProducer<KafkaEvents>) -> KafkaResult<T> + Send + 'static,
     ) -> Result<T> {
-        let started = self.start(what, call)?;
-        self.wait(started)
+        self.guard.call(what, call)
     }
 
     /// Opens a transaction unless one is open.
@@ -177,7 +110,7 @@ impl Output<'_> {
     fn produce(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
         self.begin()?;
         loop {
-            match self.producer.send(record) {
+            match self.guard.producer().send(record) {
                 Ok(()) => return Ok(()),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                     record = r;
@@ -197,21 +130,11 @@ impl Output<'_> {
         payload: Option<&[u8]>,
     ) -> Result<()> {
         let kept = payload.filter(|p| p.len() <= self.dead_letter_max_payload);
-        let mut headers = OwnedHeaders::new()
-            .insert(Header { key: "hotline.reason", value: Some(&rejection.to_string()) })
-            .insert(Header { key: "hotline.reason_kind", value: Some(rejection.kind()) });
-        // Facts of a case evicted uncounted have no input message of their own any more.
-        if let Some((topic, partition, offset)) = origin {
-            headers = headers
-                .insert(Header { key: "hotline.source_topic", value: Some(topic) })
-                .insert(Header { key: "hotline.source_partition", value: Some(&partition.to_string()) })
-                .insert(Header { key: "hotline.source_offset", value: Some(&offset.to_string()) });
-        }
-        if kept.is_none() && payload.is_some() {
-            headers = headers
-                .insert(Header { key: "hotline.payload_omitted", value: Some("larger than the dead-letter limit") });
-        }
-        let mut record = BaseRecord::<[u8], [u8]>::to(&self.settings.config.topics.dead_letters).headers(headers);
+        let omitted = kept.is_none() && payload.is_some();
+        let headers = records::dead_letter_headers(rejection, origin, omitted)
+            .iter()
+            .fold(OwnedHeaders::new(), |h, (key, value)| h.insert(Header { key, value: Some(value) }));
+        let mut record = BaseRecord::<[u8], [u8]>::to(&self.dead_letters).headers(headers);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -247,7 +170,7 @@ impl Output<'_> {
         let Some(call) = self.committing.take() else {
             return Ok(());
         };
-        match self.wait(call) {
+        match self.guard.wait(call) {
             Ok(()) => {
                 self.telemetry.emit(KafkaAvailable);
                 Ok(())
@@ -303,10 +226,9 @@ impl Output<'_> {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
         }
         if offsets.is_empty() {
-            let counting = &self.settings.config.topics.case_events;
             for p in consumer.position()?.elements() {
                 let at = match p.offset() {
-                    _ if p.topic() == counting => covers(p.partition()),
+                    _ if p.topic() == self.case_events => covers(p.partition()),
                     Offset::Offset(n) => Some(n),
                     _ => None,
                 };
@@ -320,7 +242,7 @@ impl Output<'_> {
         let (telemetry, sealed) = (self.telemetry.clone(), self.telemetry.seal_transaction());
         let (snapshots, latencies) = (published.len(), published.iter().flatten().copied().collect::<Vec<f64>>());
         // Both calls share one `TRANSACTION_TIMEOUT`.
-        self.start("committing the transaction", move |p| {
+        self.guard.start("committing the transaction", move |p| {
             let started = Instant::now();
             if tpl.count() > 0 {
                 p.send_offsets_to_transaction(&tpl, &group, TRANSACTION_TIMEOUT)?;
@@ -350,45 +272,5 @@ impl Output<'_> {
 impl Drop for Output<'_> {
     fn drop(&mut self) {
         let _ = self.finish_commit();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rdkafka::ClientConfig;
-
-    use super::*;
-    use crate::config::Config;
-
-    #[test]
-    fn a_transactional_call_that_never_returns_abandons_the_producer() {
-        let settings = Config::parse("[kafka]\nbrokers = \"a:1\"\n", []).unwrap().settings().unwrap();
-        let telemetry = Telemetry::default();
-        // Never contacted: the calls below do not reach librdkafka.
-        let producer = ClientConfig::new().set("bootstrap.servers", "127.0.0.1:9").create_with_context(KafkaEvents {
-            telemetry: telemetry.clone(),
-            rebalanced: Arc::default(),
-            joined: Arc::default(),
-            resets_seen: Arc::default(),
-            lags: Arc::default(),
-        });
-        let out = Output::new(producer.unwrap(), &settings, &telemetry, 0, Duration::from_millis(500));
-        assert_eq!(out.call("answering", |_| Ok(7)).unwrap(), 7);
-        let refused = out.call("refusing", |_| Err::<(), _>(KafkaError::Canceled)).unwrap_err();
-        assert!(format!("{refused:#}").starts_with("refusing: "), "{refused:#}");
-        assert!(!out.abandoned.get(), "a call that fails in time leaves the producer usable");
-
-        let stuck = out.call("hanging", |_| {
-            std::thread::sleep(Duration::from_millis(2000));
-            Ok(())
-        });
-        assert!(format!("{:#}", stuck.unwrap_err()).contains("the producer is abandoned"));
-        assert!(out.abandoned.get());
-        assert_eq!(telemetry.calls_blocked(), 1);
-        let after = out.call("answering", |_| Ok(7)).unwrap_err();
-        assert!(format!("{after:#}").contains("was abandoned"), "no call reaches an abandoned producer");
-        // The blocked call returns at last: no longer counted as blocked.
-        std::thread::sleep(Duration::from_millis(3000));
-        assert_eq!(telemetry.calls_blocked(), 0);
     }
 }
