@@ -9,10 +9,6 @@ use std::time::{Duration, Instant};
 
 use common::process::{Hotline, Options, broker_script};
 
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
-use serde_json::Value;
-
 const MONTH: &str = "2022-04";
 
 fn broker(command: &str, dir: &std::path::Path) -> String {
@@ -34,25 +30,13 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
     let brokers = broker("start", &broker_dir);
     let _guard = Broker(broker_dir.clone());
 
-    let text = common::config_text_on(&brokers, "", "");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 1500,
-        next_month_days: 3,
-        seed: 5,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let deployment = common::Deployment::on(&brokers, 1, "", "").await;
+    let settings = &deployment.settings;
+    let events = common::generated_month(MONTH, &settings.zone, 1500, 5);
     let (first, second) = events.split_at(events.len() / 2);
 
-    let pipeline = common::Running::start(settings.clone()).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, first).await;
-    sender.finish().await.unwrap();
+    let pipeline = deployment.start().await;
+    deployment.send(first).await;
     pipeline.wait_processed(first.len() as u64, Duration::from_secs(60)).await;
     assert_eq!(pipeline.get("/readyz").await.0, 200);
 
@@ -89,10 +73,8 @@ async fn a_broker_outage_is_waited_out_with_exact_results() {
     assert_eq!(pipeline.get("/healthz").await.0, 200, "alive all along");
     broker("resume", &broker_dir);
 
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, second).await;
-    sender.finish().await.unwrap();
-    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    deployment.send(second).await;
+    let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;
     assert_eq!(last.figures.totals.received, 1500);
     assert_eq!(pipeline.get("/readyz").await.0, 200, "ready again");
     pipeline.stop().await;

@@ -11,8 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::process::{Hotline, Options};
 use hotline::domain::snapshot::Snapshot;
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
+use hotline::generator;
 use serde_json::{Value, json};
 
 const FLOOD: usize = 70_000;
@@ -46,21 +45,16 @@ async fn latest(settings: &hotline::config::Settings, month: &str) -> Option<Sna
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
-    let text = common::config_text(&format!(r#"instance_id = "{}""#, common::unique("instance")), "");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let (dir, file) = common::write_config(&text);
-    let log = dir.path().join("hotline.log");
+    let deployment = common::Deployment::new(&format!(r#"instance_id = "{}""#, common::unique("instance")), "").await;
+    let (config, settings, file) = (&deployment.config, &deployment.settings, &deployment.file);
+    let log = deployment.dir.path().join("hotline.log");
     let logged = Options { log: Some(log.clone()), ..Options::default() };
 
     // The flood, counted (June's gauge shows every case), then kill -9.
     let flood = flood();
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, &flood).await;
-    sender.finish().await.unwrap();
+    deployment.send(&flood).await;
     let started = Instant::now();
-    let mut first = Hotline::start(&file, &logged);
+    let mut first = Hotline::start(file, &logged);
     first.wait_ready(Duration::from_secs(60)).await;
     while first.metric(r#"hotline_month_cases{month="2022-06",status="received"}"#).await < FLOOD as f64 {
         assert!(started.elapsed() < Duration::from_secs(180), "the flood was not counted in 180 s");
@@ -70,22 +64,12 @@ async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
     first.kill();
 
     // A new process restores the flood's cases, then the city's month arrives.
-    let second = Hotline::start(&file, &logged);
-    let plan = Plan {
-        month: "2022-04".parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: generator::REFERENCE_CASES,
-        next_month_days: 3,
-        seed: 2022,
-        v2_events: true,
-    };
-    let month: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, &month).await;
-    sender.finish().await.unwrap();
+    let second = Hotline::start(file, &logged);
+    let month = common::generated_month("2022-04", &settings.zone, generator::REFERENCE_CASES, 2022);
+    deployment.send(&month).await;
     second.wait_ready(Duration::from_secs(120)).await;
 
-    let april = common::wait_for_exact_snapshot_or(&settings, "2022-04", &month, 1, || {
+    let april = common::wait_for_exact_snapshot_or(settings, "2022-04", &month, 1, || {
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = logged.lines().rev().take(40).collect();
         eprintln!("last lines of the instances' log:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
@@ -97,7 +81,7 @@ async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
 
     // June: every flood case counted; the first 1,000 codes of each kind keep rows, the other
     // 69,000 are counted under `unregistered`, and the metric says so.
-    let june = latest(&settings, "2022-06").await.expect("June was published");
+    let june = latest(settings, "2022-06").await.expect("June was published");
     let f = &june.figures;
     assert_eq!(f.totals.received, FLOOD as u64);
     assert_eq!(f.by_channel["provincial_platform"].received, FLOOD as u64);

@@ -10,8 +10,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::process::{Hotline, Options};
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
@@ -142,24 +140,14 @@ fn bad_inputs() -> Vec<(Value, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v2_month_through_hotline_run_counts_to_the_reference() {
-    let text = common::config_text(
+    let deployment = common::Deployment::new(
         "",
         "[sla.working_days]\nconsultation = 1\nhelp = 3\ncomplaint = 5\nreport = 5\nsuggestion = 10\n",
-    );
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let (_dir, path) = common::write_config(&text);
+    )
+    .await;
+    let (config, settings) = (&deployment.config, &deployment.settings);
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 1200,
-        next_month_days: 3,
-        seed: 21,
-        v2_events: true,
-    };
-    let mut good: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let mut good = common::generated_month(MONTH, &settings.zone, 1200, 21);
     good.extend(edge_cases());
     // Out of order, and a few events twice.
     let mut rng = rand::rngs::StdRng::seed_from_u64(4);
@@ -168,16 +156,16 @@ async fn a_v2_month_through_hotline_run_counts_to_the_reference() {
         sent.push(good[rng.random_range(0..good.len())].clone());
     }
     sent.shuffle(&mut rng);
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, &sent).await;
+    let mut sender = deployment.sender();
+    common::send_all(&mut sender, config, &sent).await;
     for (bad, _) in bad_inputs() {
         sender.send(&config.topics.cases, None, bad.to_string().as_bytes()).await.unwrap();
     }
 
-    let hotline = Hotline::start(&path, &Options::default());
+    let hotline = Hotline::start(&deployment.file, &Options::default());
     hotline.wait_ready(Duration::from_secs(60)).await;
     let zone = settings.zone.clone();
-    let snapshot = common::wait_for_snapshot_of(&settings, MONTH, 1, |as_of| {
+    let snapshot = common::wait_for_snapshot_of(settings, MONTH, 1, |as_of| {
         common::reference::figures_by(&good, MONTH, &zone, &deadline, as_of)
     })
     .await;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use common::process::{Hotline, Options};
 
-use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rand::RngExt;
 use serde_json::Value;
@@ -17,28 +16,18 @@ const MONTH: &str = "2022-04";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
-    let text = common::config_text(
+    let deployment = common::Deployment::new(
         &format!(r#"instance_id = "{}""#, common::unique("instance")),
         "[limits]\nmax_batch = 150\ncommit_interval = \"50ms\"\n",
-    );
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let (dir, file) = common::write_config(&text);
-    let log = dir.path().join("hotline.log");
+    )
+    .await;
+    let (settings, file) = (&deployment.settings, &deployment.file);
+    let log = deployment.dir.path().join("hotline.log");
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 2500,
-        next_month_days: 3,
-        seed: 99,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 2500, 99);
 
     // Upstream keeps publishing while the pipeline is killed and restarted.
-    let producer_config = config.clone();
+    let producer_config = deployment.config.clone();
     let to_send = events.clone();
     let producing = tokio::spawn(async move {
         let mut sender = Sender::new(&producer_config.kafka).unwrap();
@@ -51,7 +40,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
 
     let mut kills = 0;
     let logged = Options { log: Some(log.clone()), ..Options::default() };
-    let mut instance = Hotline::start(&file, &logged);
+    let mut instance = Hotline::start(file, &logged);
     let started = Instant::now();
     while kills < 12 {
         // Killed at a random moment once it consumes: mid-batch, mid-transaction or publishing.
@@ -60,13 +49,13 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
         tokio::time::sleep(Duration::from_millis(wait)).await;
         instance.kill(); // SIGKILL
         kills += 1;
-        instance = Hotline::start(&file, &logged);
+        instance = Hotline::start(file, &logged);
     }
     let sent = producing.await.unwrap();
     assert_eq!(sent, events.len() as u64);
     assert!(started.elapsed() < Duration::from_secs(180));
 
-    let last = common::wait_for_exact_snapshot_or(&settings, MONTH, &events, 1, || {
+    let last = common::wait_for_exact_snapshot_or(settings, MONTH, &events, 1, || {
         // Show what the instance was doing.
         let logged = std::fs::read_to_string(&log).unwrap_or_default();
         let tail: Vec<&str> = logged.lines().rev().take(60).collect();
@@ -76,7 +65,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     assert_eq!(last.figures.totals.received, 2500);
 
     // Every committed revision of the month, in topic order, grows by one.
-    let all = common::revisions(&settings, MONTH);
+    let all = common::revisions(settings, MONTH);
     for pair in all.windows(2) {
         assert_eq!(pair[1].revision, pair[0].revision + 1, "revisions go 1, 2, 3, ... across {kills} kills");
     }

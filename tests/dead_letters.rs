@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use hotline::kafka::sender::Sender;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -17,25 +16,23 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_near_limit_message_is_dead_lettered_into_a_small_dead_letter_topic() {
     // Upstream (the test's sender) may send messages of up to 17 MB.
-    let text = common::config_text("", "[kafka.properties]\n\"message.max.bytes\" = \"17825792\"");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
+    let deployment = common::Deployment::new("", "[kafka.properties]\n\"message.max.bytes\" = \"17825792\"").await;
+    let config = &deployment.config;
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let small =
         NewTopic::new(&config.topics.dead_letters, 1, TopicReplication::Fixed(1)).set("max.message.bytes", "1048576");
     admin.create_topics(&[small], &AdminOptions::new()).await.unwrap()[0].as_ref().unwrap();
 
-    let pipeline = common::Running::start(settings.clone()).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
+    let pipeline = deployment.start().await;
+    let mut sender = deployment.sender();
     // Under the input limit (1 MiB), so it is decoded and rejected as invalid JSON; with a
     // dead letter's headers it would not fit the topic.
     let near_limit = vec![b'{'; 1_048_400];
     sender.send(&config.topics.cases, Some(b"x"), &near_limit).await.unwrap();
     let good = json!({"event_id":"e1","case_id":"c1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
         "channel":"hotline","category":"water"});
-    common::send_all(&mut sender, &config, &[good]).await;
+    common::send_all(&mut sender, config, &[good]).await;
     sender.finish().await.unwrap();
 
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 1).await;

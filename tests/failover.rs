@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::process::{Hotline, Options, broker_script, http_get};
-use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -262,29 +261,20 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let cluster = Cluster::from_env();
     cluster.wait_fully_replicated().await;
     let session = session_timeout.map(|s| format!("\nsession_timeout = \"{s}\"")).unwrap_or_default();
-    let text = common::config_text_on(
+    let deployment = common::Deployment::on(
         &cluster.bootstrap,
+        3,
         &format!("replication_factor = 3{session}"),
         "[limits]\nmax_batch = 500\n",
-    );
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs_replicated(&config, 3).await;
-    let (_config_dir, file) = common::write_config(&text);
+    )
+    .await;
+    let (config, settings, file) = (&deployment.config, &deployment.settings, &deployment.file);
     // The instances' logs outlive the test, to read when it fails.
     let logs = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(common::unique("failover-logs"));
     std::fs::create_dir_all(&logs).unwrap();
     eprintln!("instances' logs: {}", logs.display());
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 3000,
-        next_month_days: 3,
-        seed: 31,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 3000, 31);
     let bad: Vec<Vec<u8>> = (0..40).map(|n| format!("{{\"event_id\":\"bad-{n}\",\"case_id\":").into_bytes()).collect();
 
     let ids: Vec<Option<String>> =
@@ -292,7 +282,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let instances: Vec<Instance> = ids
         .iter()
         .enumerate()
-        .map(|(n, id)| Instance::start(&file, logs.join(format!("{n}.log")), id.clone()))
+        .map(|(n, id)| Instance::start(file, logs.join(format!("{n}.log")), id.clone()))
         .collect();
     let instances = Arc::new(Mutex::new(instances));
     let seen = Arc::new(Mutex::new(Watch::default()));
@@ -364,7 +354,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     let sent = producing.await.unwrap();
     assert_eq!(sent, (events.len() + bad.len()) as u64);
 
-    let last = common::wait_for_exact_snapshot_or(&settings, MONTH, &events, 1, || {
+    let last = common::wait_for_exact_snapshot_or(settings, MONTH, &events, 1, || {
         let t = &config.topics;
         let topics = [&t.cases, &t.letters, &t.boards, &t.case_events, &t.changelog, &t.partials, &t.snapshots];
         let topics: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
@@ -403,7 +393,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     })
     .await;
     assert_eq!(last.figures.totals.received, 3000);
-    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
+    let revisions: Vec<u64> = common::revisions(settings, MONTH).iter().map(|s| s.revision).collect();
     assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "revisions 1, 2, 3, ... once each");
     let mut dead: Vec<Vec<u8>> = common::committed_messages(&config.kafka, &config.topics.dead_letters, bad.len())
         .await

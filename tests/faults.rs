@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::mocking::{MockCluster, MockCoordinator};
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -32,15 +31,7 @@ async fn failed_commits_and_coordinator_moves_leave_the_figures_exact() {
         mock.create_topic(topic, 3, 1).unwrap();
     }
     mock.create_topic(&t.partials, 1, 1).unwrap();
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 1200,
-        next_month_days: 3,
-        seed: 11,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 1200, 11);
 
     let pipeline = common::Running::start(settings.clone()).await;
     let mut sender = Sender::new(&config.kafka).unwrap();

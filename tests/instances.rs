@@ -9,38 +9,23 @@ use std::time::Duration;
 
 use common::process::{Hotline, Options};
 
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
-use serde_json::Value;
-
 const MONTH: &str = "2022-04";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
     // The killed instance's partitions move once its session times out.
-    let text = common::config_text("session_timeout = \"10s\"", "[limits]\nmax_batch = 300\n");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let (_dir, file) = common::write_config(&text);
+    let deployment = common::Deployment::new("session_timeout = \"10s\"", "[limits]\nmax_batch = 300\n").await;
+    let (config, settings, file) = (&deployment.config, &deployment.settings, &deployment.file);
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 1500,
-        next_month_days: 3,
-        seed: 3,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 1500, 3);
     let mut instances: Vec<Hotline> = ["a", "b", "c"]
         .iter()
-        .map(|i| Hotline::start(&file, &Options { instance_id: Some(common::unique(i)), ..Options::default() }))
+        .map(|i| Hotline::start(file, &Options { instance_id: Some(common::unique(i)), ..Options::default() }))
         .collect();
 
-    let mut sender = Sender::new(&config.kafka).unwrap();
+    let mut sender = deployment.sender();
     let (first, second) = events.split_at(events.len() / 2);
-    common::send_all(&mut sender, &config, first).await;
+    common::send_all(&mut sender, config, first).await;
     // Every instance counts a share: each holds cases of its own counting partition.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -55,12 +40,12 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     instances[0].kill(); // SIGKILL, mid-stream
-    common::send_all(&mut sender, &config, second).await;
+    common::send_all(&mut sender, config, second).await;
     sender.finish().await.unwrap();
 
-    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;
     assert_eq!(last.figures.totals.received, 1500);
-    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
+    let revisions: Vec<u64> = common::revisions(settings, MONTH).iter().map(|s| s.revision).collect();
     let expected: Vec<u64> = (1..=revisions.len() as u64).collect();
     assert_eq!(revisions, expected, "one snapshot stream, each revision published once");
 

@@ -9,8 +9,6 @@ use std::time::Duration;
 
 use hotline::config::Settings;
 use hotline::domain::routing::partition_of;
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::Value;
@@ -63,21 +61,11 @@ async fn wait_for_metric(pipeline: &common::Running, name: &str, value: f64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_this_build_cannot_read_stops_its_partition_and_no_other() {
-    let text = common::config_text("", "");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    let t = &config.topics;
-    common::create_inputs(&config).await;
+    let deployment = common::Deployment::new("", "").await;
+    let settings = &deployment.settings;
+    let t = &deployment.config.topics;
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 400,
-        next_month_days: 3,
-        seed: 12,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 400, 12);
     // Half the cases of counting partition 2 come last, after a restart.
     let mut on_2: Vec<&str> =
         events.iter().filter(|e| partition(e) == 2).map(|e| e["case_id"].as_str().unwrap()).collect();
@@ -88,24 +76,20 @@ async fn a_record_this_build_cannot_read_stops_its_partition_and_no_other() {
         events.iter().cloned().partition(|e| last_cases.contains(e["case_id"].as_str().unwrap()));
     let (first, second) = rest.split_at(rest.len() / 2);
 
-    let pipeline = common::Running::start(settings.clone()).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, first).await;
-    sender.finish().await.unwrap();
+    let pipeline = deployment.start().await;
+    deployment.send(first).await;
     // Every counting partition has told the publisher its watermark.
-    wait_for_figures(&settings, first).await;
+    wait_for_figures(settings, first).await;
 
     // A routed record of an unknown version on counting partition 1, then the rest of the
     // events: partition 1 stops before it, the others count everything.
-    write_raw(&settings, &t.case_events, 1, "case-from-the-future").await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, second).await;
-    sender.finish().await.unwrap();
+    write_raw(settings, &t.case_events, 1, "case-from-the-future").await;
+    deployment.send(second).await;
     let stopped_1 = format!("hotline_partitions_stopped{{partition=\"1\",topic=\"{}\"}}", t.case_events);
     wait_for_metric(&pipeline, &stopped_1, 1.0).await;
     let mut counted: Vec<Value> = first.to_vec();
     counted.extend(second.iter().filter(|e| partition(e) != 1).cloned());
-    wait_for_figures(&settings, &counted).await;
+    wait_for_figures(settings, &counted).await;
     let metrics = pipeline.get("/metrics").await.1;
     assert_eq!(common::metric(&metrics, "hotline_pipeline_restarts_total"), 0.0, "no restart loop");
     assert_eq!(common::metric(&metrics, "hotline_events_rejected_total"), 0.0, "nothing dead-lettered");
@@ -115,20 +99,18 @@ async fn a_record_this_build_cannot_read_stops_its_partition_and_no_other() {
     // A changelog record of an unknown version on partition 0: after a restart, partition 0
     // is not restored and stops; partition 1 stops again at the same record; partition 2
     // counts what comes next, once.
-    write_raw(&settings, &t.changelog, 0, "case-from-the-future").await;
-    let pipeline = common::Running::start(settings.clone()).await;
+    write_raw(settings, &t.changelog, 0, "case-from-the-future").await;
+    let pipeline = deployment.start().await;
     let stopped_0 = format!("hotline_partitions_stopped{{partition=\"0\",topic=\"{}\"}}", t.changelog);
     wait_for_metric(&pipeline, &stopped_0, 1.0).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, &last).await;
-    sender.finish().await.unwrap();
+    deployment.send(&last).await;
     wait_for_metric(&pipeline, &stopped_1, 1.0).await;
     counted.extend(last.iter().cloned());
-    wait_for_figures(&settings, &counted).await;
+    wait_for_figures(settings, &counted).await;
     let metrics = pipeline.get("/metrics").await.1;
     assert_eq!(common::metric(&metrics, "hotline_pipeline_restarts_total"), 0.0, "no restart loop");
     assert_eq!(common::metric(&metrics, "hotline_partitions_stopped"), 2.0);
-    let revisions: Vec<u64> = common::revisions(&settings, MONTH).iter().map(|s| s.revision).collect();
+    let revisions: Vec<u64> = common::revisions(settings, MONTH).iter().map(|s| s.revision).collect();
     assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "revisions 1, 2, 3, ... once each");
     pipeline.stop().await;
 }

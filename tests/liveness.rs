@@ -13,11 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::process::{Hotline, Options};
 
-use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
-use serde_json::Value;
 
 const MONTH: &str = "2022-04";
 const FENCED: RDKafkaRespErr = RDKafkaRespErr::RD_KAFKA_RESP_ERR_FENCED_INSTANCE_ID;
@@ -63,15 +61,7 @@ async fn a_consumer_fenced_by_its_own_past_self_is_replaced_and_counts_exactly()
     let (pipeline, settings) = on_mock(&mock, &common::unique("instance")).await;
     wait_ready(&pipeline).await;
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 600,
-        next_month_days: 3,
-        seed: 8,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 600, 8);
     let (first, second) = events.split_at(events.len() / 2);
     let mut sender = Sender::new(&settings.config.kafka).unwrap();
     common::send_all(&mut sender, &settings.config, first).await;
@@ -131,14 +121,12 @@ async fn fencing_that_never_stops_ends_the_pipeline_and_fails_the_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_processes_with_one_instance_id_stop_fighting() {
     let instance = common::unique("twin");
-    let text = common::config_text("session_timeout = \"6s\"\nheartbeat_interval = \"1s\"", "");
-    let config = common::parse(&text);
-    common::create_inputs(&config).await;
-    let (dir, file) = common::write_config(&text);
+    let deployment = common::Deployment::new("session_timeout = \"6s\"\nheartbeat_interval = \"1s\"", "").await;
+    let (dir, file) = (&deployment.dir, &deployment.file);
     let start = |name: &str| {
         let options =
             Options { instance_id: Some(instance.clone()), log: Some(dir.path().join(name)), ..Options::default() };
-        Hotline::start(&file, &options)
+        Hotline::start(file, &options)
     };
     let mut a = start("a.log");
     a.wait_ready(Duration::from_secs(60)).await;
@@ -195,15 +183,7 @@ async fn a_transactional_call_stuck_on_a_lost_coordinator_is_abandoned_and_count
     let pipeline = common::Running::start(settings.clone()).await;
     wait_ready(&pipeline).await;
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 600,
-        next_month_days: 3,
-        seed: 9,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 600, 9);
     let sending = {
         let (settings, events) = (settings.clone(), events.clone());
         tokio::spawn(async move {

@@ -8,13 +8,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hotline::domain::snapshot::{Snapshot, Status};
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
 use hotline::kafka::topics::{key_str, read_to_end};
 use rdkafka::message::{Headers, Message};
 use serde_json::{Value, json};
 
-use common::{Running, reference};
+use common::{Deployment, reference};
 
 const MONTH: &str = "2022-04";
 
@@ -105,25 +103,16 @@ fn bad_messages(good: &[Value]) -> Vec<(Vec<u8>, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_through_the_real_broker_gives_exact_figures() {
-    let text = common::config_text(
+    let deployment = Deployment::new(
         "[kafka.properties]\n\"message.max.bytes\" = \"17825792\"",
         "[limits]\nmax_message_bytes = 65536\n",
-    );
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
+    )
+    .await;
+    let (config, settings) = (&deployment.config, &deployment.settings);
+    let mut sender = deployment.sender();
 
     // Phase 1: a generated month plus hand-made edge cases.
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 3000,
-        next_month_days: 3,
-        seed: 7,
-        v2_events: true,
-    };
-    let generated: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let generated = common::generated_month(MONTH, &settings.zone, 3000, 7);
     let (routed, boundary) = hand_made_events();
     let topic_of = |name: &str| match name {
         "cases" => config.topics.cases.clone(),
@@ -133,13 +122,13 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     for (topic, e) in &routed {
         sender.send(&topic_of(topic), Some(b"x1"), e.to_string().as_bytes()).await.unwrap();
     }
-    common::send_all(&mut sender, &config, &boundary).await;
-    common::send_all(&mut sender, &config, &generated).await;
+    common::send_all(&mut sender, config, &boundary).await;
+    common::send_all(&mut sender, config, &generated).await;
     let mut good: Vec<Value> = routed.iter().map(|(_, e)| e.clone()).chain(boundary).chain(generated).collect();
     let phase1 = sender.sent();
     assert!(phase1 > 6000, "several thousand events: {phase1}");
 
-    let pipeline = Running::start(settings.clone()).await;
+    let pipeline = deployment.start().await;
     pipeline.wait_processed(phase1, Duration::from_secs(120)).await;
 
     // Phase 2: bad input, once the good events are counted, and a second `closed` of a closed
@@ -155,7 +144,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     good.push(closed_again);
     pipeline.wait_processed(phase1 + bad.len() as u64 + 1, Duration::from_secs(60)).await;
 
-    let first = common::wait_for_exact_snapshot(&settings, MONTH, &good, 1).await;
+    let first = common::wait_for_exact_snapshot(settings, MONTH, &good, 1).await;
     assert_eq!(first.timezone, "Asia/Shanghai");
     let json = first.to_json();
     for personal in ["13912345678", "李四", "张三", "英雄大街", "13800"] {
@@ -254,9 +243,9 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         .iter()
         .map(|c| json!({"event_id": format!("{c}-late"), "case_id": c, "type": "closed", "occurred_at": "2022-06-01T09:00:00+08:00"}))
         .collect();
-    let pipeline = Running::start(settings.clone()).await;
+    let pipeline = deployment.start().await;
     // Sent as a backfill would be, with `hotline replay`.
-    let (dir, file) = common::write_config(&text);
+    let (dir, file) = (&deployment.dir, &deployment.file);
     let ndjson = dir.path().join("late.ndjson");
     std::fs::write(&ndjson, late.iter().map(|e| format!("{e}\n")).collect::<String>()).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
@@ -266,7 +255,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     good.extend(late);
     pipeline.wait_processed(open.len() as u64, Duration::from_secs(60)).await;
-    let second = common::wait_for_exact_snapshot(&settings, MONTH, &good, first.revision + 1).await;
+    let second = common::wait_for_exact_snapshot(settings, MONTH, &good, first.revision + 1).await;
     assert_eq!(second.status, Status::Closed, "a closed month stays closed");
     assert_eq!(
         second.figures.totals.closed,

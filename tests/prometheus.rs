@@ -9,8 +9,6 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use hotline::generator::{self, Plan};
-use hotline::kafka::sender::Sender;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
@@ -81,33 +79,23 @@ impl Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_data() {
-    let text = common::config_text("", "");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let pipeline = common::Running::start(settings.clone()).await;
+    let deployment = common::Deployment::new("", "").await;
+    let (config, settings) = (&deployment.config, &deployment.settings);
+    let pipeline = deployment.start().await;
     let prometheus = Prometheus::start(&pipeline.http.to_string());
     // Rates and quantiles need samples from before the events: wait for the first scrapes.
     prometheus.wait_for(r#"up{job="hotline"}"#, 1.0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 800,
-        next_month_days: 3,
-        seed: 5,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
-    let mut sender = Sender::new(&config.kafka).unwrap();
+    let events = common::generated_month(MONTH, &settings.zone, 800, 5);
+    let mut sender = deployment.sender();
     // In two halves some seconds apart, so rates and latency quantiles have samples to work on.
     let (first, second) = events.split_at(events.len() / 2);
-    common::send_all(&mut sender, &config, first).await;
+    common::send_all(&mut sender, config, first).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    common::send_all(&mut sender, &config, second).await;
+    common::send_all(&mut sender, config, second).await;
     sender.finish().await.unwrap();
-    let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
+    let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;
 
     // What Prometheus scraped matches what was produced and published.
     prometheus.wait_for(&format!(r#"hotline_month_cases{{month="{MONTH}",status="received"}}"#), 800.0).await;

@@ -7,7 +7,6 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use hotline::kafka::sender::Sender;
 use hotline::kafka::topics::{key_str, read_to_end};
 use rdkafka::message::{Headers, Message};
 use serde_json::json;
@@ -15,12 +14,10 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn months_past_the_retention_are_evicted_and_their_late_events_dead_lettered() {
     // Keep only the watermark's month.
-    let text = common::config_text("", "[state]\nretention_months = 0\n");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
-    let pipeline = common::Running::start(settings.clone()).await;
-    let mut sender = Sender::new(&config.kafka).unwrap();
+    let deployment = common::Deployment::new("", "[state]\nretention_months = 0\n").await;
+    let config = &deployment.config;
+    let pipeline = deployment.start().await;
+    let mut sender = deployment.sender();
 
     let march = json!({"event_id":"m1","case_id":"march","type":"created","occurred_at":"2022-03-10T10:00:00+08:00",
         "channel":"hotline","category":"water","department":"tiexi_district"});
@@ -29,7 +26,7 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
     // A March call-back for a case whose `created` never arrives.
     let orphan = json!({"event_id":"o1","case_id":"never-created","type":"rated","occurred_at":"2022-03-11T10:00:00+08:00",
         "result":"satisfied","caller_phone":"13912345678"});
-    common::send_all(&mut sender, &config, &[march, orphan, april]).await;
+    common::send_all(&mut sender, config, &[march, orphan, april]).await;
     pipeline.wait_processed(3, Duration::from_secs(60)).await;
 
     // Once the watermark is in April, March's case is evicted.
@@ -54,7 +51,7 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
         json!({"event_id":"m3","case_id":"march-2","type":"created","occurred_at":"2022-03-31T23:00:00+08:00",
             "channel":"hotline","category":"gas"}),
     ];
-    common::send_all(&mut sender, &config, &late).await;
+    common::send_all(&mut sender, config, &late).await;
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 3).await;
     let header = |m: &rdkafka::message::OwnedMessage, key: &str| {
         m.headers()
@@ -96,22 +93,20 @@ async fn input_deleted_before_it_was_read_is_reported() {
     use rdkafka::client::DefaultClientContext;
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-    let text = common::config_text("", "");
-    let config = common::parse(&text);
-    let settings = config.clone().settings().unwrap();
-    common::create_inputs(&config).await;
+    let deployment = common::Deployment::new("", "").await;
+    let config = &deployment.config;
     let board = |i: usize| {
         json!({"event_id": format!("b{i}"), "case_id": format!("board-{i}"), "type": "created",
             "occurred_at": "2022-04-10T10:00:00+08:00", "channel": "leader_board", "board": "mayor", "category": "water"})
     };
-    let mut sender = Sender::new(&config.kafka).unwrap();
-    let pipeline = common::Running::start(settings.clone()).await;
-    common::send_all(&mut sender, &config, &[board(0)]).await;
+    let mut sender = deployment.sender();
+    let pipeline = deployment.start().await;
+    common::send_all(&mut sender, config, &[board(0)]).await;
     pipeline.wait_processed(1, Duration::from_secs(60)).await;
     pipeline.stop().await;
 
     // While it is down, two messages come and go before it could read them.
-    common::send_all(&mut sender, &config, &[board(1), board(2), board(3)]).await;
+    common::send_all(&mut sender, config, &[board(1), board(2), board(3)]).await;
     sender.finish().await.unwrap();
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
@@ -119,7 +114,7 @@ async fn input_deleted_before_it_was_read_is_reported() {
     up_to.add_partition_offset(&config.topics.boards, 0, Offset::Offset(3)).unwrap();
     admin.delete_records(&up_to, &AdminOptions::new()).await.unwrap();
 
-    let pipeline = common::Running::start(settings.clone()).await;
+    let pipeline = deployment.start().await;
     pipeline.wait_processed(1, Duration::from_secs(60)).await; // the one message left
     let (_, metrics) = pipeline.get("/metrics").await;
     assert!(metrics.contains("hotline_offset_resets_total 1"), "{metrics}");

@@ -12,11 +12,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hotline::config::{Config, PASSWORD_VARIABLE};
-use hotline::generator::{self, Plan};
 use hotline::kafka::sender::Sender;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use serde_json::Value;
 
 const MONTH: &str = "2022-05";
 const SCRAM_USER: &str = "hotline-scram";
@@ -72,15 +70,7 @@ async fn counts_a_month_exactly(config: Config, password: &str, seed: u64) {
     assert!(!debug.contains(password), "the configuration's Debug shows the password: {debug}");
     hotline::kafka::check_access(&config.kafka).await.expect("the right credentials are accepted");
     create_inputs(&config).await;
-    let plan = Plan {
-        month: MONTH.parse().unwrap(),
-        zone: settings.zone.clone(),
-        cases: 200,
-        next_month_days: 3,
-        seed,
-        v2_events: true,
-    };
-    let events: Vec<Value> = generator::generate(&plan).into_iter().map(|g| g.json).collect();
+    let events = common::generated_month(MONTH, &settings.zone, 200, seed);
 
     let pipeline = common::Running::start(settings.clone()).await;
     let mut sender = Sender::new(&config.kafka).unwrap();

@@ -6,9 +6,9 @@
 pub mod process;
 pub mod reference;
 
-use std::time::Duration;
-
 use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
 
 use hotline::avro::Framing;
 use hotline::commands::replay::route;
@@ -16,9 +16,11 @@ use hotline::commands::snapshot::latest;
 use hotline::config::{Config, Settings};
 use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
+use hotline::generator::{self, Plan};
 use hotline::kafka::pipeline;
 use hotline::kafka::sender::Sender;
 use hotline::telemetry::Telemetry;
+use jiff::tz::TimeZone;
 use rand::RngExt;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -99,7 +101,7 @@ listen = "127.0.0.1:0"
 }
 
 /// Writes a configuration file for the `hotline` binary into a new temporary folder.
-pub fn write_config(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+pub fn write_config(text: &str) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hotline.toml");
     std::fs::write(&file, text).unwrap();
@@ -110,13 +112,9 @@ pub fn parse(text: &str) -> Config {
     Config::parse(text, []).expect("a valid test configuration")
 }
 
-/// Creates the input topics with different partition counts, as upstream platforms do.
-pub async fn create_inputs(config: &Config) {
-    create_inputs_replicated(config, 1).await
-}
-
-/// `create_inputs` with `replication` copies of each partition.
-pub async fn create_inputs_replicated(config: &Config, replication: i32) {
+/// Creates the input topics with different partition counts, as upstream platforms do, with
+/// `replication` copies of each partition.
+pub async fn create_inputs(config: &Config, replication: i32) {
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();
     let t = &config.topics;
@@ -126,6 +124,59 @@ pub async fn create_inputs_replicated(config: &Config, replication: i32) {
     for r in admin.create_topics(&topics, &AdminOptions::new()).await.unwrap() {
         r.expect("creating an input topic");
     }
+}
+
+/// A test's own deployment: its configuration (its own topics and group), the settings built
+/// from it, its input topics, and its configuration file for the `hotline` binary.
+pub struct Deployment {
+    pub config: Config,
+    pub settings: Settings,
+    /// Holds the configuration file; a test keeps its other files (logs, notes) here too.
+    pub dir: tempfile::TempDir,
+    pub file: PathBuf,
+}
+
+impl Deployment {
+    /// On the suite's broker: `kafka_keys` go into `[kafka]`, `sections` are appended.
+    pub async fn new(kafka_keys: &str, sections: &str) -> Deployment {
+        Deployment::on(&brokers(), 1, kafka_keys, sections).await
+    }
+
+    /// On another broker, with `replication` copies of each input partition.
+    pub async fn on(brokers: &str, replication: i32, kafka_keys: &str, sections: &str) -> Deployment {
+        let text = config_text_on(brokers, kafka_keys, sections);
+        let config = parse(&text);
+        let settings = config.clone().settings().unwrap();
+        create_inputs(&config, replication).await;
+        let (dir, file) = write_config(&text);
+        Deployment { config, settings, dir, file }
+    }
+
+    /// An upstream sender to its input topics.
+    pub fn sender(&self) -> Sender {
+        Sender::new(&self.config.kafka).unwrap()
+    }
+
+    /// Sends `events` to their input topics with a sender of their own, and waits until every
+    /// one is delivered.
+    pub async fn send(&self, events: &[Value]) {
+        let mut sender = self.sender();
+        send_all(&mut sender, &self.config, events).await;
+        sender.finish().await.unwrap();
+    }
+
+    /// Its pipeline, running in this process.
+    pub async fn start(&self) -> Running {
+        Running::start(self.settings.clone()).await
+    }
+}
+
+/// The generator's `month` of `cases` cases (`YYYY-MM`, in `zone`), with contract v2's events
+/// and three days of the next month, so that the month closes.
+pub fn generated_month(month: &str, zone: &TimeZone, cases: usize, seed: u64) -> Vec<Value> {
+    let plan =
+        Plan { month: month.parse().unwrap(), zone: zone.clone(), cases, next_month_days: 3, seed, v2_events: true };
+    generator::generate(&plan).into_iter().map(|g| g.json).collect()
 }
 
 /// A pipeline running in this process until `stop`.
