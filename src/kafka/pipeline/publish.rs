@@ -21,8 +21,8 @@ use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
 use crate::domain::gauges::CityGauges;
 use crate::domain::publisher::{PublishRules, Publisher};
-use crate::labels::LabelRegistry;
 use crate::kafka::topics;
+use crate::labels::LabelRegistry;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
 use crate::telemetry::{SnapshotDue, SnapshotUndecodable, Telemetry};
 
@@ -147,11 +147,7 @@ impl Publishing {
             // again: their tallies can go from the compacted topic too.
             for (partition, month) in tombstones {
                 let key = PartialKey::Tally { partition, month }.to_string();
-                out.send(
-                    BaseRecord::<[u8], [u8]>::to(&self.partials)
-                        .partition(0)
-                        .key(key.as_bytes()),
-                )?;
+                out.send(BaseRecord::<[u8], [u8]>::to(&self.partials).partition(0).key(key.as_bytes()))?;
             }
             self.publisher.forget_before(kept_from);
         }
