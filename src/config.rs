@@ -529,11 +529,25 @@ fn default_heartbeat_interval() -> String {
     "3s".into()
 }
 
-/// Configuration with its durations and zone parsed and checked.
+/// The configuration parsed and checked (durations, zone, registry, calendar), section by
+/// section: each part of the pipeline is built from the few values it uses.
 #[derive(Clone, Debug)]
 pub struct Settings {
-    pub config: Config,
+    pub kafka: KafkaConfig,
+    pub topics: Topics,
+    pub limits: Limits,
+    /// `state.retention_months`.
+    pub retention_months: u32,
     pub zone: TimeZone,
+    /// `time.zone`: `zone`'s IANA name.
+    pub zone_name: String,
+    pub ranking: RankingRules,
+    /// `snapshot.schema_registry_url`.
+    pub schema_registry_url: Option<String>,
+    /// `labels.unregistered_rows`.
+    pub unregistered_rows: usize,
+    /// `sla.calendar`: where the working-day calendar was read from, when not built in.
+    pub calendar: Option<PathBuf>,
     pub max_future: Duration,
     pub default_sla: Span,
     /// Working-day deadlines, when `sla.working_days` lists any kind.
@@ -567,7 +581,7 @@ impl Settings {
 
     /// Which codes keep rows of their own, and where the others are counted.
     pub(crate) fn overflow(&self) -> Overflow {
-        Overflow::new(Arc::new(self.labels.clone()), self.config.labels.unregistered_rows)
+        Overflow::new(Arc::new(self.labels.clone()), self.unregistered_rows)
     }
 
     /// With working-day deadlines, the calendar must cover every year the counts can touch:
@@ -575,7 +589,7 @@ impl Settings {
     /// is an error here, at start, never a silent count by weekends alone.
     pub fn check_calendar(&self, today: jiff::civil::Date) -> Result<()> {
         let Some(w) = &self.working_days else { return Ok(()) };
-        let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.config.state.retention_months))?;
+        let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.retention_months))?;
         let missing: Vec<i16> =
             (first.year()..=today.year()).filter(|y| !w.calendar.years().any(|c| c == *y)).collect();
         if !missing.is_empty() {
@@ -583,8 +597,8 @@ impl Settings {
                 "the working-day calendar ({}) lacks {missing:?}: sla.working_days counts deadlines in working days, \
                  and the retention of {} months reaches back to {first}; add those years from the State Council's \
                  notices",
-                self.config.sla.calendar.as_ref().map_or("built in".into(), |p| p.display().to_string()),
-                self.config.state.retention_months,
+                self.calendar.as_ref().map_or("built in".into(), |p| p.display().to_string()),
+                self.retention_months,
             );
         }
         Ok(())
@@ -704,7 +718,15 @@ impl Config {
             zone,
             listen,
             dead_letter_topic_limit: None,
-            config: self,
+            retention_months: self.state.retention_months,
+            zone_name: self.time.zone,
+            schema_registry_url: self.snapshot.schema_registry_url,
+            unregistered_rows: self.labels.unregistered_rows,
+            calendar: self.sla.calendar,
+            kafka: self.kafka,
+            topics: self.topics,
+            limits: self.limits,
+            ranking: self.ranking,
         })
     }
 }
@@ -752,7 +774,7 @@ mod tests {
     fn the_shipped_example_parses() {
         let text = include_str!("../config/hotline.toml");
         let settings = Config::parse(text, []).unwrap().settings().unwrap();
-        assert_eq!(settings.config.topics.cases, "hotline.cases");
+        assert_eq!(settings.topics.cases, "hotline.cases");
         assert_eq!(settings.min_interval, Duration::from_secs(10));
     }
 

@@ -35,7 +35,7 @@ fn flood() -> Vec<Value> {
 }
 
 async fn latest(settings: &hotline::config::Settings, month: &str) -> Option<Snapshot> {
-    let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
+    let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
     let month = month.parse().unwrap();
     tokio::task::spawn_blocking(move || hotline::commands::snapshot::latest(&kafka, &topic, month))
         .await

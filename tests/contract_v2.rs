@@ -157,7 +157,7 @@ async fn a_v2_month_through_hotline_run_counts_to_the_reference() {
     }
     sent.shuffle(&mut rng);
     let mut sender = deployment.sender();
-    common::send_all(&mut sender, config, &sent).await;
+    common::send_all(&mut sender, &config.topics, &sent).await;
     for (bad, _) in bad_inputs() {
         sender.send(&config.topics.cases, None, bad.to_string().as_bytes()).await.unwrap();
     }

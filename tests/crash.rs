@@ -32,7 +32,7 @@ async fn kill_9_at_random_moments_loses_nothing_and_counts_nothing_twice() {
     let producing = tokio::spawn(async move {
         let mut sender = Sender::new(&producer_config.kafka).unwrap();
         for chunk in to_send.chunks(150) {
-            common::send_all(&mut sender, &producer_config, chunk).await;
+            common::send_all(&mut sender, &producer_config.topics, chunk).await;
             tokio::time::sleep(Duration::from_millis(600)).await;
         }
         sender.finish().await.unwrap()

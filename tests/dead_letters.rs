@@ -32,7 +32,7 @@ async fn a_near_limit_message_is_dead_lettered_into_a_small_dead_letter_topic() 
     sender.send(&config.topics.cases, Some(b"x"), &near_limit).await.unwrap();
     let good = json!({"event_id":"e1","case_id":"c1","type":"created","occurred_at":"2022-04-10T10:00:00+08:00",
         "channel":"hotline","category":"water"});
-    common::send_all(&mut sender, config, &[good]).await;
+    common::send_all(&mut sender, &config.topics, &[good]).await;
     sender.finish().await.unwrap();
 
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 1).await;

@@ -309,7 +309,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
             let mut sender = Sender::new(&config.kafka).unwrap();
             let mut bad = bad.iter();
             for (n, chunk) in events.chunks(events.len() / 140 + 1).enumerate() {
-                common::send_all(&mut sender, &config, chunk).await;
+                common::send_all(&mut sender, &config.topics, chunk).await;
                 if n % 3 == 0
                     && let Some(b) = bad.next()
                 {

@@ -54,7 +54,7 @@ async fn failed_commits_and_coordinator_moves_leave_the_figures_exact() {
             }
             _ => {}
         }
-        common::send_all(&mut sender, &config, chunk).await;
+        common::send_all(&mut sender, &config.topics, chunk).await;
         sender = {
             sender.finish().await.unwrap();
             Sender::new(&config.kafka).unwrap()

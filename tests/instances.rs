@@ -25,7 +25,7 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
 
     let mut sender = deployment.sender();
     let (first, second) = events.split_at(events.len() / 2);
-    common::send_all(&mut sender, config, first).await;
+    common::send_all(&mut sender, &config.topics, first).await;
     // Every instance counts a share: each holds cases of its own counting partition.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -40,7 +40,7 @@ async fn three_instances_one_killed_publish_one_exact_snapshot_stream() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     instances[0].kill(); // SIGKILL, mid-stream
-    common::send_all(&mut sender, config, second).await;
+    common::send_all(&mut sender, &config.topics, second).await;
     sender.finish().await.unwrap();
 
     let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;

@@ -20,7 +20,7 @@ const FROM_THE_FUTURE: &[u8] = b"\x09{\"whatever\":true}";
 
 async fn write_raw(settings: &Settings, topic: &str, partition: i32, key: &str) {
     let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &settings.config.kafka.brokers).create().unwrap();
+        ClientConfig::new().set("bootstrap.servers", &settings.kafka.brokers).create().unwrap();
     let record = FutureRecord::to(topic).partition(partition).key(key).payload(FROM_THE_FUTURE);
     producer.send(record, Duration::from_secs(10)).await.unwrap();
 }

@@ -63,8 +63,8 @@ async fn a_consumer_fenced_by_its_own_past_self_is_replaced_and_counts_exactly()
 
     let events = common::generated_month(MONTH, &settings.zone, 600, 8);
     let (first, second) = events.split_at(events.len() / 2);
-    let mut sender = Sender::new(&settings.config.kafka).unwrap();
-    common::send_all(&mut sender, &settings.config, first).await;
+    let mut sender = Sender::new(&settings.kafka).unwrap();
+    common::send_all(&mut sender, &settings.topics, first).await;
     sender.finish().await.unwrap();
     pipeline.wait_processed(first.len() as u64, Duration::from_secs(60)).await;
 
@@ -77,8 +77,8 @@ async fn a_consumer_fenced_by_its_own_past_self_is_replaced_and_counts_exactly()
         assert!(Instant::now() < deadline, "the fenced consumer was never replaced");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let mut sender = Sender::new(&settings.config.kafka).unwrap();
-    common::send_all(&mut sender, &settings.config, second).await;
+    let mut sender = Sender::new(&settings.kafka).unwrap();
+    common::send_all(&mut sender, &settings.topics, second).await;
     sender.finish().await.unwrap();
 
     let last = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
@@ -187,9 +187,9 @@ async fn a_transactional_call_stuck_on_a_lost_coordinator_is_abandoned_and_count
     let sending = {
         let (settings, events) = (settings.clone(), events.clone());
         tokio::spawn(async move {
-            let mut sender = Sender::new(&settings.config.kafka).unwrap();
+            let mut sender = Sender::new(&settings.kafka).unwrap();
             for chunk in events.chunks(events.len() / 60 + 1) {
-                common::send_all(&mut sender, &settings.config, chunk).await;
+                common::send_all(&mut sender, &settings.topics, chunk).await;
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
             sender.finish().await.unwrap()

@@ -91,9 +91,9 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     let mut sender = deployment.sender();
     // In two halves some seconds apart, so rates and latency quantiles have samples to work on.
     let (first, second) = events.split_at(events.len() / 2);
-    common::send_all(&mut sender, config, first).await;
+    common::send_all(&mut sender, &config.topics, first).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
-    common::send_all(&mut sender, config, second).await;
+    common::send_all(&mut sender, &config.topics, second).await;
     sender.finish().await.unwrap();
     let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;
 

@@ -26,7 +26,7 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
     // A March call-back for a case whose `created` never arrives.
     let orphan = json!({"event_id":"o1","case_id":"never-created","type":"rated","occurred_at":"2022-03-11T10:00:00+08:00",
         "result":"satisfied","caller_phone":"13912345678"});
-    common::send_all(&mut sender, config, &[march, orphan, april]).await;
+    common::send_all(&mut sender, &config.topics, &[march, orphan, april]).await;
     pipeline.wait_processed(3, Duration::from_secs(60)).await;
 
     // Once the watermark is in April, March's case is evicted.
@@ -51,7 +51,7 @@ async fn months_past_the_retention_are_evicted_and_their_late_events_dead_letter
         json!({"event_id":"m3","case_id":"march-2","type":"created","occurred_at":"2022-03-31T23:00:00+08:00",
             "channel":"hotline","category":"gas"}),
     ];
-    common::send_all(&mut sender, config, &late).await;
+    common::send_all(&mut sender, &config.topics, &late).await;
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 3).await;
     let header = |m: &rdkafka::message::OwnedMessage, key: &str| {
         m.headers()
@@ -101,12 +101,12 @@ async fn input_deleted_before_it_was_read_is_reported() {
     };
     let mut sender = deployment.sender();
     let pipeline = deployment.start().await;
-    common::send_all(&mut sender, config, &[board(0)]).await;
+    common::send_all(&mut sender, &config.topics, &[board(0)]).await;
     pipeline.wait_processed(1, Duration::from_secs(60)).await;
     pipeline.stop().await;
 
     // While it is down, two messages come and go before it could read them.
-    common::send_all(&mut sender, config, &[board(1), board(2), board(3)]).await;
+    common::send_all(&mut sender, &config.topics, &[board(1), board(2), board(3)]).await;
     sender.finish().await.unwrap();
     let admin: AdminClient<DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", &config.kafka.brokers).create().unwrap();

@@ -74,7 +74,7 @@ async fn counts_a_month_exactly(config: Config, password: &str, seed: u64) {
 
     let pipeline = common::Running::start(settings.clone()).await;
     let mut sender = Sender::new(&config.kafka).unwrap();
-    common::send_all(&mut sender, &config, &events).await;
+    common::send_all(&mut sender, &config.topics, &events).await;
     sender.finish().await.unwrap();
     let snapshot = common::wait_for_exact_snapshot(&settings, MONTH, &events, 1).await;
     assert_eq!(snapshot.figures.totals.received, 200);

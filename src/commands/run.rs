@@ -23,7 +23,7 @@ pub async fn run(config: &Path) -> Result<()> {
     // Wrong credentials or an untrusted certificate stop the process here with a clear error
     // rather than leaving it waiting, unready, as for a broker outage.
     tokio::select! {
-        checked = crate::kafka::check_access(&settings.config.kafka) => checked?,
+        checked = crate::kafka::check_access(&settings.kafka) => checked?,
         _ = shutdown_signal() => return Ok(()),
     }
     let framing = framing(&settings).await?;
@@ -72,10 +72,10 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(8);
 
 /// Single-object encoding, or the Confluent wire format with the id the registry assigns.
 pub async fn framing(settings: &Settings) -> Result<Framing> {
-    match &settings.config.snapshot.schema_registry_url {
+    match &settings.schema_registry_url {
         None => Ok(Framing::SingleObject),
         Some(url) => {
-            let subject = format!("{}-value", settings.config.topics.snapshots);
+            let subject = format!("{}-value", settings.topics.snapshots);
             let id = crate::schema_registry::register(url, &subject, crate::avro::SCHEMA_JSON).await?;
             tracing::info!(subject, id, "snapshot schema registered");
             Ok(Framing::Confluent(id))

@@ -13,7 +13,7 @@ use std::time::Duration;
 use hotline::avro::Framing;
 use hotline::commands::replay::route;
 use hotline::commands::snapshot::latest;
-use hotline::config::{Config, Settings};
+use hotline::config::{Config, Settings, Topics};
 use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
 use hotline::generator::{self, Plan};
@@ -161,7 +161,7 @@ impl Deployment {
     /// one is delivered.
     pub async fn send(&self, events: &[Value]) {
         let mut sender = self.sender();
-        send_all(&mut sender, &self.config, events).await;
+        send_all(&mut sender, &self.config.topics, events).await;
         sender.finish().await.unwrap();
     }
 
@@ -250,11 +250,12 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-pub async fn send_all(sender: &mut Sender, config: &Config, events: &[Value]) {
+/// Sends `events` to the input topics of `topics`, as upstream platforms do.
+pub async fn send_all(sender: &mut Sender, topics: &Topics, events: &[Value]) {
     let mut case_topics = HashMap::new();
     for e in events {
         let line = e.to_string();
-        let (topic, key) = route(&config.topics, &line, &mut case_topics);
+        let (topic, key) = route(topics, &line, &mut case_topics);
         sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
     }
 }
@@ -278,7 +279,7 @@ pub async fn wait_for_snapshot_of(
     let month: Month = month.parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
-        let (kafka, topic) = (settings.config.kafka.clone(), settings.config.topics.snapshots.clone());
+        let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
         let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
         if let Some(s) = snapshot {
             let expected = expected(s.as_of);
@@ -361,17 +362,12 @@ pub async fn committed_messages(
 pub fn revisions(settings: &Settings, month: &str) -> Vec<Snapshot> {
     let codec = hotline::avro::SnapshotCodec::new(Framing::SingleObject);
     let mut all = Vec::new();
-    hotline::kafka::topics::read_to_end(
-        &settings.config.kafka,
-        &settings.config.topics.snapshots,
-        Duration::from_secs(30),
-        |m| {
-            if hotline::kafka::topics::key_str(m) == Some(month) {
-                all.push(codec.decode(rdkafka::message::Message::payload(m).unwrap()).unwrap());
-            }
-            Ok(())
-        },
-    )
+    hotline::kafka::topics::read_to_end(&settings.kafka, &settings.topics.snapshots, Duration::from_secs(30), |m| {
+        if hotline::kafka::topics::key_str(m) == Some(month) {
+            all.push(codec.decode(rdkafka::message::Message::payload(m).unwrap()).unwrap());
+        }
+        Ok(())
+    })
     .unwrap();
     all
 }

@@ -20,13 +20,12 @@ use super::transaction::TRANSACTION_TIMEOUT;
 /// The pipeline consumer's settings: what exactness needs (refused in `[kafka.properties]`,
 /// see `config.rs`), then defaults that the properties override.
 pub(super) fn consumer_config(settings: &Settings) -> ClientConfig {
-    let config = &settings.config;
-    let mut consumer_config = client_config(&config.kafka);
-    if let Some(id) = &config.kafka.instance_id {
+    let mut consumer_config = client_config(&settings.kafka);
+    if let Some(id) = &settings.kafka.instance_id {
         consumer_config.set("group.instance.id", id);
     }
     consumer_config
-        .set("group.id", &config.kafka.group_id)
+        .set("group.id", &settings.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         .set("auto.offset.reset", "earliest")
@@ -52,7 +51,7 @@ pub(super) fn consumer_config(settings: &Settings) -> ClientConfig {
 
 /// The transactional producer's settings, as `consumer_config`.
 pub(super) fn producer_config(settings: &Settings, instance: &str) -> ClientConfig {
-    let kafka = &settings.config.kafka;
+    let kafka = &settings.kafka;
     let mut producer_config = client_config(kafka);
     producer_config.set("transactional.id", format!("{}-{instance}", kafka.group_id));
     // A dead letter must always fit: `[kafka.properties]` may raise this, never lower it.
@@ -72,7 +71,6 @@ pub(super) fn consumer(
     telemetry: &Telemetry,
     rebalanced: &Arc<AtomicBool>,
 ) -> Result<BaseConsumer<KafkaEvents>> {
-    let config = &settings.config;
     let consumer: BaseConsumer<KafkaEvents> = consumer_config(settings)
         .create_with_context(KafkaEvents {
             telemetry: telemetry.clone(),
@@ -82,7 +80,7 @@ pub(super) fn consumer(
             lags: Arc::default(),
         })
         .context("creating the consumer")?;
-    let t = &config.topics;
+    let t = &settings.topics;
     let mut subscribed: Vec<&str> = t.inputs().to_vec();
     subscribed.extend([t.case_events.as_str(), t.partials.as_str()]);
     consumer.subscribe(&subscribed).context("subscribing")?;

@@ -94,13 +94,13 @@ impl Counting {
             }
         }
         // An input no longer configured must not hold the watermark forever.
-        let configured = settings.config.topics.inputs();
+        let configured = settings.topics.inputs();
         for (p, committed) in partitions {
             if let Some(restored) = restored.get_mut(p) {
                 restored.resume(*committed, inputs, &configured);
             }
         }
-        let t = &settings.config.topics;
+        let t = &settings.topics;
         Ok(Counting { partitions: restored, changelog: t.changelog.clone(), partials: t.partials.clone(), unreadable })
     }
 
@@ -228,16 +228,16 @@ fn read_changelog_lane(
     telemetry: &Telemetry,
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
-    let config = &settings.config;
     let (rules, overflow) = (settings.counting_rules(), settings.overflow());
-    let new = |_| CountingPartition::new(rules.clone(), config.state.retention_months, overflow.clone());
+    let new = |_| CountingPartition::new(rules.clone(), settings.retention_months, overflow.clone());
     let mut restored: BTreeMap<i32, CountingPartition> = partitions.iter().map(|p| (*p, new(p))).collect();
     let mut unreadable = BTreeMap::new();
     if partitions.is_empty() {
         return Ok((restored, unreadable));
     }
     let mut read = 0u64;
-    topics::read_partitions_to_end(&config.kafka, &config.topics.changelog, Some(partitions), RESTORE_TIMEOUT, |m| {
+    let (kafka, changelog) = (&settings.kafka, &settings.topics.changelog);
+    topics::read_partitions_to_end(kafka, changelog, Some(partitions), RESTORE_TIMEOUT, |m| {
         // The loop moves, however long the restore (a clock reading per 4,096 records).
         if read.is_multiple_of(4096) {
             telemetry.progress();

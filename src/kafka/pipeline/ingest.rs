@@ -35,12 +35,11 @@ impl Ingest {
         for source in sources {
             progress.track(source, now);
         }
-        let config = &settings.config;
         Ingest {
             counting_partitions,
             progress,
-            case_events: config.topics.case_events.clone(),
-            max_message_bytes: config.limits.max_message_bytes,
+            case_events: settings.topics.case_events.clone(),
+            max_message_bytes: settings.limits.max_message_bytes,
             max_future: settings.max_future,
             idle_partition: settings.idle_partition,
         }

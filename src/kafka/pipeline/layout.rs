@@ -24,8 +24,8 @@ pub(super) const DEAD_LETTER_HEADROOM: usize = 64 * 1024;
 pub(super) const MAX_PRODUCED_BYTES: usize = DEAD_LETTER_MAX_PAYLOAD + DEAD_LETTER_HEADROOM;
 
 pub(super) fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
-    let t = &settings.config.topics;
-    let n = settings.config.kafka.partitions;
+    let t = &settings.topics;
+    let n = settings.kafka.partitions;
     vec![
         TopicSpec { name: &t.case_events, partitions: n, compacted: false, max_message_bytes: None },
         TopicSpec { name: &t.changelog, partitions: n, compacted: true, max_message_bytes: None },
@@ -54,7 +54,7 @@ pub(super) struct Layout {
 
 impl Layout {
     pub fn check(settings: &Settings, partitions: &HashMap<String, i32>) -> Result<Layout> {
-        let t = &settings.config.topics;
+        let t = &settings.topics;
         let count = |name: &str| partitions.get(name).copied().unwrap_or(0);
         let counting_partitions = count(&t.case_events);
         if count(&t.changelog) != counting_partitions {
@@ -79,10 +79,10 @@ impl Layout {
         // A dead-letter topic made before hotline may take less than it would create. A broker
         // that does not say is taken to have Kafka's default limit, so that no dead letter can be
         // refused.
-        let dead_letters = &settings.config.topics.dead_letters;
+        let dead_letters = &settings.topics.dead_letters;
         let described = match settings.dead_letter_topic_limit {
             Some(known) => Ok(known),
-            None => topics::max_message_bytes(&settings.config.kafka, dead_letters, DESCRIBE_TIMEOUT).await,
+            None => topics::max_message_bytes(&settings.kafka, dead_letters, DESCRIBE_TIMEOUT).await,
         };
         let limit = match described {
             Ok(n) => n,

@@ -84,7 +84,7 @@ async fn run_until_stopped(
     let mut backoff = Backoff::default();
     let partitions = loop {
         telemetry.progress();
-        match topics::ensure(&settings.config.kafka, &owned_topics(&settings)).await {
+        match topics::ensure(&settings.kafka, &owned_topics(&settings)).await {
             Ok(p) => break p,
             Err(e) if !stop.is_cancelled() => {
                 telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
@@ -96,11 +96,11 @@ async fn run_until_stopped(
     let mut layout = Layout::check(&settings, &partitions)?;
     layout.read_dead_letter_limit(&settings).await;
     tokio::task::spawn_blocking(move || {
-        let id = settings.config.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
+        let id = settings.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
         telemetry.emit(PipelineStarting {
-            group_id: &settings.config.kafka.group_id,
-            transactional_id: &format!("{}-{id}", settings.config.kafka.group_id),
-            static_membership: settings.config.kafka.instance_id.is_some(),
+            group_id: &settings.kafka.group_id,
+            transactional_id: &format!("{}-{id}", settings.kafka.group_id),
+            static_membership: settings.kafka.instance_id.is_some(),
         });
         let instance = Instance { settings, telemetry, framing, id, layout, blocked: BlockedCalls::default() };
         let Instance { settings, telemetry, blocked, .. } = &instance;
@@ -219,14 +219,14 @@ impl<'a> Life<'a> {
         if stopping {
             return Ok(Some(offsets));
         }
-        let t = &self.settings.config.topics;
+        let t = &self.settings.topics;
         self.telemetry.progress();
         // One reading of the clock per message: a wall-clock time for the batch (which lasts at
         // most a commit interval) and the monotonic time after each poll.
         let (mut now, wall) = (Instant::now(), jiff::Timestamp::now());
         let deadline = now + self.settings.commit_interval;
         let mut messages = 0;
-        while messages < self.settings.config.limits.max_batch && now < deadline {
+        while messages < self.settings.limits.max_batch && now < deadline {
             let polled = self.consumer.poll(deadline.saturating_duration_since(now));
             now = Instant::now();
             self.telemetry.emit(Polled);

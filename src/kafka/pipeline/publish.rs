@@ -54,38 +54,37 @@ impl Publishing {
         framing: Framing,
         counting_partitions: i32,
     ) -> Result<Publishing> {
-        let config = &settings.config;
         let mut publishing = Publishing {
-            partials: config.topics.partials.clone(),
-            snapshots: config.topics.snapshots.clone(),
+            partials: settings.topics.partials.clone(),
+            snapshots: settings.topics.snapshots.clone(),
             zone: settings.zone.clone(),
             labels: settings.labels.clone(),
             city: CityView::new(
                 settings.zone.clone(),
                 settings.overflow(),
-                config.state.retention_months,
+                settings.retention_months,
                 counting_partitions as usize,
             ),
             publisher: Publisher::new(PublishRules {
                 zone: settings.zone.clone(),
-                zone_name: config.time.zone.clone(),
+                zone_name: settings.zone_name.clone(),
                 grace: settings.grace,
                 min_interval: settings.min_interval,
-                ranking: config.ranking.clone(),
+                ranking: settings.ranking.clone(),
             }),
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
             unreadable: None,
         };
         let p = &mut publishing;
-        topics::read_to_end(&config.kafka, &config.topics.partials, RESTORE_TIMEOUT, |m| {
+        topics::read_to_end(&settings.kafka, &settings.topics.partials, RESTORE_TIMEOUT, |m| {
             telemetry.progress();
             if p.unreadable.is_none() && p.handle(m).is_none() {
                 p.next_offset = m.offset() + 1;
             }
             Ok(())
         })?;
-        topics::read_to_end(&config.kafka, &config.topics.snapshots, RESTORE_TIMEOUT, |m| {
+        topics::read_to_end(&settings.kafka, &settings.topics.snapshots, RESTORE_TIMEOUT, |m| {
             telemetry.progress();
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {

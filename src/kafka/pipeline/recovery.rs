@@ -76,7 +76,7 @@ pub(super) fn gave_up(
             "another process in consumer group {:?} uses kafka.instance_id {instance:?}: every new consumer was \
              fenced by it for {lasted} s, longer than the session timeout ({} s). Give each instance its own \
              kafka.instance_id",
-            settings.config.kafka.group_id,
+            settings.kafka.group_id,
             settings.session_timeout.as_secs()
         )
     } else {

@@ -53,7 +53,6 @@ impl<'a> Life<'a> {
         stopped: &'a mut StoppedPartitions,
     ) -> Result<Life<'a>> {
         let Instance { settings, telemetry, framing, id, layout, blocked } = instance;
-        let config = &settings.config;
         // One transactional id per instance: a restarted instance fences its predecessor, whose
         // open transaction is aborted. Instances fence each other's stale work through the
         // group's generation, sent with the offsets (KIP-447).
@@ -61,7 +60,7 @@ impl<'a> Life<'a> {
             .create_with_context(KafkaEvents::new(telemetry))
             .context("creating the transactional producer")?;
         let guard = CallGuard::new(producer, telemetry, TRANSACTION_TIMEOUT + CALL_GRACE, blocked.clone());
-        let t = &config.topics;
+        let t = &settings.topics;
         let out = Output::new(guard, telemetry, (&t.dead_letters, layout.dead_letter_max_payload), &t.case_events);
         out.call("initialising transactions", |p| p.init_transactions(TRANSACTION_TIMEOUT))?;
         telemetry.progress();
