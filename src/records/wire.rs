@@ -39,10 +39,6 @@ fn read_time(t: Option<Time>) -> Result<Option<Timestamp>, String> {
     t.map(Time::read).transpose()
 }
 
-fn read_code(text: &str) -> Result<CodeText, String> {
-    Ok(text.into())
-}
-
 fn read_enum<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, what: &str, text: &str) -> Result<T, String> {
     event::from_code(all, code, text).ok_or_else(|| format!("unknown {what} code {text:?}"))
 }
@@ -134,10 +130,10 @@ impl<'a> Created<'a> {
     fn read(self) -> Result<event::Created, String> {
         Ok(event::Created {
             channel: read_channel(self.channel)?,
-            category: read_code(self.category)?,
+            category: CodeText::from(self.category),
             board: read_board(self.board)?,
             request_kind: read_request_kind(self.request_kind)?,
-            department: self.department.map(read_code).transpose()?,
+            department: self.department.map(CodeText::from),
             due_at: read_time(self.due_at)?,
         })
     }
@@ -154,8 +150,8 @@ impl<'a> Transferred<'a> {
 
     fn read(self) -> Result<event::Transferred, String> {
         Ok(event::Transferred {
-            to_department: read_code(self.to_department)?,
-            from_department: self.from_department.map(read_code).transpose()?,
+            to_department: CodeText::from(self.to_department),
+            from_department: self.from_department.map(CodeText::from),
             due_at: read_time(self.due_at)?,
         })
     }
@@ -204,13 +200,13 @@ impl<'a> Routed<'a> {
                         Change::Created(c) => DomainChange::Created(c.read()?),
                         Change::Transferred(t) => DomainChange::Transferred(t.read()?),
                         Change::Closed => DomainChange::Closed,
-                        Change::Accepted(d) => DomainChange::Accepted { department: read_code(d)? },
-                        Change::Returned(d) => DomainChange::Returned { department: read_code(d)? },
+                        Change::Accepted(d) => DomainChange::Accepted { department: CodeText::from(d) },
+                        Change::Returned(d) => DomainChange::Returned { department: CodeText::from(d) },
                         Change::Extended(d, due) => {
-                            DomainChange::Extended { department: read_code(d)?, due_at: due.read()? }
+                            DomainChange::Extended { department: CodeText::from(d), due_at: due.read()? }
                         }
                         Change::Reopened(d, due) => {
-                            DomainChange::Reopened { department: read_code(d)?, due_at: read_time(due)? }
+                            DomainChange::Reopened { department: CodeText::from(d), due_at: read_time(due)? }
                         }
                         Change::Rated(r) => DomainChange::Rated { result: read_rating(r)? },
                     },
