@@ -112,7 +112,7 @@ impl CityView {
             if sum.is_empty() {
                 self.sums.remove(&month);
             } else {
-                self.sums.insert(month, self.overflow.fold(&sum));
+                self.sums.insert(month, self.overflow.fold(sum));
             }
         }
         &self.sums

@@ -202,7 +202,7 @@ impl CountingPartition {
         if !self.dirty.is_empty() && partials_due {
             flush.tallies = std::mem::take(&mut self.dirty)
                 .into_iter()
-                .map(|m| (m, self.ledger.tally(m).map(|t| self.overflow.fold(t))))
+                .map(|m| (m, self.ledger.tally(m).map(|t| self.overflow.fold(t.clone()))))
                 .collect();
             self.partials_written = Some(now);
         }
