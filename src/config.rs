@@ -20,6 +20,7 @@ use crate::domain::calendar::WorkCalendar;
 use crate::domain::case::{CountingRules, WorkingDays};
 use crate::domain::event::{RequestKind, from_code};
 use crate::domain::overflow::Overflow;
+use crate::domain::province::{Cities, CityCode, CityRules};
 use crate::domain::ranking::RankingRules;
 use crate::labels::LabelRegistry;
 
@@ -27,6 +28,9 @@ use crate::labels::LabelRegistry;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
+    /// The city this deployment counts.
+    #[serde(default)]
+    pub city: CityConfig,
     #[serde(default)]
     pub topics: Topics,
     #[serde(default)]
@@ -46,6 +50,14 @@ pub struct Config {
     /// The red and black lists of departments each snapshot carries.
     #[serde(default)]
     pub ranking: RankingRules,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CityConfig {
+    /// Its administrative division code (GB/T 2260): events naming it are counted with those
+    /// naming none, and events naming another city are dead letters (`unknown_city`).
+    pub code: Option<CityCode>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -538,6 +550,8 @@ pub struct Settings {
     pub limits: Limits,
     /// `state.retention_months`.
     pub retention_months: u32,
+    /// `city.code`.
+    pub city: Option<CityCode>,
     pub zone: TimeZone,
     /// `time.zone`: `zone`'s IANA name.
     pub zone_name: String,
@@ -582,6 +596,11 @@ impl Settings {
     /// Which codes keep rows of their own, and where the others are counted.
     pub(crate) fn overflow(&self) -> Overflow {
         Overflow::new(Arc::new(self.labels.clone()), self.unregistered_rows)
+    }
+
+    /// The cities counted, each with its rules.
+    pub(crate) fn cities(&self) -> Cities {
+        Cities::single(self.city, CityRules { counting: self.counting_rules(), overflow: self.overflow() })
     }
 
     /// With working-day deadlines, the calendar must cover every year the counts can touch:
@@ -719,6 +738,7 @@ impl Config {
             listen,
             dead_letter_topic_limit: None,
             retention_months: self.state.retention_months,
+            city: self.city.code,
             zone_name: self.time.zone,
             schema_registry_url: self.snapshot.schema_registry_url,
             unregistered_rows: self.labels.unregistered_rows,

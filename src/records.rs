@@ -4,7 +4,7 @@
 //! | topic | key | value |
 //! |---|---|---|
 //! | `case_events` | the case id; none for a marker | [`Routed`] |
-//! | changelog | [`ChangelogKey::Case`] | [`CaseRecord`]; a tombstone when the case is gone |
+//! | changelog | [`ChangelogKey::Case`]: the case id, after its city and `\x1f` unless the city is the default | [`CaseRecord`]; a tombstone when the case is gone |
 //! | changelog | [`ChangelogKey::Progress`] | [`PartitionProgress`] |
 //! | `partials` | [`PartialKey::Tally`] | [`Tally`]; a tombstone when the month is forgotten |
 //! | `partials` | [`PartialKey::Watermark`] | [`Watermark`] |
@@ -13,6 +13,8 @@
 //! Every value starts with a byte naming its format's version:
 //! - version 3, case records: postcard over what the domain's record holds, event ids as their
 //!   64-bit hashes (`wire::Case`);
+//! - version 5, routed events naming a city (not the deployment's default): version 2's body
+//!   followed by the city's code;
 //! - version 2, routed events: postcard (`wire::Routed`); case records of earlier builds;
 //! - version 1, the rest (progress, tallies, watermarks): JSON;
 //! - version 0: values of earlier builds, JSON with no version byte (they start with `{`, `[`
@@ -34,6 +36,7 @@ use crate::domain::event::Rejection;
 use crate::domain::figures::Tally;
 use crate::domain::month::Month;
 use crate::domain::partition::PartitionProgress;
+use crate::domain::province::CityCode;
 use crate::domain::routing::Routed;
 
 mod wire;
@@ -43,6 +46,8 @@ const BINARY: u8 = 2;
 const COMPACT: u8 = 3;
 /// Case records holding facts contract v1 does not have.
 const COMPACT_V2: u8 = 4;
+/// Routed events naming a city: version 2's body followed by the city's code.
+const BINARY_CITY: u8 = 5;
 
 /// Why a record could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,6 +62,8 @@ pub enum Unreadable {
     Key,
     #[error("the case's deadline runs into {0}, a year the configured working-day calendar lacks")]
     Calendar(i16),
+    #[error("the record is of city {0}, which the configuration does not list")]
+    City(CityCode),
 }
 
 impl Unreadable {
@@ -68,6 +75,7 @@ impl Unreadable {
             Unreadable::Empty => "empty",
             Unreadable::Key => "unknown_key",
             Unreadable::Calendar(_) => "calendar_lacks_year",
+            Unreadable::City(_) => "unknown_city",
         }
     }
 }
@@ -113,16 +121,37 @@ fn json<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
 }
 
 impl Value for Routed {
-    const WRITES: u8 = BINARY;
+    const WRITES: u8 = BINARY_CITY;
+
+    /// Version 2 unless the event names a city: events of the default city stay readable by
+    /// builds before cities.
+    fn version(&self) -> u8 {
+        match self.event.as_ref().and_then(|e| e.event.city) {
+            Some(_) => BINARY_CITY,
+            None => BINARY,
+        }
+    }
 
     fn write(&self, out: &mut Vec<u8>) {
-        postcard::to_io(&wire::Routed::of(self), out).expect("routed records serialize");
+        let routed = wire::Routed::of(self);
+        match self.event.as_ref().and_then(|e| e.event.city) {
+            Some(city) => postcard::to_io(&(routed, city.get()), out),
+            None => postcard::to_io(&routed, out),
+        }
+        .expect("routed records serialize");
     }
 
     fn read(version: u8, body: &[u8]) -> Option<Result<Routed, String>> {
         match version {
             0 | JSON => Some(json(body)),
             BINARY => Some(whole::<wire::Routed>(body).and_then(wire::Routed::read)),
+            BINARY_CITY => Some(whole::<(wire::Routed, u32)>(body).and_then(|(routed, city)| {
+                let city = CityCode::from_u32(city).ok_or_else(|| format!("{city} is not a city's code"))?;
+                let mut routed = routed.read()?;
+                let event = routed.event.as_mut().ok_or("a marker names no city")?;
+                event.event.city = Some(city);
+                Ok(routed)
+            })),
             _ => None,
         }
     }
@@ -204,18 +233,23 @@ pub fn decode<T: Value>(bytes: Option<&[u8]>) -> Result<T, Unreadable> {
 /// The key of a changelog record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum ChangelogKey {
-    /// A case's record.
-    Case(String),
+    /// A case's record: its city (none for the deployment's default city, as before cities)
+    /// and its id, written `<city>\x1f<id>` (an id has no control character).
+    Case(Option<CityCode>, String),
     /// The partition's progress, under the one key no case may have.
     Progress,
 }
 
 const PROGRESS_KEY: &str = crate::domain::event::RESERVED_CASE_ID;
 
+/// Between a city and a case id in a changelog key: the ASCII unit separator, which no id has.
+const CITY_SEPARATOR: char = '\x1f';
+
 impl fmt::Display for ChangelogKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ChangelogKey::Case(id) => f.write_str(id),
+            ChangelogKey::Case(None, id) => f.write_str(id),
+            ChangelogKey::Case(Some(city), id) => write!(f, "{city}{CITY_SEPARATOR}{id}"),
             ChangelogKey::Progress => f.write_str(PROGRESS_KEY),
         }
     }
@@ -227,7 +261,13 @@ impl FromStr for ChangelogKey {
         match s {
             PROGRESS_KEY => Ok(ChangelogKey::Progress),
             "" => Err(Unreadable::Key),
-            id => Ok(ChangelogKey::Case(id.to_owned())),
+            key => match key.split_once(CITY_SEPARATOR) {
+                None => Ok(ChangelogKey::Case(None, key.to_owned())),
+                Some((_, "")) => Err(Unreadable::Key),
+                Some((city, id)) => {
+                    Ok(ChangelogKey::Case(Some(city.parse().map_err(|_| Unreadable::Key)?), id.to_owned()))
+                }
+            },
         }
     }
 }
@@ -235,8 +275,9 @@ impl FromStr for ChangelogKey {
 /// The key of a `partials` record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum PartialKey {
-    /// A counting partition's tally of a month.
-    Tally { partition: i32, month: Month },
+    /// A counting partition's tally of a city's month (none: the deployment's default city),
+    /// written `tally/<partition>/<month>` or `tally/<partition>/<city>/<month>`.
+    Tally { partition: i32, city: Option<CityCode>, month: Month },
     /// A counting partition's watermark.
     Watermark { partition: i32 },
 }
@@ -244,7 +285,8 @@ pub(crate) enum PartialKey {
 impl fmt::Display for PartialKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            PartialKey::Tally { partition, month } => write!(f, "tally/{partition}/{month}"),
+            PartialKey::Tally { partition, city: None, month } => write!(f, "tally/{partition}/{month}"),
+            PartialKey::Tally { partition, city: Some(city), month } => write!(f, "tally/{partition}/{city}/{month}"),
             PartialKey::Watermark { partition } => write!(f, "watermark/{partition}"),
         }
     }
@@ -255,8 +297,13 @@ impl FromStr for PartialKey {
     fn from_str(s: &str) -> Result<PartialKey, Unreadable> {
         let partition = |p: &str| p.parse::<i32>().ok().filter(|p| *p >= 0).ok_or(Unreadable::Key);
         if let Some(rest) = s.strip_prefix("tally/") {
-            let (p, month) = rest.split_once('/').ok_or(Unreadable::Key)?;
-            Ok(PartialKey::Tally { partition: partition(p)?, month: month.parse().map_err(|_| Unreadable::Key)? })
+            let (p, rest) = rest.split_once('/').ok_or(Unreadable::Key)?;
+            let (city, month) = match rest.split_once('/') {
+                None => (None, rest),
+                Some((city, month)) => (Some(city.parse().map_err(|_| Unreadable::Key)?), month),
+            };
+            let month = month.parse().map_err(|_| Unreadable::Key)?;
+            Ok(PartialKey::Tally { partition: partition(p)?, city, month })
         } else if let Some(p) = s.strip_prefix("watermark/") {
             Ok(PartialKey::Watermark { partition: partition(p)? })
         } else {
@@ -328,21 +375,46 @@ mod tests {
     #[test]
     fn keys_read_back_as_written() {
         let month: Month = "2022-04".parse().unwrap();
-        for key in [PartialKey::Tally { partition: 3, month }, PartialKey::Watermark { partition: 0 }] {
+        let yanbian = Some("222400".parse().unwrap());
+        for key in [
+            PartialKey::Tally { partition: 3, city: None, month },
+            PartialKey::Tally { partition: 3, city: yanbian, month },
+            PartialKey::Watermark { partition: 0 },
+        ] {
             assert_eq!(key.to_string().parse::<PartialKey>(), Ok(key));
         }
-        assert_eq!(PartialKey::Tally { partition: 3, month }.to_string(), "tally/3/2022-04");
+        assert_eq!(PartialKey::Tally { partition: 3, city: None, month }.to_string(), "tally/3/2022-04");
+        assert_eq!(PartialKey::Tally { partition: 3, city: yanbian, month }.to_string(), "tally/3/222400/2022-04");
         assert_eq!(PartialKey::Watermark { partition: 11 }.to_string(), "watermark/11");
-        for bad in ["tally/3", "tally/x/2022-04", "tally/-1/2022-04", "tally/3/April", "watermark/", "sum/3", ""] {
+        for bad in [
+            "tally/3",
+            "tally/x/2022-04",
+            "tally/-1/2022-04",
+            "tally/3/April",
+            "tally/3/22240/2022-04",
+            "tally/3/222400/x",
+            "watermark/",
+            "sum/3",
+            "",
+        ] {
             assert_eq!(bad.parse::<PartialKey>(), Err(Unreadable::Key), "{bad}");
         }
-        for key in [ChangelogKey::Case("SP-2022-000123".into()), ChangelogKey::Progress] {
+        for key in [
+            ChangelogKey::Case(None, "SP-2022-000123".into()),
+            ChangelogKey::Case(yanbian, "SP-2022-000123".into()),
+            ChangelogKey::Case(None, "220300/with a slash".into()),
+            ChangelogKey::Progress,
+        ] {
             assert_eq!(key.to_string().parse::<ChangelogKey>(), Ok(key));
+        }
+        assert_eq!(ChangelogKey::Case(yanbian, "A-1".into()).to_string(), "222400\x1fA-1");
+        for bad in ["22240\x1fA-1", "222400\x1f", "x\x1fA-1"] {
+            assert_eq!(bad.parse::<ChangelogKey>(), Err(Unreadable::Key), "{bad:?}");
         }
         assert_eq!(ChangelogKey::Progress.to_string(), "#watermark");
         assert_eq!(
             "#other".parse::<ChangelogKey>(),
-            Ok(ChangelogKey::Case("#other".into())),
+            Ok(ChangelogKey::Case(None, "#other".into())),
             "a case id may start with #"
         );
         assert_eq!("".parse::<ChangelogKey>(), Err(Unreadable::Key));
@@ -390,6 +462,7 @@ mod tests {
                 event: CaseEvent {
                     event_id: "e-42".into(),
                     case_id: "SP-2022-000123".into(),
+                    city: None,
                     occurred_at: "2022-04-10T01:02:03.456789Z".parse().unwrap(),
                     change: Change::Transferred(Transferred {
                         to_department: "lishu_county".into(),
@@ -452,6 +525,16 @@ mod tests {
         assert_eq!(decode::<Routed>(Some(&bytes)), Ok(routed));
         let marker = Routed { event: None, idle: true, ..routed_transfer() };
         assert_eq!(decode::<Routed>(Some(&encode(&marker))), Ok(marker));
+        // An event naming a city (not the default) is version 5; the default's stays version 2.
+        let mut yanbian = routed_transfer();
+        yanbian.event.as_mut().unwrap().event.city = Some("222400".parse().unwrap());
+        let with_city = encode(&yanbian);
+        assert_eq!((with_city[0], with_city.len()), (BINARY_CITY, bytes.len() + 3));
+        assert_eq!(decode::<Routed>(Some(&with_city)), Ok(yanbian));
+        let mut no_city_code = bytes.clone();
+        no_city_code[0] = BINARY_CITY;
+        no_city_code.push(7);
+        assert!(matches!(decode::<Routed>(Some(&no_city_code)), Err(Unreadable::Malformed { version: 5, .. })));
         let mut codes = Codes::default();
         let case = case_record(&mut codes);
         let bytes = encode_case(&case, &codes);

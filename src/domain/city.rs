@@ -157,6 +157,7 @@ mod tests {
             let event = CaseEvent {
                 event_id: format!("{id}-c"),
                 case_id: (*id).into(),
+                city: None,
                 occurred_at: at("2022-04-10T02:00:00Z"),
                 change: Change::Created(created),
             };

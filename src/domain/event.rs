@@ -12,6 +12,8 @@ use jiff::{Timestamp, ToSpan};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+use super::province::CityCode;
+
 /// Where a case came from. The codes are the contract's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -136,6 +138,9 @@ pub(crate) fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s:
 pub struct CaseEvent {
     pub event_id: String,
     pub case_id: String,
+    /// The city the event named; without one, the deployment's default city's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<CityCode>,
     pub occurred_at: Timestamp,
     pub change: Change,
 }
@@ -233,6 +238,10 @@ pub enum Rejection {
     TimestampOutOfRange(&'static str),
     #[error("field `{0}` is not a valid code (1-64 letters, digits, '_', '-', '.', ':')")]
     InvalidCode(&'static str),
+    #[error("field `city` is not a city's administrative division code (six digits, the first not zero)")]
+    InvalidCity,
+    #[error("field `city` names a city this deployment does not count")]
+    UnknownCity,
     #[error("unknown event type")]
     UnknownType,
     #[error("unknown channel")]
@@ -268,6 +277,7 @@ impl Rejection {
         "bad_timestamp",
         "timestamp_out_of_range",
         "invalid_code",
+        "unknown_city",
         "unknown_type",
         "unknown_channel",
         "unknown_board",
@@ -292,7 +302,8 @@ impl Rejection {
             Rejection::WrongType(_) => "wrong_type",
             Rejection::BadTimestamp(_) => "bad_timestamp",
             Rejection::TimestampOutOfRange(_) => "timestamp_out_of_range",
-            Rejection::InvalidCode(_) => "invalid_code",
+            Rejection::InvalidCode(_) | Rejection::InvalidCity => "invalid_code",
+            Rejection::UnknownCity => "unknown_city",
             Rejection::UnknownType => "unknown_type",
             Rejection::UnknownChannel => "unknown_channel",
             Rejection::UnknownBoard => "unknown_board",
@@ -342,6 +353,10 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
 
     let event_id = fields.id("event_id")?;
     let case_id = fields.id("case_id")?;
+    let city = match fields.optional_str("city")? {
+        None => None,
+        Some(c) => Some(c.parse().map_err(|_| Rejection::InvalidCity)?),
+    };
     let type_ = fields.required_str("type")?;
     let occurred_at = fields.required_timestamp("occurred_at")?;
     if occurred_at < earliest_accepted() || occurred_at > limits.latest_occurred_at {
@@ -402,7 +417,7 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
         },
         _ => return Err(Rejection::UnknownType),
     };
-    Ok(CaseEvent { event_id, case_id, occurred_at, change })
+    Ok(CaseEvent { event_id, case_id, city, occurred_at, change })
 }
 
 struct Fields<'a>(&'a Map<String, Value>);
@@ -516,6 +531,24 @@ mod tests {
         assert_eq!(c.department.as_deref(), Some("tiexi"));
         let serialized = serde_json::to_string(&event).unwrap();
         assert!(!serialized.contains("张三") && !serialized.contains("13800000000"));
+    }
+
+    #[test]
+    fn an_event_may_name_its_city() {
+        assert_eq!(decode_json(created()).unwrap().city, None);
+        let mut named = created();
+        named["city"] = "222400".into();
+        assert_eq!(decode_json(named.clone()).unwrap().city, Some("222400".parse().unwrap()));
+        for (bad, kind) in
+            [("22240".into(), "invalid_code"), ("延边".into(), "invalid_code"), (222400.into(), "wrong_type")]
+        {
+            named["city"] = bad;
+            let rejection = decode_json(named.clone()).unwrap_err();
+            assert_eq!(rejection.kind(), kind);
+            assert!(!rejection.to_string().contains("延边"), "{rejection}");
+        }
+        named["city"] = serde_json::Value::Null;
+        assert_eq!(decode_json(named).unwrap().city, None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use jiff::tz::TimeZone;
 use super::case::CountingRules;
 use super::event::{Channel, Created};
 use super::overflow::Overflow;
+use super::province::{Cities, CityCode, CityRules};
 use crate::labels::LabelRegistry;
 
 pub fn zone() -> TimeZone {
@@ -34,3 +35,11 @@ pub fn overflow() -> Overflow {
 pub fn rules() -> CountingRules {
     CountingRules::reference()
 }
+
+/// One unnamed city counted by `rules()` and `overflow()`.
+pub fn one_city() -> Cities {
+    Cities::single(None, CityRules { counting: rules(), overflow: overflow() })
+}
+
+/// The unnamed city of `one_city()`.
+pub const CITY: CityCode = CityCode::UNNAMED;

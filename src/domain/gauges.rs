@@ -126,6 +126,7 @@ mod tests {
         CaseEvent {
             event_id: format!("{case}-created"),
             case_id: case.into(),
+            city: None,
             occurred_at: at(&format!("{day}T02:00:00Z")),
             change: Change::Created(phoned(department, category)),
         }
@@ -135,6 +136,7 @@ mod tests {
         CaseEvent {
             event_id: format!("{case}-closed"),
             case_id: case.into(),
+            city: None,
             occurred_at: at(&format!("{day}T03:00:00Z")),
             change: Change::Closed,
         }
@@ -225,6 +227,7 @@ mod tests {
         let rated = |id: &str, case: &str, result| CaseEvent {
             event_id: id.into(),
             case_id: case.into(),
+            city: None,
             occurred_at: at("2022-04-13T00:00:00Z"),
             change: Change::Rated { result },
         };
@@ -232,6 +235,7 @@ mod tests {
         let returned = CaseEvent {
             event_id: "ret".into(),
             case_id: "apr1".into(),
+            city: None,
             occurred_at: at("2022-04-11T00:00:00Z"),
             change: Change::Returned { department: "tiexi_district".into() },
         };

@@ -332,6 +332,7 @@ mod tests {
         CaseEvent {
             event_id: id.into(),
             case_id: case.into(),
+            city: None,
             occurred_at: ts(at),
             change: Change::Created(Created {
                 channel: Channel::Hotline,
@@ -348,6 +349,7 @@ mod tests {
         CaseEvent {
             event_id: id.into(),
             case_id: case.into(),
+            city: None,
             occurred_at: ts(at),
             change: Change::Transferred(Transferred {
                 to_department: to.into(),
@@ -358,7 +360,7 @@ mod tests {
     }
 
     fn closed(id: &str, case: &str, at: &str) -> CaseEvent {
-        CaseEvent { event_id: id.into(), case_id: case.into(), occurred_at: ts(at), change: Change::Closed }
+        CaseEvent { event_id: id.into(), case_id: case.into(), city: None, occurred_at: ts(at), change: Change::Closed }
     }
 
     fn april() -> Month {
@@ -455,7 +457,7 @@ mod tests {
     }
 
     fn event(id: &str, case: &str, at: &str, change: Change) -> CaseEvent {
-        CaseEvent { event_id: id.into(), case_id: case.into(), occurred_at: ts(at), change }
+        CaseEvent { event_id: id.into(), case_id: case.into(), city: None, occurred_at: ts(at), change }
     }
 
     fn department(figures: &Figures, code: &str) -> crate::domain::figures::DepartmentFigures {

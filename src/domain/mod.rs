@@ -15,6 +15,7 @@ pub mod ledger;
 pub mod month;
 pub(crate) mod overflow;
 pub(crate) mod partition;
+pub mod province;
 pub(crate) mod publisher;
 pub mod ranking;
 pub mod routing;

@@ -15,20 +15,20 @@
 //! - the watermark goes to `partials` only together with every tally it covers, so the
 //!   publisher never sees a partition further in event time than its figures.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::calendar::MissingYear;
-use super::case::{Applied, CaseRecord, CountingRules};
+use super::case::{Applied, CaseRecord};
 use super::code::Codes;
 use super::event::Rejection;
 use super::figures::Tally;
 use super::ledger::{Ledger, Orphan};
 use super::month::Month;
-use super::overflow::Overflow;
+use super::province::{Cities, CityCode};
 use super::publisher::Watermarks;
 use super::routing::Routed;
 
@@ -73,11 +73,11 @@ impl From<InputProgress> for (String, i32, Option<Timestamp>, bool) {
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct Flush {
     /// Cases for the changelog: each with `case()`'s record, a tombstone where there is none.
-    pub cases: Vec<String>,
+    pub cases: Vec<(CityCode, String)>,
     /// Tallies for `partials`, as they were before any eviction of this flush (a month being
     /// evicted still goes out with its last figures: the publisher forgets it only once every
     /// partition is past it); `None`, a tombstone, for a month with no case left.
-    pub tallies: Vec<(Month, Option<Tally>)>,
+    pub tallies: Vec<(CityCode, Month, Option<Tally>)>,
     /// The partition's new watermark, for `partials`.
     pub watermark: Option<Timestamp>,
     /// The partition's new progress, for the changelog.
@@ -85,33 +85,44 @@ pub(crate) struct Flush {
     /// Cases evicted (months past the retention), among `cases`.
     pub evicted: usize,
     /// Facts of cases evicted without their `created`, for the dead letters.
-    pub orphans: Vec<Orphan>,
+    pub orphans: Vec<(CityCode, Orphan)>,
+}
+
+/// Why a changelog record of a case cannot be put back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unrestorable {
+    /// The case's deadline runs into a year the calendar lacks.
+    MissingYear(i16),
+    /// The case is of a city the configuration no longer lists.
+    UnknownCity(CityCode),
 }
 
 #[derive(Debug)]
 pub(crate) struct CountingPartition {
-    ledger: Ledger,
+    /// Each city's rules, and the overflow that folds its tallies written to `partials`, so a
+    /// flood of codes leaves them bounded.
+    cities: Cities,
+    /// A ledger per city that has cases here: a case is its city's and its id's.
+    ledgers: BTreeMap<CityCode, Ledger>,
     retention_months: u32,
-    /// Folds the tallies written to `partials`, so a flood of codes leaves them bounded.
-    overflow: Overflow,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
     /// The watermark last written to `partials`.
     written_watermark: Option<Timestamp>,
     /// The progress last written to the changelog.
     written_progress: Option<PartitionProgress>,
-    /// Months whose tally changed since it was last written to `partials`.
-    dirty: BTreeSet<Month>,
+    /// Cities' months whose tally changed since it was last written to `partials`.
+    dirty: BTreeSet<(CityCode, Month)>,
     partials_written: Option<Instant>,
     /// The next `case_events` offset: what the state covers.
     next_offset: Option<i64>,
 }
 
 impl CountingPartition {
-    pub fn new(rules: CountingRules, retention_months: u32, overflow: Overflow) -> CountingPartition {
+    pub fn new(cities: Cities, retention_months: u32) -> CountingPartition {
         CountingPartition {
-            ledger: Ledger::new(rules),
-            overflow,
+            cities,
+            ledgers: BTreeMap::new(),
             retention_months,
             sources: Watermarks::new(),
             written_watermark: None,
@@ -122,9 +133,16 @@ impl CountingPartition {
         }
     }
 
-    /// Puts one changelog record of a case back; `None` (a tombstone) removes the case.
-    pub(crate) fn restore_case(&mut self, case_id: String, record: Option<CaseRecord>) -> Result<(), MissingYear> {
-        self.ledger.restore(case_id, record.unwrap_or_default())
+    /// Puts one changelog record of a case of `city` back (its codes read into
+    /// `codes_mut(city)`); `None` (a tombstone) removes the case.
+    pub(crate) fn restore_case(
+        &mut self,
+        city: CityCode,
+        case_id: String,
+        record: Option<CaseRecord>,
+    ) -> Result<(), Unrestorable> {
+        let ledger = self.ledger_mut(city).ok_or(Unrestorable::UnknownCity(city))?;
+        ledger.restore(case_id, record.unwrap_or_default()).map_err(|MissingYear(y)| Unrestorable::MissingYear(y))
     }
 
     /// Puts the partition's progress back, as last written.
@@ -165,15 +183,20 @@ impl CountingPartition {
     /// of topics no longer `configured` are forgotten.
     pub fn resume(&mut self, committed: Option<i64>, inputs: &[(String, i32)], configured: &[&str]) {
         self.next_offset = committed;
-        self.ledger.take_changes();
         // Tallies changed before a crash may not have been written yet: write them all.
-        self.dirty = self.ledger.months().map(|(m, _)| m).collect();
+        self.dirty.clear();
+        for (&city, ledger) in &mut self.ledgers {
+            ledger.take_changes();
+            self.dirty.extend(ledger.months().map(|(m, _)| (city, m)));
+        }
         self.sources.retain(|topic, _| configured.contains(&topic));
         self.sources.expect(inputs.iter().cloned());
         // Before consuming, so late events of evicted months are rejected from the first batch.
         // Their tombstones go out with the first flush.
         if let Some(kept_from) = self.kept_from() {
-            self.ledger.evict_before(kept_from);
+            for ledger in self.ledgers.values_mut() {
+                ledger.evict_before(kept_from);
+            }
         }
     }
 
@@ -186,32 +209,62 @@ impl CountingPartition {
             self.sources.observe(&source.topic, source.partition, at);
         }
         self.sources.set_idle(&source.topic, source.partition, routed.idle);
-        routed.event.as_ref().map(|e| self.ledger.apply(&e.event))
+        let event = &routed.event.as_ref()?.event;
+        Some(match self.cities.resolve(event.city).map(|city| self.ledger_mut(city)) {
+            Ok(Some(ledger)) => ledger.apply(event),
+            Ok(None) => Err(Rejection::UnknownCity),
+            Err(rejection) => Err(rejection),
+        })
+    }
+
+    /// The ledger of `city`, started when the city has no case here yet; `None` for a city
+    /// the deployment does not count.
+    fn ledger_mut(&mut self, city: CityCode) -> Option<&mut Ledger> {
+        let kept_from = self.kept_from();
+        let rules = &self.cities.rules(city)?.counting;
+        Some(self.ledgers.entry(city).or_insert_with(|| {
+            let mut ledger = Ledger::new(rules.clone());
+            if let Some(kept_from) = kept_from {
+                ledger.evict_before(kept_from);
+            }
+            ledger
+        }))
     }
 
     /// What the commit at `now` must write; tallies at most every `PARTIAL_INTERVAL`, and
     /// always when `stopping` or evicting.
     pub(crate) fn flush(&mut self, now: Instant, stopping: bool) -> Flush {
         let kept_from = self.kept_from();
-        let evicting = kept_from.is_some_and(|k| self.ledger.kept_from().is_none_or(|held| k > held));
-        let (cases, months) = self.ledger.take_changes();
-        let mut flush = Flush { cases: cases.into_iter().collect(), ..Flush::default() };
-        self.dirty.extend(months);
+        let evicting =
+            kept_from.is_some_and(|k| self.ledgers.values().any(|l| l.kept_from().is_none_or(|held| k > held)));
+        let mut flush = Flush::default();
+        for (&city, ledger) in &mut self.ledgers {
+            let (cases, months) = ledger.take_changes();
+            flush.cases.extend(cases.into_iter().map(|c| (city, c)));
+            self.dirty.extend(months.into_iter().map(|m| (city, m)));
+        }
         let partials_due =
             stopping || evicting || self.partials_written.is_none_or(|at| now.duration_since(at) >= PARTIAL_INTERVAL);
         if !self.dirty.is_empty() && partials_due {
-            flush.tallies = std::mem::take(&mut self.dirty)
-                .into_iter()
-                .map(|m| (m, self.ledger.tally(m).map(|t| self.overflow.fold(t.clone()))))
-                .collect();
+            let (ledgers, cities) = (&self.ledgers, &self.cities);
+            let tally = |city: CityCode, month: Month| {
+                let tally = ledgers.get(&city)?.tally(month)?.clone();
+                Some(cities.rules(city)?.overflow.fold(tally))
+            };
+            flush.tallies =
+                std::mem::take(&mut self.dirty).into_iter().map(|(city, m)| (city, m, tally(city, m))).collect();
             self.partials_written = Some(now);
         }
         if let (Some(kept_from), true) = (kept_from, evicting) {
-            flush.evicted = self.ledger.evict_before(kept_from).len();
-            flush.cases.extend(self.ledger.take_changes().0);
+            for (&city, ledger) in &mut self.ledgers {
+                flush.evicted += ledger.evict_before(kept_from).len();
+                flush.cases.extend(ledger.take_changes().0.into_iter().map(|c| (city, c)));
+            }
         }
         // Evicted here or when the partition was restored.
-        flush.orphans = self.ledger.take_orphans();
+        for (&city, ledger) in &mut self.ledgers {
+            flush.orphans.extend(ledger.take_orphans().into_iter().map(|o| (city, o)));
+        }
         let watermark = self.sources.current();
         if self.dirty.is_empty() && watermark.is_some() && watermark != self.written_watermark {
             flush.watermark = watermark;
@@ -229,13 +282,14 @@ impl CountingPartition {
         flush
     }
 
-    pub fn case(&self, case_id: &str) -> Option<&CaseRecord> {
-        self.ledger.case(case_id)
+    pub fn case(&self, city: CityCode, case_id: &str) -> Option<&CaseRecord> {
+        self.ledgers.get(&city)?.case(case_id)
     }
 
-    /// The table to read a restored record's codes into.
-    pub(crate) fn codes_mut(&mut self) -> &mut Codes {
-        self.ledger.codes_mut()
+    /// The table to read a restored record of `city`'s codes into; `None` for a city the
+    /// deployment does not count.
+    pub(crate) fn codes_mut(&mut self, city: CityCode) -> Option<&mut Codes> {
+        Some(self.ledger_mut(city)?.codes_mut())
     }
 
     /// The next `case_events` offset the state covers, once known.
@@ -243,14 +297,24 @@ impl CountingPartition {
         self.next_offset
     }
 
-    pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+    /// The ledger of `city`, if it has cases here.
+    pub fn ledger(&self, city: CityCode) -> Option<&Ledger> {
+        self.ledgers.get(&city)
+    }
+
+    pub fn ledgers(&self) -> impl Iterator<Item = (CityCode, &Ledger)> {
+        self.ledgers.iter().map(|(c, l)| (*c, l))
+    }
+
+    /// The cities counted here and the record keys that name them.
+    pub(crate) fn cities(&self) -> &Cities {
+        &self.cities
     }
 
     /// The first month to keep, by this partition's watermark.
     fn kept_from(&self) -> Option<Month> {
         let watermark = self.sources.current()?;
-        Some(Month::containing(watermark, &self.ledger.rules().zone).months_before(self.retention_months))
+        Some(Month::containing(watermark, self.cities.zone()).months_before(self.retention_months))
     }
 }
 
@@ -261,7 +325,8 @@ mod tests {
     use crate::domain::event::{CaseEvent, Change, Channel, Created};
     use crate::domain::routing::{RoutedEvent, Source};
 
-    use crate::domain::fixtures::{overflow, rules};
+    use crate::domain::fixtures::{CITY, one_city, overflow, rules};
+    use crate::domain::province::CityRules;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -275,6 +340,7 @@ mod tests {
         CaseEvent {
             event_id: format!("{case_id}-created"),
             case_id: case_id.into(),
+            city: None,
             occurred_at: at(occurred_at),
             change: Change::Created(Created {
                 channel: Channel::Hotline,
@@ -302,19 +368,19 @@ mod tests {
     }
 
     fn months(flush: &Flush) -> Vec<Month> {
-        flush.tallies.iter().map(|(m, _)| *m).collect()
+        flush.tallies.iter().map(|(_, m, _)| *m).collect()
     }
 
     /// A partition fed by input partition cases/0 alone, keeping `retention_months`.
     fn fed_by_one_input(retention_months: u32) -> CountingPartition {
-        let mut p = CountingPartition::new(rules(), retention_months, overflow());
+        let mut p = CountingPartition::new(one_city(), retention_months);
         p.resume(None, &[("cases".into(), 0)], &["cases"]);
         p
     }
 
     /// A partition fed by input partitions cases/0 and cases/1.
     fn partition() -> CountingPartition {
-        let mut p = CountingPartition::new(rules(), 2, overflow());
+        let mut p = CountingPartition::new(one_city(), 2);
         p.resume(None, &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
         p
     }
@@ -374,22 +440,27 @@ mod tests {
         assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")));
 
         // A new owner reads the changelog back.
-        let mut restored = CountingPartition::new(rules(), 2, overflow());
-        for case_id in &flush.cases {
-            let record = p.case(case_id).map(|r| r.moved(p.ledger().codes(), restored.codes_mut()));
-            restored.restore_case(case_id.clone(), record).unwrap();
+        let mut restored = CountingPartition::new(one_city(), 2);
+        for (city, case_id) in &flush.cases {
+            let ledger = p.ledger(*city).unwrap();
+            let record = ledger.case(case_id).map(|r| r.moved(ledger.codes(), restored.codes_mut(*city).unwrap()));
+            restored.restore_case(*city, case_id.clone(), record).unwrap();
         }
         restored.restore_progress(flush.progress.clone().unwrap());
         assert!(restored.covers_committed(Some(2)));
         assert!(!restored.covers_committed(Some(3)), "a later commit is not visible yet");
         restored.resume(Some(2), &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
-        assert_eq!(restored.ledger().cases_held(), 2);
+        assert_eq!(restored.ledger(CITY).unwrap().cases_held(), 2);
         // Its event time is where it was, with no input heard from again; every tally goes
         // out again (it may not have been written before the crash), then the watermark.
         let again = restored.flush(now, false);
         assert_eq!(
             again.tallies,
-            vec![("2022-04".parse().unwrap(), p.ledger.tally("2022-04".parse().unwrap()).cloned())]
+            vec![(
+                CITY,
+                "2022-04".parse().unwrap(),
+                p.ledger(CITY).unwrap().tally("2022-04".parse().unwrap()).cloned()
+            )]
         );
         assert_eq!(again.watermark, None, "already written");
         assert_eq!(again.progress, None, "unchanged");
@@ -428,10 +499,10 @@ mod tests {
         p.apply(1, &event(source("cases", 0), 1, created("april", "2022-04-10T02:00:00Z")));
         let flush = p.flush(now, false);
         assert_eq!(flush.evicted, 1);
-        assert!(flush.cases.contains(&"march".to_owned()) && p.case("march").is_none(), "a tombstone");
+        assert!(flush.cases.contains(&(CITY, "march".to_owned())) && p.case(CITY, "march").is_none(), "a tombstone");
         // March's tally is gone here; the publisher tombstones it in `partials` once every
         // partition is past March.
-        assert!(p.ledger.tally("2022-03".parse().unwrap()).is_none());
+        assert!(p.ledger(CITY).unwrap().tally("2022-03".parse().unwrap()).is_none());
         assert_eq!(months(&flush), vec!["2022-04".parse().unwrap()]);
         let late = event(source("cases", 0), 2, created("march-2", "2022-03-11T02:00:00Z"));
         assert_eq!(p.apply(2, &late), Some(Err(Rejection::MonthEvicted)));
@@ -442,6 +513,7 @@ mod tests {
         let rated = |case: &str, when: &str| CaseEvent {
             event_id: format!("{case}-rated"),
             case_id: case.into(),
+            city: None,
             occurred_at: at(when),
             change: Change::Rated { result: crate::domain::event::Rating::Satisfied },
         };
@@ -451,18 +523,18 @@ mod tests {
         p.apply(1, &event(source("cases", 0), 1, rated("kept", "2022-03-12T02:00:00Z")));
         assert!(p.flush(now, false).orphans.is_empty(), "still within the retention");
         // A restored owner evicts before it consumes: the facts go out with its first flush.
-        let mut restored = CountingPartition::new(rules(), 0, overflow());
+        let mut restored = CountingPartition::new(one_city(), 0);
         for case in ["lost", "kept"] {
-            restored.restore_case(case.into(), p.case(case).cloned()).unwrap();
+            restored.restore_case(CITY, case.into(), p.case(CITY, case).cloned()).unwrap();
         }
         restored
             .restore_progress(PartitionProgress { watermark: Some(at("2022-04-02T00:00:00Z")), ..Default::default() });
         restored.resume(Some(2), &[("cases".into(), 0)], &["cases"]);
         let flush = restored.flush(now, false);
-        let mut kinds: Vec<(&str, &str)> = flush.orphans.iter().map(|o| (o.case_id.as_str(), o.kind)).collect();
+        let mut kinds: Vec<(&str, &str)> = flush.orphans.iter().map(|(_, o)| (o.case_id.as_str(), o.kind)).collect();
         kinds.sort();
         assert_eq!(kinds, [("kept", "rated"), ("lost", "rated")]);
-        assert!(flush.cases.contains(&"lost".to_owned()), "with their tombstones");
+        assert!(flush.cases.contains(&(CITY, "lost".to_owned())), "with their tombstones");
         assert!(restored.flush(now, false).orphans.is_empty(), "once");
     }
 
@@ -476,6 +548,7 @@ mod tests {
         let closed = CaseEvent {
             event_id: "march-closed".into(),
             case_id: "march".into(),
+            city: None,
             occurred_at: at("2022-03-31T02:00:00Z"),
             change: Change::Closed,
         };
@@ -483,14 +556,15 @@ mod tests {
         p.apply(2, &event(source("cases", 0), 2, created("april", "2022-04-10T02:00:00Z")));
         let flush = p.flush(now + Duration::from_millis(10), false);
         assert_eq!(flush.evicted, 1);
-        let (_, march) = flush.tallies.iter().find(|(m, _)| *m == "2022-03".parse().unwrap()).expect("March goes out");
+        let (_, _, march) =
+            flush.tallies.iter().find(|(_, m, _)| *m == "2022-03".parse().unwrap()).expect("March goes out");
         let march = march.as_ref().expect("with its figures, not a tombstone");
         assert_eq!(march.figures(at("2022-04-10T00:00:00Z")).totals.closed, 1);
     }
 
     #[test]
     fn a_restore_waits_for_the_state_its_committed_offset_covers() {
-        let mut p = CountingPartition::new(rules(), 2, overflow());
+        let mut p = CountingPartition::new(one_city(), 2);
         assert!(p.covers_committed(None) && p.covers_committed(Some(0)), "nothing committed, nothing to wait for");
         assert!(!p.covers_committed(Some(120)), "the first transaction's records are not visible yet");
         p.restore_progress(PartitionProgress { covers: None, ..PartitionProgress::default() });
@@ -500,5 +574,53 @@ mod tests {
         assert!(!p.covers_committed(Some(121)), "the last transaction's changelog records are not visible yet");
         p.restore_progress(PartitionProgress { covers: Some(122), ..PartitionProgress::default() });
         assert!(p.covers_committed(Some(121)), "a later commit landed between the two reads");
+    }
+
+    #[test]
+    fn each_city_has_its_own_cases_and_tallies_in_one_partition() {
+        let (sp, yb): (CityCode, CityCode) = ("220300".parse().unwrap(), "222400".parse().unwrap());
+        let city_rules = || CityRules { counting: rules(), overflow: overflow() };
+        let jilin = |default| Cities::province(rules().zone, default, [(sp, city_rules()), (yb, city_rules())].into());
+        let in_city = |city: Option<CityCode>, e: CaseEvent| CaseEvent { city, ..e };
+        let mut p = CountingPartition::new(jilin(Some(sp)), 2);
+        p.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let now = Instant::now();
+        // The same case id in two cities is two cases; an event without `city` is the default's.
+        p.apply(0, &event(source("cases", 0), 0, in_city(None, created("A-1", "2022-04-10T02:00:00Z"))));
+        p.apply(1, &event(source("cases", 0), 1, in_city(Some(yb), created("A-1", "2022-04-11T02:00:00Z"))));
+        let unknown = in_city(Some("220100".parse().unwrap()), created("A-2", "2022-04-11T02:00:00Z"));
+        assert_eq!(p.apply(2, &event(source("cases", 0), 2, unknown)), Some(Err(Rejection::UnknownCity)));
+        let flush = p.flush(now, false);
+        assert_eq!(flush.cases, [(sp, "A-1".to_owned()), (yb, "A-1".to_owned())]);
+        let april: Month = "2022-04".parse().unwrap();
+        let tallies: Vec<(CityCode, Month, u64)> = flush
+            .tallies
+            .iter()
+            .map(|(c, m, t)| (*c, *m, t.as_ref().unwrap().figures(at("2022-05-01T00:00:00Z")).totals.received))
+            .collect();
+        assert_eq!(tallies, [(sp, april, 1), (yb, april, 1)]);
+        assert_ne!(p.case(sp, "A-1"), p.case(yb, "A-1"), "created at different times");
+
+        // A restore puts each case back into its city's ledger.
+        let mut restored = CountingPartition::new(jilin(Some(sp)), 2);
+        for (city, case_id) in &flush.cases {
+            let ledger = p.ledger(*city).unwrap();
+            let record = ledger.case(case_id).map(|r| r.moved(ledger.codes(), restored.codes_mut(*city).unwrap()));
+            restored.restore_case(*city, case_id.clone(), record).unwrap();
+        }
+        assert_eq!(restored.case(yb, "A-1"), p.case(yb, "A-1"));
+        let dropped: CityCode = "220100".parse().unwrap();
+        assert!(restored.codes_mut(dropped).is_none());
+        assert_eq!(
+            restored.restore_case(dropped, "A-1".into(), None),
+            Err(Unrestorable::UnknownCity(dropped)),
+            "a city no longer configured stops the restore, never drops its cases"
+        );
+
+        // Without a default city, an event must name its city.
+        let mut province = CountingPartition::new(jilin(None), 2);
+        province.resume(None, &[("cases".into(), 0)], &["cases"]);
+        let unnamed = event(source("cases", 0), 0, created("A-3", "2022-04-12T02:00:00Z"));
+        assert_eq!(province.apply(0, &unnamed), Some(Err(Rejection::MissingField("city"))));
     }
 }

@@ -220,6 +220,7 @@ mod tests {
             l.apply(&CaseEvent {
                 event_id: format!("e{i}"),
                 case_id: format!("c{i}"),
+                city: None,
                 occurred_at: "2022-04-10T00:00:00Z".parse().unwrap(),
                 change: Change::Created(Created {
                     channel: Channel::Hotline,

@@ -185,6 +185,7 @@ mod tests {
         let event = CaseEvent {
             event_id: "e1".into(),
             case_id: "c1".into(),
+            city: None,
             occurred_at: ts("2022-04-02T00:00:00Z"),
             change: super::super::event::Change::Closed,
         };

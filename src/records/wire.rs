@@ -195,6 +195,7 @@ impl<'a> Routed<'a> {
                 event: CaseEvent {
                     event_id: e.event_id.to_owned(),
                     case_id: e.case_id.to_owned(),
+                    city: None,
                     occurred_at: e.occurred_at.read()?,
                     change: match e.change {
                         Change::Created(c) => DomainChange::Created(c.read()?),

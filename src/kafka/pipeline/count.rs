@@ -14,11 +14,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::producer::BaseRecord;
 
 use crate::config::{KafkaConfig, Settings};
-use crate::domain::calendar::MissingYear;
 use crate::domain::case::{Applied, CountingRules};
 use crate::domain::event::Rejection;
 use crate::domain::ledger::Ledger;
-use crate::domain::partition::CountingPartition;
+use crate::domain::partition::{CountingPartition, Unrestorable};
 use crate::domain::routing::{Routed, RoutedEvent};
 use crate::kafka::topics;
 use crate::records::{self, ChangelogKey, PartialKey, Unreadable, Watermark};
@@ -109,7 +108,7 @@ impl Counting {
     pub fn held(&self) -> (usize, usize, usize) {
         self.partitions
             .values()
-            .map(CountingPartition::ledger)
+            .flat_map(|p| p.ledgers().map(|(_, l)| l))
             .fold((0, 0, 0), |(h, w, b), l| (h + l.cases_held(), w + l.waiting_for_created(), b + l.bytes()))
     }
 
@@ -166,20 +165,22 @@ impl Counting {
         let (changelog, partials) = (&self.changelog, &self.partials);
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);
-            for (month, tally) in &flush.tallies {
-                let key = PartialKey::Tally { partition, month: *month }.to_string();
+            for (city, month, tally) in &flush.tallies {
+                let key = PartialKey::Tally { partition, city: p.cities().key(*city), month: *month }.to_string();
                 send(out, partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
             }
             if flush.evicted > 0 || !flush.orphans.is_empty() {
                 out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted, uncounted: flush.orphans.len() });
             }
-            for orphan in &flush.orphans {
+            for (_, orphan) in &flush.orphans {
                 let payload = records::readable(orphan);
                 out.dead_letter(&Rejection::NeverCreated, None, Some(orphan.case_id.as_bytes()), Some(&payload))?;
             }
-            for case_id in &flush.cases {
-                let record = p.case(case_id).map(|r| records::encode_case(r, p.ledger().codes()));
-                send(out, changelog, partition, case_id, record.as_deref())?;
+            for (city, case_id) in &flush.cases {
+                let ledger = p.ledger(*city).expect("a city with changed cases has a ledger");
+                let record = ledger.case(case_id).map(|r| records::encode_case(r, ledger.codes()));
+                let key = ChangelogKey::Case(p.cities().key(*city), case_id.clone()).to_string();
+                send(out, changelog, partition, &key, record.as_deref())?;
             }
             if let Some(at) = flush.watermark {
                 let key = PartialKey::Watermark { partition }.to_string();
@@ -228,8 +229,8 @@ fn read_changelog_lane(
     telemetry: &Telemetry,
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
-    let (rules, overflow) = (settings.counting_rules(), settings.overflow());
-    let new = |_| CountingPartition::new(rules.clone(), settings.retention_months, overflow.clone());
+    let cities = settings.cities();
+    let new = |_| CountingPartition::new(cities.clone(), settings.retention_months);
     let mut restored: BTreeMap<i32, CountingPartition> = partitions.iter().map(|p| (*p, new(p))).collect();
     let mut unreadable = BTreeMap::new();
     if partitions.is_empty() {
@@ -260,9 +261,13 @@ fn read_changelog_lane(
 fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option<&[u8]>) -> Result<(), Unreadable> {
     match records::key(key)? {
         ChangelogKey::Progress => p.restore_progress(records::decode(payload)?),
-        ChangelogKey::Case(case_id) => {
-            let record = records::decode_case(payload, p.codes_mut())?;
-            p.restore_case(case_id, record).map_err(|MissingYear(year)| Unreadable::Calendar(year))?
+        ChangelogKey::Case(keyed, case_id) => {
+            let city = p.cities().of_key(keyed).ok_or(Unreadable::Key)?;
+            let record = records::decode_case(payload, p.codes_mut(city).ok_or(Unreadable::City(city))?)?;
+            p.restore_case(city, case_id, record).map_err(|e| match e {
+                Unrestorable::MissingYear(year) => Unreadable::Calendar(year),
+                Unrestorable::UnknownCity(city) => Unreadable::City(city),
+            })?
         }
     }
     Ok(())
@@ -276,13 +281,14 @@ fn send(out: &Output<'_>, topic: &str, partition: i32, key: &str, payload: Optio
     out.send(record)
 }
 
-/// Rebuilds one ledger from every partition of a changelog; returns it with the number of
-/// records read. (The benchmark's measure of a restart.)
+/// Rebuilds one ledger from every partition of a single city's changelog; returns it with the
+/// number of records read. (The benchmark's measure of a restart.)
 pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules) -> Result<(Ledger, u64)> {
     let mut ledger = Ledger::new(rules);
     let read = topics::read_to_end(kafka, changelog, RESTORE_TIMEOUT, |m| match records::key(m.key())? {
         ChangelogKey::Progress => Ok(()),
-        ChangelogKey::Case(case_id) => {
+        ChangelogKey::Case(Some(city), _) => Err(Unreadable::City(city).into()),
+        ChangelogKey::Case(None, case_id) => {
             let record = records::decode_case(m.payload(), ledger.codes_mut())?;
             Ok(ledger.restore(case_id, record.unwrap_or_default())?)
         }

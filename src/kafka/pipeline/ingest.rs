@@ -11,6 +11,7 @@ use rdkafka::producer::BaseRecord;
 
 use crate::config::Settings;
 use crate::domain::event::{self, DecodeLimits};
+use crate::domain::province::Cities;
 use crate::domain::routing::{Progress, Routed, RoutedEvent, Source, partition_of};
 use crate::records;
 use crate::telemetry::{EventRejected, MessageIngested, Telemetry};
@@ -19,6 +20,8 @@ use super::transaction::Output;
 
 pub(crate) struct Ingest {
     counting_partitions: i32,
+    /// Which cities events may name, and which one those naming none belong to.
+    cities: Cities,
     progress: Progress,
     /// The internal topic.
     case_events: String,
@@ -37,6 +40,7 @@ impl Ingest {
         }
         Ingest {
             counting_partitions,
+            cities: settings.cities(),
             progress,
             case_events: settings.topics.case_events.clone(),
             max_message_bytes: settings.limits.max_message_bytes,
@@ -59,7 +63,13 @@ impl Ingest {
         telemetry.emit(MessageIngested);
         let limits =
             DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at: wall + self.max_future };
-        match event::decode(m.payload().unwrap_or_default(), &limits) {
+        // The city is resolved here, so a city the deployment does not count is a dead letter
+        // with its input's origin; the routed event names it unless it is the default.
+        let decoded = event::decode(m.payload().unwrap_or_default(), &limits).and_then(|mut event| {
+            event.city = self.cities.key(self.cities.resolve(event.city)?);
+            Ok(event)
+        });
+        match decoded {
             Ok(event) => {
                 let to = partition_of(&event.case_id, self.counting_partitions);
                 let source = Source { topic: m.topic().to_owned(), partition: m.partition() };

@@ -113,7 +113,9 @@ impl Publishing {
             return Err(Unreadable::Key);
         }
         match key {
-            PartialKey::Tally { partition, month } => {
+            // Only the default city is published yet.
+            PartialKey::Tally { city: Some(city), .. } => return Err(Unreadable::City(city)),
+            PartialKey::Tally { partition, city: None, month } => {
                 let tally: Option<Tally> = records::decode_or_tombstone(m.payload())?;
                 self.city.tally(partition, month, tally, m.timestamp().to_millis());
             }
@@ -145,7 +147,7 @@ impl Publishing {
             // Every counting partition is at least this far, so none writes these months
             // again: their tallies can go from the compacted topic too.
             for (partition, month) in tombstones {
-                let key = PartialKey::Tally { partition, month }.to_string();
+                let key = PartialKey::Tally { partition, city: None, month }.to_string();
                 out.send(BaseRecord::<[u8], [u8]>::to(&self.partials).partition(0).key(key.as_bytes()))?;
             }
             self.publisher.forget_before(kept_from);
