@@ -428,6 +428,7 @@ mod tests {
             watermark: Some("2022-04-30T16:00:00Z".parse().unwrap()),
             sources: vec![InputProgress { topic: "cases".into(), partition: 2, event_time: None, idle: true }],
             covers: Some(42),
+            partitions: Some(12),
         };
         let bytes = encode(&progress);
         assert_eq!(bytes[0], JSON);

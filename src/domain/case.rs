@@ -336,7 +336,6 @@ impl CaseRecord {
     }
 
     /// The record with its codes in the table `to`, where they are in `from` here.
-    #[cfg(test)]
     pub(crate) fn moved(&self, from: &Codes, to: &mut Codes) -> CaseRecord {
         let mut record = self.clone();
         record.recode(&mut |code| to.intern(from.name(code)));

@@ -30,7 +30,7 @@ use super::ledger::{Ledger, Orphan};
 use super::month::Month;
 use super::province::{Cities, CityCode};
 use super::publisher::Watermarks;
-use super::routing::Routed;
+use super::routing::{Routed, partition_of};
 
 /// How often a partition's changed tallies go to `partials` while events flow. A tally
 /// carries the deadline of each open case, so it is not written on every commit.
@@ -45,6 +45,10 @@ pub(crate) struct PartitionProgress {
     pub sources: Vec<InputProgress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub covers: Option<i64>,
+    /// How many counting partitions the state was made for (absent in records of earlier
+    /// versions): cases sit on the partition their id hashes to among that many.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<i32>,
 }
 
 /// How far one input partition had got; written as `[topic, partition, event time, idle]`.
@@ -104,6 +108,9 @@ pub(crate) struct CountingPartition {
     cities: Cities,
     /// A ledger per city that has cases here: a case is its city's and its id's.
     ledgers: BTreeMap<CityCode, Ledger>,
+    /// How many counting partitions there are: the one this is holds the cases whose id
+    /// hashes to it among them.
+    partitions: i32,
     retention_months: u32,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
@@ -119,10 +126,11 @@ pub(crate) struct CountingPartition {
 }
 
 impl CountingPartition {
-    pub fn new(cities: Cities, retention_months: u32) -> CountingPartition {
+    pub fn new(cities: Cities, partitions: i32, retention_months: u32) -> CountingPartition {
         CountingPartition {
             cities,
             ledgers: BTreeMap::new(),
+            partitions,
             retention_months,
             sources: Watermarks::new(),
             written_watermark: None,
@@ -171,6 +179,11 @@ impl CountingPartition {
             (Some(None), Some(_)) => true,
             (Some(Some(covers)), Some(committed)) => covers >= committed,
         }
+    }
+
+    /// How many counting partitions the restored state was made for, when its progress says.
+    pub(crate) fn made_for(&self) -> Option<i32> {
+        self.written_progress.as_ref()?.partitions
     }
 
     /// Whether a progress record was restored (state of an earlier version has none).
@@ -274,6 +287,7 @@ impl CountingPartition {
             watermark: self.written_watermark.max(self.sources.floor()),
             sources: self.sources.partition_times().into_iter().map(InputProgress::from).collect(),
             covers: self.next_offset,
+            partitions: Some(self.partitions),
         };
         if self.written_progress.as_ref() != Some(&progress) {
             flush.progress = Some(progress.clone());
@@ -316,6 +330,55 @@ impl CountingPartition {
         let watermark = self.sources.current()?;
         Some(Month::containing(watermark, self.cities.zone()).months_before(self.retention_months))
     }
+}
+
+/// Moves the cases of every counting partition (`old`, restored and resumed, in partition
+/// order) onto `to` partitions, each case of each city to `partition_of(case_id, to)`, as
+/// `hotline rescale` does. Each new partition knows of each input partition the least that
+/// any old one knew (the earliest event time, idle only if idle for all), so no watermark
+/// moves forward; the new partitions' tallies add up to the old ones'.
+pub(crate) fn repartition(old: &[CountingPartition], to: i32) -> Result<Vec<CountingPartition>, Unrestorable> {
+    let Some(first) = old.first() else { return Ok(Vec::new()) };
+    let mut sources = Watermarks::new();
+    let mut known: BTreeMap<(String, i32), (Option<Timestamp>, bool)> = BTreeMap::new();
+    for (i, p) in old.iter().enumerate() {
+        for (topic, partition, at, idle) in p.sources.partition_times() {
+            let entry = known.entry((topic, partition)).or_insert((at, idle));
+            if i > 0 {
+                // An input one partition never heard from is never heard from.
+                entry.0 = if entry.0.is_none() || at.is_none() { None } else { entry.0.min(at) };
+                entry.1 &= idle;
+            }
+        }
+    }
+    if let Some(floor) = old.iter().map(|p| p.sources.floor()).min().flatten() {
+        sources.raise_floor(floor);
+    }
+    for ((topic, partition), (at, idle)) in known {
+        sources.expect([(topic.clone(), partition)]);
+        if let Some(at) = at {
+            sources.observe(&topic, partition, at);
+        }
+        sources.set_idle(&topic, partition, idle);
+    }
+    let mut new: Vec<CountingPartition> = (0..to)
+        .map(|_| {
+            let mut p = CountingPartition::new(first.cities.clone(), to, first.retention_months);
+            p.sources = sources.clone();
+            p
+        })
+        .collect();
+    for p in old {
+        for (&city, ledger) in &p.ledgers {
+            for (case_id, record) in ledger.cases() {
+                let target = &mut new[partition_of(case_id, to) as usize];
+                let codes = target.codes_mut(city).ok_or(Unrestorable::UnknownCity(city))?;
+                let record = record.moved(ledger.codes(), codes);
+                target.restore_case(city, case_id.to_owned(), Some(record))?;
+            }
+        }
+    }
+    Ok(new)
 }
 
 #[cfg(test)]
@@ -373,14 +436,14 @@ mod tests {
 
     /// A partition fed by input partition cases/0 alone, keeping `retention_months`.
     fn fed_by_one_input(retention_months: u32) -> CountingPartition {
-        let mut p = CountingPartition::new(one_city(), retention_months);
+        let mut p = CountingPartition::new(one_city(), 3, retention_months);
         p.resume(None, &[("cases".into(), 0)], &["cases"]);
         p
     }
 
     /// A partition fed by input partitions cases/0 and cases/1.
     fn partition() -> CountingPartition {
-        let mut p = CountingPartition::new(one_city(), 2);
+        let mut p = CountingPartition::new(one_city(), 3, 2);
         p.resume(None, &[("cases".into(), 0), ("cases".into(), 1)], &["cases"]);
         p
     }
@@ -440,7 +503,7 @@ mod tests {
         assert_eq!(flush.watermark, Some(at("2022-04-10T02:00:00Z")));
 
         // A new owner reads the changelog back.
-        let mut restored = CountingPartition::new(one_city(), 2);
+        let mut restored = CountingPartition::new(one_city(), 3, 2);
         for (city, case_id) in &flush.cases {
             let ledger = p.ledger(*city).unwrap();
             let record = ledger.case(case_id).map(|r| r.moved(ledger.codes(), restored.codes_mut(*city).unwrap()));
@@ -523,7 +586,7 @@ mod tests {
         p.apply(1, &event(source("cases", 0), 1, rated("kept", "2022-03-12T02:00:00Z")));
         assert!(p.flush(now, false).orphans.is_empty(), "still within the retention");
         // A restored owner evicts before it consumes: the facts go out with its first flush.
-        let mut restored = CountingPartition::new(one_city(), 0);
+        let mut restored = CountingPartition::new(one_city(), 3, 0);
         for case in ["lost", "kept"] {
             restored.restore_case(CITY, case.into(), p.case(CITY, case).cloned()).unwrap();
         }
@@ -564,7 +627,7 @@ mod tests {
 
     #[test]
     fn a_restore_waits_for_the_state_its_committed_offset_covers() {
-        let mut p = CountingPartition::new(one_city(), 2);
+        let mut p = CountingPartition::new(one_city(), 3, 2);
         assert!(p.covers_committed(None) && p.covers_committed(Some(0)), "nothing committed, nothing to wait for");
         assert!(!p.covers_committed(Some(120)), "the first transaction's records are not visible yet");
         p.restore_progress(PartitionProgress { covers: None, ..PartitionProgress::default() });
@@ -582,7 +645,7 @@ mod tests {
         let city_rules = || CityRules { counting: rules(), overflow: overflow() };
         let jilin = |default| Cities::province(rules().zone, default, [(sp, city_rules()), (yb, city_rules())].into());
         let in_city = |city: Option<CityCode>, e: CaseEvent| CaseEvent { city, ..e };
-        let mut p = CountingPartition::new(jilin(Some(sp)), 2);
+        let mut p = CountingPartition::new(jilin(Some(sp)), 3, 2);
         p.resume(None, &[("cases".into(), 0)], &["cases"]);
         let now = Instant::now();
         // The same case id in two cities is two cases; an event without `city` is the default's.
@@ -602,7 +665,7 @@ mod tests {
         assert_ne!(p.case(sp, "A-1"), p.case(yb, "A-1"), "created at different times");
 
         // A restore puts each case back into its city's ledger.
-        let mut restored = CountingPartition::new(jilin(Some(sp)), 2);
+        let mut restored = CountingPartition::new(jilin(Some(sp)), 3, 2);
         for (city, case_id) in &flush.cases {
             let ledger = p.ledger(*city).unwrap();
             let record = ledger.case(case_id).map(|r| r.moved(ledger.codes(), restored.codes_mut(*city).unwrap()));
@@ -618,9 +681,90 @@ mod tests {
         );
 
         // Without a default city, an event must name its city.
-        let mut province = CountingPartition::new(jilin(None), 2);
+        let mut province = CountingPartition::new(jilin(None), 3, 2);
         province.resume(None, &[("cases".into(), 0)], &["cases"]);
         let unnamed = event(source("cases", 0), 0, created("A-3", "2022-04-12T02:00:00Z"));
         assert_eq!(province.apply(0, &unnamed), Some(Err(Rejection::MissingField("city"))));
+    }
+
+    #[test]
+    fn repartitioning_moves_each_case_to_its_new_partition_and_keeps_every_figure() {
+        let (sp, yb): (CityCode, CityCode) = ("220300".parse().unwrap(), "222400".parse().unwrap());
+        let city_rules = || CityRules { counting: rules(), overflow: overflow() };
+        let jilin = Cities::province(rules().zone, Some(sp), [(sp, city_rules()), (yb, city_rules())].into());
+        let inputs = [("cases".to_owned(), 0), ("cases".to_owned(), 1)];
+        let mut old: Vec<CountingPartition> = (0..3)
+            .map(|_| {
+                let mut p = CountingPartition::new(jilin.clone(), 3, 2);
+                p.resume(None, &inputs, &["cases"]);
+                p
+            })
+            .collect();
+        let mut offsets = [0i64; 3];
+        for n in 0..300 {
+            let case_id = format!("SP-{n}");
+            let city = (n % 3 == 0).then_some(yb);
+            let day = 1 + n % 28;
+            let from = source("cases", (n % 2) as i32);
+            let p = partition_of(&case_id, 3) as usize;
+            let created = CaseEvent { city, ..created(&case_id, &format!("2022-04-{day:02}T02:00:00Z")) };
+            old[p].apply(offsets[p], &event(from.clone(), n as i64, created));
+            offsets[p] += 1;
+            if n % 4 != 0 {
+                let closed = CaseEvent {
+                    event_id: format!("{case_id}-closed"),
+                    case_id: case_id.clone(),
+                    city,
+                    occurred_at: at(&format!("2022-04-{day:02}T09:00:00Z")),
+                    change: Change::Closed,
+                };
+                old[p].apply(offsets[p], &event(from, n as i64, closed));
+                offsets[p] += 1;
+            }
+        }
+        let now = Instant::now();
+        for p in &mut old {
+            p.flush(now, true);
+        }
+        let new = repartition(&old, 12).unwrap();
+        assert_eq!(new.len(), 12);
+
+        let as_of = at("2022-05-02T00:00:00Z");
+        let sums = |parts: &[CountingPartition]| {
+            let mut sums: BTreeMap<(CityCode, Month), Tally> = BTreeMap::new();
+            for p in parts {
+                for (city, ledger) in p.ledgers() {
+                    for (month, tally) in ledger.months() {
+                        sums.entry((city, month)).or_default().merge(tally);
+                    }
+                }
+            }
+            sums.into_iter().map(|(k, t)| (k, t.figures(as_of))).collect::<Vec<_>>()
+        };
+        let before = sums(&old);
+        assert_eq!(before.len(), 2, "two cities' April");
+        assert_eq!(sums(&new), before, "every figure of every city's month");
+        let held = |parts: &[CountingPartition]| {
+            parts.iter().flat_map(|p| p.ledgers()).map(|(_, l)| l.cases_held()).sum::<usize>()
+        };
+        assert_eq!((held(&old), held(&new)), (300, 300));
+        for (q, p) in new.iter().enumerate() {
+            for (city, ledger) in p.ledgers() {
+                for (case_id, _) in ledger.cases() {
+                    assert_eq!(partition_of(case_id, 12), q as i32, "{case_id}");
+                    let was = &old[partition_of(case_id, 3) as usize];
+                    assert_eq!(
+                        ledger.case(case_id),
+                        was.case(city, case_id)
+                            .map(|r| r.moved(was.ledger(city).unwrap().codes(), &mut ledger.codes().clone()))
+                            .as_ref()
+                    );
+                }
+            }
+        }
+        // No watermark moves forward: each new partition is where the slowest old one was.
+        let slowest = old.iter().map(|p| p.sources.current()).min().flatten();
+        assert!(slowest.is_some());
+        assert!(new.iter().all(|p| p.sources.current() == slowest));
     }
 }

@@ -123,7 +123,7 @@ impl Publisher {
 /// from silence: a partition that stops talking because its reader is down or slow holds the
 /// watermark back, which delays a month's closing but never closes it early. A partition
 /// `expect`ed but not heard from yet holds it at the floor.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub(crate) struct Watermarks {
     /// (topic, partition) -> (event time reached, if told one; idle).
     partitions: HashMap<(String, i32), (Option<Timestamp>, bool)>,

@@ -56,11 +56,12 @@ impl Counting {
     pub fn restore(
         settings: &Settings,
         telemetry: &Telemetry,
+        counting_partitions: i32,
         partitions: &[(i32, Option<i64>)],
         inputs: &[(String, i32)],
     ) -> Result<Counting> {
         let ids: Vec<i32> = partitions.iter().map(|(p, _)| *p).collect();
-        let (mut restored, mut unreadable) = read_changelog(settings, telemetry, &ids)?;
+        let (mut restored, mut unreadable) = read_changelog(settings, telemetry, counting_partitions, &ids)?;
         let started = Instant::now();
         loop {
             let behind: Vec<i32> = partitions
@@ -85,12 +86,23 @@ impl Counting {
             }
             telemetry.emit(ChangelogBehind { partitions: &behind });
             std::thread::sleep(Duration::from_millis(200));
-            let (again, still_unreadable) = read_changelog(settings, telemetry, &behind)?;
+            let (again, still_unreadable) = read_changelog(settings, telemetry, counting_partitions, &behind)?;
             restored.extend(again);
             for (p, at) in still_unreadable {
                 restored.remove(&p);
                 unreadable.insert(p, at);
             }
+        }
+        // Cases sit where their id hashes among the partitions their state was made for.
+        if let Some((p, made_for)) =
+            restored.iter().find_map(|(p, r)| Some((p, r.made_for()?)).filter(|(_, n)| *n != counting_partitions))
+        {
+            bail!(
+                "counting partition {p}'s state was made for {made_for} counting partitions, but {} has \
+                 {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
+                 {counting_partitions}`, which finishes a rescale it started",
+                settings.topics.case_events
+            );
         }
         // An input no longer configured must not hold the watermark forever.
         let configured = settings.topics.inputs();
@@ -202,17 +214,20 @@ impl Counting {
 fn read_changelog(
     settings: &Settings,
     telemetry: &Telemetry,
+    counting_partitions: i32,
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
     let lanes = std::thread::available_parallelism().map_or(1, |n| n.get()).min(partitions.len());
     if lanes <= 1 {
-        return read_changelog_lane(settings, telemetry, partitions);
+        return read_changelog_lane(settings, telemetry, counting_partitions, partitions);
     }
     let groups: Vec<Vec<i32>> =
         (0..lanes).map(|lane| partitions.iter().copied().skip(lane).step_by(lanes).collect()).collect();
     std::thread::scope(|scope| {
-        let lanes: Vec<_> =
-            groups.iter().map(|group| scope.spawn(move || read_changelog_lane(settings, telemetry, group))).collect();
+        let lanes: Vec<_> = groups
+            .iter()
+            .map(|group| scope.spawn(move || read_changelog_lane(settings, telemetry, counting_partitions, group)))
+            .collect();
         let (mut restored, mut unreadable) = (BTreeMap::new(), BTreeMap::new());
         for lane in lanes {
             let (r, u) = lane.join().map_err(|_| anyhow::anyhow!("a restore lane panicked"))??;
@@ -227,10 +242,11 @@ fn read_changelog(
 fn read_changelog_lane(
     settings: &Settings,
     telemetry: &Telemetry,
+    counting_partitions: i32,
     partitions: &[i32],
 ) -> Result<(BTreeMap<i32, CountingPartition>, UnreadableAt)> {
     let cities = settings.cities();
-    let new = |_| CountingPartition::new(cities.clone(), settings.retention_months);
+    let new = |_| CountingPartition::new(cities.clone(), counting_partitions, settings.retention_months);
     let mut restored: BTreeMap<i32, CountingPartition> = partitions.iter().map(|p| (*p, new(p))).collect();
     let mut unreadable = BTreeMap::new();
     if partitions.is_empty() {

@@ -86,7 +86,7 @@ impl<'a> Life<'a> {
             .map(|p| (p.partition(), if let Offset::Offset(n) = p.offset() { Some(n) } else { None }))
             .collect();
         telemetry.progress();
-        let counting = Counting::restore(settings, telemetry, &counted, &layout.inputs)?;
+        let counting = Counting::restore(settings, telemetry, layout.counting_partitions, &counted, &layout.inputs)?;
         let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
             true => None,
             false => Some(Publishing::restore(settings, telemetry, *framing, layout.counting_partitions)?),
