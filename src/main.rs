@@ -59,6 +59,15 @@ enum Command {
         #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
     },
+    /// Grow the count of counting partitions of a stopped deployment, moving every case to
+    /// its new partition (stop every `hotline run` first; run again to finish an interrupted one).
+    Rescale {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        /// The new count of counting partitions (of `case_events` and the changelog).
+        #[arg(long)]
+        partitions: i32,
+    },
     /// Run the whole pipeline on a generated month, with an in-process Kafka mock cluster.
     Demo {
         /// Address for /metrics while the demo runs.
@@ -102,6 +111,7 @@ fn main() -> std::process::ExitCode {
                     .await
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
+            Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
             Command::Demo { listen, scale, exit } => commands::demo::demo(&listen, scale, exit).await,
         }
     });

@@ -3,6 +3,7 @@
 pub mod demo;
 pub mod replay;
 pub mod report;
+pub mod rescale;
 pub mod run;
 pub mod snapshot;
 

@@ -296,6 +296,7 @@ impl CountingPartition {
         flush
     }
 
+    #[cfg(test)]
     pub fn case(&self, city: CityCode, case_id: &str) -> Option<&CaseRecord> {
         self.ledgers.get(&city)?.case(case_id)
     }

@@ -91,6 +91,8 @@ impl Cities {
     }
 
     /// Several cities under one zone; events without `city` are `default`'s, if there is one.
+    /// (Province mode's configuration is to build them.)
+    #[cfg(test)]
     pub fn province(zone: TimeZone, default: Option<CityCode>, rules: BTreeMap<CityCode, CityRules>) -> Cities {
         Cities { zone, default, rules }
     }
@@ -99,17 +101,8 @@ impl Cities {
         &self.zone
     }
 
-    /// The city events without `city` belong to, and whose records are keyed without one.
-    pub fn default(&self) -> Option<CityCode> {
-        self.default
-    }
-
     pub fn rules(&self, city: CityCode) -> Option<&CityRules> {
         self.rules.get(&city)
-    }
-
-    pub fn codes(&self) -> impl Iterator<Item = CityCode> + '_ {
-        self.rules.keys().copied()
     }
 
     /// The city an event belongs to, from the `city` it named, if any.

@@ -93,17 +93,6 @@ impl Counting {
                 unreadable.insert(p, at);
             }
         }
-        // Cases sit where their id hashes among the partitions their state was made for.
-        if let Some((p, made_for)) =
-            restored.iter().find_map(|(p, r)| Some((p, r.made_for()?)).filter(|(_, n)| *n != counting_partitions))
-        {
-            bail!(
-                "counting partition {p}'s state was made for {made_for} counting partitions, but {} has \
-                 {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
-                 {counting_partitions}`, which finishes a rescale it started",
-                settings.topics.case_events
-            );
-        }
         // An input no longer configured must not hold the watermark forever.
         let configured = settings.topics.inputs();
         for (p, committed) in partitions {
@@ -113,6 +102,28 @@ impl Counting {
         }
         let t = &settings.topics;
         Ok(Counting { partitions: restored, changelog: t.changelog.clone(), partials: t.partials.clone(), unreadable })
+    }
+
+    /// Refuses a state made for another count of counting partitions than the topics have:
+    /// cases sit where their id hashes among the count their state was made for.
+    pub(crate) fn check_made_for(&self, counting_partitions: i32, case_events: &str) -> Result<()> {
+        let other = self.partitions.iter().find_map(|(p, r)| Some((p, r.made_for()?)));
+        if let Some((p, made_for)) = other.filter(|(_, n)| *n != counting_partitions) {
+            bail!(
+                "counting partition {p}'s state was made for {made_for} counting partitions, but {case_events} has \
+                 {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
+                 {counting_partitions}`, which finishes a rescale it started"
+            );
+        }
+        Ok(())
+    }
+
+    pub(crate) fn partitions(&self) -> impl Iterator<Item = (i32, &CountingPartition)> {
+        self.partitions.iter().map(|(p, c)| (*p, c))
+    }
+
+    pub(crate) fn into_partitions(self) -> BTreeMap<i32, CountingPartition> {
+        self.partitions
     }
 
     /// Cases held, cases waiting for their `created` and their estimated bytes, over all

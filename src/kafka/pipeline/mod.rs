@@ -23,6 +23,7 @@ mod ingest;
 mod layout;
 mod publish;
 mod recovery;
+mod rescale;
 mod restore;
 mod stopped;
 mod supervise;
@@ -55,6 +56,7 @@ use transaction::{Output, TRANSACTION_TIMEOUT};
 
 pub use count::restore_ledger;
 pub use layout::{DEAD_LETTER_MAX_PAYLOAD, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+pub use rescale::{Rescaled, rescale};
 
 /// Runs the pipeline until `stop` is cancelled, starting over after failures. However it ends,
 /// `/healthz` and `/readyz` fail from then on: the caller is to exit.

@@ -87,6 +87,7 @@ impl<'a> Life<'a> {
             .collect();
         telemetry.progress();
         let counting = Counting::restore(settings, telemetry, layout.counting_partitions, &counted, &layout.inputs)?;
+        counting.check_made_for(layout.counting_partitions, &t.case_events)?;
         let publishing = match committed.elements_for_topic(&t.partials).is_empty() {
             true => None,
             false => Some(Publishing::restore(settings, telemetry, *framing, layout.counting_partitions)?),

@@ -1,0 +1,332 @@
+//! Growing the count of counting partitions of a stopped deployment (`hotline rescale`): every
+//! case moves to the partition its id hashes to among the new count, and no case is lost or
+//! counted twice.
+//!
+//! 1. No instance may run: the consumer group has no member.
+//! 2. Every counting partition is restored from its changelog; the events routed to it and
+//!    not yet counted are counted, and committed with its offsets and a progress record that
+//!    names the old count (the drain).
+//! 3. `case_events` and the changelog grow to the new count.
+//! 4. One transaction moves the cases (a record on the new partition, a tombstone on the old),
+//!    writes each new partition's progress, tallies and watermark (the old tallies
+//!    tombstoned), and commits every `case_events` offset at its end.
+//!
+//! Until step 4 commits, the changelog says the old count, and `hotline run` refuses to start
+//! on topics of another: a rescale stopped anywhere is finished by running it again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::domain::partition::{CountingPartition, repartition};
+use crate::domain::routing::partition_of;
+use crate::kafka::{client_config, topics};
+use crate::records::{self, ChangelogKey, PartialKey, Watermark};
+use crate::telemetry::Telemetry;
+
+use super::clients::{consumer_config, producer_config};
+use super::context::KafkaEvents;
+use super::count::Counting;
+use super::guard::{BlockedCalls, CallGuard};
+use super::layout::{DEAD_LETTER_MAX_PAYLOAD, Layout, owned_topics};
+use super::transaction::{CALL_GRACE, Output};
+
+/// How long the rescale's transactions may take: the move writes every case that moves.
+const RESCALE_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long a metadata or group request may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a rescale did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Rescaled {
+    pub from: i32,
+    pub to: i32,
+    /// Cases held, and those that moved to another partition.
+    pub cases: usize,
+    pub moved: usize,
+    /// Events routed but not yet counted, counted by the drain.
+    pub drained: usize,
+}
+
+/// Grows the counting partitions to `to`; see the module's doc.
+pub async fn rescale(settings: Settings, telemetry: Telemetry, to: i32) -> Result<Rescaled> {
+    ensure!(to >= 1, "--partitions must be at least 1");
+    let partitions = topics::ensure(&settings.kafka, &owned_topics(&settings)).await?;
+    let layout = Layout::check(&settings, &partitions)?;
+    let t = &settings.topics;
+    if to < layout.counting_partitions {
+        bail!(
+            "{} has {} partitions: Kafka cannot take partitions away, so a rescale only grows the count",
+            t.case_events,
+            layout.counting_partitions
+        );
+    }
+    tokio::task::spawn_blocking(move || Rescale::new(&settings, &telemetry, layout)?.run(to))
+        .await
+        .context("the rescale thread panicked")?
+}
+
+struct Rescale<'a> {
+    settings: &'a Settings,
+    telemetry: &'a Telemetry,
+    layout: Layout,
+    consumer: BaseConsumer<KafkaEvents>,
+}
+
+impl<'a> Rescale<'a> {
+    fn new(settings: &'a Settings, telemetry: &'a Telemetry, layout: Layout) -> Result<Rescale<'a>> {
+        let group = &settings.kafka.group_id;
+        // Assigned by hand, outside the group's rebalances: the offsets it commits carry no
+        // generation, which only an empty group takes.
+        let consumer: BaseConsumer<KafkaEvents> = consumer_config(settings)
+            .remove("group.instance.id")
+            .create_with_context(KafkaEvents::new(telemetry))
+            .context("creating the consumer")?;
+        let groups = consumer.fetch_group_list(Some(group), REQUEST_TIMEOUT).context("describing the group")?;
+        if let Some(g) = groups.groups().iter().find(|g| !g.members().is_empty()) {
+            bail!(
+                "consumer group {group} has {} members: stop every `hotline run` of this deployment before a rescale",
+                g.members().len()
+            );
+        }
+        Ok(Rescale { settings, telemetry, layout, consumer })
+    }
+
+    fn run(self, to: i32) -> Result<Rescaled> {
+        let t = &self.settings.topics;
+        let topic_count = self.layout.counting_partitions;
+        let committed = self.committed(topic_count)?;
+        let mut counting =
+            Counting::restore(self.settings, self.telemetry, topic_count, &committed, &self.layout.inputs)?;
+        if let Some((p, (offset, why))) = counting.unreadable.iter().next() {
+            bail!("changelog partition {p} holds a record this build cannot read at offset {offset}: {why}");
+        }
+        // The count the state was made for: the topics' until a rescale grew them.
+        let made_for = counting.made_for()?.unwrap_or(topic_count);
+        if made_for == to && topic_count == to {
+            return Ok(Rescaled { from: to, to, cases: counting.held().0, moved: 0, drained: 0 });
+        }
+        let mut drained = 0;
+        if made_for == topic_count {
+            drained = self.drain(&mut counting, &committed)?;
+        } else {
+            // A rescale stopped after growing the topics: its drain was committed, and nothing
+            // has run since (`hotline run` refuses these topics).
+            ensure!(
+                topic_count == to,
+                "the changelog was made for {made_for} counting partitions and {} has {topic_count}: finish \
+                 that rescale with `hotline rescale --partitions {topic_count}` first",
+                t.case_events
+            );
+        }
+        self.grow(to)?;
+        let old: Vec<CountingPartition> = counting.into_partitions().into_values().take(made_for as usize).collect();
+        let (cases, moved) = self.move_cases(&old, to)?;
+        Ok(Rescaled { from: made_for, to, cases, moved, drained })
+    }
+
+    /// The committed offset of each `case_events` partition.
+    fn committed(&self, partitions: i32) -> Result<Vec<(i32, Option<i64>)>> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition(&self.settings.topics.case_events, p);
+        }
+        let committed = self.consumer.committed_offsets(tpl, REQUEST_TIMEOUT).context("reading committed offsets")?;
+        Ok(committed
+            .elements()
+            .iter()
+            .map(|p| (p.partition(), if let Offset::Offset(n) = p.offset() { Some(n) } else { None }))
+            .collect())
+    }
+
+    /// A transactional producer of its own, which fences any other with its id.
+    fn output(&self) -> Result<Output<'a>> {
+        let producer: ThreadedProducer<KafkaEvents> = producer_config(self.settings, "rescale")
+            .set("transaction.timeout.ms", RESCALE_TIMEOUT.as_millis().to_string())
+            .create_with_context(KafkaEvents::new(self.telemetry))
+            .context("creating the transactional producer")?;
+        let guard = CallGuard::new(producer, self.telemetry, RESCALE_TIMEOUT + CALL_GRACE, BlockedCalls::default());
+        let t = &self.settings.topics;
+        let out = Output::new(guard, self.telemetry, (&t.dead_letters, DEAD_LETTER_MAX_PAYLOAD), &t.case_events);
+        out.call("initialising transactions", |p| p.init_transactions(REQUEST_TIMEOUT))?;
+        Ok(out)
+    }
+
+    /// Counts the events routed but not counted yet, and commits them with the progress
+    /// that names the count the state is made for.
+    fn drain(&self, counting: &mut Counting, committed: &[(i32, Option<i64>)]) -> Result<usize> {
+        let t = &self.settings.topics;
+        let out = self.output()?;
+        let mut positions = TopicPartitionList::new();
+        let mut ends = HashMap::new();
+        for (p, offset) in committed {
+            let (_, high) = self.consumer.fetch_watermarks(&t.case_events, *p, REQUEST_TIMEOUT)?;
+            let from = offset.unwrap_or(0);
+            if from < high {
+                positions.add_partition_offset(&t.case_events, *p, Offset::Offset(from))?;
+            }
+            ends.insert((t.case_events.clone(), *p), high);
+        }
+        let mut drained = 0;
+        if positions.count() > 0 {
+            self.consumer.assign(&positions).context("assigning case_events")?;
+        }
+        // Read to the end: the position passes the transaction markers no message shows.
+        let started = Instant::now();
+        while positions.count() > 0 && !self.read_to(&ends)? {
+            ensure!(started.elapsed() < RESCALE_TIMEOUT, "case_events was not read to its end in {RESCALE_TIMEOUT:?}");
+            let Some(m) = self.consumer.poll(Duration::from_millis(100)) else { continue };
+            let m = m.context("reading case_events")?;
+            if let Some(why) = counting.handle(&out, self.telemetry, &m)? {
+                bail!(
+                    "case_events[{}] holds a record this build cannot read at offset {}: {why}",
+                    m.partition(),
+                    m.offset()
+                );
+            }
+            drained += 1;
+        }
+        counting.flush(&out, Instant::now(), true)?;
+        self.commit(&out, &ends)?;
+        Ok(drained)
+    }
+
+    /// Grows `case_events` and the changelog to `to` partitions, and waits until the
+    /// brokers say so.
+    fn grow(&self, to: i32) -> Result<()> {
+        let t = &self.settings.topics;
+        let admin: AdminClient<DefaultClientContext> =
+            client_config(&self.settings.kafka).create().context("creating the admin client")?;
+        let grow: Vec<NewPartitions> = [&t.case_events, &t.changelog]
+            .into_iter()
+            .filter(|topic| self.partitions(topic).is_ok_and(|n| n < to))
+            .map(|topic| NewPartitions::new(topic, to as usize))
+            .collect();
+        if !grow.is_empty() {
+            let options = AdminOptions::new().operation_timeout(Some(REQUEST_TIMEOUT));
+            for result in futures::executor::block_on(admin.create_partitions(&grow, &options))? {
+                result.map_err(|(topic, e)| anyhow::anyhow!("growing {topic}: {e}"))?;
+            }
+        }
+        let started = Instant::now();
+        while [&t.case_events, &t.changelog].iter().any(|topic| self.partitions(topic).is_ok_and(|n| n < to)) {
+            ensure!(started.elapsed() < REQUEST_TIMEOUT, "the brokers do not show {to} partitions yet");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Whether the consumer's position is at `ends` or past, on every partition it reads.
+    fn read_to(&self, ends: &HashMap<(String, i32), i64>) -> Result<bool> {
+        let positions = self.consumer.position().context("reading positions")?;
+        Ok(positions.elements().iter().all(|p| match p.offset() {
+            Offset::Offset(n) => ends.get(&(p.topic().to_owned(), p.partition())).is_none_or(|end| n >= *end),
+            _ => false,
+        }))
+    }
+
+    fn partitions(&self, topic: &str) -> Result<i32> {
+        let metadata = self.consumer.fetch_metadata(Some(topic), REQUEST_TIMEOUT)?;
+        Ok(metadata.topics().first().map_or(0, |t| t.partitions().len() as i32))
+    }
+
+    /// Moves each case of `old` to its partition among `to`, in one transaction with every
+    /// `case_events` offset at its end; returns the cases held and those moved.
+    fn move_cases(&self, old: &[CountingPartition], to: i32) -> Result<(usize, usize)> {
+        let t = &self.settings.topics;
+        let out = self.output()?;
+        let send = |topic: &str, partition: i32, key: &str, payload: Option<&[u8]>| {
+            let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes());
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            out.send(record)
+        };
+        let (mut cases, mut moved) = (0, 0);
+        // Tombstones first: a key written again further down keeps its new value.
+        for (p, partition) in old.iter().enumerate() {
+            let p = p as i32;
+            for (city, ledger) in partition.ledgers() {
+                let city_key = partition.cities().key(city);
+                for (case_id, _) in ledger.cases() {
+                    cases += 1;
+                    if partition_of(case_id, to) != p {
+                        moved += 1;
+                        send(&t.changelog, p, &ChangelogKey::Case(city_key, case_id.to_owned()).to_string(), None)?;
+                    }
+                }
+                for (month, _) in ledger.months() {
+                    let key = PartialKey::Tally { partition: p, city: city_key, month }.to_string();
+                    send(&t.partials, 0, &key, None)?;
+                }
+            }
+        }
+        let mut new = repartition(old, to).map_err(|e| anyhow::anyhow!("moving the cases: {e:?}"))?;
+        let mut ends = HashMap::new();
+        let configured = t.inputs();
+        for (q, partition) in new.iter_mut().enumerate() {
+            let q = q as i32;
+            let (_, end) = self.consumer.fetch_watermarks(&t.case_events, q, REQUEST_TIMEOUT)?;
+            ends.insert((t.case_events.clone(), q), end);
+            partition.resume(Some(end), &self.layout.inputs, &configured);
+            for (city, ledger) in partition.ledgers() {
+                let city_key = partition.cities().key(city);
+                for (case_id, record) in ledger.cases() {
+                    if partition_of(case_id, old.len() as i32) != q {
+                        let key = ChangelogKey::Case(city_key, case_id.to_owned()).to_string();
+                        send(&t.changelog, q, &key, Some(&records::encode_case(record, ledger.codes())))?;
+                    }
+                }
+            }
+            let flush = partition.flush(Instant::now(), true);
+            for (city, month, tally) in &flush.tallies {
+                let key = PartialKey::Tally { partition: q, city: partition.cities().key(*city), month: *month };
+                send(&t.partials, 0, &key.to_string(), tally.as_ref().map(records::encode).as_deref())?;
+            }
+            if let Some(at) = flush.watermark {
+                send(
+                    &t.partials,
+                    0,
+                    &PartialKey::Watermark { partition: q }.to_string(),
+                    Some(&records::encode(&Watermark(at))),
+                )?;
+            }
+            let progress = flush.progress.context("a new partition writes its progress")?;
+            send(&t.changelog, q, &ChangelogKey::Progress.to_string(), Some(&records::encode(&progress)))?;
+        }
+        self.commit(&out, &ends)?;
+        Ok((cases, moved))
+    }
+
+    /// Commits the open transaction with `offsets`, every record flushed first.
+    fn commit(&self, out: &Output<'_>, offsets: &HashMap<(String, i32), i64>) -> Result<()> {
+        out.call("flushing", |p| p.flush(RESCALE_TIMEOUT))?;
+        out.commit(offsets, &self.consumer, |_| None, &[])?;
+        out.settle()
+    }
+}
+
+/// The counts of partitions a restored state says it was made for.
+impl Counting {
+    fn made_for(&self) -> Result<Option<i32>> {
+        let counts: BTreeMap<i32, Vec<i32>> = self.partitions().fold(BTreeMap::new(), |mut m, (p, c)| {
+            if let Some(n) = c.made_for() {
+                m.entry(n).or_insert_with(Vec::new).push(p);
+            }
+            m
+        });
+        match counts.len() {
+            0 => Ok(None),
+            1 => Ok(counts.into_keys().next()),
+            _ => bail!("the changelog's partitions were made for different counts: {counts:?}"),
+        }
+    }
+}
