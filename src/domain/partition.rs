@@ -706,7 +706,7 @@ mod tests {
             let case_id = format!("SP-{n}");
             let city = (n % 3 == 0).then_some(yb);
             let day = 1 + n % 28;
-            let from = source("cases", (n % 2) as i32);
+            let from = source("cases", n % 2);
             let p = partition_of(&case_id, 3) as usize;
             let created = CaseEvent { city, ..created(&case_id, &format!("2022-04-{day:02}T02:00:00Z")) };
             old[p].apply(offsets[p], &event(from.clone(), n as i64, created));
