@@ -1,8 +1,8 @@
 //! Growing the counting partitions through the real broker (issue 18): a deployment with 3
 //! counts half a month, is stopped, `hotline rescale --partitions 12` moves its cases, and
 //! a pipeline on 12 partitions counts the other half: the closed month equals the
-//! reference figure for figure. A rescale is refused while an instance runs, and a second
-//! one has nothing to do.
+//! reference figure for figure. A rescale is refused while an instance runs, a second one has
+//! nothing to do, and a pipeline on topics grown by hand ends, naming the rescale.
 
 mod common;
 
@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use hotline::domain::event::{DecodeLimits, decode};
 use hotline::domain::routing::partition_of;
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -92,4 +94,14 @@ async fn a_rescale_from_3_to_12_partitions_keeps_every_figure() {
     let closed = common::wait_for_exact_snapshot(settings, "2022-04", &month, 1).await;
     assert_eq!(closed.figures.totals.received, 3_000);
     running.stop().await;
+
+    // Topics grown by hand: the pipeline ends at once, naming the rescale.
+    let admin: AdminClient<DefaultClientContext> = hotline::kafka::client_config(&config.kafka).create().unwrap();
+    let grown = [NewPartitions::new(&t.case_events, 16), NewPartitions::new(&t.changelog, 16)];
+    for r in admin.create_partitions(&grown, &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let mut refusing = deployment.start().await;
+    let ended = refusing.ended(Duration::from_secs(60)).await.expect_err("a state made for 12 on 16 partitions");
+    assert!(format!("{ended:#}").contains("made for 12 counting partitions"), "{ended:#}");
 }

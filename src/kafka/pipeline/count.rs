@@ -41,6 +41,21 @@ pub struct Counting {
     pub unreadable: UnreadableAt,
 }
 
+/// A counting partition's state made for another count of partitions than the topics have:
+/// no life can count on it, and the pipeline ends.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "counting partition {partition}'s state was made for {made_for} counting partitions, but {topic} has \
+     {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
+     {counting_partitions}`, which also finishes a rescale it started"
+)]
+pub(crate) struct OtherCount {
+    partition: i32,
+    made_for: i32,
+    topic: String,
+    counting_partitions: i32,
+}
+
 /// Counting partition -> the changelog offset of a record this build cannot read, and why.
 pub(crate) type UnreadableAt = BTreeMap<i32, (i64, Unreadable)>;
 
@@ -106,16 +121,14 @@ impl Counting {
 
     /// Refuses a state made for another count of counting partitions than the topics have:
     /// cases sit where their id hashes among the count their state was made for.
-    pub(crate) fn check_made_for(&self, counting_partitions: i32, case_events: &str) -> Result<()> {
-        let other = self.partitions.iter().find_map(|(p, r)| Some((p, r.made_for()?)));
-        if let Some((p, made_for)) = other.filter(|(_, n)| *n != counting_partitions) {
-            bail!(
-                "counting partition {p}'s state was made for {made_for} counting partitions, but {case_events} has \
-                 {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
-                 {counting_partitions}`, which finishes a rescale it started"
-            );
+    pub(crate) fn check_made_for(&self, counting_partitions: i32, case_events: &str) -> Result<(), OtherCount> {
+        let other = self.partitions.iter().find_map(|(p, r)| Some((*p, r.made_for()?)));
+        match other.filter(|(_, n)| *n != counting_partitions) {
+            Some((partition, made_for)) => {
+                Err(OtherCount { partition, made_for, topic: case_events.to_owned(), counting_partitions })
+            }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     pub(crate) fn partitions(&self) -> impl Iterator<Item = (i32, &CountingPartition)> {

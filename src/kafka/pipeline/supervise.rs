@@ -19,6 +19,7 @@ use crate::telemetry::{
 };
 
 use super::clients::consumer;
+use super::count::OtherCount;
 use super::guard::BlockedCalls;
 use super::layout::{Layout, owned_topics};
 use super::recovery::{Backoff, FatalStreak, MAX_BACKOFF, gave_up};
@@ -89,6 +90,8 @@ pub(super) async fn run_until_stopped(
                         telemetry.emit(Rebalanced);
                         continue;
                     }
+                    // No life can count on a state made for another partition count.
+                    Err(e) if e.is::<OtherCount>() => return Err(e),
                     Err(e) => e,
                 };
                 if started.elapsed() > Duration::from_secs(60) {
