@@ -768,4 +768,91 @@ mod tests {
         assert!(slowest.is_some());
         assert!(new.iter().all(|p| p.sources.current() == slowest));
     }
+
+    /// A city's case: created hours after the start, maybe transferred and closed later.
+    type CaseShape = (i64, Option<(usize, i64)>, Option<i64>);
+
+    fn case_events(city: Option<CityCode>, id: usize, (created_h, transfer, closed_h): CaseShape) -> Vec<CaseEvent> {
+        let case_id = format!("c{id}");
+        let hour = |h: i64| (at("2022-04-28T00:00:00Z") + jiff::SignedDuration::from_hours(h)).to_string();
+        let event = |kind: &str, h: i64, change: Change| CaseEvent {
+            event_id: format!("{case_id}-{kind}"),
+            case_id: case_id.clone(),
+            city,
+            occurred_at: at(&hour(h)),
+            change,
+        };
+        let mut events = vec![CaseEvent { city, ..created(&case_id, &hour(created_h)) }];
+        if let Some((to, after)) = transfer {
+            let to = ["tiedong_district", "lishu_county", "unicom", "junk"][to].into();
+            let moved = Change::Transferred(crate::domain::event::Transferred {
+                to_department: to,
+                from_department: None,
+                due_at: None,
+            });
+            events.push(event("transferred", created_h + after, moved));
+        }
+        if let Some(after) = closed_h {
+            events.push(event("closed", created_h + after, Change::Closed));
+        }
+        events
+    }
+
+    proptest::proptest! {
+        /// Cities counted together, in any order, with repeats, on any number of partitions,
+        /// give each city's figures as that city's events counted alone: a case id used by
+        /// several cities is several cases.
+        #[test]
+        fn cities_counted_together_equal_each_city_counted_alone(
+            cities in proptest::collection::vec(
+                proptest::collection::vec((0i64..200, proptest::option::of((0usize..4, 0i64..100)), proptest::option::of(1i64..400)), 0..12),
+                3,
+            ),
+            partitions in 1i32..5,
+            order in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..200),
+        ) {
+            let codes: [CityCode; 3] = ["220300", "220100", "222400"].map(|c| c.parse().unwrap());
+            let city_rules = || CityRules { counting: rules(), overflow: overflow() };
+            let province = Cities::province(rules().zone, Some(codes[0]), codes.map(|c| (c, city_rules())).into());
+            // The default city's events name no city.
+            let named = |i: usize| (i > 0).then_some(codes[i]);
+            let mut stream: Vec<CaseEvent> = cities
+                .iter()
+                .enumerate()
+                .flat_map(|(i, cases)| cases.iter().enumerate().flat_map(move |(id, shape)| case_events(named(i), id, *shape)))
+                .collect();
+            // Any order, some events twice.
+            for (k, n) in order.iter().enumerate() {
+                let len = stream.len();
+                if len == 0 { break; }
+                if k % 3 == 0 { stream.push(stream[*n as usize % len].clone()); } else { stream.swap(k % len, *n as usize % len); }
+            }
+            let mut counted: Vec<CountingPartition> = (0..partitions)
+                .map(|_| { let mut p = CountingPartition::new(province.clone(), partitions, 24); p.resume(None, &[], &[]); p })
+                .collect();
+            for (offset, e) in stream.iter().enumerate() {
+                let p = partition_of(&e.case_id, partitions) as usize;
+                let routed = Routed { source: source("cases", 0), watermark: None, idle: false, event: Some(RoutedEvent { offset: offset as i64, input_timestamp: None, event: e.clone() }) };
+                let _ = counted[p].apply(offset as i64, &routed);
+            }
+            let as_of = at("2022-06-01T00:00:00Z");
+            for (i, cases) in cities.iter().enumerate() {
+                let mut alone = Ledger::new(rules());
+                for (id, shape) in cases.iter().enumerate() {
+                    for e in case_events(None, id, *shape) {
+                        alone.apply(&e).unwrap();
+                    }
+                }
+                let mut together: BTreeMap<Month, Tally> = BTreeMap::new();
+                for p in &counted {
+                    for (month, tally) in p.ledger(codes[i]).into_iter().flat_map(|l| l.months()) {
+                        together.entry(month).or_default().merge(tally);
+                    }
+                }
+                let figures = |m: &BTreeMap<Month, Tally>| m.iter().filter(|(_, t)| !t.is_empty()).map(|(m, t)| (*m, t.figures(as_of))).collect::<Vec<_>>();
+                let expected: BTreeMap<Month, Tally> = alone.months().map(|(m, t)| (m, t.clone())).collect();
+                proptest::prop_assert_eq!(figures(&together), figures(&expected), "city {}", codes[i]);
+            }
+        }
+    }
 }
