@@ -85,6 +85,10 @@ impl SnapshotCodec {
     }
 
     pub fn encode(&self, s: &Snapshot) -> Result<Vec<u8>, CodecError> {
+        // Schema version 3 has no field for a city: only the default city's snapshots go out.
+        if s.city.is_some() {
+            return Err(CodecError::Shape("city"));
+        }
         let mut single = Vec::with_capacity(1024);
         GenericSingleObjectWriter::new_with_capacity_and_header_builder(&self.schema, 1024, &Header(&self.header))?
             .write_value(to_value(s), &mut single)?;
@@ -371,6 +375,7 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
     let mut totals = r.record("totals")?;
     let mut transfers = r.record("transfers")?;
     Ok(Snapshot {
+        city: None,
         month: r.string("month")?.parse().map_err(|_| CodecError::Shape("month"))?,
         timezone: r.string("timezone")?,
         revision: r.u64("revision")?,
@@ -455,6 +460,7 @@ mod tests {
         };
         figures.transfers.total = 4;
         Snapshot {
+            city: None,
             month: "2022-04".parse().unwrap(),
             timezone: "Asia/Shanghai".into(),
             revision: 3,

@@ -291,6 +291,7 @@ pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
     let ledger = count(&plan, rules);
     let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().expect("a valid instant");
     crate::domain::snapshot::Snapshot {
+        city: None,
         month,
         timezone: "Asia/Shanghai".into(),
         revision: 9,

@@ -183,6 +183,7 @@ mod tests {
 
     fn snapshot(figures: Figures) -> Snapshot {
         Snapshot {
+            city: None,
             month: "2022-04".parse().unwrap(),
             timezone: "Asia/Shanghai".into(),
             revision: 2,

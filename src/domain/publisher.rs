@@ -13,11 +13,14 @@ use jiff::{Span, Timestamp};
 
 use super::figures::{Figures, Tally};
 use super::month::Month;
+use super::province::CityCode;
 use super::ranking::RankingRules;
 use super::snapshot::{Snapshot, Status};
 
 #[derive(Clone, Debug)]
 pub(crate) struct PublishRules {
+    /// How the snapshots name their city: not at all for the default city.
+    pub city: Option<CityCode>,
     pub zone: TimeZone,
     pub zone_name: String,
     pub grace: Span,
@@ -105,6 +108,7 @@ impl Publisher {
             p.figures = Some(figures.clone());
             p.last_checked = Some(now);
             due.push(Snapshot {
+                city: self.rules.city,
                 month,
                 timezone: self.rules.zone_name.clone(),
                 revision: p.revision,
@@ -206,6 +210,7 @@ mod tests {
 
     fn rules() -> PublishRules {
         PublishRules {
+            city: None,
             zone: TimeZone::get("Asia/Shanghai").unwrap(),
             zone_name: "Asia/Shanghai".into(),
             grace: 1.day(),

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::figures::Figures;
 use super::month::Month;
+use super::province::CityCode;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -26,6 +27,9 @@ impl Status {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
+    /// The city, unless it is the deployment's default city.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<CityCode>,
     #[serde(with = "month_string")]
     pub month: Month,
     pub timezone: String,

@@ -7,6 +7,7 @@
 //! previous one with its key, so reading it from the beginning rebuilds the publisher, and
 //! revision numbers continue from the snapshots topic.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -20,6 +21,8 @@ use crate::config::Settings;
 use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
 use crate::domain::gauges::CityGauges;
+use crate::domain::month::Month;
+use crate::domain::province::CityCode;
 use crate::domain::publisher::{PublishRules, Publisher};
 use crate::kafka::topics;
 use crate::labels::LabelRegistry;
@@ -36,8 +39,11 @@ pub(crate) struct Publishing {
     zone: TimeZone,
     /// Codes that show as labels of their own in the gauges.
     labels: LabelRegistry,
-    city: CityView,
-    publisher: Publisher,
+    /// The partitions' tallies summed, per city.
+    view: CityView,
+    /// A publisher per city, made from `rules` when the city first has figures.
+    publishers: BTreeMap<CityCode, Publisher>,
+    rules: PublishRules,
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
     pub next_offset: i64,
@@ -59,19 +65,16 @@ impl Publishing {
             snapshots: settings.topics.snapshots.clone(),
             zone: settings.zone.clone(),
             labels: settings.labels.clone(),
-            city: CityView::new(
-                settings.zone.clone(),
-                settings.overflow(),
-                settings.retention_months,
-                counting_partitions as usize,
-            ),
-            publisher: Publisher::new(PublishRules {
+            view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
+            publishers: BTreeMap::new(),
+            rules: PublishRules {
+                city: None,
                 zone: settings.zone.clone(),
                 zone_name: settings.zone_name.clone(),
                 grace: settings.grace,
                 min_interval: settings.min_interval,
                 ranking: settings.ranking.clone(),
-            }),
+            },
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
             unreadable: None,
@@ -88,8 +91,11 @@ impl Publishing {
             telemetry.progress();
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {
-                    p.city.raise_floor(s.as_of);
-                    p.publisher.restore(s.month, &s);
+                    p.view.raise_floor(s.as_of);
+                    if let Some(city) = p.view.cities().of_key(s.city) {
+                        let key = p.view.cities().key(city);
+                        publisher(&mut p.publishers, &p.rules, city, key).restore(s.month, &s);
+                    }
                 }
                 Some(Err(e)) => telemetry.emit(SnapshotUndecodable { offset: m.offset(), error: &e }),
                 None => {}
@@ -109,31 +115,34 @@ impl Publishing {
     fn take(&mut self, m: &BorrowedMessage<'_>) -> Result<(), Unreadable> {
         let key: PartialKey = records::key(m.key())?;
         let (PartialKey::Tally { partition, .. } | PartialKey::Watermark { partition }) = key;
-        if !self.city.counts(partition) {
+        if !self.view.counts(partition) {
             return Err(Unreadable::Key);
         }
         match key {
-            // Only the default city is published yet.
-            PartialKey::Tally { city: Some(city), .. } => return Err(Unreadable::City(city)),
-            PartialKey::Tally { partition, city: None, month } => {
+            PartialKey::Tally { partition, city, month } => {
+                let cities = self.view.cities();
+                let city = cities.of_key(city).filter(|c| cities.rules(*c).is_some());
+                let city = city.ok_or(Unreadable::City(city.unwrap_or(CityCode::UNNAMED)))?;
                 let tally: Option<Tally> = records::decode_or_tombstone(m.payload())?;
-                self.city.tally(partition, month, tally, m.timestamp().to_millis());
+                self.view.tally(partition, city, month, tally, m.timestamp().to_millis());
             }
             PartialKey::Watermark { partition } => {
                 let Watermark(at) = records::decode(m.payload())?;
-                self.city.partition_reached(partition, at);
+                self.view.partition_reached(partition, at);
             }
         }
         Ok(())
     }
 
-    /// What the city's gauges show.
+    /// What the default city's gauges show.
     pub(crate) fn city(&mut self) -> CityGauges {
-        let watermark = self.city.watermark();
-        let published = self.publisher.published().collect();
-        let publisher = &self.publisher;
+        let watermark = self.view.watermark();
+        let shown = self.view.cities().default();
+        let publisher = shown.and_then(|city| self.publishers.get(&city));
+        let published = publisher.map(|p| p.published().collect()).unwrap_or_default();
+        let is_closed = |m: Month| watermark.is_some_and(|w| publisher.is_some_and(|p| p.is_closed(m, w)));
         let months =
-            self.city.sums().iter().map(|(m, t)| (*m, t, watermark.is_some_and(|w| publisher.is_closed(*m, w))));
+            self.view.sums().iter().filter(|((c, _), _)| Some(*c) == shown).map(|((_, m), t)| (*m, t, is_closed(*m)));
         CityGauges::read(months, watermark, &self.zone, published, &self.labels)
     }
 
@@ -143,24 +152,41 @@ impl Publishing {
         if self.unreadable.is_some() {
             return Ok(Vec::new());
         }
-        if let Some((kept_from, tombstones)) = self.city.forget_past_retention() {
+        if let Some((kept_from, tombstones)) = self.view.forget_past_retention() {
             // Every counting partition is at least this far, so none writes these months
             // again: their tallies can go from the compacted topic too.
-            for (partition, month) in tombstones {
-                let key = PartialKey::Tally { partition, city: None, month }.to_string();
+            for (partition, city, month) in tombstones {
+                let key = PartialKey::Tally { partition, city: self.view.cities().key(city), month }.to_string();
                 out.send(BaseRecord::<[u8], [u8]>::to(&self.partials).partition(0).key(key.as_bytes()))?;
             }
-            self.publisher.forget_before(kept_from);
+            for publisher in self.publishers.values_mut() {
+                publisher.forget_before(kept_from);
+            }
         }
-        let watermark = self.city.watermark();
-        let due = self.publisher.due(self.city.sums().iter().map(|(m, t)| (*m, t)), watermark, now, Timestamp::now());
+        let watermark = self.view.watermark();
+        let keys: BTreeMap<CityCode, Option<CityCode>> =
+            self.view.cities().codes().map(|c| (c, self.view.cities().key(c))).collect();
+        let (sums, publishers, rules) = (self.view.sums(), &mut self.publishers, &self.rules);
+        let mut due = Vec::new();
+        for (&city, &key) in &keys {
+            let months = sums.iter().filter(|((c, _), _)| *c == city).map(|((_, m), t)| (*m, t));
+            due.extend(
+                publisher(publishers, rules, city, key)
+                    .due(months, watermark, now, Timestamp::now())
+                    .into_iter()
+                    .map(|s| (city, s)),
+            );
+        }
         let topic = &self.snapshots;
         let mut latencies = Vec::new();
-        for snapshot in &due {
-            let changed_at = self.city.take_changed_at(snapshot.month);
+        for (city, snapshot) in &due {
+            let changed_at = self.view.take_changed_at(*city, snapshot.month);
             latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
             let bytes = self.codec.encode(snapshot)?;
-            let key = snapshot.month.to_string();
+            let key = match snapshot.city {
+                None => snapshot.month.to_string(),
+                Some(city) => format!("{city}/{}", snapshot.month),
+            };
             out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
             out.telemetry.emit(SnapshotDue {
                 month: &snapshot.month,
@@ -171,4 +197,14 @@ impl Publishing {
         }
         Ok(latencies)
     }
+}
+
+/// The publisher of `city`'s snapshots, which name it as `key` (not at all for the default).
+fn publisher<'a>(
+    publishers: &'a mut BTreeMap<CityCode, Publisher>,
+    rules: &PublishRules,
+    city: CityCode,
+    key: Option<CityCode>,
+) -> &'a mut Publisher {
+    publishers.entry(city).or_insert_with(|| Publisher::new(PublishRules { city: key, ..rules.clone() }))
 }
