@@ -18,8 +18,11 @@ use crate::domain::snapshot::{Snapshot, Status};
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
 
 /// The schemas of earlier releases, oldest first.
-pub(crate) const EARLIER_SCHEMAS: &[&str] =
-    &[include_str!("../schemas/snapshot.v1.avsc"), include_str!("../schemas/snapshot.v2.avsc")];
+pub(crate) const EARLIER_SCHEMAS: &[&str] = &[
+    include_str!("../schemas/snapshot.v1.avsc"),
+    include_str!("../schemas/snapshot.v2.avsc"),
+    include_str!("../schemas/snapshot.v3.avsc"),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
@@ -85,10 +88,6 @@ impl SnapshotCodec {
     }
 
     pub fn encode(&self, s: &Snapshot) -> Result<Vec<u8>, CodecError> {
-        // Schema version 3 has no field for a city: only the default city's snapshots go out.
-        if s.city.is_some() {
-            return Err(CodecError::Shape("city"));
-        }
         let mut single = Vec::with_capacity(1024);
         GenericSingleObjectWriter::new_with_capacity_and_header_builder(&self.schema, 1024, &Header(&self.header))?
             .write_value(to_value(s), &mut single)?;
@@ -243,6 +242,13 @@ fn to_value(s: &Snapshot) -> Value {
                 ("bottom", Value::Array(f.ranking.bottom.iter().map(ranked).collect())),
             ]),
         ),
+        (
+            "city",
+            match s.city {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(city) => Value::Union(1, Box::new(Value::String(city.to_string()))),
+            },
+        ),
     ])
 }
 
@@ -375,7 +381,15 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
     let mut totals = r.record("totals")?;
     let mut transfers = r.record("transfers")?;
     Ok(Snapshot {
-        city: None,
+        city: match r.0.remove("city") {
+            None => None,
+            Some(Value::Union(_, v)) => match *v {
+                Value::Null => None,
+                Value::String(code) => Some(code.parse().map_err(|_| CodecError::Shape("city"))?),
+                _ => return Err(CodecError::Shape("city")),
+            },
+            Some(_) => return Err(CodecError::Shape("city")),
+        },
         month: r.string("month")?.parse().map_err(|_| CodecError::Shape("month"))?,
         timezone: r.string("timezone")?,
         revision: r.u64("revision")?,
@@ -495,6 +509,7 @@ mod tests {
             ReturnedPair { from: "market".into(), to: "commerce".into(), cases: 2 },
             ReturnedPair { from: "".into(), to: "tiexi".into(), cases: 1 },
         ];
+        s.city = Some("222400".parse().unwrap());
         s
     }
 
@@ -504,6 +519,7 @@ mod tests {
     fn every_released_schema_and_this_one_read_each_others_snapshots() {
         let codec = SnapshotCodec::new(Framing::SingleObject);
         let written = codec.encode(&with_returns()).unwrap();
+        assert_eq!(codec.decode(&written).unwrap(), with_returns(), "the city too");
         for json in EARLIER_SCHEMAS.iter().chain([&SCHEMA_JSON]) {
             let reader = Schema::parse_str(json).unwrap();
             let value = apache_avro::reader::datum::GenericDatumReader::builder(&codec.schema)
@@ -520,13 +536,16 @@ mod tests {
             let writer = Schema::parse_str(json).unwrap();
             // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
-            fields.retain(|(name, _)| name != "all_departments" && name != "ranking");
+            fields.retain(|(name, _)| name != "city");
+            if version < 3 {
+                fields.retain(|(name, _)| name != "all_departments" && name != "ranking");
+            }
             for (name, value) in &mut fields {
                 match (name.as_str(), value) {
                     ("transfers", Value::Record(transfers)) if version < 2 => {
                         transfers.retain(|(field, _)| field != "returned_pairs")
                     }
-                    ("by_department", Value::Map(departments)) => {
+                    ("by_department", Value::Map(departments)) if version < 3 => {
                         for d in departments.values_mut() {
                             let Value::Record(d) = d else { unreachable!("a record") };
                             d.truncate(7);
@@ -549,8 +568,11 @@ mod tests {
                 assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
             }
             assert_eq!(read.figures.transfers.returned_cases, 2);
-            assert_eq!(read.figures.all_departments, DepartmentFigures::default());
-            assert_eq!(read.figures.ranking, Ranking::default());
+            assert_eq!(read.city, None, "a snapshot of before cities is the default city's");
+            if version < 3 {
+                assert_eq!(read.figures.all_departments, DepartmentFigures::default());
+                assert_eq!(read.figures.ranking, Ranking::default());
+            }
             assert_eq!(read.figures.by_department["tiexi"].closed_late, 1);
             // The same datum in the Confluent framing, whose registry id names no schema here.
             let confluent = [&[0, 0, 0, 0, 7][..], &old[10..]].concat();

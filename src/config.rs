@@ -28,9 +28,15 @@ use crate::labels::LabelRegistry;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub kafka: KafkaConfig,
-    /// The city this deployment counts.
+    /// The city this deployment counts (single-city mode).
     #[serde(default)]
     pub city: CityConfig,
+    /// Province mode: the province whose cities `[cities]` lists.
+    #[serde(default)]
+    pub province: Option<ProvinceConfig>,
+    /// Province mode: each city counted, by its division code.
+    #[serde(default)]
+    pub cities: BTreeMap<String, CityEntry>,
     #[serde(default)]
     pub topics: Topics,
     #[serde(default)]
@@ -58,6 +64,30 @@ pub struct CityConfig {
     /// Its administrative division code (GB/T 2260): events naming it are counted with those
     /// naming none, and events naming another city are dead letters (`unknown_city`).
     pub code: Option<CityCode>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvinceConfig {
+    /// As the bulletin names it (吉林省).
+    pub name: String,
+    /// The office that publishes the provincial bulletin.
+    pub office: String,
+    /// The city events without `city` belong to; without it, every event must name its city.
+    pub default_city: Option<CityCode>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CityEntry {
+    /// As reports name it (四平市).
+    pub name: String,
+    /// The office in its report's header; its registry's `[report] office` when unset.
+    pub office: Option<String>,
+    /// Its departments and categories; `labels.registry` (or the built-in one) when unset.
+    pub registry: Option<PathBuf>,
+    /// Its own deadlines; the top-level `[sla]` when unset. The calendar stays national.
+    pub sla: Option<SlaConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -550,8 +580,13 @@ pub struct Settings {
     pub limits: Limits,
     /// `state.retention_months`.
     pub retention_months: u32,
-    /// `city.code`.
-    pub city: Option<CityCode>,
+    /// The cities counted: one in single-city mode (`city.code`, maybe unnamed), each of
+    /// `[cities]` in province mode.
+    pub cities: Vec<CitySettings>,
+    /// The city events without `city` belong to.
+    pub default_city: Option<CityCode>,
+    /// `[province]`, in province mode.
+    pub province: Option<ProvinceConfig>,
     pub zone: TimeZone,
     /// `time.zone`: `zone`'s IANA name.
     pub zone_name: String,
@@ -582,36 +617,46 @@ pub struct Settings {
     pub dead_letter_topic_limit: Option<usize>,
 }
 
+/// One city of the deployment, its registry and counting rules.
+#[derive(Clone, Debug)]
+pub struct CitySettings {
+    pub code: CityCode,
+    /// Its name, in province mode.
+    pub name: Option<String>,
+    /// The office in its report's header, when not its registry's.
+    pub office: Option<String>,
+    pub labels: LabelRegistry,
+    pub rules: CountingRules,
+}
+
 impl Settings {
-    /// How this office counts cases.
-    pub(crate) fn counting_rules(&self) -> CountingRules {
-        CountingRules {
-            zone: self.zone.clone(),
-            default_sla: self.default_sla,
-            working_days: self.working_days.clone(),
-            accept_within: self.accept_within,
-        }
-    }
-
-    /// Which codes keep rows of their own, and where the others are counted.
-    pub(crate) fn overflow(&self) -> Overflow {
-        Overflow::new(Arc::new(self.labels.clone()), self.unregistered_rows)
-    }
-
     /// The cities counted, each with its rules.
     pub(crate) fn cities(&self) -> Cities {
-        Cities::single(self.city, CityRules { counting: self.counting_rules(), overflow: self.overflow() })
+        let rules = |c: &CitySettings| CityRules {
+            counting: c.rules.clone(),
+            overflow: Overflow::new(Arc::new(c.labels.clone()), self.unregistered_rows),
+        };
+        match &self.province {
+            None => Cities::single(self.default_city, rules(&self.cities[0])),
+            Some(_) => Cities::province(
+                self.zone.clone(),
+                self.default_city,
+                self.cities.iter().map(|c| (c.code, rules(c))).collect(),
+            ),
+        }
     }
 
     /// With working-day deadlines, the calendar must cover every year the counts can touch:
     /// from the first month the retention holds on `today` to `today`'s year. A year it lacks
     /// is an error here, at start, never a silent count by weekends alone.
     pub fn check_calendar(&self, today: jiff::civil::Date) -> Result<()> {
-        let Some(w) = &self.working_days else { return Ok(()) };
         let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.retention_months))?;
-        let missing: Vec<i16> =
-            (first.year()..=today.year()).filter(|y| !w.calendar.years().any(|c| c == *y)).collect();
-        if !missing.is_empty() {
+        for w in self.working_days.iter().chain(self.cities.iter().filter_map(|c| c.rules.working_days.as_ref())) {
+            let missing: Vec<i16> =
+                (first.year()..=today.year()).filter(|y| !w.calendar.years().any(|c| c == *y)).collect();
+            if missing.is_empty() {
+                continue;
+            }
             bail!(
                 "the working-day calendar ({}) lacks {missing:?}: sla.working_days counts deadlines in working days, \
                  and the retention of {} months reaches back to {first}; add those years from the State Council's \
@@ -721,7 +766,57 @@ impl Config {
             Some(path) => LabelRegistry::load(path)?,
             None => LabelRegistry::default(),
         };
+        let counting = CountingRules {
+            zone: zone.clone(),
+            default_sla: span(&self.sla.default, "sla.default")?,
+            working_days: self.sla.working_days()?,
+            accept_within: span(&self.sla.accept, "sla.accept")?,
+        };
+        let (cities, default_city) = match (&self.province, self.cities.is_empty()) {
+            (None, true) => {
+                let city = self.city.code.unwrap_or(CityCode::UNNAMED);
+                let only =
+                    CitySettings { code: city, name: None, office: None, labels: labels.clone(), rules: counting };
+                (vec![only], Some(city))
+            }
+            (Some(province), false) => {
+                if self.city.code.is_some() {
+                    bail!("[city] is for a single city: with [cities], name the default city in province.default_city");
+                }
+                let mut cities = Vec::new();
+                for (code, entry) in &self.cities {
+                    let at = format!("cities.{code}");
+                    let code: CityCode = code.parse().with_context(|| format!("[{at}]: {code:?}"))?;
+                    let labels = match entry.registry.as_ref().or(self.labels.registry.as_ref()) {
+                        Some(path) => LabelRegistry::load(path).with_context(|| format!("{at}.registry"))?,
+                        None => LabelRegistry::default(),
+                    };
+                    let rules = match &entry.sla {
+                        None => counting.clone(),
+                        Some(sla) => CountingRules {
+                            zone: zone.clone(),
+                            default_sla: span(&sla.default, &format!("{at}.sla.default"))?,
+                            working_days: sla.working_days().with_context(|| format!("{at}.sla"))?,
+                            accept_within: span(&sla.accept, &format!("{at}.sla.accept"))?,
+                        },
+                    };
+                    let (name, office) = (Some(entry.name.clone()), entry.office.clone());
+                    cities.push(CitySettings { code, name, office, labels, rules });
+                }
+                if let Some(default) = province.default_city
+                    && !cities.iter().any(|c| c.code == default)
+                {
+                    bail!("province.default_city {default} is not one of [cities]");
+                }
+                (cities, province.default_city)
+            }
+            (None, false) => bail!("[cities] lists the cities of a province: name it in [province]"),
+            (Some(_), true) => bail!("[province] needs its cities in [cities.\"<division code>\"]"),
+        };
         Ok(Settings {
+            cities,
+            default_city,
+            province: self.province,
             labels,
             max_future: wall(&self.time.max_future, "time.max_future")?,
             default_sla: span(&self.sla.default, "sla.default")?,
@@ -738,7 +833,6 @@ impl Config {
             listen,
             dead_letter_topic_limit: None,
             retention_months: self.state.retention_months,
-            city: self.city.code,
             zone_name: self.time.zone,
             schema_registry_url: self.snapshot.schema_registry_url,
             unregistered_rows: self.labels.unregistered_rows,
@@ -812,6 +906,62 @@ mod tests {
         assert_eq!(c.limits.max_batch, 7);
         assert_eq!(c.topics.cases, "city.cases");
         assert_eq!(c.snapshot.schema_registry_url.as_deref(), Some("http://127.0.0.1:8081"));
+    }
+
+    const PROVINCE: &str = r#"
+[kafka]
+brokers = "a:1"
+[province]
+name = "吉林省"
+office = "吉林省政务服务和数字化建设管理局"
+default_city = "220300"
+[cities.220300]
+name = "四平市"
+[cities.220100]
+name = "长春市"
+office = "长春市12345热线"
+[cities.220100.sla]
+default = "10d"
+accept = "1h"
+[cities.222400]
+name = "延边朝鲜族自治州"
+"#;
+
+    #[test]
+    fn province_mode_lists_each_city_with_its_own_rules() {
+        let settings = Config::parse(PROVINCE, []).unwrap().settings().unwrap();
+        let codes: Vec<String> = settings.cities.iter().map(|c| c.code.to_string()).collect();
+        assert_eq!(codes, ["220100", "220300", "222400"]);
+        assert_eq!(settings.default_city, Some("220300".parse().unwrap()));
+        let changchun = &settings.cities[0];
+        assert_eq!((changchun.name.as_deref(), changchun.office.as_deref()), (Some("长春市"), Some("长春市12345热线")));
+        assert_eq!(changchun.rules.default_sla.get_days(), 10, "its own [sla]");
+        assert_eq!(settings.cities[1].rules.default_sla.get_days(), 15, "the top-level [sla]");
+        let cities = settings.cities();
+        assert_eq!(cities.resolve(None), Ok("220300".parse().unwrap()));
+        assert_eq!(cities.resolve(Some("220200".parse().unwrap())), Err(crate::domain::event::Rejection::UnknownCity));
+        // A single city is one city, named or not.
+        let single = Config::parse("[kafka]\nbrokers = \"a:1\"\n[city]\ncode = \"220300\"\n", []).unwrap();
+        let single = single.settings().unwrap();
+        assert_eq!((single.cities.len(), single.default_city), (1, Some("220300".parse().unwrap())));
+    }
+
+    #[test]
+    fn province_mode_is_refused_when_incomplete() {
+        let refused = |text: &str| format!("{:#}", Config::parse(text, []).and_then(Config::settings).unwrap_err());
+        let no_province = PROVINCE.replace("[province]", "[ignored]").replace("[ignored]\n", "[x]\n");
+        assert!(Config::parse(&no_province, []).is_err(), "an unknown section");
+        let without = PROVINCE.split("[province]").next().unwrap().to_owned()
+            + &PROVINCE[PROVINCE.find("[cities.220300]").unwrap()..];
+        assert!(refused(&without).contains("name it in [province]"), "{}", refused(&without));
+        let bad_default = PROVINCE.replace("default_city = \"220300\"", "default_city = \"220200\"");
+        assert!(refused(&bad_default).contains("not one of [cities]"), "{}", refused(&bad_default));
+        let bad_code = PROVINCE.replace("[cities.222400]", "[cities.22240]");
+        assert!(refused(&bad_code).contains("cities.22240"), "{}", refused(&bad_code));
+        let both = PROVINCE.replace("[province]", "[city]\ncode = \"220300\"\n[province]");
+        assert!(refused(&both).contains("province.default_city"), "{}", refused(&both));
+        let empty = "[kafka]\nbrokers = \"a:1\"\n[province]\nname = \"吉林省\"\noffice = \"x\"\n";
+        assert!(refused(empty).contains("needs its cities"), "{}", refused(empty));
     }
 
     const SASL: &str = "[kafka]\nbrokers = \"a:1\"\n[kafka.security]\nprotocol = \"SASL_SSL\"\n\

@@ -40,6 +40,9 @@ enum Command {
         /// The month, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// A city's division code (province mode): that city's report.
+        #[arg(long)]
+        city: Option<String>,
         #[arg(long, value_enum, default_value_t = commands::report::Format::Markdown)]
         format: commands::report::Format,
         /// Write the report here instead of standard output (HTML is one self-contained page).
@@ -91,6 +94,9 @@ enum SnapshotCommand {
         /// The month, YYYY-MM.
         #[arg(long)]
         month: String,
+        /// A city's division code (province mode): that city's snapshot.
+        #[arg(long)]
+        city: Option<String>,
         #[arg(long, value_enum, default_value_t = commands::snapshot::Format::Table)]
         format: commands::snapshot::Format,
     },
@@ -103,12 +109,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => commands::run::run(&config).await,
-            Command::Snapshot { command: SnapshotCommand::Show { config, month, format } } => {
-                commands::snapshot::show(&config, &month, format).await
+            Command::Snapshot { command: SnapshotCommand::Show { config, month, city, format } } => {
+                commands::snapshot::show(&config, &month, city.as_deref(), format).await
             }
-            Command::Report { config, month, format, output, notes, date } => {
-                commands::report::report(&config, commands::report::Options { month, format, output, notes, date })
-                    .await
+            Command::Report { config, month, city, format, output, notes, date } => {
+                let options = commands::report::Options { month, city, format, output, notes, date };
+                commands::report::report(&config, options).await
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,

@@ -278,6 +278,7 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
         .arg(format!("{root}/examples/subscribe.py"))
         .args(["--brokers", &config.kafka.brokers, "--topic", &config.topics.snapshots, "--month", MONTH])
         .args(["--schema", &format!("{root}/schemas/snapshot.avsc")])
+        .args(["--schema", &format!("{root}/schemas/snapshot.v3.avsc")])
         .args(["--schema", &format!("{root}/schemas/snapshot.v2.avsc")])
         .args(["--schema", &format!("{root}/schemas/snapshot.v1.avsc")])
         .output()

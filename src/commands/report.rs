@@ -8,6 +8,7 @@ use clap::ValueEnum;
 use jiff::civil::Date;
 
 use crate::config::Config;
+
 use crate::domain::month::Month;
 use crate::report::Report;
 
@@ -20,6 +21,8 @@ pub enum Format {
 
 pub struct Options {
     pub month: String,
+    /// A city's division code: its report, under its registry's names and its office.
+    pub city: Option<String>,
     pub format: Format,
     pub output: Option<PathBuf>,
     pub notes: Option<PathBuf>,
@@ -27,8 +30,16 @@ pub struct Options {
 }
 
 pub async fn report(config: &Path, options: Options) -> Result<()> {
-    let config = Config::load(config)?;
-    let settings = config.clone().settings()?;
+    let settings = Config::load(config)?.settings()?;
+    let city = super::snapshot::city_key(&settings, options.city.as_deref())?;
+    let shown = options.city.as_deref().map(str::parse).transpose()?.or(settings.default_city);
+    let mut labels = settings.labels.clone();
+    if let Some(c) = settings.cities.iter().find(|c| Some(c.code) == shown) {
+        labels = c.labels.clone();
+        if let Some(office) = &c.office {
+            labels.report.office = office.clone();
+        }
+    }
     let month: Month = options.month.parse().with_context(|| format!("--month {:?}", options.month))?;
     let date: Option<Date> = options
         .date
@@ -40,15 +51,15 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
         .as_deref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the notes {}", p.display())))
         .transpose()?;
-    let (kafka, topic) = (config.kafka.clone(), config.topics.snapshots.clone());
+    let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
+    let months = [month, month.previous()];
     let mut latest =
-        tokio::task::spawn_blocking(move || super::snapshot::latest_of(&kafka, &topic, &[month, month.previous()]))
-            .await??;
+        tokio::task::spawn_blocking(move || super::snapshot::latest_of(&kafka, &topic, city, &months)).await??;
     let previous = latest.remove(&month.previous());
     let Some(snapshot) = latest.remove(&month) else {
-        bail!("no snapshot of {month} has been published to {}", config.topics.snapshots);
+        bail!("no snapshot of {month} has been published to {}", settings.topics.snapshots);
     };
-    let report = Report::new(&snapshot, previous.as_ref(), &settings.labels, date, notes.as_deref());
+    let report = Report::new(&snapshot, previous.as_ref(), &labels, date, notes.as_deref());
     let text = match options.format {
         Format::Markdown => report.markdown(),
         Format::Html => report.html(),

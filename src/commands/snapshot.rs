@@ -11,8 +11,9 @@ use jiff::tz::TimeZone;
 use rdkafka::message::Message;
 
 use crate::avro::{Framing, SnapshotCodec};
-use crate::config::{Config, KafkaConfig};
+use crate::config::{Config, KafkaConfig, Settings};
 use crate::domain::month::Month;
+use crate::domain::province::CityCode;
 use crate::domain::snapshot::Snapshot;
 use crate::kafka::topics::{key_str, read_to_end};
 
@@ -22,14 +23,15 @@ pub enum Format {
     Table,
 }
 
-pub async fn show(config: &Path, month: &str, format: Format) -> Result<()> {
-    let config = Config::load(config)?;
+pub async fn show(config: &Path, month: &str, city: Option<&str>, format: Format) -> Result<()> {
+    let settings = Config::load(config)?.settings()?;
     let month: Month = month.parse().with_context(|| format!("--month {month:?}"))?;
-    let kafka = config.kafka.clone();
-    let topic = config.topics.snapshots.clone();
-    let latest = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await??;
+    let city = city_key(&settings, city)?;
+    let kafka = settings.kafka.clone();
+    let topic = settings.topics.snapshots.clone();
+    let latest = tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, city, month)).await??;
     let Some(snapshot) = latest else {
-        bail!("no snapshot of {month} has been published to {}", config.topics.snapshots);
+        bail!("no snapshot of {month} has been published to {}", settings.topics.snapshots);
     };
     match format {
         Format::Json => println!("{}", snapshot.to_json()),
@@ -38,15 +40,36 @@ pub async fn show(config: &Path, month: &str, format: Format) -> Result<()> {
     Ok(())
 }
 
-/// The highest revision of `month` on the snapshots topic.
-pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<Snapshot>> {
-    Ok(latest_of(kafka, topic, &[month])?.remove(&month))
+/// How snapshots key `--city CODE`: not at all for the default city (or without `--city`).
+pub(crate) fn city_key(settings: &Settings, city: Option<&str>) -> Result<Option<CityCode>> {
+    let Some(city) = city else { return Ok(None) };
+    let code: CityCode = city.parse().with_context(|| format!("--city {city:?}"))?;
+    let cities = settings.cities();
+    if cities.rules(code).is_none() {
+        bail!("--city {code}: the configuration does not count that city");
+    }
+    Ok(cities.key(code))
 }
 
-/// The highest revision of each of `months` that has one, in one read of the topic.
-pub(crate) fn latest_of(kafka: &KafkaConfig, topic: &str, months: &[Month]) -> Result<BTreeMap<Month, Snapshot>> {
+/// The highest revision of the default city's `month` on the snapshots topic.
+pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<Snapshot>> {
+    latest_in(kafka, topic, None, month)
+}
+
+/// The highest revision of a city's `month` (`city` as snapshots key it: `None` for the default).
+pub fn latest_in(kafka: &KafkaConfig, topic: &str, city: Option<CityCode>, month: Month) -> Result<Option<Snapshot>> {
+    Ok(latest_of(kafka, topic, city, &[month])?.remove(&month))
+}
+
+/// The highest revision of each of a city's `months` that has one, in one read of the topic.
+pub(crate) fn latest_of(
+    kafka: &KafkaConfig,
+    topic: &str,
+    city: Option<CityCode>,
+    months: &[Month],
+) -> Result<BTreeMap<Month, Snapshot>> {
     let codec = SnapshotCodec::new(Framing::SingleObject);
-    let keys: Vec<String> = months.iter().map(Month::to_string).collect();
+    let keys: Vec<String> = months.iter().map(|m| Snapshot::key(city, *m)).collect();
     let mut latest: BTreeMap<Month, Snapshot> = BTreeMap::new();
     read_to_end(kafka, topic, Duration::from_secs(30), |m| {
         if !key_str(m).is_some_and(|k| keys.iter().any(|key| key == k)) {

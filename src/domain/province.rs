@@ -91,8 +91,6 @@ impl Cities {
     }
 
     /// Several cities under one zone; events without `city` are `default`'s, if there is one.
-    /// (Province mode's configuration is to build them.)
-    #[cfg(test)]
     pub fn province(zone: TimeZone, default: Option<CityCode>, rules: BTreeMap<CityCode, CityRules>) -> Cities {
         Cities { zone, default, rules }
     }

@@ -54,6 +54,15 @@ mod month_string {
 }
 
 impl Snapshot {
+    /// The key of a city's month's snapshots: the month, after the city's code and a slash
+    /// unless it is the deployment's default city (`None`).
+    pub fn key(city: Option<CityCode>, month: Month) -> String {
+        match city {
+            None => month.to_string(),
+            Some(city) => format!("{city}/{month}"),
+        }
+    }
+
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a snapshot always serializes")
     }

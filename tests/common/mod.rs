@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use hotline::avro::Framing;
 use hotline::commands::replay::route;
-use hotline::commands::snapshot::latest;
+use hotline::commands::snapshot::latest_in;
 use hotline::config::{Config, Settings, Topics};
 use hotline::domain::month::Month;
 use hotline::domain::snapshot::{Snapshot, Status};
@@ -274,13 +274,26 @@ pub async fn wait_for_snapshot_of(
     min_revision: u64,
     expected: impl Fn(jiff::Timestamp) -> hotline::domain::figures::Figures,
 ) -> Snapshot {
+    wait_for_snapshot_in(settings, None, month, min_revision, expected).await
+}
+
+/// `wait_for_snapshot_of` for a city's snapshots (`city` as they are keyed: `None` for the
+/// default city).
+pub async fn wait_for_snapshot_in(
+    settings: &Settings,
+    city: Option<hotline::domain::province::CityCode>,
+    month: &str,
+    min_revision: u64,
+    expected: impl Fn(jiff::Timestamp) -> hotline::domain::figures::Figures,
+) -> Snapshot {
     // Only a closed revision counts: by then event time has passed the month's end plus grace.
     let name = month;
     let month: Month = month.parse().unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
     loop {
         let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
-        let snapshot = tokio::task::spawn_blocking(move || latest(&kafka, &topic, month)).await.unwrap().unwrap();
+        let snapshot =
+            tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, city, month)).await.unwrap().unwrap();
         if let Some(s) = snapshot {
             let expected = expected(s.as_of);
             if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {

@@ -24,6 +24,7 @@ use crate::domain::gauges::CityGauges;
 use crate::domain::month::Month;
 use crate::domain::province::CityCode;
 use crate::domain::publisher::{PublishRules, Publisher};
+use crate::domain::snapshot::Snapshot;
 use crate::kafka::topics;
 use crate::labels::LabelRegistry;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
@@ -183,10 +184,7 @@ impl Publishing {
             let changed_at = self.view.take_changed_at(*city, snapshot.month);
             latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
             let bytes = self.codec.encode(snapshot)?;
-            let key = match snapshot.city {
-                None => snapshot.month.to_string(),
-                Some(city) => format!("{city}/{}", snapshot.month),
-            };
+            let key = Snapshot::key(snapshot.city, snapshot.month);
             out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
             out.telemetry.emit(SnapshotDue {
                 month: &snapshot.month,

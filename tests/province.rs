@@ -1,0 +1,96 @@
+//! One deployment for several cities through the real broker (issue 18): three cities of
+//! Jilin, each a generated April with the same case ids, one with its own deadline. Each city's
+//! closed snapshot equals the reference computed from that city's events alone, with its own
+//! rules; events naming a city not configured, or a malformed code, are dead letters; and
+//! `hotline snapshot show --city` reads a city's snapshot.
+
+mod common;
+
+use hotline::domain::province::CityCode;
+use jiff::{Span, ToSpan};
+use serde_json::{Value, json};
+
+const SECTIONS: &str = r#"
+[province]
+name = "吉林省"
+office = "吉林省政务服务和数字化建设管理局"
+default_city = "220300"
+[cities.220300]
+name = "四平市"
+[cities.220100]
+name = "长春市"
+[cities.220100.sla]
+default = "2d"
+[cities.222400]
+name = "延边朝鲜族自治州"
+"#;
+
+/// `events` naming `city`.
+fn in_city(city: &str, mut events: Vec<Value>) -> Vec<Value> {
+    for e in &mut events {
+        e["city"] = json!(city);
+    }
+    events
+}
+
+/// `events` without upstream deadlines, so that the city's own `sla.default` decides.
+fn without_due_dates(mut events: Vec<Value>) -> Vec<Value> {
+    for e in events.iter_mut().filter(|e| e["type"] != "extended") {
+        e.as_object_mut().unwrap().remove("due_at");
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_city_of_a_province_is_counted_apart_and_exactly() {
+    let deployment = common::Deployment::new("", SECTIONS).await;
+    let (settings, file) = (&deployment.settings, &deployment.file);
+    let zone = &settings.zone;
+    // The default city's events name no city; the ids are the same in every city.
+    let siping = common::generated_month("2022-04", zone, 700, 1);
+    let changchun = in_city("220100", without_due_dates(common::generated_month("2022-04", zone, 900, 2)));
+    let yanbian = in_city("222400", common::generated_month("2022-04", zone, 500, 3));
+    let has = |events: &[Value], id: &str| events.iter().any(|e| e["case_id"] == id);
+    assert!(has(&siping, "2022-04-000001") && has(&changchun, "2022-04-000001"), "one case id in several cities");
+    let strays = vec![
+        json!({"event_id": "x-1", "case_id": "x", "type": "closed", "occurred_at": "2022-04-10T00:00:00Z", "city": "220200"}),
+        json!({"event_id": "x-2", "case_id": "x", "type": "closed", "occurred_at": "2022-04-10T00:00:00Z", "city": "22030"}),
+    ];
+    let mut all: Vec<Value> = Vec::new();
+    for i in 0..siping.len().max(changchun.len()).max(yanbian.len()) {
+        all.extend([&siping, &changchun, &yanbian].iter().filter_map(|city| city.get(i).cloned()));
+    }
+    all.extend(strays);
+
+    let running = deployment.start().await;
+    deployment.send(&all).await;
+    let code = |s: &str| Some(s.parse::<CityCode>().unwrap());
+    for (city, events, sla) in
+        [(None, &siping, 15.days()), (code("220100"), &changchun, 2.days()), (code("222400"), &yanbian, 15.days())]
+    {
+        let sla: Span = sla;
+        let snapshot = common::wait_for_snapshot_in(settings, city, "2022-04", 1, |as_of| {
+            common::reference::figures(events, "2022-04", zone, sla, as_of)
+        })
+        .await;
+        assert_eq!(snapshot.city, city);
+    }
+    let metrics = running.get("/metrics").await.1;
+    assert_eq!(common::metric(&metrics, r#"hotline_events_rejected_total{reason="unknown_city"}"#), 1.0);
+    assert_eq!(common::metric(&metrics, r#"hotline_events_rejected_total{reason="invalid_code"}"#), 1.0);
+    running.stop().await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2022-04", "--city", "222400"])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: hotline::domain::snapshot::Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown.city, shown.figures.totals.received), (code("222400"), 500));
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2022-04", "--city", "220200"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not count that city"));
+}
