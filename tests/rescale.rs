@@ -2,7 +2,9 @@
 //! counts half a month, is stopped, `hotline rescale --partitions 12` moves its cases, and
 //! a pipeline on 12 partitions counts the other half: the closed month equals the
 //! reference figure for figure. A rescale is refused while an instance runs, a second one has
-//! nothing to do, and a pipeline on topics grown by hand ends, naming the rescale.
+//! nothing to do, a pipeline on topics grown by hand ends, naming the rescale, and the rescale
+//! then finishes the move (as when one stopped after growing the topics): the last events,
+//! counted on 16 partitions, leave the month exact.
 
 mod common;
 
@@ -89,10 +91,11 @@ async fn a_rescale_from_3_to_12_partitions_keeps_every_figure() {
     assert!(text(&shrink.stderr).contains("only grows"), "{}", text(&shrink.stderr));
 
     // 12 counting partitions now: the second half finds every case where it moved.
+    let (second_half, late) = second_half.split_at(second_half.len() - 100);
     let running = deployment.start().await;
     deployment.send(second_half).await;
-    let closed = common::wait_for_exact_snapshot(settings, "2022-04", &month, 1).await;
-    assert_eq!(closed.figures.totals.received, 3_000);
+    let sent = &month[..month.len() - 100];
+    let closed = common::wait_for_exact_snapshot(settings, "2022-04", sent, 1).await;
     running.stop().await;
 
     // Topics grown by hand: the pipeline ends at once, naming the rescale.
@@ -104,4 +107,14 @@ async fn a_rescale_from_3_to_12_partitions_keeps_every_figure() {
     let mut refusing = deployment.start().await;
     let ended = refusing.ended(Duration::from_secs(60)).await.expect_err("a state made for 12 on 16 partitions");
     assert!(format!("{ended:#}").contains("made for 12 counting partitions"), "{ended:#}");
+
+    // As a rescale stopped after growing the topics: running it again finishes it.
+    let finished = rescale(file, 16);
+    let out = text(&finished.stdout);
+    assert!(out.contains("12 -> 16 counting partitions"), "{out}{}", text(&finished.stderr));
+    let running = deployment.start().await;
+    deployment.send(late).await;
+    let corrected = common::wait_for_exact_snapshot(settings, "2022-04", &month, closed.revision + 1).await;
+    assert_eq!(corrected.figures.totals.received, 3_000);
+    running.stop().await;
 }

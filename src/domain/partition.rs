@@ -181,6 +181,11 @@ impl CountingPartition {
         }
     }
 
+    /// Takes the state as made for `n` counting partitions, as its next progress will say.
+    pub(crate) fn made_for_partitions(&mut self, n: i32) {
+        self.partitions = n;
+    }
+
     /// How many counting partitions the restored state was made for, when its progress says.
     pub(crate) fn made_for(&self) -> Option<i32> {
         self.written_progress.as_ref()?.partitions

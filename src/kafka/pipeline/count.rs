@@ -26,6 +26,7 @@ use crate::telemetry::{
     EventRejected, Telemetry,
 };
 
+use super::layout::OtherCount;
 use super::restore::RESTORE_TIMEOUT;
 use super::transaction::Output;
 
@@ -39,21 +40,6 @@ pub struct Counting {
     partials: String,
     /// Partitions not restored: the changelog offset of a record this build cannot read, and why.
     pub unreadable: UnreadableAt,
-}
-
-/// A counting partition's state made for another count of partitions than the topics have:
-/// no life can count on it, and the pipeline ends.
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "counting partition {partition}'s state was made for {made_for} counting partitions, but {topic} has \
-     {counting_partitions}: a partition count grows only through `hotline rescale --partitions \
-     {counting_partitions}`, which also finishes a rescale it started"
-)]
-pub(crate) struct OtherCount {
-    partition: i32,
-    made_for: i32,
-    topic: String,
-    counting_partitions: i32,
 }
 
 /// Counting partition -> the changelog offset of a record this build cannot read, and why.
@@ -124,15 +110,25 @@ impl Counting {
     pub(crate) fn check_made_for(&self, counting_partitions: i32, case_events: &str) -> Result<(), OtherCount> {
         let other = self.partitions.iter().find_map(|(p, r)| Some((*p, r.made_for()?)));
         match other.filter(|(_, n)| *n != counting_partitions) {
-            Some((partition, made_for)) => {
-                Err(OtherCount { partition, made_for, topic: case_events.to_owned(), counting_partitions })
-            }
+            Some((partition, made_for)) => Err(OtherCount {
+                what: format!("counting partition {partition}'s state was"),
+                made_for,
+                topic: case_events.to_owned(),
+                counting_partitions,
+            }),
             None => Ok(()),
         }
     }
 
     pub(crate) fn partitions(&self) -> impl Iterator<Item = (i32, &CountingPartition)> {
         self.partitions.iter().map(|(p, c)| (*p, c))
+    }
+
+    /// Takes the restored state as made for `n` counting partitions, as its progress will say.
+    pub(crate) fn made_for_partitions(&mut self, n: i32) {
+        for p in self.partitions.values_mut() {
+            p.made_for_partitions(n);
+        }
     }
 
     pub(crate) fn into_partitions(self) -> BTreeMap<i32, CountingPartition> {

@@ -41,6 +41,35 @@ pub(super) fn owned_topics(settings: &Settings) -> Vec<TopicSpec<'_>> {
     ]
 }
 
+/// State or offsets made for another count of counting partitions than the topics have: no
+/// life can count on them, and the pipeline ends.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{what} made for {made_for} counting partitions, but {topic} has {counting_partitions}: a partition count \
+     grows only through `hotline rescale --partitions {counting_partitions}`, which also finishes a rescale it \
+     started"
+)]
+pub(crate) struct OtherCount {
+    /// What was made for another count.
+    pub what: String,
+    pub made_for: i32,
+    pub topic: String,
+    pub counting_partitions: i32,
+}
+
+/// The metadata committed with each `case_events` offset: the count of counting partitions the
+/// state behind it was made for, which every instance checks, whatever partitions it holds.
+pub(super) fn offsets_metadata(counting_partitions: i32) -> String {
+    format!("{OFFSETS_METADATA}{counting_partitions}")
+}
+
+/// The count `offsets_metadata` names; `None` for metadata of earlier builds (empty).
+pub(super) fn made_for(metadata: &str) -> Option<i32> {
+    metadata.strip_prefix(OFFSETS_METADATA)?.parse().ok()
+}
+
+const OFFSETS_METADATA: &str = "hotline.counting_partitions=";
+
 /// The partition counts the pipeline relies on.
 #[derive(Clone, Debug)]
 pub(super) struct Layout {

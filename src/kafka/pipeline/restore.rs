@@ -22,7 +22,7 @@ use super::context::KafkaEvents;
 use super::count::Counting;
 use super::guard::{BlockedCalls, CallGuard};
 use super::ingest::Ingest;
-use super::layout::Layout;
+use super::layout::{Layout, OtherCount, made_for};
 use super::publish::Publishing;
 use super::stopped::StoppedPartitions;
 use super::transaction::{CALL_GRACE, Output, TRANSACTION_TIMEOUT};
@@ -61,7 +61,8 @@ impl<'a> Life<'a> {
             .context("creating the transactional producer")?;
         let guard = CallGuard::new(producer, telemetry, TRANSACTION_TIMEOUT + CALL_GRACE, blocked.clone());
         let t = &settings.topics;
-        let out = Output::new(guard, telemetry, (&t.dead_letters, layout.dead_letter_max_payload), &t.case_events);
+        let dead_letters = (t.dead_letters.as_str(), layout.dead_letter_max_payload);
+        let out = Output::new(guard, telemetry, dead_letters, (&t.case_events, layout.counting_partitions));
         out.call("initialising transactions", |p| p.init_transactions(TRANSACTION_TIMEOUT))?;
         telemetry.progress();
 
@@ -80,6 +81,7 @@ impl<'a> Life<'a> {
         } else {
             consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
         };
+        check_offsets_made_for(consumer, &t.case_events, layout.counting_partitions)?;
         let counted: Vec<(i32, Option<i64>)> = committed
             .elements_for_topic(&t.case_events)
             .iter()
@@ -134,5 +136,27 @@ impl<'a> Life<'a> {
             publishing,
             stopped,
         })
+    }
+}
+
+/// Refuses offsets committed for another count of counting partitions than `case_events` has,
+/// on any of its partitions: whichever partitions this instance holds, a count grown by hand
+/// would route cases where their state is not.
+fn check_offsets_made_for(consumer: &BaseConsumer<KafkaEvents>, case_events: &str, partitions: i32) -> Result<()> {
+    let mut all = TopicPartitionList::new();
+    for p in 0..partitions {
+        all.add_partition(case_events, p);
+    }
+    let committed = consumer.committed_offsets(all, TRANSACTION_TIMEOUT).context("reading committed offsets")?;
+    let other = committed.elements().iter().find_map(|p| made_for(p.metadata()).filter(|n| *n != partitions));
+    match other {
+        Some(made_for) => Err(OtherCount {
+            what: format!("the offsets committed on {case_events} were"),
+            made_for,
+            topic: case_events.to_owned(),
+            counting_partitions: partitions,
+        }
+        .into()),
+        None => Ok(()),
     }
 }

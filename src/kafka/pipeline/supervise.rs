@@ -19,8 +19,8 @@ use crate::telemetry::{
 };
 
 use super::clients::consumer;
-use super::count::OtherCount;
 use super::guard::BlockedCalls;
+use super::layout::OtherCount;
 use super::layout::{Layout, owned_topics};
 use super::recovery::{Backoff, FatalStreak, MAX_BACKOFF, gave_up};
 use super::restore::Instance;

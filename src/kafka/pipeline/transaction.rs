@@ -19,6 +19,7 @@ use crate::telemetry::{AbortFailed, KafkaAvailable, Telemetry, TransactionAborte
 
 use super::context::KafkaEvents;
 use super::guard::{CallGuard, InFlight};
+use super::layout::offsets_metadata;
 
 /// How long Kafka lets a transaction stay open, and how long each transactional call may
 /// take; `CALL_GRACE` more and the guard abandons the call.
@@ -36,8 +37,10 @@ pub(super) struct Output<'a> {
     /// The dead-letter topic, and the largest payload a dead letter carries.
     dead_letters: String,
     dead_letter_max_payload: usize,
-    /// The counting partitions' topic, whose offsets commit at what their state covers.
+    /// The counting partitions' topic, whose offsets commit at what their state covers, and
+    /// how many partitions that state was made for.
     case_events: String,
+    counting_partitions: i32,
     in_transaction: Cell<bool>,
     /// The previous transaction's commit, under way.
     committing: RefCell<Option<InFlight<()>>>,
@@ -59,7 +62,7 @@ impl<'a> Output<'a> {
         guard: CallGuard,
         telemetry: &'a Telemetry,
         (dead_letters, dead_letter_max_payload): (&str, usize),
-        case_events: &str,
+        (case_events, counting_partitions): (&str, i32),
     ) -> Output<'a> {
         Output {
             guard,
@@ -67,6 +70,7 @@ impl<'a> Output<'a> {
             dead_letters: dead_letters.to_owned(),
             dead_letter_max_payload,
             case_events: case_events.to_owned(),
+            counting_partitions,
             in_transaction: Cell::new(false),
             committing: RefCell::new(None),
             held: RefCell::new(Vec::new()),
@@ -236,6 +240,9 @@ impl Output<'_> {
                     tpl.add_partition_offset(p.topic(), p.partition(), Offset::Offset(n))?;
                 }
             }
+        }
+        for mut p in tpl.elements_for_topic(&self.case_events) {
+            p.set_metadata(offsets_metadata(self.counting_partitions));
         }
         let group = consumer.group_metadata().context("no consumer group metadata")?;
         // What the transaction did counts the moment it commits, whatever the loop is doing.
