@@ -65,7 +65,12 @@ impl Publishing {
             partials: settings.topics.partials.clone(),
             snapshots: settings.topics.snapshots.clone(),
             zone: settings.zone.clone(),
-            labels: settings.labels.clone(),
+            // The gauges show the default city, under its registry's codes.
+            labels: settings
+                .cities
+                .iter()
+                .find(|c| Some(c.code) == settings.default_city)
+                .map_or_else(|| settings.labels.clone(), |c| c.labels.clone()),
             view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
             publishers: BTreeMap::new(),
             rules: PublishRules {
