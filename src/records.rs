@@ -64,6 +64,8 @@ pub enum Unreadable {
     Calendar(i16),
     #[error("the record is of city {0}, which the configuration does not list")]
     City(CityCode),
+    #[error("the record names no city, as the default city's do, but the configuration has no province.default_city")]
+    NoDefaultCity,
 }
 
 impl Unreadable {
@@ -75,7 +77,7 @@ impl Unreadable {
             Unreadable::Empty => "empty",
             Unreadable::Key => "unknown_key",
             Unreadable::Calendar(_) => "calendar_lacks_year",
-            Unreadable::City(_) => "unknown_city",
+            Unreadable::City(_) | Unreadable::NoDefaultCity => "unknown_city",
         }
     }
 }

@@ -298,7 +298,7 @@ fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option
     match records::key(key)? {
         ChangelogKey::Progress => p.restore_progress(records::decode(payload)?),
         ChangelogKey::Case(keyed, case_id) => {
-            let city = p.cities().of_key(keyed).ok_or(Unreadable::Key)?;
+            let city = p.cities().of_key(keyed).ok_or(Unreadable::NoDefaultCity)?;
             let record = records::decode_case(payload, p.codes_mut(city).ok_or(Unreadable::City(city))?)?;
             p.restore_case(city, case_id, record).map_err(|e| match e {
                 Unrestorable::MissingYear(year) => Unreadable::Calendar(year),

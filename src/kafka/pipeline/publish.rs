@@ -127,8 +127,10 @@ impl Publishing {
         match key {
             PartialKey::Tally { partition, city, month } => {
                 let cities = self.view.cities();
-                let city = cities.of_key(city).filter(|c| cities.rules(*c).is_some());
-                let city = city.ok_or(Unreadable::City(city.unwrap_or(CityCode::UNNAMED)))?;
+                let city = cities.of_key(city).ok_or(Unreadable::NoDefaultCity)?;
+                if cities.rules(city).is_none() {
+                    return Err(Unreadable::City(city));
+                }
                 let tally: Option<Tally> = records::decode_or_tombstone(m.payload())?;
                 self.view.tally(partition, city, month, tally, m.timestamp().to_millis());
             }
