@@ -2,7 +2,7 @@
 //! Jilin, each a generated April with the same case ids, one with its own deadline. Each city's
 //! closed snapshot equals the reference computed from that city's events alone, with its own
 //! rules; events naming a city not configured, or a malformed code, are dead letters; and
-//! `hotline snapshot show --city` reads a city's snapshot.
+//! `hotline snapshot show --city` and `hotline report --city` read a city's snapshot.
 
 mod common;
 
@@ -19,6 +19,7 @@ default_city = "220300"
 name = "四平市"
 [cities.220100]
 name = "长春市"
+office = "长春市政务服务和数字化建设管理局"
 [cities.220100.sla]
 default = "2d"
 [cities.222400]
@@ -93,4 +94,15 @@ async fn each_city_of_a_province_is_counted_apart_and_exactly() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not count that city"));
+
+    // A city's report is headed by its office and carries its own figures.
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config", file.to_str().unwrap(), "--month", "2022-04", "--city", "220100"])
+        .args(["--date", "2022-05-06"])
+        .output()
+        .unwrap();
+    assert!(report.status.success(), "{}", String::from_utf8_lossy(&report.stderr));
+    let markdown = String::from_utf8(report.stdout).unwrap();
+    assert!(markdown.starts_with("**长春市政务服务和数字化建设管理局**"), "{markdown}");
+    assert!(markdown.contains("问题900件"), "its 900 cases: {markdown}");
 }
