@@ -775,8 +775,13 @@ impl Config {
         let (cities, default_city) = match (&self.province, self.cities.is_empty()) {
             (None, true) => {
                 let city = self.city.code.unwrap_or(CityCode::UNNAMED);
-                let only =
-                    CitySettings { code: city, name: None, office: None, labels: labels.clone(), rules: counting };
+                let only = CitySettings {
+                    code: city,
+                    name: None,
+                    office: None,
+                    labels: labels.clone(),
+                    rules: counting.clone(),
+                };
                 (vec![only], Some(city))
             }
             (Some(province), false) => {
@@ -819,9 +824,9 @@ impl Config {
             province: self.province,
             labels,
             max_future: wall(&self.time.max_future, "time.max_future")?,
-            default_sla: span(&self.sla.default, "sla.default")?,
-            working_days: self.sla.working_days()?,
-            accept_within: span(&self.sla.accept, "sla.accept")?,
+            default_sla: counting.default_sla,
+            working_days: counting.working_days,
+            accept_within: counting.accept_within,
             grace: span(&self.snapshot.grace, "snapshot.grace")?,
             min_interval: wall(&self.snapshot.min_interval, "snapshot.min_interval")?,
             idle_partition: wall(&self.snapshot.idle_partition, "snapshot.idle_partition")?,
