@@ -3,9 +3,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::TopicPartitionListElem;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use crate::config::Settings;
@@ -85,6 +87,26 @@ pub(super) fn consumer(
     subscribed.extend([t.case_events.as_str(), t.partials.as_str()]);
     consumer.subscribe(&subscribed).context("subscribing")?;
     Ok(consumer)
+}
+
+/// The committed offsets (with their metadata) of `topic`'s first `partitions` partitions.
+pub(super) fn committed_offsets(
+    consumer: &BaseConsumer<KafkaEvents>,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> Result<TopicPartitionList> {
+    let mut all = TopicPartitionList::new();
+    for p in 0..partitions {
+        all.add_partition(topic, p);
+    }
+    consumer.committed_offsets(all, timeout).context("reading committed offsets")
+}
+
+/// Each partition's committed offset, `None` where there is none yet.
+pub(super) fn offsets(committed: &[TopicPartitionListElem<'_>]) -> Vec<(i32, Option<i64>)> {
+    let offset = |p: &TopicPartitionListElem<'_>| if let Offset::Offset(n) = p.offset() { Some(n) } else { None };
+    committed.iter().map(|p| (p.partition(), offset(p))).collect()
 }
 
 /// Stops fetching one partition.

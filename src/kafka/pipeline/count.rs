@@ -11,13 +11,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::producer::BaseRecord;
 
 use crate::config::{KafkaConfig, Settings};
 use crate::domain::case::{Applied, CountingRules};
 use crate::domain::event::Rejection;
 use crate::domain::ledger::Ledger;
-use crate::domain::partition::{CountingPartition, Unrestorable};
+use crate::domain::partition::{CountingPartition, Flush, Unrestorable};
 use crate::domain::routing::{Routed, RoutedEvent};
 use crate::kafka::topics;
 use crate::records::{self, ChangelogKey, PartialKey, Unreadable, Watermark};
@@ -194,34 +193,10 @@ impl Counting {
     /// Writes what each partition's flush returns: case records and progress to the
     /// changelog, tallies and the watermark to `partials`.
     pub(crate) fn flush(&mut self, out: &Output<'_>, now: Instant, stopping: bool) -> Result<()> {
-        let (changelog, partials) = (&self.changelog, &self.partials);
+        let topics = (self.changelog.as_str(), self.partials.as_str());
         for (&partition, p) in &mut self.partitions {
             let flush = p.flush(now, stopping);
-            for (city, month, tally) in &flush.tallies {
-                let key = PartialKey::Tally { partition, city: p.cities().key(*city), month: *month }.to_string();
-                send(out, partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
-            }
-            if flush.evicted > 0 || !flush.orphans.is_empty() {
-                out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted, uncounted: flush.orphans.len() });
-            }
-            for (_, orphan) in &flush.orphans {
-                let payload = records::readable(orphan);
-                out.dead_letter(&Rejection::NeverCreated, None, Some(orphan.case_id.as_bytes()), Some(&payload))?;
-            }
-            for (city, case_id) in &flush.cases {
-                let ledger = p.ledger(*city).expect("a city with changed cases has a ledger");
-                let record = ledger.case(case_id).map(|r| records::encode_case(r, ledger.codes()));
-                let key = ChangelogKey::Case(p.cities().key(*city), case_id.clone()).to_string();
-                send(out, changelog, partition, &key, record.as_deref())?;
-            }
-            if let Some(at) = flush.watermark {
-                let key = PartialKey::Watermark { partition }.to_string();
-                send(out, partials, 0, &key, Some(&records::encode(&Watermark(at))))?;
-            }
-            if let Some(progress) = flush.progress {
-                let key = ChangelogKey::Progress.to_string();
-                send(out, changelog, partition, &key, Some(&records::encode(&progress)))?;
-            }
+            write(out, topics, partition, p, flush)?;
         }
         Ok(())
     }
@@ -309,12 +284,42 @@ fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option
     Ok(())
 }
 
-fn send(out: &Output<'_>, topic: &str, partition: i32, key: &str, payload: Option<&[u8]>) -> Result<()> {
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes());
-    if let Some(p) = payload {
-        record = record.payload(p);
+/// Writes what `p`'s flush returned, as counting partition `partition`: case records and
+/// progress to the changelog, tallies and the watermark to `partials`, the facts of cases
+/// never created to the dead letters.
+pub(super) fn write(
+    out: &Output<'_>,
+    (changelog, partials): (&str, &str),
+    partition: i32,
+    p: &CountingPartition,
+    flush: Flush,
+) -> Result<()> {
+    for (city, month, tally) in &flush.tallies {
+        let key = PartialKey::Tally { partition, city: p.cities().key(*city), month: *month }.to_string();
+        out.send_keyed(partials, 0, &key, tally.as_ref().map(records::encode).as_deref())?;
     }
-    out.send(record)
+    if flush.evicted > 0 || !flush.orphans.is_empty() {
+        out.telemetry.emit(CasesEvicted { partition, cases: flush.evicted, uncounted: flush.orphans.len() });
+    }
+    for (_, orphan) in &flush.orphans {
+        let payload = records::readable(orphan);
+        out.dead_letter(&Rejection::NeverCreated, None, Some(orphan.case_id.as_bytes()), Some(&payload))?;
+    }
+    for (city, case_id) in &flush.cases {
+        let ledger = p.ledger(*city).expect("a city with changed cases has a ledger");
+        let record = ledger.case(case_id).map(|r| records::encode_case(r, ledger.codes()));
+        let key = ChangelogKey::Case(p.cities().key(*city), case_id.clone()).to_string();
+        out.send_keyed(changelog, partition, &key, record.as_deref())?;
+    }
+    if let Some(at) = flush.watermark {
+        let key = PartialKey::Watermark { partition }.to_string();
+        out.send_keyed(partials, 0, &key, Some(&records::encode(&Watermark(at))))?;
+    }
+    if let Some(progress) = flush.progress {
+        let key = ChangelogKey::Progress.to_string();
+        out.send_keyed(changelog, partition, &key, Some(&records::encode(&progress)))?;
+    }
+    Ok(())
 }
 
 /// Rebuilds one ledger from every partition of a single city's changelog; returns it with the

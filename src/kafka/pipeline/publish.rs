@@ -165,7 +165,7 @@ impl Publishing {
             // again: their tallies can go from the compacted topic too.
             for (partition, city, month) in tombstones {
                 let key = PartialKey::Tally { partition, city: self.view.cities().key(city), month }.to_string();
-                out.send(BaseRecord::<[u8], [u8]>::to(&self.partials).partition(0).key(key.as_bytes()))?;
+                out.send_keyed(&self.partials, 0, &key, None)?;
             }
             for publisher in self.publishers.values_mut() {
                 publisher.forget_before(kept_from);

@@ -23,19 +23,19 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::producer::{Producer, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
 use crate::domain::partition::{CountingPartition, repartition};
 use crate::domain::routing::partition_of;
 use crate::kafka::{client_config, topics};
-use crate::records::{self, ChangelogKey, PartialKey, Watermark};
+use crate::records::{self, ChangelogKey, PartialKey};
 use crate::telemetry::Telemetry;
 
-use super::clients::{consumer_config, producer_config};
+use super::clients::{committed_offsets, consumer_config, offsets, producer_config};
 use super::context::KafkaEvents;
-use super::count::Counting;
+use super::count::{self, Counting};
 use super::guard::{BlockedCalls, CallGuard};
 use super::layout::{DEAD_LETTER_MAX_PAYLOAD, Layout, owned_topics};
 use super::transaction::{CALL_GRACE, Output};
@@ -217,16 +217,8 @@ impl<'a> Rescale<'a> {
 
     /// The committed offset of each `case_events` partition.
     fn committed(&self, partitions: i32) -> Result<Vec<(i32, Option<i64>)>> {
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..partitions {
-            tpl.add_partition(&self.settings.topics.case_events, p);
-        }
-        let committed = self.consumer.committed_offsets(tpl, REQUEST_TIMEOUT).context("reading committed offsets")?;
-        Ok(committed
-            .elements()
-            .iter()
-            .map(|p| (p.partition(), if let Offset::Offset(n) = p.offset() { Some(n) } else { None }))
-            .collect())
+        let topic = &self.settings.topics.case_events;
+        Ok(offsets(&committed_offsets(&self.consumer, topic, partitions, REQUEST_TIMEOUT)?.elements()))
     }
 
     /// A transactional producer of its own, which fences any other with its id; its offsets
@@ -303,13 +295,6 @@ impl<'a> Rescale<'a> {
         let t = &self.settings.topics;
         let Drained { partitions: old, made_for, events } = drained;
         let out = self.output(to)?;
-        let send = |topic: &str, partition: i32, key: &str, payload: Option<&[u8]>| {
-            let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes());
-            if let Some(p) = payload {
-                record = record.payload(p);
-            }
-            out.send(record)
-        };
         let (mut cases, mut moved) = (0, 0);
         // Tombstones first: a key written again further down keeps its new value.
         for (p, partition) in old.iter().enumerate() {
@@ -320,12 +305,13 @@ impl<'a> Rescale<'a> {
                     cases += 1;
                     if partition_of(case_id, to) != p {
                         moved += 1;
-                        send(&t.changelog, p, &ChangelogKey::Case(city_key, case_id.to_owned()).to_string(), None)?;
+                        let key = ChangelogKey::Case(city_key, case_id.to_owned()).to_string();
+                        out.send_keyed(&t.changelog, p, &key, None)?;
                     }
                 }
                 for (month, _) in ledger.months() {
                     let key = PartialKey::Tally { partition: p, city: city_key, month }.to_string();
-                    send(&t.partials, 0, &key, None)?;
+                    out.send_keyed(&t.partials, 0, &key, None)?;
                 }
             }
         }
@@ -342,23 +328,15 @@ impl<'a> Rescale<'a> {
                 for (case_id, record) in ledger.cases() {
                     if partition_of(case_id, made_for) != q {
                         let key = ChangelogKey::Case(city_key, case_id.to_owned()).to_string();
-                        send(&t.changelog, q, &key, Some(&records::encode_case(record, ledger.codes())))?;
+                        out.send_keyed(&t.changelog, q, &key, Some(&records::encode_case(record, ledger.codes())))?;
                     }
                 }
             }
             let flush = partition.flush(Instant::now(), true);
             // No watermark is further than an old partition's: nothing is evicted here.
             ensure!(flush.cases.is_empty() && flush.orphans.is_empty(), "a moved partition evicted cases");
-            for (city, month, tally) in &flush.tallies {
-                let key = PartialKey::Tally { partition: q, city: partition.cities().key(*city), month: *month };
-                send(&t.partials, 0, &key.to_string(), tally.as_ref().map(records::encode).as_deref())?;
-            }
-            if let Some(at) = flush.watermark {
-                let key = PartialKey::Watermark { partition: q }.to_string();
-                send(&t.partials, 0, &key, Some(&records::encode(&Watermark(at))))?;
-            }
-            let progress = flush.progress.context("a new partition writes its progress")?;
-            send(&t.changelog, q, &ChangelogKey::Progress.to_string(), Some(&records::encode(&progress)))?;
+            ensure!(flush.progress.is_some(), "a new partition writes its progress");
+            count::write(&out, (&t.changelog, &t.partials), q, partition, flush)?;
         }
         self.commit(&out, &ends)?;
         Ok(Rescaled { from: made_for, to, cases, moved, drained: events })

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use crate::avro::Framing;
 use crate::config::Settings;
@@ -17,7 +17,7 @@ use crate::domain::routing::Source;
 use crate::telemetry::{StateRestored, Telemetry};
 
 use super::Life;
-use super::clients::{pause, producer_config, seek};
+use super::clients::{committed_offsets, offsets, pause, producer_config, seek};
 use super::context::KafkaEvents;
 use super::count::Counting;
 use super::guard::{BlockedCalls, CallGuard};
@@ -82,11 +82,7 @@ impl<'a> Life<'a> {
             consumer.committed_offsets(assignment, TRANSACTION_TIMEOUT).context("reading committed offsets")?
         };
         check_offsets_made_for(consumer, &t.case_events, layout.counting_partitions)?;
-        let counted: Vec<(i32, Option<i64>)> = committed
-            .elements_for_topic(&t.case_events)
-            .iter()
-            .map(|p| (p.partition(), if let Offset::Offset(n) = p.offset() { Some(n) } else { None }))
-            .collect();
+        let counted = offsets(&committed.elements_for_topic(&t.case_events));
         telemetry.progress();
         let counting = Counting::restore(settings, telemetry, layout.counting_partitions, &counted, &layout.inputs)?;
         counting.check_made_for(layout.counting_partitions, &t.case_events)?;
@@ -143,11 +139,7 @@ impl<'a> Life<'a> {
 /// on any of its partitions: whichever partitions this instance holds, a count grown by hand
 /// would route cases where their state is not.
 fn check_offsets_made_for(consumer: &BaseConsumer<KafkaEvents>, case_events: &str, partitions: i32) -> Result<()> {
-    let mut all = TopicPartitionList::new();
-    for p in 0..partitions {
-        all.add_partition(case_events, p);
-    }
-    let committed = consumer.committed_offsets(all, TRANSACTION_TIMEOUT).context("reading committed offsets")?;
+    let committed = committed_offsets(consumer, case_events, partitions, TRANSACTION_TIMEOUT)?;
     let other = committed.elements().iter().find_map(|p| made_for(p.metadata()).filter(|n| *n != partitions));
     match other {
         Some(made_for) => Err(OtherCount {

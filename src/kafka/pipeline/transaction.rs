@@ -97,6 +97,16 @@ impl Output<'_> {
         Ok(())
     }
 
+    /// A record of one of hotline's own topics, keyed `key`, to `partition`; a tombstone
+    /// without `payload`.
+    pub fn send_keyed(&self, topic: &str, partition: i32, key: &str, payload: Option<&[u8]>) -> Result<()> {
+        let mut record = BaseRecord::<[u8], [u8]>::to(topic).partition(partition).key(key.as_bytes());
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.send(record)
+    }
+
     pub fn send(&self, record: BaseRecord<'_, [u8], [u8]>) -> Result<()> {
         if self.committing.borrow().is_some() {
             self.held.borrow_mut().push(HeldRecord {
