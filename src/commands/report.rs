@@ -31,8 +31,7 @@ pub struct Options {
 
 pub async fn report(config: &Path, options: Options) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    let city = super::snapshot::city_key(&settings, options.city.as_deref())?;
-    let shown = options.city.as_deref().map(str::parse).transpose()?.or(settings.default_city);
+    let (shown, city) = super::snapshot::city_key(&settings, options.city.as_deref())?;
     let mut labels = settings.labels.clone();
     if let Some(c) = settings.cities.iter().find(|c| Some(c.code) == shown) {
         labels = c.labels.clone();

@@ -26,7 +26,7 @@ pub enum Format {
 pub async fn show(config: &Path, month: &str, city: Option<&str>, format: Format) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     let month: Month = month.parse().with_context(|| format!("--month {month:?}"))?;
-    let city = city_key(&settings, city)?;
+    let (_, city) = city_key(&settings, city)?;
     let kafka = settings.kafka.clone();
     let topic = settings.topics.snapshots.clone();
     let latest = tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, city, month)).await??;
@@ -40,15 +40,16 @@ pub async fn show(config: &Path, month: &str, city: Option<&str>, format: Format
     Ok(())
 }
 
-/// How snapshots key `--city CODE`: not at all for the default city (or without `--city`).
-pub(crate) fn city_key(settings: &Settings, city: Option<&str>) -> Result<Option<CityCode>> {
-    let Some(city) = city else { return Ok(None) };
+/// The city `--city CODE` names, one the configuration counts (the default city without it),
+/// and how snapshots key it: not at all for the default city.
+pub(crate) fn city_key(settings: &Settings, city: Option<&str>) -> Result<(Option<CityCode>, Option<CityCode>)> {
+    let Some(city) = city else { return Ok((settings.default_city, None)) };
     let code: CityCode = city.parse().with_context(|| format!("--city {city:?}"))?;
     let cities = settings.cities();
     if cities.rules(code).is_none() {
         bail!("--city {code}: the configuration does not count that city");
     }
-    Ok(cities.key(code))
+    Ok((Some(code), cities.key(code)))
 }
 
 /// The highest revision of the default city's `month` on the snapshots topic.
