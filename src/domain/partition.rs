@@ -347,14 +347,12 @@ pub(crate) fn repartition(old: &[CountingPartition], to: i32) -> Result<Vec<Coun
     let Some(first) = old.first() else { return Ok(Vec::new()) };
     let mut sources = Watermarks::new();
     let mut known: BTreeMap<(String, i32), (Option<Timestamp>, bool)> = BTreeMap::new();
-    for (i, p) in old.iter().enumerate() {
+    for p in old {
         for (topic, partition, at, idle) in p.sources.partition_times() {
             let entry = known.entry((topic, partition)).or_insert((at, idle));
-            if i > 0 {
-                // An input one partition never heard from is never heard from.
-                entry.0 = if entry.0.is_none() || at.is_none() { None } else { entry.0.min(at) };
-                entry.1 &= idle;
-            }
+            // `None` sorts first: an input one partition never heard from is never heard from.
+            entry.0 = entry.0.min(at);
+            entry.1 &= idle;
         }
     }
     if let Some(floor) = old.iter().map(|p| p.sources.floor()).min().flatten() {
