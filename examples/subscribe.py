@@ -3,14 +3,17 @@ confluent-kafka and fastavro, and nothing from hotline but its schema files.
 
     pip install confluent-kafka fastavro
     python3 examples/subscribe.py --brokers 127.0.0.1:9092 --topic hotline.snapshots \
-        --schema schemas/snapshot.avsc --schema schemas/snapshot.v3.avsc --schema schemas/snapshot.v2.avsc \
-        --schema schemas/snapshot.v1.avsc [--month 2022-04] [--city 222400]
+        --schema schemas/snapshot.avsc --schema schemas/snapshot.v4.avsc --schema schemas/snapshot.v3.avsc \
+        --schema schemas/snapshot.v2.avsc --schema schemas/snapshot.v1.avsc \
+        [--month 2022-04] [--city 222400 | --province]
 
 Reads the topic from the beginning to its end (committed transactions only: hotline writes
 snapshots in transactions) and prints the latest revision of each month as one JSON object per
 line, in the shape of `hotline snapshot show --format json`; with --month, only that month's.
 Snapshots are keyed by month, or by a city's division code and the month (222400/2022-04) for
-a city other than the deployment's default: --city picks that city's.
+a city other than the deployment's default: --city picks that city's. In province mode the
+province's snapshots are keyed province/2022-04, and --province picks them: their `province`
+field carries a row per city.
 
 Each message is Avro single-object encoding, hotline's default: C3 01, the writer schema's
 CRC-64-AVRO fingerprint (8 bytes, little-endian), then the datum. The first --schema is the
@@ -57,8 +60,11 @@ def main():
     parser.add_argument("--topic", default="hotline.snapshots")
     parser.add_argument("--schema", action="append", required=True, help="the first is read into")
     parser.add_argument("--month", help="YYYY-MM: print only this month")
-    parser.add_argument("--city", help="a division code: that city's snapshots instead of the default city's")
+    whose = parser.add_mutually_exclusive_group()
+    whose.add_argument("--city", help="a division code: that city's snapshots instead of the default city's")
+    whose.add_argument("--province", action="store_true", help="the province's snapshots (province mode)")
     args = parser.parse_args()
+    prefix = "province" if args.province else args.city or ""
 
     schemas = [load(path) for path in args.schema]
     reader = schemas[0][1]
@@ -89,7 +95,7 @@ def main():
             sys.exit(f"reading {args.topic}: {message.error()}")
         key = message.key().decode() if message.key() else ""
         city, _, month = key.rpartition("/")
-        if message.value() is None or (args.month and month != args.month) or city != (args.city or ""):
+        if message.value() is None or (args.month and month != args.month) or city != prefix:
             continue
         snapshot = decode(message.value(), writers, reader)
         if month not in latest or snapshot["revision"] > latest[month]["revision"]:
@@ -97,7 +103,7 @@ def main():
     consumer.close()
 
     for month in sorted(latest):
-        snapshot = {key: rfc3339(value) for key, value in latest[month].items() if key != "city" or value}
+        snapshot = {key: rfc3339(value) for key, value in latest[month].items() if key not in ("city", "province") or value}
         print(json.dumps(snapshot, ensure_ascii=False))
 
 

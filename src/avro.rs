@@ -11,7 +11,8 @@ use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use jiff::Timestamp;
 
 use crate::domain::figures::{
-    CategoryCounts, Counts, DepartmentFigures, Figures, Ranked, Ranking, ReturnedPair, Totals, TransferFigures,
+    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, Ranked, Ranking, ReturnedPair,
+    Totals, TransferFigures,
 };
 use crate::domain::snapshot::{Snapshot, Status};
 
@@ -22,6 +23,7 @@ pub(crate) const EARLIER_SCHEMAS: &[&str] = &[
     include_str!("../schemas/snapshot.v1.avsc"),
     include_str!("../schemas/snapshot.v2.avsc"),
     include_str!("../schemas/snapshot.v3.avsc"),
+    include_str!("../schemas/snapshot.v4.avsc"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -185,15 +187,7 @@ fn to_value(s: &Snapshot) -> Value {
         ),
         ("as_of", micros(s.as_of)),
         ("published_at", micros(s.published_at)),
-        (
-            "totals",
-            record(vec![
-                ("received", long(f.totals.received)),
-                ("closed", long(f.totals.closed)),
-                ("in_progress", long(f.totals.in_progress)),
-                ("closure_rate", Value::Double(f.totals.closure_rate)),
-            ]),
-        ),
+        ("totals", totals(&f.totals)),
         ("by_channel", map(&f.by_channel, counts)),
         ("by_board", map(&f.by_board, counts)),
         ("by_request_kind", map(&f.by_request_kind, counts)),
@@ -234,14 +228,7 @@ fn to_value(s: &Snapshot) -> Value {
             ]),
         ),
         ("all_departments", department(&f.all_departments)),
-        (
-            "ranking",
-            record(vec![
-                ("min_assigned", long(f.ranking.min_assigned)),
-                ("top", Value::Array(f.ranking.top.iter().map(ranked).collect())),
-                ("bottom", Value::Array(f.ranking.bottom.iter().map(ranked).collect())),
-            ]),
-        ),
+        ("ranking", ranking(&f.ranking)),
         (
             "city",
             match s.city {
@@ -249,7 +236,43 @@ fn to_value(s: &Snapshot) -> Value {
                 Some(city) => Value::Union(1, Box::new(Value::String(city.to_string()))),
             },
         ),
+        (
+            "province",
+            match &f.province {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(p) => Value::Union(1, Box::new(province(p))),
+            },
+        ),
     ])
+}
+
+fn totals(t: &Totals) -> Value {
+    record(vec![
+        ("received", long(t.received)),
+        ("closed", long(t.closed)),
+        ("in_progress", long(t.in_progress)),
+        ("closure_rate", Value::Double(t.closure_rate)),
+    ])
+}
+
+fn ranking(r: &Ranking) -> Value {
+    record(vec![
+        ("min_assigned", long(r.min_assigned)),
+        ("top", Value::Array(r.top.iter().map(ranked).collect())),
+        ("bottom", Value::Array(r.bottom.iter().map(ranked).collect())),
+    ])
+}
+
+fn province(p: &ProvinceFigures) -> Value {
+    let row = |r: &CityRow| {
+        record(vec![
+            ("city", Value::String(r.city.to_string())),
+            ("name", Value::String(r.name.clone())),
+            ("totals", totals(&r.totals)),
+            ("departments", department(&r.departments)),
+        ])
+    };
+    record(vec![("cities", Value::Array(p.cities.iter().map(row).collect())), ("ranking", ranking(&p.ranking))])
 }
 
 fn ranked(r: &Ranked) -> Value {
@@ -279,6 +302,7 @@ fn department(d: &DepartmentFigures) -> Value {
         ("dissatisfied", long(d.dissatisfied)),
         ("unreachable", long(d.unreachable)),
         ("on_time_rate", Value::Double(d.on_time_rate)),
+        ("sign_for_rate", Value::Double(d.sign_for_rate)),
         ("return_rate", Value::Double(d.return_rate)),
         ("reopen_rate", Value::Double(d.reopen_rate)),
         ("satisfaction_rate", Value::Double(d.satisfaction_rate)),
@@ -304,6 +328,7 @@ fn department_from(mut d: Rec) -> Result<DepartmentFigures, CodecError> {
         dissatisfied: d.u64("dissatisfied")?,
         unreachable: d.u64("unreachable")?,
         on_time_rate: d.f64("on_time_rate")?,
+        sign_for_rate: d.f64("sign_for_rate")?,
         return_rate: d.f64("return_rate")?,
         reopen_rate: d.f64("reopen_rate")?,
         satisfaction_rate: d.f64("satisfaction_rate")?,
@@ -372,22 +397,60 @@ fn ranked_from(mut r: Rec) -> Result<Ranked, CodecError> {
     Ok(Ranked { department: r.string("department")?, score: r.f64("score")?, assigned: r.u64("assigned")? })
 }
 
+fn totals_from(mut t: Rec) -> Result<Totals, CodecError> {
+    Ok(Totals {
+        received: t.u64("received")?,
+        closed: t.u64("closed")?,
+        in_progress: t.u64("in_progress")?,
+        closure_rate: t.f64("closure_rate")?,
+    })
+}
+
+fn ranking_from(mut r: Rec) -> Result<Ranking, CodecError> {
+    Ok(Ranking {
+        min_assigned: r.u64("min_assigned")?,
+        top: r.array("top", ranked_from)?,
+        bottom: r.array("bottom", ranked_from)?,
+    })
+}
+
+fn province_from(mut p: Rec) -> Result<ProvinceFigures, CodecError> {
+    Ok(ProvinceFigures {
+        cities: p.array("cities", |mut r| {
+            Ok(CityRow {
+                city: r.string("city")?.parse().map_err(|_| CodecError::Shape("city"))?,
+                name: r.string("name")?,
+                totals: totals_from(r.record("totals")?)?,
+                departments: department_from(r.record("departments")?)?,
+            })
+        })?,
+        ranking: ranking_from(p.record("ranking")?)?,
+    })
+}
+
+/// A union of null and one other type: `None` for null (or a field older schemas lack).
+fn optional(v: Option<Value>, field: &'static str) -> Result<Option<Value>, CodecError> {
+    match v {
+        None => Ok(None),
+        Some(Value::Union(_, v)) => Ok(match *v {
+            Value::Null => None,
+            v => Some(v),
+        }),
+        Some(_) => Err(CodecError::Shape(field)),
+    }
+}
+
 fn counts_from(mut r: Rec) -> Result<Counts, CodecError> {
     Ok(Counts { received: r.u64("received")?, closed: r.u64("closed")?, in_progress: r.u64("in_progress")? })
 }
 
 fn from_value(v: Value) -> Result<Snapshot, CodecError> {
     let mut r = Rec::new(v)?;
-    let mut totals = r.record("totals")?;
     let mut transfers = r.record("transfers")?;
     Ok(Snapshot {
-        city: match r.0.remove("city") {
+        city: match optional(r.0.remove("city"), "city")? {
             None => None,
-            Some(Value::Union(_, v)) => match *v {
-                Value::Null => None,
-                Value::String(code) => Some(code.parse().map_err(|_| CodecError::Shape("city"))?),
-                _ => return Err(CodecError::Shape("city")),
-            },
+            Some(Value::String(code)) => Some(code.parse().map_err(|_| CodecError::Shape("city"))?),
             Some(_) => return Err(CodecError::Shape("city")),
         },
         month: r.string("month")?.parse().map_err(|_| CodecError::Shape("month"))?,
@@ -401,12 +464,7 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
         as_of: r.timestamp("as_of")?,
         published_at: r.timestamp("published_at")?,
         figures: Figures {
-            totals: Totals {
-                received: totals.u64("received")?,
-                closed: totals.u64("closed")?,
-                in_progress: totals.u64("in_progress")?,
-                closure_rate: totals.f64("closure_rate")?,
-            },
+            totals: totals_from(r.record("totals")?)?,
             by_channel: r.map("by_channel", counts_from)?,
             by_board: r.map("by_board", counts_from)?,
             by_request_kind: r.map("by_request_kind", counts_from)?,
@@ -420,14 +478,7 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
             })?,
             by_department: r.map("by_department", department_from)?,
             all_departments: department_from(r.record("all_departments")?)?,
-            ranking: {
-                let mut ranking = r.record("ranking")?;
-                Ranking {
-                    min_assigned: ranking.u64("min_assigned")?,
-                    top: ranking.array("top", ranked_from)?,
-                    bottom: ranking.array("bottom", ranked_from)?,
-                }
-            },
+            ranking: ranking_from(r.record("ranking")?)?,
             transfers: TransferFigures {
                 total: transfers.u64("total")?,
                 cases_transferred: transfers.u64("cases_transferred")?,
@@ -436,6 +487,7 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
                     Ok(ReturnedPair { from: p.string("from")?, to: p.string("to")?, cases: p.u64("cases")? })
                 })?,
             },
+            province: optional(r.0.remove("province"), "province")?.map(|p| province_from(Rec::new(p)?)).transpose()?,
         },
     })
 }
@@ -536,7 +588,11 @@ mod tests {
             let writer = Schema::parse_str(json).unwrap();
             // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
-            fields.retain(|(name, _)| name != "city");
+            fields.retain(|(name, _)| name != "province" && (version >= 4 || name != "city"));
+            let without_sign_for_rate = |d: &mut Value| {
+                let Value::Record(d) = d else { unreachable!("a record") };
+                d.retain(|(field, _)| field != "sign_for_rate");
+            };
             if version < 3 {
                 fields.retain(|(name, _)| name != "all_departments" && name != "ranking");
             }
@@ -551,6 +607,10 @@ mod tests {
                             d.truncate(7);
                         }
                     }
+                    ("by_department", Value::Map(departments)) => {
+                        departments.values_mut().for_each(without_sign_for_rate)
+                    }
+                    ("all_departments", d) => without_sign_for_rate(d),
                     _ => {}
                 }
             }
@@ -568,7 +628,10 @@ mod tests {
                 assert_eq!(read.figures.transfers.returned_pairs, vec![], "a new field takes its default");
             }
             assert_eq!(read.figures.transfers.returned_cases, 2);
-            assert_eq!(read.city, None, "a snapshot of before cities is the default city's");
+            if version < 4 {
+                assert_eq!(read.city, None, "a snapshot of before cities is the default city's");
+            }
+            assert_eq!(read.figures.by_department["tiexi"].sign_for_rate, 0.0, "not in earlier versions");
             if version < 3 {
                 assert_eq!(read.figures.all_departments, DepartmentFigures::default());
                 assert_eq!(read.figures.ranking, Ranking::default());
@@ -578,6 +641,35 @@ mod tests {
             let confluent = [&[0, 0, 0, 0, 7][..], &old[10..]].concat();
             assert_eq!(SnapshotCodec::new(Framing::Confluent(8)).decode(&confluent).unwrap(), read);
         }
+    }
+
+    /// The province's snapshot round-trips, and a reader of version 4 reads it without its
+    /// cities (its key, `province/2022-04`, keeps it from a city's).
+    #[test]
+    fn the_provinces_snapshot_carries_its_cities() {
+        let codec = SnapshotCodec::new(Framing::SingleObject);
+        let mut s = sample();
+        let row = |city: &str, received| CityRow {
+            city: city.parse().unwrap(),
+            name: format!("{city}市"),
+            totals: Totals { received, ..Totals::default() },
+            departments: DepartmentFigures { assigned: received, sign_for_rate: 0.5, ..DepartmentFigures::default() },
+        };
+        let ranked = Ranked { department: "220100".into(), score: 88.5, assigned: 2 };
+        s.figures.province = Some(ProvinceFigures {
+            cities: vec![row("220100", 2), row("220300", 1)],
+            ranking: Ranking { min_assigned: 1, top: vec![ranked], bottom: vec![] },
+        });
+        assert_eq!(codec.decode(&codec.encode(&s).unwrap()).unwrap(), s);
+        let v4 = Schema::parse_str(EARLIER_SCHEMAS[3]).unwrap();
+        let written = codec.encode(&s).unwrap();
+        let value = apache_avro::reader::datum::GenericDatumReader::builder(&codec.schema)
+            .reader_schema(&v4)
+            .build()
+            .unwrap()
+            .read_value(&mut &written[10..])
+            .unwrap();
+        assert_eq!(Rec::new(value).unwrap().record("totals").unwrap().u64("received").unwrap(), 3);
     }
 
     #[test]

@@ -97,6 +97,9 @@ enum SnapshotCommand {
         /// A city's division code (province mode): that city's snapshot.
         #[arg(long)]
         city: Option<String>,
+        /// The province's snapshot (province mode): its totals and its cities side by side.
+        #[arg(long, conflicts_with = "city")]
+        province: bool,
         #[arg(long, value_enum, default_value_t = commands::snapshot::Format::Table)]
         format: commands::snapshot::Format,
     },
@@ -109,8 +112,8 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => commands::run::run(&config).await,
-            Command::Snapshot { command: SnapshotCommand::Show { config, month, city, format } } => {
-                commands::snapshot::show(&config, &month, city.as_deref(), format).await
+            Command::Snapshot { command: SnapshotCommand::Show { config, month, city, province, format } } => {
+                commands::snapshot::show(&config, &month, city.as_deref(), province, format).await
             }
             Command::Report { config, month, city, format, output, notes, date } => {
                 let options = commands::report::Options { month, city, format, output, notes, date };

@@ -7,6 +7,7 @@
 mod common;
 
 use hotline::domain::province::CityCode;
+use hotline::domain::snapshot::Scope;
 use jiff::{Span, ToSpan};
 use serde_json::{Value, json};
 
@@ -70,12 +71,28 @@ async fn each_city_of_a_province_is_counted_apart_and_exactly() {
         [(None, &siping, 15.days()), (code("220100"), &changchun, 2.days()), (code("222400"), &yanbian, 15.days())]
     {
         let sla: Span = sla;
-        let snapshot = common::wait_for_snapshot_in(settings, city, "2022-04", 1, |as_of| {
+        let snapshot = common::wait_for_snapshot_in(settings, Scope::City(city), "2022-04", 1, |as_of| {
             common::reference::figures(events, "2022-04", zone, sla, as_of)
         })
         .await;
         assert_eq!(snapshot.city, city);
     }
+    // The province's month: its cities' sums, a row per city, the cities ranked; closed once
+    // theirs are.
+    let province = common::wait_for_snapshot_in(settings, Scope::Province, "2022-04", 1, |as_of| {
+        let city = |code: &str, name, events, sla| {
+            (code.parse().unwrap(), name, common::reference::figures(events, "2022-04", zone, sla, as_of))
+        };
+        common::reference::province(&[
+            city("220100", "长春市", &changchun, 2.days()),
+            city("220300", "四平市", &siping, 15.days()),
+            city("222400", "延边朝鲜族自治州", &yanbian, 15.days()),
+        ])
+    })
+    .await;
+    let rows = &province.figures.province.as_ref().unwrap().cities;
+    assert_eq!(rows.iter().map(|r| r.totals.received).collect::<Vec<_>>(), [900, 700, 500]);
+    assert_eq!(province.figures.totals.received, 2100);
     let metrics = running.get("/metrics").await.1;
     assert_eq!(common::metric(&metrics, r#"hotline_events_rejected_total{reason="unknown_city"}"#), 1.0);
     assert_eq!(common::metric(&metrics, r#"hotline_events_rejected_total{reason="invalid_code"}"#), 1.0);
@@ -94,6 +111,24 @@ async fn each_city_of_a_province_is_counted_apart_and_exactly() {
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&refused.stderr).contains("does not count that city"));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2022-04", "--province"])
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let shown: hotline::domain::snapshot::Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown, province, "the province's snapshot, read back as JSON");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .arg(format!("{root}/examples/subscribe.py"))
+        .args(["--brokers", &settings.kafka.brokers, "--topic", &settings.topics.snapshots, "--month", "2022-04"])
+        .args(["--schema", &format!("{root}/schemas/snapshot.avsc"), "--province"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let subscribed: hotline::domain::snapshot::Snapshot = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(subscribed, province, "what a subscriber reads of the province");
 
     // A city's report is headed by its office and carries its own figures.
     let report = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))

@@ -31,7 +31,7 @@ pub struct Options {
 
 pub async fn report(config: &Path, options: Options) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    let (shown, city) = super::snapshot::city_key(&settings, options.city.as_deref())?;
+    let (shown, scope) = super::snapshot::scope_of(&settings, options.city.as_deref(), false)?;
     let mut labels = settings.labels.clone();
     if let Some(c) = settings.cities.iter().find(|c| Some(c.code) == shown) {
         labels = c.labels.clone();
@@ -53,7 +53,7 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
     let months = [month, month.previous()];
     let mut latest =
-        tokio::task::spawn_blocking(move || super::snapshot::latest_of(&kafka, &topic, city, &months)).await??;
+        tokio::task::spawn_blocking(move || super::snapshot::latest_of(&kafka, &topic, scope, &months)).await??;
     let previous = latest.remove(&month.previous());
     let Some(snapshot) = latest.remove(&month) else {
         bail!("no snapshot of {month} has been published to {}", settings.topics.snapshots);

@@ -12,9 +12,10 @@ use rdkafka::message::Message;
 
 use crate::avro::{Framing, SnapshotCodec};
 use crate::config::{Config, KafkaConfig, Settings};
+use crate::domain::figures::{Figures, ProvinceFigures, Ranked};
 use crate::domain::month::Month;
 use crate::domain::province::CityCode;
-use crate::domain::snapshot::Snapshot;
+use crate::domain::snapshot::{Scope, Snapshot};
 use crate::kafka::topics::{key_str, read_to_end};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -23,13 +24,13 @@ pub enum Format {
     Table,
 }
 
-pub async fn show(config: &Path, month: &str, city: Option<&str>, format: Format) -> Result<()> {
+pub async fn show(config: &Path, month: &str, city: Option<&str>, province: bool, format: Format) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     let month: Month = month.parse().with_context(|| format!("--month {month:?}"))?;
-    let (_, city) = city_key(&settings, city)?;
+    let (_, scope) = scope_of(&settings, city, province)?;
     let kafka = settings.kafka.clone();
     let topic = settings.topics.snapshots.clone();
-    let latest = tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, city, month)).await??;
+    let latest = tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, scope, month)).await??;
     let Some(snapshot) = latest else {
         bail!("no snapshot of {month} has been published to {}", settings.topics.snapshots);
     };
@@ -40,37 +41,44 @@ pub async fn show(config: &Path, month: &str, city: Option<&str>, format: Format
     Ok(())
 }
 
-/// The city `--city CODE` names, one the configuration counts (the default city without it),
-/// and how snapshots key it: not at all for the default city.
-pub(crate) fn city_key(settings: &Settings, city: Option<&str>) -> Result<(Option<CityCode>, Option<CityCode>)> {
-    let Some(city) = city else { return Ok((settings.default_city, None)) };
+/// Whose snapshots `--city CODE` or `--province` name: the city (one the configuration
+/// counts; the default city without either flag; none for the province), and how its
+/// snapshots are keyed.
+pub(crate) fn scope_of(settings: &Settings, city: Option<&str>, province: bool) -> Result<(Option<CityCode>, Scope)> {
+    if province {
+        if settings.province.is_none() {
+            bail!("--province: the configuration counts a single city; a province's are listed under [cities]");
+        }
+        return Ok((None, Scope::Province));
+    }
+    let Some(city) = city else { return Ok((settings.default_city, Scope::City(None))) };
     let code: CityCode = city.parse().with_context(|| format!("--city {city:?}"))?;
     let cities = settings.cities();
     if cities.rules(code).is_none() {
         bail!("--city {code}: the configuration does not count that city");
     }
-    Ok((Some(code), cities.key(code)))
+    Ok((Some(code), Scope::City(cities.key(code))))
 }
 
 /// The highest revision of the default city's `month` on the snapshots topic.
 pub fn latest(kafka: &KafkaConfig, topic: &str, month: Month) -> Result<Option<Snapshot>> {
-    latest_in(kafka, topic, None, month)
+    latest_in(kafka, topic, Scope::City(None), month)
 }
 
-/// The highest revision of a city's `month` (`city` as snapshots key it: `None` for the default).
-pub fn latest_in(kafka: &KafkaConfig, topic: &str, city: Option<CityCode>, month: Month) -> Result<Option<Snapshot>> {
-    Ok(latest_of(kafka, topic, city, &[month])?.remove(&month))
+/// The highest revision of a city's or the province's `month`.
+pub fn latest_in(kafka: &KafkaConfig, topic: &str, scope: Scope, month: Month) -> Result<Option<Snapshot>> {
+    Ok(latest_of(kafka, topic, scope, &[month])?.remove(&month))
 }
 
-/// The highest revision of each of a city's `months` that has one, in one read of the topic.
+/// The highest revision of each of `months` that has one, in one read of the topic.
 pub(crate) fn latest_of(
     kafka: &KafkaConfig,
     topic: &str,
-    city: Option<CityCode>,
+    scope: Scope,
     months: &[Month],
 ) -> Result<BTreeMap<Month, Snapshot>> {
     let codec = SnapshotCodec::new(Framing::SingleObject);
-    let keys: Vec<String> = months.iter().map(|m| Snapshot::key(city, *m)).collect();
+    let keys: Vec<String> = months.iter().map(|m| scope.key(*m)).collect();
     let mut latest: BTreeMap<Month, Snapshot> = BTreeMap::new();
     read_to_end(kafka, topic, Duration::from_secs(30), |m| {
         if !key_str(m).is_some_and(|k| keys.iter().any(|key| key == k)) {
@@ -132,6 +140,56 @@ fn table(snapshot: &Snapshot) -> String {
         "By request kind",
         f.by_request_kind.iter().map(|(k, v)| (k, v.received, v.closed, v.in_progress)).collect(),
     );
+    if let Some(province) = &f.province {
+        cities(&mut out, province);
+    } else {
+        departments(&mut out, f);
+    }
+    let _ = writeln!(
+        out,
+        "\nTransfers {}, cases transferred {}, returned to an earlier holder {}",
+        f.transfers.total, f.transfers.cases_transferred, f.transfers.returned_cases
+    );
+    out
+}
+
+/// The province's cities side by side, and their ranking.
+fn cities(out: &mut String, province: &ProvinceFigures) {
+    let _ = writeln!(
+        out,
+        "{:<22}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}",
+        "By city", "received", "closed", "open", "closure", "on time", "sign-for", "return", "reopen", "satisf."
+    );
+    let pct = |r: f64| format!("{:.1}%", r * 100.0);
+    for row in &province.cities {
+        let (t, d) = (&row.totals, &row.departments);
+        let _ = writeln!(
+            out,
+            "  {:<20}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}",
+            format!("{} {}", row.city, row.name),
+            t.received,
+            t.closed,
+            t.in_progress,
+            pct(t.closure_rate),
+            pct(d.on_time_rate),
+            pct(d.sign_for_rate),
+            pct(d.return_rate),
+            pct(d.reopen_rate),
+            pct(d.satisfaction_rate)
+        );
+    }
+    let ranked = |list: &[Ranked]| list.iter().map(|r| format!("{} {:.1}", r.department, r.score)).collect::<Vec<_>>();
+    let _ = writeln!(
+        out,
+        "\nRanked (at least {} cases): best {:?}",
+        province.ranking.min_assigned,
+        ranked(&province.ranking.top)
+    );
+    let _ = writeln!(out, "  worst {:?}", ranked(&province.ranking.bottom));
+}
+
+/// A city's categories and departments.
+fn departments(out: &mut String, f: &Figures) {
     let mut categories: Vec<_> = f.by_category.iter().collect();
     categories.sort_by(|a, b| b.1.received.cmp(&a.1.received).then(a.0.cmp(b.0)));
     let _ = writeln!(out, "{:<28}{:>10}{:>8}", "By category", "received", "share");
@@ -191,18 +249,12 @@ fn table(snapshot: &Snapshot) -> String {
             );
         }
     }
-    let _ = writeln!(
-        out,
-        "\nTransfers {}, cases transferred {}, returned to an earlier holder {}",
-        f.transfers.total, f.transfers.cases_transferred, f.transfers.returned_cases
-    );
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::figures::{DepartmentFigures, Figures};
+    use crate::domain::figures::DepartmentFigures;
     use crate::domain::snapshot::Status;
 
     fn snapshot(figures: Figures) -> Snapshot {
@@ -245,5 +297,25 @@ mod tests {
         for cell in ["75.0%", "20.0%", "66.7%", "2/0"] {
             assert!(row.contains(cell), "{cell} missing from {row}");
         }
+    }
+    #[test]
+    fn the_provinces_table_shows_its_cities_side_by_side() {
+        use crate::domain::figures::{CityRow, ProvinceFigures, Totals};
+        let row = CityRow {
+            city: "222400".parse().unwrap(),
+            name: "延边朝鲜族自治州".into(),
+            totals: Totals { received: 500, closed: 450, in_progress: 50, closure_rate: 0.9 },
+            departments: DepartmentFigures { on_time_rate: 0.8, sign_for_rate: 0.95, ..Default::default() },
+        };
+        let figures = Figures {
+            province: Some(ProvinceFigures { cities: vec![row], ..Default::default() }),
+            ..Default::default()
+        };
+        let printed = table(&snapshot(figures));
+        let row = printed.lines().find(|l| l.contains("222400 延边朝鲜族自治州")).expect(&printed);
+        for cell in ["500", "450", "90.0%", "80.0%", "95.0%"] {
+            assert!(row.contains(cell), "{cell} missing from {row}");
+        }
+        assert!(!printed.contains("By department"), "{printed}");
     }
 }

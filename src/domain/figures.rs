@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::case::{Contribution, HoldingState};
 use super::event::Rating;
+use super::province::CityCode;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 struct Count {
@@ -120,6 +121,7 @@ impl DepartmentCount {
             dissatisfied: u(d.dissatisfied),
             unreachable: u(d.unreachable),
             on_time_rate: ratio(d.closed_on_time, closed),
+            sign_for_rate: ratio(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
             return_rate: ratio(d.returned, d.assigned + d.returned),
             reopen_rate: ratio(d.reopened, closed),
             satisfaction_rate: ratio(d.satisfied + d.basically_satisfied, rated),
@@ -427,6 +429,7 @@ impl Tally {
                 sum.figures(overdue.values().sum())
             },
             ranking: Ranking::default(),
+            province: None,
             transfers: TransferFigures {
                 total: u(self.transfers),
                 cases_transferred: u(self.cases_transferred),
@@ -472,8 +475,31 @@ pub struct Figures {
     #[serde(default)]
     pub ranking: Ranking,
     pub transfers: TransferFigures,
+    /// The province's snapshot only: its cities side by side. Its other figures are the sums
+    /// of its cities', without departments and categories, which are each city's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub province: Option<ProvinceFigures>,
 }
 
+/// What the province's snapshot adds: a row per city, and the cities ranked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProvinceFigures {
+    /// By division code.
+    pub cities: Vec<CityRow>,
+    /// The cities ranked by `[ranking]`'s weights over their departments' rates, as
+    /// departments are; `Ranked::department` holds the city's division code.
+    pub ranking: Ranking,
+}
+
+/// One city's month in the province's snapshot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CityRow {
+    pub city: CityCode,
+    pub name: String,
+    pub totals: Totals,
+    /// The sum over the city's departments (its `all_departments`), rates from the sums.
+    pub departments: DepartmentFigures,
+}
 /// The red and black lists a snapshot carries (`ranking::RankingRules::rank`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Ranking {
@@ -562,6 +588,10 @@ pub struct DepartmentFigures {
     /// closed_on_time / (closed_on_time + closed_late).
     #[serde(default)]
     pub on_time_rate: f64,
+    /// accepted_on_time / (accepted_on_time + accepted_late) (签收及时率); 0 in snapshots of
+    /// schema versions before 5.
+    #[serde(default)]
+    pub sign_for_rate: f64,
     /// returned / (assigned + returned): of the cases the department kept or sent back, the
     /// share it sent back.
     #[serde(default)]

@@ -12,9 +12,14 @@ use std::str::FromStr;
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
 
+use jiff::Timestamp;
+
 use super::case::CountingRules;
 use super::event::Rejection;
+use super::figures::{CityRow, Figures, ProvinceFigures, Tally};
 use super::overflow::Overflow;
+use super::publisher::MonthFigures;
+use super::ranking::RankingRules;
 
 /// A city's administrative division code (GB/T 2260): six digits, the first not zero.
 /// `UNNAMED` is the one city of a deployment that does not name it.
@@ -129,6 +134,39 @@ impl Cities {
     }
 }
 
+/// A month of the province: each city's tally of it (summed over partitions and folded by
+/// the city's registry), by division code, with the city's name.
+pub(crate) struct ProvinceMonth<'a> {
+    pub cities: Vec<(CityCode, &'a str, &'a Tally)>,
+}
+
+impl MonthFigures for ProvinceMonth<'_> {
+    /// The sums of the cities' counts, the rates taken from the sums; a row per city; the
+    /// cities ranked as departments are. Departments, categories and the pairs that sent cases
+    /// back are each city's own codes, so the province adds none of them up.
+    fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures {
+        let mut sum = Tally::default();
+        let mut rows = Vec::with_capacity(self.cities.len());
+        for (city, name, tally) in &self.cities {
+            sum.merge(tally);
+            let f = Tally::figures(tally, as_of);
+            rows.push(CityRow {
+                city: *city,
+                name: (*name).to_owned(),
+                totals: f.totals,
+                departments: f.all_departments,
+            });
+        }
+        let mut figures = sum.figures(as_of);
+        figures.by_category.clear();
+        figures.by_department.clear();
+        figures.transfers.returned_pairs.clear();
+        let departments = rows.iter().map(|r| (r.city.to_string(), r.departments)).collect();
+        figures.province = Some(ProvinceFigures { cities: rows, ranking: ranking.rank(&departments) });
+        figures
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,5 +235,51 @@ mod tests {
         assert_eq!(cities.of_key(None), Some(code("220300")));
         assert_eq!(cities.of_key(Some(code("220100"))), Some(code("220100")));
         assert_eq!(jilin(None).of_key(None), None);
+    }
+
+    /// The tally of April of `cases` cases created for `department`, the first `closed` of
+    /// them closed the next day.
+    fn april(department: &str, cases: usize, closed: usize) -> Tally {
+        use crate::domain::event::{CaseEvent, Change};
+        use crate::domain::fixtures::phoned;
+        let mut ledger = crate::domain::ledger::Ledger::new(rules());
+        for i in 0..cases {
+            let event = |n: &str, day: &str, change| CaseEvent {
+                event_id: format!("{i}-{n}"),
+                case_id: format!("{i}"),
+                city: None,
+                occurred_at: format!("2022-04-{day}T02:00:00Z").parse().unwrap(),
+                change,
+            };
+            ledger.apply(&event("c", "10", Change::Created(phoned(department, "water")))).unwrap();
+            if i < closed {
+                ledger.apply(&event("x", "11", Change::Closed)).unwrap();
+            }
+        }
+        ledger.tally("2022-04".parse().unwrap()).unwrap().clone()
+    }
+
+    #[test]
+    fn the_provinces_month_sums_its_cities_and_takes_its_rates_from_the_sums() {
+        let (changchun, siping) = (april("dept", 30, 10), april("dept", 10, 10));
+        let month = ProvinceMonth {
+            cities: vec![(code("220100"), "长春市", &changchun), (code("220300"), "四平市", &siping)],
+        };
+        let as_of = "2022-05-02T00:00:00Z".parse().unwrap();
+        let ranking = RankingRules::default();
+        let f = month.figures(as_of, &ranking);
+        assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (40, 20, 20));
+        assert_eq!(f.totals.closure_rate, 0.5, "20 of 40, not the mean of 1/3 and 1");
+        assert_eq!((f.all_departments.assigned, f.all_departments.closed_on_time), (40, 20));
+        assert_eq!(f.by_channel["hotline"].received, 40);
+        assert!(f.by_department.is_empty() && f.by_category.is_empty(), "codes are each city's own");
+        let p = f.province.unwrap();
+        let rows: Vec<_> =
+            p.cities.iter().map(|r| (r.city, r.name.as_str(), r.totals.received, r.totals.closed)).collect();
+        assert_eq!(rows, [(code("220100"), "长春市", 30, 10), (code("220300"), "四平市", 10, 10)]);
+        assert_eq!(p.cities[0].departments, Tally::figures(&changchun, as_of).all_departments);
+        let ranked: Vec<_> = p.ranking.top.iter().map(|r| r.department.as_str()).collect();
+        assert_eq!(ranked, ["220100", "220300"], "ranked as departments are: all on time, ties to more cases");
+        assert_eq!(p.ranking.top[0].score, ranking.score(&p.cities[0].departments).unwrap());
     }
 }

@@ -17,9 +17,24 @@ use super::province::CityCode;
 use super::ranking::RankingRules;
 use super::snapshot::{Snapshot, Status};
 
+/// What a month's revision carries, read at the watermark `as_of`: a city's tally, or the
+/// province's month (`province::ProvinceMonth`).
+pub(crate) trait MonthFigures {
+    fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures;
+}
+
+impl MonthFigures for &Tally {
+    fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures {
+        let mut figures = Tally::figures(self, as_of);
+        figures.ranking = ranking.rank(&figures.by_department);
+        figures
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(crate) struct PublishRules {
-    /// How the snapshots name their city: not at all for the default city.
+    /// How the snapshots name their city: not at all for the default city, nor for the
+    /// province.
     pub city: Option<CityCode>,
     pub zone: TimeZone,
     pub zone_name: String,
@@ -79,16 +94,16 @@ impl Publisher {
 
     /// The revisions due now: one per month whose figures or status changed since its last
     /// revision, and whose last revision is at least `min_interval` old.
-    pub fn due<'a>(
+    pub fn due<T: MonthFigures>(
         &mut self,
-        months: impl IntoIterator<Item = (Month, &'a Tally)>,
+        months: impl IntoIterator<Item = (Month, T)>,
         watermark: Option<Timestamp>,
         now: Instant,
         published_at: Timestamp,
     ) -> Vec<Snapshot> {
         let Some(as_of) = watermark else { return Vec::new() };
         let mut due = Vec::new();
-        for (month, tally) in months {
+        for (month, month_figures) in months {
             let closed_now = self.is_closed(month, as_of);
             let p = self.months.entry(month).or_default();
             let status =
@@ -98,8 +113,7 @@ impl Publisher {
             if !closing && p.last_checked.is_some_and(|t| now.duration_since(t) < self.rules.min_interval) {
                 continue;
             }
-            let mut figures = tally.figures(as_of);
-            figures.ranking = self.rules.ranking.rank(&figures.by_department);
+            let figures = month_figures.figures(as_of, &self.rules.ranking);
             if p.status == Some(status) && p.figures.as_ref() == Some(&figures) {
                 continue;
             }

@@ -53,14 +53,33 @@ mod month_string {
     }
 }
 
-impl Snapshot {
-    /// The key of a city's month's snapshots: the month, after the city's code and a slash
-    /// unless it is the deployment's default city (`None`).
-    pub fn key(city: Option<CityCode>, month: Month) -> String {
-        match city {
-            None => month.to_string(),
-            Some(city) => format!("{city}/{month}"),
+/// Whose figures a snapshot carries: a city's (`None`: the deployment's default city), or the
+/// province's (province mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    City(Option<CityCode>),
+    Province,
+}
+
+impl Scope {
+    /// The key of its month's snapshots: the month, after the city's code and a slash unless
+    /// it is the default city, or after `province/`.
+    pub fn key(self, month: Month) -> String {
+        match self {
+            Scope::City(None) => month.to_string(),
+            Scope::City(Some(city)) => format!("{city}/{month}"),
+            Scope::Province => format!("province/{month}"),
         }
+    }
+}
+
+impl Snapshot {
+    pub fn scope(&self) -> Scope {
+        if self.figures.province.is_some() { Scope::Province } else { Scope::City(self.city) }
+    }
+
+    pub fn key(&self) -> String {
+        self.scope().key(self.month)
     }
 
     pub fn to_json(&self) -> String {

@@ -15,7 +15,7 @@ use hotline::commands::replay::route;
 use hotline::commands::snapshot::latest_in;
 use hotline::config::{Config, Settings, Topics};
 use hotline::domain::month::Month;
-use hotline::domain::snapshot::{Snapshot, Status};
+use hotline::domain::snapshot::{Scope, Snapshot, Status};
 use hotline::generator::{self, Plan};
 use hotline::kafka::pipeline;
 use hotline::kafka::sender::Sender;
@@ -274,14 +274,13 @@ pub async fn wait_for_snapshot_of(
     min_revision: u64,
     expected: impl Fn(jiff::Timestamp) -> hotline::domain::figures::Figures,
 ) -> Snapshot {
-    wait_for_snapshot_in(settings, None, month, min_revision, expected).await
+    wait_for_snapshot_in(settings, Scope::City(None), month, min_revision, expected).await
 }
 
-/// `wait_for_snapshot_of` for a city's snapshots (`city` as they are keyed: `None` for the
-/// default city).
+/// `wait_for_snapshot_of` for a city's or the province's snapshots.
 pub async fn wait_for_snapshot_in(
     settings: &Settings,
-    city: Option<hotline::domain::province::CityCode>,
+    scope: Scope,
     month: &str,
     min_revision: u64,
     expected: impl Fn(jiff::Timestamp) -> hotline::domain::figures::Figures,
@@ -293,7 +292,7 @@ pub async fn wait_for_snapshot_in(
     loop {
         let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
         let snapshot =
-            tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, city, month)).await.unwrap().unwrap();
+            tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, scope, month)).await.unwrap().unwrap();
         if let Some(s) = snapshot {
             let expected = expected(s.as_of);
             if s.figures == expected && s.revision >= min_revision && s.status == Status::Closed {

@@ -5,8 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hotline::domain::figures::{
-    CategoryCounts, Counts, DepartmentFigures, Figures, Ranked, Ranking, ReturnedPair, Totals, TransferFigures,
+    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, Ranked, Ranking, ReturnedPair,
+    Totals, TransferFigures,
 };
+use hotline::domain::province::CityCode;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 use serde_json::Value;
@@ -236,7 +238,62 @@ pub fn figures_by(
         ranking: ranking(&departments.iter().map(|(k, d)| (k.clone(), rates(*d))).collect()),
         by_department: departments.into_iter().map(|(k, d)| (k, rates(d))).collect(),
         transfers,
+        province: None,
     }
+}
+
+/// The province's month from its cities' (code, name, figures), by code: every count summed,
+/// every rate taken from the sums, a row per city, and the cities ranked as departments are.
+pub fn province(cities: &[(CityCode, &str, Figures)]) -> Figures {
+    let mut f = Figures::default();
+    let add = |sum: &mut BTreeMap<String, Counts>, counts: &BTreeMap<String, Counts>| {
+        for (k, c) in counts {
+            let s = sum.entry(k.clone()).or_default();
+            (s.received, s.closed, s.in_progress) =
+                (s.received + c.received, s.closed + c.closed, s.in_progress + c.in_progress);
+        }
+    };
+    let mut departments = DepartmentFigures::default();
+    let mut rows = Vec::new();
+    for (city, name, c) in cities {
+        f.totals.received += c.totals.received;
+        f.totals.closed += c.totals.closed;
+        f.totals.in_progress += c.totals.in_progress;
+        add(&mut f.by_channel, &c.by_channel);
+        add(&mut f.by_board, &c.by_board);
+        add(&mut f.by_request_kind, &c.by_request_kind);
+        f.transfers.total += c.transfers.total;
+        f.transfers.cases_transferred += c.transfers.cases_transferred;
+        f.transfers.returned_cases += c.transfers.returned_cases;
+        let d = c.all_departments;
+        departments = DepartmentFigures {
+            assigned: departments.assigned + d.assigned,
+            closed_on_time: departments.closed_on_time + d.closed_on_time,
+            closed_late: departments.closed_late + d.closed_late,
+            in_progress: departments.in_progress + d.in_progress,
+            overdue: departments.overdue + d.overdue,
+            transferred_in: departments.transferred_in + d.transferred_in,
+            transferred_out: departments.transferred_out + d.transferred_out,
+            accepted_on_time: departments.accepted_on_time + d.accepted_on_time,
+            accepted_late: departments.accepted_late + d.accepted_late,
+            returned: departments.returned + d.returned,
+            extended: departments.extended + d.extended,
+            reopened: departments.reopened + d.reopened,
+            satisfied: departments.satisfied + d.satisfied,
+            basically_satisfied: departments.basically_satisfied + d.basically_satisfied,
+            dissatisfied: departments.dissatisfied + d.dissatisfied,
+            unreachable: departments.unreachable + d.unreachable,
+            ..DepartmentFigures::default()
+        };
+        rows.push(CityRow { city: *city, name: (*name).to_owned(), totals: c.totals.clone(), departments: d });
+    }
+    if f.totals.received > 0 {
+        f.totals.closure_rate = f.totals.closed as f64 / f.totals.received as f64;
+    }
+    f.all_departments = rates(departments);
+    let ranking = ranking(&rows.iter().map(|r| (r.city.to_string(), r.departments)).collect());
+    f.province = Some(ProvinceFigures { cities: rows, ranking });
+    f
 }
 
 /// The red and black lists with `[ranking]`'s defaults: departments of 10 cases or more,
@@ -283,6 +340,7 @@ fn rates(d: DepartmentFigures) -> DepartmentFigures {
     let closed = d.closed_on_time + d.closed_late;
     DepartmentFigures {
         on_time_rate: ratio(d.closed_on_time, closed),
+        sign_for_rate: ratio(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
         return_rate: ratio(d.returned, d.assigned + d.returned),
         reopen_rate: ratio(d.reopened, closed),
         satisfaction_rate: ratio(

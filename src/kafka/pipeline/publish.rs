@@ -1,6 +1,7 @@
 //! Publishing: the instance holding the single `partials` partition adds up the counting
-//! partitions' tallies (`domain::city::CityView`) and publishes each month's snapshot
-//! revisions (`domain::publisher::Publisher`).
+//! partitions' tallies (`domain::city::CityView`) and publishes each city's month's snapshot
+//! revisions (`domain::publisher::Publisher`), then, in province mode, the province's, in the
+//! same transaction: the province's month closes with the revisions that close its cities'.
 //!
 //! A partial is the latest tally of one month on one counting partition or a partition's
 //! watermark (`records::PartialKey`). The topic is compacted and every record replaces the
@@ -22,9 +23,9 @@ use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
 use crate::domain::gauges::CityGauges;
 use crate::domain::month::Month;
-use crate::domain::province::CityCode;
+use crate::domain::province::{CityCode, ProvinceMonth};
 use crate::domain::publisher::{PublishRules, Publisher};
-use crate::domain::snapshot::Snapshot;
+use crate::domain::snapshot::Scope;
 use crate::kafka::topics;
 use crate::labels::LabelRegistry;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
@@ -44,6 +45,8 @@ pub(crate) struct Publishing {
     view: CityView,
     /// A publisher per city, made from `rules` when the city first has figures.
     publishers: BTreeMap<CityCode, Publisher>,
+    /// Province mode: the province's publisher, and the name of each city.
+    province: Option<(Publisher, BTreeMap<CityCode, String>)>,
     rules: PublishRules,
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
@@ -73,6 +76,7 @@ impl Publishing {
                 .map_or_else(|| settings.labels.clone(), |c| c.labels.clone()),
             view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
             publishers: BTreeMap::new(),
+            province: None,
             rules: PublishRules {
                 city: None,
                 zone: settings.zone.clone(),
@@ -85,6 +89,10 @@ impl Publishing {
             next_offset: 0,
             unreadable: None,
         };
+        if settings.province.is_some() {
+            let names = settings.cities.iter().map(|c| (c.code, c.name.clone().unwrap_or_default())).collect();
+            publishing.province = Some((Publisher::new(publishing.rules.clone()), names));
+        }
         let p = &mut publishing;
         topics::read_to_end(&settings.kafka, &settings.topics.partials, RESTORE_TIMEOUT, |m| {
             telemetry.progress();
@@ -98,9 +106,18 @@ impl Publishing {
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {
                     p.view.raise_floor(s.as_of);
-                    if let Some(city) = p.view.cities().of_key(s.city) {
-                        let key = p.view.cities().key(city);
-                        publisher(&mut p.publishers, &p.rules, city, key).restore(s.month, &s);
+                    match s.scope() {
+                        Scope::Province => {
+                            if let Some((province, _)) = &mut p.province {
+                                province.restore(s.month, &s);
+                            }
+                        }
+                        Scope::City(keyed) => {
+                            if let Some(city) = p.view.cities().of_key(keyed) {
+                                let key = p.view.cities().key(city);
+                                publisher(&mut p.publishers, &p.rules, city, key).restore(s.month, &s);
+                            }
+                        }
                     }
                 }
                 Some(Err(e)) => telemetry.emit(SnapshotUndecodable { offset: m.offset(), error: &e }),
@@ -167,7 +184,7 @@ impl Publishing {
                 let key = PartialKey::Tally { partition, city: self.view.cities().key(city), month }.to_string();
                 out.send_keyed(&self.partials, 0, &key, None)?;
             }
-            for publisher in self.publishers.values_mut() {
+            for publisher in self.publishers.values_mut().chain(self.province.as_mut().map(|(p, _)| p)) {
                 publisher.forget_before(kept_from);
             }
         }
@@ -182,17 +199,30 @@ impl Publishing {
                 publisher(publishers, rules, city, key)
                     .due(months, watermark, now, Timestamp::now())
                     .into_iter()
-                    .map(|s| (city, s)),
+                    .map(|s| (Some(city), s)),
             );
+        }
+        if let Some((province, names)) = &mut self.province {
+            let mut months: BTreeMap<Month, ProvinceMonth<'_>> = BTreeMap::new();
+            for ((city, month), tally) in sums {
+                let name = names.get(city).map_or("", String::as_str);
+                months
+                    .entry(*month)
+                    .or_insert_with(|| ProvinceMonth { cities: Vec::new() })
+                    .cities
+                    .push((*city, name, tally));
+            }
+            due.extend(province.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (None, s)));
         }
         let topic = &self.snapshots;
         let mut latencies = Vec::new();
         for (city, snapshot) in &due {
-            let changed_at = self.view.take_changed_at(*city, snapshot.month);
-            latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
+            if let Some(city) = city {
+                let changed_at = self.view.take_changed_at(*city, snapshot.month);
+                latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
+            }
             let bytes = self.codec.encode(snapshot)?;
-            let key = Snapshot::key(snapshot.city, snapshot.month);
-            out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
+            out.send(BaseRecord::to(topic).key(snapshot.key().as_bytes()).payload(&bytes))?;
             out.telemetry.emit(SnapshotDue {
                 month: &snapshot.month,
                 revision: snapshot.revision,
