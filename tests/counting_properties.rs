@@ -8,6 +8,7 @@ use hotline::domain::event::{DecodeLimits, decode};
 use hotline::domain::figures::{Figures, Tally};
 use hotline::domain::ledger::Ledger;
 use hotline::domain::month::Month;
+use hotline::domain::province::ProvinceMonth;
 use hotline::domain::ranking::RankingRules;
 use hotline::domain::routing::partition_of;
 use jiff::{SignedDuration, Timestamp};
@@ -187,6 +188,77 @@ proptest! {
             }
             let expected = common::reference::figures(&ordered, month, &rules().zone, rules().default_sla, as_of);
             prop_assert_eq!(ranked(sum.figures(as_of)), expected);
+        }
+    }
+}
+
+/// Jilin's nine cities, as the province's snapshot names them.
+const JILIN: [(&str, &str); 9] = [
+    ("220100", "长春市"),
+    ("220200", "吉林市"),
+    ("220300", "四平市"),
+    ("220400", "辽源市"),
+    ("220500", "通化市"),
+    ("220600", "白山市"),
+    ("220700", "松原市"),
+    ("220800", "白城市"),
+    ("222400", "延边朝鲜族自治州"),
+];
+
+/// Nine cities' streams, each naming its city, with the same case ids in every city: each
+/// city's events in order, and all of them interleaved in any order with duplicates.
+fn province_strategy() -> impl Strategy<Value = (Vec<Vec<Value>>, Vec<Value>)> {
+    let city = (1usize..6).prop_flat_map(|n| (0..n).map(case_strategy).collect::<Vec<_>>());
+    prop::collection::vec(city, JILIN.len())
+        .prop_map(|cities| {
+            cities
+                .into_iter()
+                .zip(JILIN)
+                .map(|(cases, (code, _))| {
+                    let mut events: Vec<Value> = cases.into_iter().flatten().collect();
+                    events.iter_mut().for_each(|e| e["city"] = json!(code));
+                    events
+                })
+                .collect::<Vec<_>>()
+        })
+        .prop_flat_map(|cities| {
+            let all: Vec<Value> = cities.iter().flatten().cloned().collect();
+            let duplicates = prop::collection::vec(0..all.len(), 0..10);
+            (Just(cities), Just(all).prop_shuffle(), duplicates)
+        })
+        .prop_map(|(cities, mut shuffled, duplicates)| {
+            for (i, d) in duplicates.into_iter().enumerate() {
+                let e = shuffled[d].clone();
+                shuffled.insert((i * 11) % (shuffled.len() + 1), e);
+            }
+            (cities, shuffled)
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    /// A province: one interleaved stream of nine cities, counted per city (a case is its
+    /// city's and its id's), gives each city's reference figures and the province's: its
+    /// cities' sums, rates from the sums, a row per city, the cities ranked.
+    #[test]
+    fn a_nine_city_stream_gives_each_citys_and_the_provinces_reference_figures((cities, shuffled) in province_strategy(), as_of_h in 0i64..800) {
+        let as_of = base() + SignedDuration::from_hours(as_of_h);
+        let of_city = |code: &str| -> Vec<Value> { shuffled.iter().filter(|e| e["city"] == code).cloned().collect() };
+        let ledgers: Vec<Ledger> = JILIN.iter().map(|(code, _)| ledger_of(&of_city(code))).collect();
+        for month in ["2022-04", "2022-05"] {
+            let m: Month = month.parse().unwrap();
+            let mut expected_cities = Vec::new();
+            for ((code, name), (ledger, ordered)) in JILIN.iter().zip(ledgers.iter().zip(&cities)) {
+                let expected = common::reference::figures(ordered, month, &rules().zone, rules().default_sla, as_of);
+                prop_assert_eq!(ranked(ledger.figures(m, as_of).unwrap_or_default()), expected.clone());
+                if expected.totals.received > 0 || ledger.tally(m).is_some() {
+                    expected_cities.push((code.parse().unwrap(), *name, expected));
+                }
+            }
+            let tallies: Vec<_> = JILIN.iter().zip(&ledgers).filter_map(|((code, name), l)| Some((code.parse().unwrap(), *name, l.tally(m)?))).collect();
+            let province = ProvinceMonth { cities: tallies }.figures(as_of, &RankingRules::default());
+            prop_assert_eq!(province, common::reference::province(&expected_cities));
         }
     }
 }

@@ -136,15 +136,21 @@ impl Cities {
 
 /// A month of the province: each city's tally of it (summed over partitions and folded by
 /// the city's registry), by division code, with the city's name.
-pub(crate) struct ProvinceMonth<'a> {
+pub struct ProvinceMonth<'a> {
     pub cities: Vec<(CityCode, &'a str, &'a Tally)>,
 }
 
 impl MonthFigures for ProvinceMonth<'_> {
+    fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures {
+        ProvinceMonth::figures(self, as_of, ranking)
+    }
+}
+
+impl ProvinceMonth<'_> {
     /// The sums of the cities' counts, the rates taken from the sums; a row per city; the
     /// cities ranked as departments are. Departments, categories and the pairs that sent cases
     /// back are each city's own codes, so the province adds none of them up.
-    fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures {
+    pub fn figures(&self, as_of: Timestamp, ranking: &RankingRules) -> Figures {
         let mut sum = Tally::default();
         let mut rows = Vec::with_capacity(self.cities.len());
         for (city, name, tally) in &self.cities {
