@@ -74,6 +74,7 @@ fn main() {
         next_month_days: 3,
         seed: 7,
         v2_events: false,
+        city: None,
     };
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
@@ -252,6 +253,7 @@ fn sustained_latency(runtime: &tokio::runtime::Runtime, config: &Config, listen:
         next_month_days: 0,
         seed: 8,
         v2_events: false,
+        city: None,
     };
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let before = latency_buckets(&http_get(listen, "/metrics"));

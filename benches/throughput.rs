@@ -35,7 +35,8 @@ fn main() {
     // Counting: generate, encode as upstream JSON, then decode + apply.
     let t = Instant::now();
     let v2_events = std::env::var("HOTLINE_BENCH_V2").is_ok_and(|v| v == "1");
-    let plan = Plan { month: "2022-04".parse().unwrap(), zone, cases, next_month_days: 0, seed: 1, v2_events };
+    let plan =
+        Plan { month: "2022-04".parse().unwrap(), zone, cases, next_month_days: 0, seed: 1, v2_events, city: None };
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let generated = t.elapsed();
     let limits = DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 use crate::domain::month::Month;
 
+pub mod jilin;
+
 /// Cases in the reference month.
 pub const REFERENCE_CASES: usize = 31_681;
 
@@ -124,6 +126,26 @@ pub struct Plan {
     /// Also the office's loop (contract v2): sign-fors, returns, extensions, reopens and
     /// ratings, none of which changes a v1 figure.
     pub v2_events: bool,
+    /// Another city of the province than the reference's (`jilin::CITIES`): its events name
+    /// it, its departments take the places of the reference's districts and counties, and its
+    /// loop has its own rates. `None`: the reference city, whose events name no city.
+    pub city: Option<&'static jilin::GeneratedCity>,
+}
+
+/// How a city's departments work the office's loop (contract v2).
+#[derive(Clone, Copy, Debug)]
+pub struct LoopRates {
+    /// Of the sign-fors, the share within the two hours allowed.
+    pub sign_for_on_time: f64,
+    /// Of the cases closed on time, the share the call-back reopens.
+    pub reopened: f64,
+    /// The call-back results' weights, in `RESULTS`' order.
+    pub results: [u32; 4],
+}
+
+impl LoopRates {
+    /// The reference city's.
+    pub const REFERENCE: LoopRates = LoopRates { sign_for_on_time: 0.8, reopened: 0.03, results: [75, 15, 6, 4] };
 }
 
 /// Splits `total` in proportion to `weights`, each part rounded down and the rest handed out
@@ -249,6 +271,9 @@ pub fn generate(plan: &Plan) -> Vec<Generated> {
         };
         case_events(&mut rng, &format!("{}-{:06}", plan.month, i), case, created_at, plan, &mut out);
     }
+    if let Some(city) = plan.city {
+        out.iter_mut().for_each(|g| city.claim(&mut g.json));
+    }
     out.sort_by_key(|g| g.occurred_at);
     // Upstream platforms deliver at least once: now and then an event already sent comes again.
     let mut delivered = Vec::with_capacity(out.len() + out.len() / 100);
@@ -287,6 +312,7 @@ pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
         next_month_days: 3,
         seed: 2022,
         v2_events: true,
+        city: None,
     };
     let ledger = count(&plan, rules);
     let as_of: Timestamp = "2022-05-05T16:00:00Z".parse().expect("a valid instant");
@@ -393,7 +419,8 @@ fn case_events(
         }
         if plan.v2_events {
             let month_end = plan.month.end(&plan.zone);
-            let v2 = V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end };
+            let rates = plan.city.map_or(LoopRates::REFERENCE, |c| c.rates);
+            let v2 = V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end, rates };
             v2.events(plan.seed, &mut events);
         }
     } else if case.closed {
@@ -413,11 +440,12 @@ struct V2<'a> {
     due: Option<Timestamp>,
     closed_at: Option<Timestamp>,
     month_end: Timestamp,
+    rates: LoopRates,
 }
 
 impl V2<'_> {
     fn events(&self, seed: u64, events: &mut Vec<(Timestamp, Value)>) {
-        let V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end } = *self;
+        let V2 { case_id, holder, outcome, last_assigned, due, closed_at, month_end, rates } = *self;
         let mut rng = StdRng::seed_from_u64(seed ^ xxhash_rust::xxh3::xxh3_64(case_id.as_bytes()));
         let secs = |rng: &mut StdRng, from: i64, to: i64| SignedDuration::from_secs(rng.random_range(from..to));
         let event = |suffix: &str, kind: &str, at: Timestamp| {
@@ -427,7 +455,11 @@ impl V2<'_> {
         // Most holders sign for the case, four in five within the two hours allowed.
         if rng.random_bool(0.9) {
             let at = last_assigned
-                + if rng.random_bool(0.8) { secs(&mut rng, 60, 7_000) } else { secs(&mut rng, 7_300, 40_000) };
+                + if rng.random_bool(rates.sign_for_on_time) {
+                    secs(&mut rng, 60, 7_000)
+                } else {
+                    secs(&mut rng, 7_300, 40_000)
+                };
             let mut e = event("a", "accepted", at);
             e["department"] = json!(holder);
             events.push((at, e));
@@ -458,7 +490,7 @@ impl V2<'_> {
             // (within the month, and well before the default deadline from the reopen).
             let reopen = closed_at + secs(&mut rng, 3_600, 6 * 3_600);
             let closed_again = reopen + secs(&mut rng, 3_600, 4 * 3_600);
-            if closed_again < month_end && rng.random_bool(0.03) {
+            if closed_again < month_end && rng.random_bool(rates.reopened) {
                 let mut e = event("o", "reopened", reopen);
                 e["department"] = json!(holder);
                 events.push((reopen, e));
@@ -468,7 +500,8 @@ impl V2<'_> {
         // Most closed cases are called back and rated.
         if rng.random_bool(0.7) {
             let at = closed_at + secs(&mut rng, 3_600, 3 * 86_400);
-            let result = pick(&mut rng, RESULTS, |(_, w)| *w).0;
+            let results: Vec<(&str, u32)> = RESULTS.into_iter().zip(rates.results).collect();
+            let result = pick(&mut rng, &results, |(_, w)| *w).0;
             let mut e = event("s", "rated", at);
             e["result"] = json!(result);
             events.push((at, e));
@@ -476,9 +509,8 @@ impl V2<'_> {
     }
 }
 
-/// Call-back results and their weights.
-const RESULTS: &[(&str, u32)] =
-    &[("satisfied", 75), ("basically_satisfied", 15), ("dissatisfied", 6), ("unreachable", 4)];
+/// Call-back results (their weights are each city's, `LoopRates::results`).
+const RESULTS: [&str; 4] = ["satisfied", "basically_satisfied", "dissatisfied", "unreachable"];
 
 fn closed(case_id: &str, at: Timestamp) -> Value {
     json!({"event_id": format!("{case_id}-x"), "case_id": case_id, "type": "closed", "occurred_at": at.to_string()})
@@ -504,8 +536,15 @@ mod tests {
     #[test]
     fn the_reference_month_counts_to_the_reports_figures() {
         let month: Month = "2022-04".parse().unwrap();
-        let plan =
-            Plan { month, zone: rules().zone, cases: REFERENCE_CASES, next_month_days: 3, seed: 2022, v2_events: true };
+        let plan = Plan {
+            month,
+            zone: rules().zone,
+            cases: REFERENCE_CASES,
+            next_month_days: 3,
+            seed: 2022,
+            v2_events: true,
+            city: None,
+        };
         let f = count(&plan, rules()).figures(month, "2022-05-06T00:00:00Z".parse().unwrap()).unwrap();
         assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (31_681, 31_620, 61));
         for (channel, received, closed) in CHANNELS {
@@ -538,6 +577,7 @@ mod tests {
             next_month_days: 3,
             seed: 5,
             v2_events: true,
+            city: None,
         };
         let limits =
             crate::domain::event::DecodeLimits { max_message_bytes: 1 << 20, latest_occurred_at: Timestamp::MAX };
@@ -555,7 +595,8 @@ mod tests {
     #[test]
     fn other_sizes_keep_the_shares() {
         let month: Month = "2022-04".parse().unwrap();
-        let plan = Plan { month, zone: rules().zone, cases: 3_000, next_month_days: 0, seed: 1, v2_events: true };
+        let plan =
+            Plan { month, zone: rules().zone, cases: 3_000, next_month_days: 0, seed: 1, v2_events: true, city: None };
         let f = count(&plan, rules()).figures(month, Timestamp::MAX).unwrap();
         assert_eq!((f.totals.received, f.totals.in_progress), (3_000, 6));
         assert_eq!(f.by_category["epidemic"].received, 1693);

@@ -43,6 +43,9 @@ enum Command {
         /// A city's division code (province mode): that city's report.
         #[arg(long)]
         city: Option<String>,
+        /// The provincial bulletin (province mode): the cities side by side, ranked.
+        #[arg(long, conflicts_with_all = ["city", "notes"])]
+        province: bool,
         #[arg(long, value_enum, default_value_t = commands::report::Format::Markdown)]
         format: commands::report::Format,
         /// Write the report here instead of standard output (HTML is one self-contained page).
@@ -115,8 +118,8 @@ fn main() -> std::process::ExitCode {
             Command::Snapshot { command: SnapshotCommand::Show { config, month, city, province, format } } => {
                 commands::snapshot::show(&config, &month, city.as_deref(), province, format).await
             }
-            Command::Report { config, month, city, format, output, notes, date } => {
-                let options = commands::report::Options { month, city, format, output, notes, date };
+            Command::Report { config, month, city, province, format, output, notes, date } => {
+                let options = commands::report::Options { month, city, province, format, output, notes, date };
                 commands::report::report(&config, options).await
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,

@@ -15,6 +15,8 @@ use crate::domain::overflow::UNREGISTERED;
 use crate::domain::snapshot::{Snapshot, Status};
 use crate::labels::LabelRegistry;
 
+pub mod bulletin;
+
 /// The group that gathers every category without a named group of its own.
 pub(crate) const OTHER_GROUP: &str = "其它";
 
@@ -138,11 +140,13 @@ pub struct MonthOverMonth {
 /// `part` of `whole` in percent to one decimal, halves rounded up, in integers (no float
 /// rounding to even): 10,059 of 31,681 is "31.8".
 fn percent(part: u64, whole: u64) -> String {
-    if whole == 0 {
-        return "0.0".into();
-    }
-    let tenths = (u128::from(part) * 1000 + u128::from(whole) / 2) / u128::from(whole);
+    let tenths = tenths(part, whole).unwrap_or(0);
     format!("{}.{}", tenths / 10, tenths % 10)
+}
+
+/// `part` of `whole` in tenths of a percent, halves rounded up (`percent`); `None` of nothing.
+fn tenths(part: u64, whole: u64) -> Option<u64> {
+    (whole > 0).then(|| ((u128::from(part) * 1000 + u128::from(whole) / 2) / u128::from(whole)) as u64)
 }
 
 impl ServiceRow {
@@ -490,10 +494,15 @@ fn escape(text: &str) -> String {
 /// A horizontal bar chart as inline SVG: one row per `(label, value, inner value, note)`, the
 /// inner value drawn darker over the value (on-time closures within cases assigned).
 fn bar_chart(title: &str, rows: &[(String, u64, Option<u64>, String)]) -> String {
+    bar_chart_to(title, rows, rows.iter().map(|r| r.1).max().unwrap_or(0))
+}
+
+/// `bar_chart` with the full width standing for `max` (1000 for rates in tenths of a percent).
+fn bar_chart_to(title: &str, rows: &[(String, u64, Option<u64>, String)], max: u64) -> String {
     const ROW: usize = 18;
     const LABEL: usize = 150;
     const BARS: usize = 380;
-    let max = rows.iter().map(|r| r.1).max().unwrap_or(0).max(1);
+    let max = max.max(1);
     let height = rows.len() * ROW + 10;
     let mut svg = format!(
         "<figure><figcaption>{}</figcaption><svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{height}\" \

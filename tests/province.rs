@@ -140,4 +140,18 @@ async fn each_city_of_a_province_is_counted_apart_and_exactly() {
     let markdown = String::from_utf8(report.stdout).unwrap();
     assert!(markdown.starts_with("**长春市政务服务和数字化建设管理局**"), "{markdown}");
     assert!(markdown.contains("问题900件"), "its 900 cases: {markdown}");
+
+    // The provincial bulletin: the province's office, its cities side by side.
+    let bulletin = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["report", "--config", file.to_str().unwrap(), "--month", "2022-04", "--province"])
+        .args(["--date", "2022-05-06"])
+        .output()
+        .unwrap();
+    assert!(bulletin.status.success(), "{}", String::from_utf8_lossy(&bulletin.stderr));
+    let markdown = String::from_utf8(bulletin.stdout).unwrap();
+    assert!(markdown.starts_with("**吉林省政务服务和数字化建设管理局**　2022年5月6日"), "{markdown}");
+    assert!(markdown.contains("共受理群众诉求2100件"), "{markdown}");
+    for (name, received) in [("长春市", 900), ("四平市", 700), ("延边朝鲜族自治州", 500)] {
+        assert!(markdown.contains(&format!("| {name} | {received} |")), "{name}: {markdown}");
+    }
 }

@@ -51,6 +51,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         next_month_days: 3,
         seed: 2022,
         v2_events: true,
+        city: None,
     });
     eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
 
@@ -71,7 +72,7 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
         progress.inc(1);
         // The mock cluster keeps only a few MB per partition: stay within reach of the pipeline
         // so nothing is deleted before it is consumed.
-        while sender.sent() > telemetry.messages_processed() + 5_000 {
+        while sender.sent() > telemetry.messages_processed() + 30_000 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

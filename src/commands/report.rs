@@ -1,5 +1,6 @@
 //! `hotline report`: the office's monthly report, from the latest revision of the month on
-//! the snapshots topic (and the month before's, for comparison).
+//! the snapshots topic (and the month before's, for comparison); with `--province`, the
+//! provincial bulletin from the province's snapshots.
 
 use std::path::{Path, PathBuf};
 
@@ -11,6 +12,7 @@ use crate::config::Config;
 
 use crate::domain::month::Month;
 use crate::report::Report;
+use crate::report::bulletin::Bulletin;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum Format {
@@ -23,6 +25,8 @@ pub struct Options {
     pub month: String,
     /// A city's division code: its report, under its registry's names and its office.
     pub city: Option<String>,
+    /// The provincial bulletin instead of a city's report.
+    pub province: bool,
     pub format: Format,
     pub output: Option<PathBuf>,
     pub notes: Option<PathBuf>,
@@ -31,7 +35,7 @@ pub struct Options {
 
 pub async fn report(config: &Path, options: Options) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    let (shown, scope) = super::snapshot::scope_of(&settings, options.city.as_deref(), false)?;
+    let (shown, scope) = super::snapshot::scope_of(&settings, options.city.as_deref(), options.province)?;
     let mut labels = settings.labels.clone();
     if let Some(c) = settings.cities.iter().find(|c| Some(c.code) == shown) {
         labels = c.labels.clone();
@@ -58,11 +62,23 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
     let Some(snapshot) = latest.remove(&month) else {
         bail!("no snapshot of {month} has been published to {}", settings.topics.snapshots);
     };
-    let report = Report::new(&snapshot, previous.as_ref(), &labels, date, notes.as_deref());
-    let text = match options.format {
-        Format::Markdown => report.markdown(),
-        Format::Html => report.html(),
-        Format::Json => serde_json::to_string_pretty(&report).expect("a report serializes") + "\n",
+    let text = match &settings.province {
+        Some(province) if options.province => {
+            let bulletin = Bulletin::new(&snapshot, previous.as_ref(), &province.name, &province.office, date);
+            match options.format {
+                Format::Markdown => bulletin.markdown(),
+                Format::Html => bulletin.html(),
+                Format::Json => serde_json::to_string_pretty(&bulletin).expect("a bulletin serializes") + "\n",
+            }
+        }
+        _ => {
+            let report = Report::new(&snapshot, previous.as_ref(), &labels, date, notes.as_deref());
+            match options.format {
+                Format::Markdown => report.markdown(),
+                Format::Html => report.html(),
+                Format::Json => serde_json::to_string_pretty(&report).expect("a report serializes") + "\n",
+            }
+        }
     };
     match &options.output {
         Some(path) => std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?,

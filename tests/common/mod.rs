@@ -174,8 +174,15 @@ impl Deployment {
 /// The generator's `month` of `cases` cases (`YYYY-MM`, in `zone`), with contract v2's events
 /// and three days of the next month, so that the month closes.
 pub fn generated_month(month: &str, zone: &TimeZone, cases: usize, seed: u64) -> Vec<Value> {
-    let plan =
-        Plan { month: month.parse().unwrap(), zone: zone.clone(), cases, next_month_days: 3, seed, v2_events: true };
+    let plan = Plan {
+        month: month.parse().unwrap(),
+        zone: zone.clone(),
+        cases,
+        next_month_days: 3,
+        seed,
+        v2_events: true,
+        city: None,
+    };
     generator::generate(&plan).into_iter().map(|g| g.json).collect()
 }
 
