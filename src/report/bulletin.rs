@@ -26,8 +26,11 @@ const CHANNELS: [(&str, &str); 7] = [
     ("leader_board", "人民网领导留言板"),
 ];
 
+/// A rate's (part, whole) from a city's counts.
+type Rate = fn(&Totals, &DepartmentFigures) -> (u64, u64);
+
 /// The rates of the cities' table, in its order: their title, and each from a city's counts.
-const RATES: [(&str, fn(&Totals, &DepartmentFigures) -> (u64, u64)); 6] = [
+const RATES: [(&str, Rate); 6] = [
     ("办结率", |t, _| (t.closed, t.received)),
     ("按期办结率", |_, d| (d.closed_on_time, d.closed_on_time + d.closed_late)),
     ("签收及时率", |_, d| (d.accepted_on_time, d.accepted_on_time + d.accepted_late)),
