@@ -79,9 +79,15 @@ enum Command {
         /// Address for /metrics while the demo runs.
         #[arg(long, default_value = "127.0.0.1:9464")]
         listen: String,
-        /// Fraction of the reference month's 31,681 cases to generate.
+        /// Fraction of each city's cases to generate (四平's month is the reference month's
+        /// 31,681 cases at 1).
         #[arg(long, default_value_t = 1.0)]
         scale: f64,
+        /// The other eight cities' cases per resident, as a share of 四平's (whose April 2022,
+        /// the month of the reference, was its lockdown: 56% of its cases were about the
+        /// epidemic).
+        #[arg(long, default_value_t = 0.25)]
+        province_rate: f64,
         /// Exit after printing the report instead of serving /metrics until Ctrl-C.
         #[arg(long)]
         exit: bool,
@@ -124,7 +130,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
-            Command::Demo { listen, scale, exit } => commands::demo::demo(&listen, scale, exit).await,
+            Command::Demo { listen, scale, province_rate, exit } => {
+                commands::demo::demo(&listen, scale, province_rate, exit).await
+            }
         }
     });
     // A pipeline thread still blocked on an unreachable broker must not hold the exit.

@@ -1,6 +1,7 @@
 //! The README's first command: `hotline demo` runs the real pipeline on librdkafka's mock
-//! cluster over a generated reference month, and prints the office's report, which must carry
-//! every figure of the reference report (四平, April 2022).
+//! cluster over a generated province month, and prints 四平's report, which must carry every
+//! figure of the reference report (四平, April 2022), then the provincial bulletin, whose
+//! province row is the sum of its nine cities'.
 
 mod common;
 
@@ -20,7 +21,8 @@ fn the_demo_prints_the_reference_months_report_figure_for_figure() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed() < Duration::from_secs(180), "the demo took {:?}", started.elapsed());
-    let report = String::from_utf8(out.stdout).unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let (report, bulletin) = printed.split_once("**吉林省政务服务和数字化建设管理局**").expect(&printed);
     for figure in common::REFERENCE_FIGURES {
         assert!(report.contains(figure), "{figure} is missing from\n{report}");
     }
@@ -31,6 +33,23 @@ fn the_demo_prints_the_reference_months_report_figure_for_figure() {
     // Where the workplace keeps the reference itself (not in the repository: it is the
     // office's document), its intake paragraph word for word up to that last share, and every
     // department row as it prints it.
+    // The bulletin: a row per city, 四平 the reference month, the province their sum.
+    assert!(bulletin.contains("# 吉林省2022年4月份12345热线工单办理情况通报"), "{bulletin}");
+    let rows: Vec<Vec<&str>> = bulletin
+        .lines()
+        .filter(|l| l.starts_with("| ") && l.ends_with("% |"))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect();
+    assert_eq!(rows.len(), 10, "nine cities and the province: {bulletin}");
+    let number = |row: &Vec<&str>, i: usize| row[i].parse::<u64>().unwrap();
+    assert_eq!(&rows[2][..4], ["四平市", "31681", "31620", "61"]);
+    let (cities, province) = rows.split_at(9);
+    assert_eq!(province[0][0], "全省");
+    for i in 1..4 {
+        assert_eq!(cities.iter().map(|r| number(r, i)).sum::<u64>(), number(&province[0], i), "column {i}");
+    }
+    assert!(bulletin.contains("**红榜**") && bulletin.contains("**黑榜**"), "{bulletin}");
+
     let reference = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/reference/000_4ed6640a6ec2fd82.txt");
     let registry = LabelRegistry::default();
     if let Ok(text) = std::fs::read_to_string(reference) {

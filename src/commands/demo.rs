@@ -1,7 +1,10 @@
-//! `hotline demo`: the real pipeline on a generated month, against librdkafka's in-process
-//! mock cluster, so it runs with no broker installed. The generated month is the reference
-//! month: once it has closed and every event is counted, the demo prints the office's report
-//! of it (`report.rs`), with the reference's figures, then serves /metrics until Ctrl-C.
+//! `hotline demo`: the real pipeline on a generated month of a province, against librdkafka's
+//! in-process mock cluster, so it runs with no broker installed. The province is Jilin's nine
+//! cities in province mode (`generator::jilin`): 四平 is the reference month, the default city,
+//! whose events name no city; each other city names itself and has its own departments and
+//! office. Once the month has closed and every event is counted, the demo prints 四平's report
+//! (`report.rs`), with the reference's figures, and the provincial bulletin
+//! (`report::bulletin`), then serves /metrics until Ctrl-C.
 
 use std::time::{Duration, Instant};
 
@@ -14,24 +17,43 @@ use crate::avro::Framing;
 use crate::commands::replay::route;
 use crate::config::Config;
 use crate::domain::month::Month;
-use crate::domain::snapshot::Status;
-use crate::generator::{self, Plan};
+use crate::domain::snapshot::{Scope, Snapshot, Status};
+use crate::generator::{self, jilin};
 use crate::kafka::pipeline;
 use crate::kafka::sender::Sender;
 use crate::report::Report;
+use crate::report::bulletin::Bulletin;
 use crate::telemetry::Telemetry;
 
-pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
+/// The provincial office, as the bulletin's header names it.
+const PROVINCE: (&str, &str) = ("吉林省", "吉林省政务服务和数字化建设管理局");
+
+/// `scale`: of every city's cases; `rate`: the other cities' cases per resident, of 四平's.
+pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()> {
+    if !(scale > 0.0 && rate >= 0.0) {
+        bail!("--scale must be more than 0 and --province-rate at least 0");
+    }
     let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let brokers = mock.bootstrap_servers();
-    let config = Config::parse(
-        &format!(
-            "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"hotline-demo\"\n\
-             [snapshot]\nmin_interval = \"1s\"\nidle_partition = \"2s\"\n[http]\nlisten = \"{listen}\"\n"
-        ),
-        [],
-    )?;
+    let mut text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\ngroup_id = \"hotline-demo\"\n\
+         [snapshot]\nmin_interval = \"1s\"\nidle_partition = \"2s\"\n[http]\nlisten = \"{listen}\"\n\
+         [province]\nname = \"{}\"\noffice = \"{}\"\ndefault_city = \"{}\"\n",
+        PROVINCE.0,
+        PROVINCE.1,
+        jilin::SIPING.code
+    );
+    for city in &jilin::CITIES {
+        text.push_str(&format!("[cities.{}]\nname = \"{}\"\noffice = \"{}\"\n", city.code, city.name, city.office()));
+    }
+    let config = Config::parse(&text, [])?;
     let mut settings = config.clone().settings()?;
+    // Each city's own departments: the generated registries, in place of files.
+    for city in &mut settings.cities {
+        if let Some(generated) = jilin::CITIES.iter().find(|g| g.code == city.code.to_string()) {
+            city.labels = generated.registry();
+        }
+    }
     // The mock cluster makes topics with Kafka's default limit, and never says so.
     settings.dead_letter_topic_limit = Some(pipeline::KAFKA_DEFAULT_MAX_MESSAGE_BYTES);
     let topics = &config.topics;
@@ -43,19 +65,23 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
     mock.create_topic(&topics.partials, 1, 1)?;
 
     let month: Month = "2022-04".parse().expect("a valid month");
-    let cases = ((generator::REFERENCE_CASES as f64) * scale).round().max(1.0) as usize;
-    let events = generator::generate(&Plan {
-        month,
-        zone: settings.zone.clone(),
-        cases,
-        next_month_days: 3,
-        seed: 2022,
-        v2_events: true,
-        city: None,
-    });
-    eprintln!("Generated {} events of {cases} cases of {month} (and the first days of the next month).", events.len());
+    let mut plans = jilin::plans(month, &settings.zone, rate);
+    for plan in &mut plans {
+        plan.cases = ((plan.cases as f64) * scale).round() as usize;
+    }
+    let siping_cases = plans.iter().find(|p| p.city.is_none()).map_or(0, |p| p.cases) as u64;
+    let province_cases: u64 = plans.iter().map(|p| p.cases as u64).sum();
+    let mut events: Vec<generator::Generated> = plans.iter().flat_map(generator::generate).collect();
+    events.sort_by_key(|g| g.occurred_at);
+    eprintln!(
+        "Generated {} events of {province_cases} cases of {month} in {} cities ({siping_cases} in {}), and the first \
+         days of the next month.",
+        events.len(),
+        plans.len(),
+        jilin::SIPING.name
+    );
 
-    let registry = settings.labels.clone();
+    let registry = jilin::SIPING.registry();
     let telemetry = Telemetry::default();
     let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
     let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
@@ -81,30 +107,40 @@ pub async fn demo(listen: &str, scale: f64, exit: bool) -> Result<()> {
 
     eprintln!("Waiting for the pipeline to count every event and close {month}...");
     let started = Instant::now();
-    // Done once a closed revision with every case has been the latest for a few seconds.
-    let mut candidate: Option<u64> = None;
-    let snapshot = loop {
+    // Done once closed revisions with every case, of 四平 and of the province, have been the
+    // latest for a few seconds.
+    let mut candidate: Option<(u64, u64)> = None;
+    let (siping, province) = loop {
         if pipeline.is_finished() {
             pipeline.await??;
             bail!("the pipeline ended before {month} was closed");
         }
         let (kafka, topic) = (config.kafka.clone(), config.topics.snapshots.clone());
-        let latest = tokio::task::spawn_blocking(move || super::snapshot::latest(&kafka, &topic, month)).await??;
-        match latest {
-            Some(s) if s.status == Status::Closed && s.figures.totals.received == cases as u64 => {
-                if candidate == Some(s.revision) {
-                    break s;
+        let latest = tokio::task::spawn_blocking(move || {
+            let siping = super::snapshot::latest_in(&kafka, &topic, Scope::City(None), month)?;
+            let province = super::snapshot::latest_in(&kafka, &topic, Scope::Province, month)?;
+            anyhow::Ok((siping, province))
+        })
+        .await??;
+        let complete = |s: &Option<Snapshot>, cases: u64| {
+            s.as_ref().filter(|s| s.status == Status::Closed && s.figures.totals.received == cases).map(|s| s.revision)
+        };
+        match (complete(&latest.0, siping_cases), complete(&latest.1, province_cases)) {
+            (Some(a), Some(b)) => {
+                if candidate == Some((a, b)) {
+                    break (latest.0.expect("complete"), latest.1.expect("complete"));
                 }
-                candidate = Some(s.revision);
+                candidate = Some((a, b));
                 tokio::time::sleep(Duration::from_secs(3)).await;
             }
             _ if started.elapsed() > Duration::from_secs(300) => {
-                bail!("the pipeline did not publish a closed snapshot of {month} with {cases} cases in 5 minutes")
+                bail!("the pipeline did not publish closed snapshots of {month} with every case in 5 minutes")
             }
             _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
     };
-    println!("{}", Report::new(&snapshot, None, &registry, None, None).markdown());
+    println!("{}", Report::new(&siping, None, &registry, None, None).markdown());
+    println!("{}", Bulletin::new(&province, None, PROVINCE.0, PROVINCE.1, None).markdown());
     if !exit {
         eprintln!("Metrics: http://{}/metrics  (Ctrl-C to stop)", server.bound);
         tokio::signal::ctrl_c().await?;

@@ -370,7 +370,8 @@ impl InternalEvent for CasesEvicted {
 
 /// A snapshot revision goes into the transaction.
 pub(crate) struct SnapshotDue<'a> {
-    pub month: &'a dyn Display,
+    /// Its key: the month, after its city's code or `province/` but for the default city's.
+    pub key: &'a str,
     pub revision: u64,
     pub status: &'static str,
     pub received: u64,
@@ -378,8 +379,8 @@ pub(crate) struct SnapshotDue<'a> {
 
 impl InternalEvent for SnapshotDue<'_> {
     fn emit(self, _: &Telemetry) {
-        let SnapshotDue { month, revision, status, received } = self;
-        tracing::info!(%month, revision, status, received, "publishing snapshot");
+        let SnapshotDue { key, revision, status, received } = self;
+        tracing::info!(snapshot = key, revision, status, received, "publishing snapshot");
     }
 }
 

@@ -222,9 +222,10 @@ impl Publishing {
                 latencies.push(changed_at.map(|ms| (Timestamp::now().as_millisecond() - ms).max(0) as f64 / 1000.0));
             }
             let bytes = self.codec.encode(snapshot)?;
-            out.send(BaseRecord::to(topic).key(snapshot.key().as_bytes()).payload(&bytes))?;
+            let key = snapshot.key();
+            out.send(BaseRecord::to(topic).key(key.as_bytes()).payload(&bytes))?;
             out.telemetry.emit(SnapshotDue {
-                month: &snapshot.month,
+                key: &key,
                 revision: snapshot.revision,
                 status: snapshot.status.code(),
                 received: snapshot.figures.totals.received,
