@@ -54,7 +54,7 @@ fn the_demo_prints_the_reference_months_report_figure_for_figure() {
     let registry = LabelRegistry::default();
     if let Ok(text) = std::fs::read_to_string(reference) {
         let squeeze = |t: &str| t.chars().filter(|c| !c.is_whitespace()).collect::<String>();
-        let (reference, printed) = (squeeze(&text), squeeze(&report));
+        let (reference, printed) = (squeeze(&text), squeeze(report));
         let start = reference.find("收到省长").unwrap();
         let end = reference.find("10059件，占").unwrap() + "10059件，占".len();
         assert!(printed.contains(&reference[start..end]), "{report}");
