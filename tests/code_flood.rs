@@ -56,7 +56,7 @@ async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
     let started = Instant::now();
     let mut first = Hotline::start(file, &logged);
     first.wait_ready(Duration::from_secs(60)).await;
-    while first.metric(r#"hotline_month_cases{month="2022-06",status="received"}"#).await < FLOOD as f64 {
+    while first.metric(r#"hotline_month_cases{city="",month="2022-06",status="received"}"#).await < FLOOD as f64 {
         assert!(started.elapsed() < Duration::from_secs(180), "the flood was not counted in 180 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -94,7 +94,7 @@ async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
     assert_eq!(f.all_departments.assigned, FLOOD as u64);
     assert!(f.ranking.top.iter().chain(&f.ranking.bottom).all(|r| r.department != "unregistered"));
     for kind in ["department", "category"] {
-        let folded = second.metric(&format!(r#"hotline_month_codes_folded{{kind="{kind}",month="2022-06"}}"#)).await;
+        let folded = second.metric(&format!(r#"hotline_month_codes_folded{{city="",kind="{kind}",month="2022-06"}}"#)).await;
         assert_eq!(folded, (FLOOD - KEPT) as f64, "{kind} codes folded");
     }
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 0).await;

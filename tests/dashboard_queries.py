@@ -2,8 +2,9 @@
 """Runs every panel expression of a Grafana dashboard against a live Prometheus.
 
 Template variables are filled in the way Grafana fills them when nobody has chosen a value:
-a `label_values(metric, label)` query variable takes the first of its values in the
-variable's sort order (`--var name=value` overrides that). Each expression then goes to
+a variable whose current value is All takes its `allValue`; a `label_values(metric, label)`
+query variable takes the first of its values in the variable's sort order (`--var name=value`
+overrides that). Each expression then goes to
 /api/v1/query; the script exits 1 listing every expression that errors or returns no data
 (an empty result, or only NaN, which Grafana shows as "No data" too).
 
@@ -44,6 +45,10 @@ def variable_values(base, dashboard, overrides):
     values = dict(overrides)
     for v in dashboard.get("templating", {}).get("list", []):
         if v["name"] in values:
+            continue
+        current = v.get("current", {}).get("value")
+        if v.get("includeAll") and current in ("$__all", ["$__all"]):
+            values[v["name"]] = v.get("allValue", ".*")
             continue
         query = v.get("query")
         query = query.get("query", "") if isinstance(query, dict) else query or ""

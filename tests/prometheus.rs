@@ -1,8 +1,9 @@
 //! The metrics as the office's Grafana wall sees them: a real Prometheus server (Debian's,
-//! installed by `scripts/prometheus.sh`) scrapes a pipeline counting a month through the real
-//! broker. Checked through Prometheus's HTTP API: the running month's received count equals
-//! what was produced, `promtool check metrics` accepts `/metrics`, and every panel of the
-//! Grafana dashboard returns data.
+//! installed by `scripts/prometheus.sh`) scrapes a pipeline counting a month of two cities of a
+//! province through the real broker. Checked through Prometheus's HTTP API: each city's
+//! running month's received count equals what was produced, `promtool check metrics` accepts
+//! `/metrics`, and every panel of the Grafana dashboard returns data, for all cities and for
+//! one.
 
 mod common;
 
@@ -12,6 +13,18 @@ use std::time::Duration;
 use serde_json::Value;
 
 const MONTH: &str = "2022-04";
+
+/// Two cities: 四平, the default, and 延边, whose events name it.
+const CITIES: &str = r#"
+[province]
+name = "吉林省"
+office = "吉林省政务服务和数字化建设管理局"
+default_city = "220300"
+[cities.220300]
+name = "四平市"
+[cities.222400]
+name = "延边朝鲜族自治州"
+"#;
 
 /// A Prometheus server scraping `target` every second, stopped when dropped.
 struct Prometheus {
@@ -79,7 +92,7 @@ impl Prometheus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_data() {
-    let deployment = common::Deployment::new("", "").await;
+    let deployment = common::Deployment::new("", CITIES).await;
     let (config, settings) = (&deployment.config, &deployment.settings);
     let pipeline = deployment.start().await;
     let prometheus = Prometheus::start(&pipeline.http.to_string());
@@ -87,7 +100,12 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     prometheus.wait_for(r#"up{job="hotline"}"#, 1.0).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let events = common::generated_month(MONTH, &settings.zone, 800, 5);
+    let siping = common::generated_month(MONTH, &settings.zone, 800, 5);
+    let mut yanbian = common::generated_month(MONTH, &settings.zone, 300, 6);
+    for e in &mut yanbian {
+        e["city"] = serde_json::json!("222400");
+    }
+    let events: Vec<Value> = siping.iter().chain(&yanbian).cloned().collect();
     let mut sender = deployment.sender();
     // In two halves some seconds apart, so rates and latency quantiles have samples to work on.
     let (first, second) = events.split_at(events.len() / 2);
@@ -95,16 +113,20 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     tokio::time::sleep(Duration::from_secs(4)).await;
     common::send_all(&mut sender, &config.topics, second).await;
     sender.finish().await.unwrap();
-    let last = common::wait_for_exact_snapshot(settings, MONTH, &events, 1).await;
+    let last = common::wait_for_exact_snapshot(settings, MONTH, &siping, 1).await;
 
-    // What Prometheus scraped matches what was produced and published.
-    prometheus.wait_for(&format!(r#"hotline_month_cases{{month="{MONTH}",status="received"}}"#), 800.0).await;
+    // What Prometheus scraped matches what was produced and published, city by city.
+    let siping_received = format!(r#"hotline_month_cases{{city="220300",month="{MONTH}",status="received"}}"#);
+    prometheus.wait_for(&siping_received, 800.0).await;
+    let yanbian_received = format!(r#"hotline_month_cases{{city="222400",month="{MONTH}",status="received"}}"#);
+    prometheus.wait_for(&yanbian_received, 300.0).await;
     let closed = last.figures.totals.closed as f64;
-    prometheus.wait_for(&format!(r#"hotline_month_cases{{month="{MONTH}",status="closed"}}"#), closed).await;
+    prometheus.wait_for(&format!(r#"hotline_month_cases{{city="220300",month="{MONTH}",status="closed"}}"#), closed).await;
     let by_channel = format!(r#"sum(hotline_month_channel_cases{{month="{MONTH}",status="received"}})"#);
-    prometheus.wait_for(&by_channel, 800.0).await;
-    prometheus.wait_for(&format!(r#"hotline_month_closed{{month="{MONTH}"}}"#), 1.0).await;
-    prometheus.wait_for(&format!(r#"hotline_snapshot_revision{{month="{MONTH}"}}"#), last.revision as f64).await;
+    prometheus.wait_for(&by_channel, 1100.0).await;
+    prometheus.wait_for(&format!(r#"hotline_month_closed{{city="222400",month="{MONTH}"}}"#), 1.0).await;
+    let revision = format!(r#"hotline_snapshot_revision{{city="220300",month="{MONTH}"}}"#);
+    prometheus.wait_for(&revision, last.revision as f64).await;
     prometheus.wait_for("sum(hotline_messages_processed_total)", events.len() as f64).await;
     prometheus.wait_for(r#"hotline_transactions_total{outcome="aborted"}"#, 0.0).await;
 
@@ -131,13 +153,16 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     let dashboard = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/grafana/dashboards/hotline.json");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/dashboard_queries.py");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
+    let mut cities = vec![None, Some("city=222400")];
+    while let Some(city) = cities.first().copied() {
         let out = Command::new("python3")
             .args([script, "--prometheus", &prometheus.url, "--dashboard", dashboard])
+            .args(city.map(|var| ["--var", var]).into_iter().flatten())
             .output()
             .unwrap();
         if out.status.success() {
-            break;
+            cities.remove(0);
+            continue;
         }
         assert!(
             tokio::time::Instant::now() < deadline,

@@ -104,11 +104,6 @@ impl Cities {
         &self.zone
     }
 
-    /// The city events without `city` belong to, and whose records are keyed without one.
-    pub fn default(&self) -> Option<CityCode> {
-        self.default
-    }
-
     pub fn codes(&self) -> impl Iterator<Item = CityCode> + '_ {
         self.rules.keys().copied()
     }

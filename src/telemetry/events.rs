@@ -474,11 +474,12 @@ impl InternalEvent for StateMeasured {
     }
 }
 
-/// The city's figures as the publishing instance reads them (`None` on the others, which
-/// show none, so sums over instances stay right).
-pub(crate) struct CityRead(pub Option<CityGauges>);
+/// Each city's figures as the publishing instance reads them, by the `city` label (its
+/// division code; empty for the unnamed city of a single-city deployment). `None` on the
+/// other instances, which show none, so sums over instances stay right.
+pub(crate) struct CitiesRead(pub Option<Vec<(String, CityGauges)>>);
 
-impl InternalEvent for CityRead {
+impl InternalEvent for CitiesRead {
     fn emit(self, t: &Telemetry) {
         let m = &t.metrics;
         for g in [
@@ -496,41 +497,44 @@ impl InternalEvent for CityRead {
         ] {
             g.reset();
         }
-        let Some(city) = self.0 else { return };
-        if let Some(w) = city.watermark {
-            m.watermark.set(w.as_second());
-        }
-        for month in &city.months {
-            let label = month.month.to_string();
-            set_counts(&m.month_cases, &[&label], &month.totals);
-            m.month_closed.with_label_values(&[&label]).set(i64::from(month.closed));
-            for (kind, n) in [("department", month.folded.departments), ("category", month.folded.categories)] {
-                m.month_codes_folded.with_label_values(&[label.as_str(), kind]).set(n as i64);
+        let Some(cities) = self.0 else { return };
+        for (code, city) in &cities {
+            let code = code.as_str();
+            if let Some(w) = city.watermark {
+                m.watermark.set(w.as_second());
             }
-            let Some(b) = &month.breakdown else { continue };
-            for (gauge, rows) in [
-                (&m.month_channel, &b.channels),
-                (&m.month_category, &b.categories),
-                (&m.month_department, &b.departments),
-            ] {
-                for (key, counts) in rows {
-                    set_counts(gauge, &[&label, key], counts);
+            for month in &city.months {
+                let label = month.month.to_string();
+                set_counts(&m.month_cases, &[code, &label], &month.totals);
+                m.month_closed.with_label_values(&[code, &label]).set(i64::from(month.closed));
+                for (kind, n) in [("department", month.folded.departments), ("category", month.folded.categories)] {
+                    m.month_codes_folded.with_label_values(&[code, &label, kind]).set(n as i64);
+                }
+                let Some(b) = &month.breakdown else { continue };
+                for (gauge, rows) in [
+                    (&m.month_channel, &b.channels),
+                    (&m.month_category, &b.categories),
+                    (&m.month_department, &b.departments),
+                ] {
+                    for (key, counts) in rows {
+                        set_counts(gauge, &[code, &label, key], counts);
+                    }
+                }
+                for (department, figures) in &b.office_loop {
+                    for (figure, n) in LOOP_FIGURES.iter().zip(figures) {
+                        m.month_department_loop.with_label_values(&[code, &label, department, figure]).set(*n as i64);
+                    }
                 }
             }
-            for (department, figures) in &b.office_loop {
-                for (figure, n) in LOOP_FIGURES.iter().zip(figures) {
-                    m.month_department_loop.with_label_values(&[label.as_str(), department, figure]).set(*n as i64);
-                }
+            for (department, open) in &city.open {
+                m.department_open.with_label_values(&[code, department]).set(open.cases as i64);
+                m.department_overdue.with_label_values(&[code, department]).set(open.overdue as i64);
             }
-        }
-        for (department, open) in &city.open {
-            m.department_open.with_label_values(&[department]).set(open.cases as i64);
-            m.department_overdue.with_label_values(&[department]).set(open.overdue as i64);
-        }
-        for (month, revision, closed) in &city.published {
-            let label = month.to_string();
-            m.snapshot_revision.with_label_values(&[&label]).set(*revision as i64);
-            m.snapshot_closed.with_label_values(&[&label]).set(i64::from(*closed));
+            for (month, revision, closed) in &city.published {
+                let label = month.to_string();
+                m.snapshot_revision.with_label_values(&[code, &label]).set(*revision as i64);
+                m.snapshot_closed.with_label_values(&[code, &label]).set(i64::from(*closed));
+            }
         }
     }
 }
@@ -601,32 +605,36 @@ mod tests {
             departments: BTreeMap::from([("tiexi_district".into(), counts)]),
             office_loop: BTreeMap::from([("tiexi_district".into(), [5, 1, 2, 0, 0, 3, 1, 1, 0])]),
         };
-        t.emit(CityRead(Some(CityGauges {
+        let siping = CityGauges {
             watermark: Some("2022-04-20T00:00:00Z".parse().unwrap()),
             months: vec![month("2022-02", None), month("2022-04", Some(breakdown))],
             open: BTreeMap::from([("tiexi_district".into(), Open { cases: 2, overdue: 1 })]),
             published: vec![("2022-02".parse().unwrap(), 4, true)],
-        })));
+        };
+        let yanbian = CityGauges { months: vec![month("2022-04", None)], ..siping.clone() };
+        t.emit(CitiesRead(Some(vec![("220300".into(), siping), ("222400".into(), yanbian)])));
         let text = t.render();
         for line in [
-            r#"hotline_month_cases{month="2022-02",status="in_progress"} 2"#,
-            r#"hotline_month_codes_folded{kind="department",month="2022-04"} 1200"#,
-            r#"hotline_month_codes_folded{kind="category",month="2022-04"} 0"#,
-            r#"hotline_month_category_cases{category="unknown",month="2022-04",status="received"} 3"#,
-            r#"hotline_month_department_cases{department="tiexi_district",month="2022-04",status="closed"} 1"#,
-            r#"hotline_month_channel_cases{channel="hotline",month="2022-04",status="received"} 3"#,
-            r#"hotline_department_overdue_cases{department="tiexi_district"} 1"#,
-            r#"hotline_snapshot_revision{month="2022-02"} 4"#,
+            r#"hotline_month_cases{city="220300",month="2022-02",status="in_progress"} 2"#,
+            r#"hotline_month_cases{city="222400",month="2022-04",status="received"} 3"#,
+            r#"hotline_month_codes_folded{city="220300",kind="department",month="2022-04"} 1200"#,
+            r#"hotline_month_codes_folded{city="220300",kind="category",month="2022-04"} 0"#,
+            r#"hotline_month_category_cases{category="unknown",city="220300",month="2022-04",status="received"} 3"#,
+            r#"hotline_month_department_cases{city="220300",department="tiexi_district",month="2022-04",status="closed"} 1"#,
+            r#"hotline_month_channel_cases{channel="hotline",city="220300",month="2022-04",status="received"} 3"#,
+            r#"hotline_department_overdue_cases{city="220300",department="tiexi_district"} 1"#,
+            r#"hotline_snapshot_revision{city="220300",month="2022-02"} 4"#,
             r#"hotline_watermark_seconds 1650412800"#,
-            r#"hotline_month_department_loop{department="tiexi_district",figure="dissatisfied",month="2022-04"} 1"#,
-            r#"hotline_month_department_loop{department="tiexi_district",figure="accepted_on_time",month="2022-04"} 5"#,
+            r#"hotline_month_department_loop{city="220300",department="tiexi_district",figure="dissatisfied",month="2022-04"} 1"#,
+            r#"hotline_month_department_loop{city="220300",department="tiexi_district",figure="accepted_on_time",month="2022-04"} 5"#,
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
-        assert!(!text.contains(r#"hotline_month_channel_cases{channel="hotline",month="2022-02""#));
+        assert!(!text.contains(r#"hotline_month_channel_cases{channel="hotline",city="220300",month="2022-02""#));
+        assert!(!text.contains(r#"hotline_month_channel_cases{channel="hotline",city="222400""#));
 
         // An instance that stops publishing shows no city any more.
-        t.emit(CityRead(None));
+        t.emit(CitiesRead(None));
         assert!(!t.render().contains("hotline_month_cases{"));
     }
 }

@@ -156,25 +156,25 @@ impl Metrics {
                 r,
                 "hotline_month_cases",
                 "Cases of each month held, by status (received, closed, in_progress).",
-                &["month", "status"],
+                &["city", "month", "status"],
             ),
             month_channel: gauge_vec(
                 r,
                 "hotline_month_channel_cases",
                 "Cases of the running and previous month by channel and status.",
-                &["month", "channel", "status"],
+                &["city", "month", "channel", "status"],
             ),
             month_category: gauge_vec(
                 r,
                 "hotline_month_category_cases",
                 "Cases of the running and previous month by category and status.",
-                &["month", "category", "status"],
+                &["city", "month", "category", "status"],
             ),
             month_department: gauge_vec(
                 r,
                 "hotline_month_department_cases",
                 "Cases of the running and previous month by department: received (assigned), closed, in_progress.",
-                &["month", "department", "status"],
+                &["city", "month", "department", "status"],
             ),
             month_department_loop: gauge_vec(
                 r,
@@ -182,25 +182,25 @@ impl Metrics {
                 "The office's loop (contract v2) of the running and previous month by department: assignments signed \
              for on time or late, returned, extended and reopened, and cases by their latest rating (credited to the \
              department holding them at their last close).",
-                &["month", "department", "figure"],
+                &["city", "month", "department", "figure"],
             ),
             department_open: gauge_vec(
                 r,
                 "hotline_department_open_cases",
                 "Open cases each department holds now.",
-                &["department"],
+                &["city", "department"],
             ),
             department_overdue: gauge_vec(
                 r,
                 "hotline_department_overdue_cases",
                 "Open cases past their deadline at the watermark.",
-                &["department"],
+                &["city", "department"],
             ),
             month_closed: gauge_vec(
                 r,
                 "hotline_month_closed",
                 "1 once event time has passed the month's end plus the grace period.",
-                &["month"],
+                &["city", "month"],
             ),
             month_codes_folded: gauge_vec(
                 r,
@@ -208,19 +208,19 @@ impl Metrics {
                 "Codes outside the registry that the month counts under the row `unregistered` (past \
              labels.unregistered_rows of them), by kind: department or category. A code folded on several counting \
              partitions counts once on each.",
-                &["month", "kind"],
+                &["city", "month", "kind"],
             ),
             snapshot_closed: gauge_vec(
                 r,
                 "hotline_snapshot_closed",
                 "1 once the month's latest published snapshot is closed.",
-                &["month"],
+                &["city", "month"],
             ),
             snapshot_revision: gauge_vec(
                 r,
                 "hotline_snapshot_revision",
                 "Revision of the month's latest published snapshot.",
-                &["month"],
+                &["city", "month"],
             ),
             cases_held: gauge(r, "hotline_cases_held", "Case records this instance's counting partitions hold."),
             cases_waiting: gauge(r, "hotline_cases_waiting_for_created", "Cases with events but no created event yet."),

@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::avro::Framing;
 use crate::config::Settings;
 use crate::telemetry::{
-    CityRead, KafkaAvailable, KafkaUnavailable, PipelineEnded, Polled, StateMeasured, StoppedAfterLastTransaction,
+    CitiesRead, KafkaAvailable, KafkaUnavailable, PipelineEnded, Polled, StateMeasured, StoppedAfterLastTransaction,
     Telemetry,
 };
 
@@ -113,7 +113,7 @@ impl<'a> Life<'a> {
     fn refresh_gauges(&mut self) {
         let (held, waiting, bytes) = self.counting.held();
         self.telemetry.emit(StateMeasured { cases: held, waiting_for_created: waiting, bytes });
-        self.telemetry.emit(CityRead(self.publishing.as_mut().map(|p| p.city())));
+        self.telemetry.emit(CitiesRead(self.publishing.as_mut().map(|p| p.cities())));
     }
 
     /// Handles messages for up to one commit interval inside an open transaction, and returns

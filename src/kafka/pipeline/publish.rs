@@ -39,8 +39,8 @@ pub(crate) struct Publishing {
     partials: String,
     snapshots: String,
     zone: TimeZone,
-    /// Codes that show as labels of their own in the gauges.
-    labels: LabelRegistry,
+    /// Each city's codes that show as labels of their own in the gauges: its registry's.
+    labels: BTreeMap<CityCode, LabelRegistry>,
     /// The partitions' tallies summed, per city.
     view: CityView,
     /// A publisher per city, made from `rules` when the city first has figures.
@@ -68,12 +68,7 @@ impl Publishing {
             partials: settings.topics.partials.clone(),
             snapshots: settings.topics.snapshots.clone(),
             zone: settings.zone.clone(),
-            // The gauges show the default city, under its registry's codes.
-            labels: settings
-                .cities
-                .iter()
-                .find(|c| Some(c.code) == settings.default_city)
-                .map_or_else(|| settings.labels.clone(), |c| c.labels.clone()),
+            labels: settings.cities.iter().map(|c| (c.code, c.labels.clone())).collect(),
             view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
             publishers: BTreeMap::new(),
             province: None,
@@ -159,16 +154,21 @@ impl Publishing {
         Ok(())
     }
 
-    /// What the default city's gauges show.
-    pub(crate) fn city(&mut self) -> CityGauges {
+    /// What each city's gauges show, by its `city` label: its division code, empty for the
+    /// unnamed city of a single-city deployment.
+    pub(crate) fn cities(&mut self) -> Vec<(String, CityGauges)> {
         let watermark = self.view.watermark();
-        let shown = self.view.cities().default();
-        let publisher = shown.and_then(|city| self.publishers.get(&city));
-        let published = publisher.map(|p| p.published().collect()).unwrap_or_default();
-        let is_closed = |m: Month| watermark.is_some_and(|w| publisher.is_some_and(|p| p.is_closed(m, w)));
-        let months =
-            self.view.sums().iter().filter(|((c, _), _)| Some(*c) == shown).map(|((_, m), t)| (*m, t, is_closed(*m)));
-        CityGauges::read(months, watermark, &self.zone, published, &self.labels)
+        let (sums, publishers) = (self.view.sums(), &self.publishers);
+        let mut gauges = Vec::with_capacity(self.labels.len());
+        for (&city, labels) in &self.labels {
+            let publisher = publishers.get(&city);
+            let published = publisher.map(|p| p.published().collect()).unwrap_or_default();
+            let is_closed = |m: Month| watermark.is_some_and(|w| publisher.is_some_and(|p| p.is_closed(m, w)));
+            let months = sums.iter().filter(|((c, _), _)| *c == city).map(|((_, m), t)| (*m, t, is_closed(*m)));
+            let label = if city == CityCode::UNNAMED { String::new() } else { city.to_string() };
+            gauges.push((label, CityGauges::read(months, watermark, &self.zone, published, labels)));
+        }
+        gauges
     }
 
     /// Sends the snapshot revisions due now; returns, for each, how long it waited since the
