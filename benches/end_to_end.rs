@@ -7,6 +7,11 @@
 //! - hotline: `hotline run` with the defaults of `config/hotline.toml` (only brokers, topic
 //!   names and group change), from empty until the month is closed with every case counted;
 //!   its CPU share (`/proc/PID/stat`) and peak RSS (`VmHWM`);
+//! - nine cities: the same in province mode (the shipped configuration with Jilin's nine
+//!   cities in `[cities]`), on as many cases spread over the cities by population, every
+//!   event naming its city, until the province's month is closed;
+//! - the three runs above are repeated three times, alternating, each against the raw copy of
+//!   its own round; the report gives each ratio's median, min and max;
 //! - restart: SIGTERM, then a new `hotline run` on the same state, until `/readyz` answers 200;
 //! - latency: that instance then gets the next month's events at a sustained rate
 //!   (HOTLINE_BENCH_RATE events/s, default 50,000, for 10 s), and its own histogram
@@ -30,11 +35,11 @@ use std::time::{Duration, Instant};
 use common::metric;
 use common::process::http_get;
 use hotline::commands::replay::route;
-use hotline::commands::snapshot::latest;
+use hotline::commands::snapshot::{latest, latest_in};
 use hotline::config::Config;
 use hotline::domain::month::Month;
-use hotline::domain::snapshot::Status;
-use hotline::generator::{self, Plan};
+use hotline::domain::snapshot::{Scope, Snapshot, Status};
+use hotline::generator::{self, Plan, jilin};
 use hotline::kafka::sender::Sender;
 use hotline::kafka::topics::{TopicSpec, ensure};
 use serde_json::json;
@@ -79,6 +84,154 @@ fn main() {
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
     let runtime = tokio::runtime::Runtime::new().unwrap();
+    send(&runtime, &config, &inputs, &lines);
+    let messages = lines.len();
+    drop(lines);
+    eprintln!("{messages} messages ({} MB) of {cases} cases on {prefix}.cases/letters/boards", bytes / 1_000_000);
+
+    // The province's input: as many cases over Jilin's nine cities, by population.
+    let province_prefix = format!("{prefix}-province");
+    let mut province_env = env.clone();
+    for (name, topic) in [("CASES", "cases"), ("LETTERS", "letters"), ("BOARDS", "boards")] {
+        province_env.retain(|(k, _)| *k != format!("HOTLINE_TOPICS__{name}"));
+        province_env.push((format!("HOTLINE_TOPICS__{name}"), format!("{province_prefix}.{topic}")));
+    }
+    let province_config = Config::parse(&std::fs::read_to_string(shipped).unwrap(), province_env.clone()).unwrap();
+    let pt = &province_config.topics;
+    let province_inputs = [(pt.cases.as_str(), 6), (pt.letters.as_str(), 3), (pt.boards.as_str(), 4)];
+    let province_lines = nine_cities(cases, &settings.zone);
+    send(&runtime, &province_config, &province_inputs, &province_lines);
+    let province_messages = province_lines.len();
+    drop(province_lines);
+    let province_file = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/province.toml");
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench")).unwrap();
+    std::fs::write(province_file, province_toml(shipped)).unwrap();
+    eprintln!("{province_messages} messages of {cases} cases in nine cities on {province_prefix}.cases/letters/boards");
+
+    // Three rounds, alternating: raw read, raw copy, hotline, hotline with nine cities.
+    let copy_topic = format!("{prefix}.raw_copy");
+    runtime.block_on(async {
+        let spec = TopicSpec { name: &copy_topic, partitions: 3, compacted: false, max_message_bytes: None };
+        ensure(&config.kafka, &[spec]).await.unwrap();
+    });
+    let month: Month = MONTH.parse().unwrap();
+    let mut rounds = Vec::new();
+    let mut last_single_env = env.clone();
+    for round in 1..=3 {
+        let raw_read = raw_read(&brokers, &inputs);
+        let raw_copy = raw_copy(&brokers, &inputs, &copy_topic);
+        // Each hotline run from empty: its own group and internal topics.
+        let single_env = fresh_internals(&env, &format!("{prefix}-{round}"));
+        let single_config = Config::parse(&std::fs::read_to_string(shipped).unwrap(), single_env.clone()).unwrap();
+        let single = run_until_closed(shipped, &single_env, round == 3, || {
+            latest(&single_config.kafka, &single_config.topics.snapshots, month).ok().flatten()
+        });
+        let nine_env = fresh_internals(&province_env, &format!("{prefix}-{round}-nine"));
+        let nine_config = Config::parse(&province_toml(shipped), nine_env.clone()).unwrap();
+        let nine = run_until_closed(province_file, &nine_env, false, || {
+            latest_in(&nine_config.kafka, &nine_config.topics.snapshots, Scope::Province, month).ok().flatten()
+        });
+        eprintln!(
+            "round {round}: raw read {raw_read:.2?}, raw copy {raw_copy:.2?}, hotline {:.2?}, nine cities {:.2?}",
+            single.0, nine.0
+        );
+        rounds.push(Round { raw_read, raw_copy, single, nine });
+        last_single_env = single_env;
+    }
+
+    // Restart: a new process on the last round's state, until ready.
+    let started = Instant::now();
+    let (mut child, listen_again) = start(shipped, &last_single_env);
+    while !ready(&listen_again) {
+        assert!(started.elapsed() < Duration::from_secs(300), "not ready within 5 minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let restart = started.elapsed();
+    let last_config = Config::parse(&std::fs::read_to_string(shipped).unwrap(), last_single_env).unwrap();
+    let latency = sustained_latency(&runtime, &last_config, &listen_again);
+    stop(&mut child);
+
+    let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
+    println!(
+        "\n| round | raw read s | raw copy s | hotline s | nine cities s | hotline / raw copy | nine cities / raw copy |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (i, r) in rounds.iter().enumerate() {
+        println!(
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            i + 1,
+            r.raw_read.as_secs_f64(),
+            r.raw_copy.as_secs_f64(),
+            r.single.0.as_secs_f64(),
+            r.nine.0.as_secs_f64(),
+            rate(messages, r.single.0) / rate(messages, r.raw_copy),
+            rate(province_messages, r.nine.0) / rate(messages, r.raw_copy)
+        );
+    }
+    let spread = |f: &dyn Fn(&Round) -> f64| -> serde_json::Value {
+        let mut v: Vec<f64> = rounds.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        json!({"median": v[1], "min": v[0], "max": v[2]})
+    };
+    let ratio = spread(&|r| rate(messages, r.single.0) / rate(messages, r.raw_copy));
+    let nine_ratio = spread(&|r| rate(province_messages, r.nine.0) / rate(messages, r.raw_copy));
+    let cpu_share = spread(&|r| r.single.1.cpu_seconds / r.single.0.as_secs_f64());
+    let per_case = spread(&|r| r.single.1.peak_rss_bytes as f64 / cases as f64);
+    let nine_per_case = spread(&|r| r.nine.1.peak_rss_bytes as f64 / cases as f64);
+    println!(
+        "\nhotline: {:.2}x the raw-copy rate (median of 3, min {:.2}, max {:.2}); nine cities: {:.2}x (min {:.2}, max \
+         {:.2}); CPU {:.0}% of one core; peak RSS {:.0} bytes per case ({:.0} with nine cities); restart to ready {:.1} s \
+         ({:.1} s per million cases)",
+        ratio["median"].as_f64().unwrap(),
+        ratio["min"].as_f64().unwrap(),
+        ratio["max"].as_f64().unwrap(),
+        nine_ratio["median"].as_f64().unwrap(),
+        nine_ratio["min"].as_f64().unwrap(),
+        nine_ratio["max"].as_f64().unwrap(),
+        cpu_share["median"].as_f64().unwrap() * 100.0,
+        per_case["median"].as_f64().unwrap(),
+        nine_per_case["median"].as_f64().unwrap(),
+        restart.as_secs_f64(),
+        restart.as_secs_f64() * 1e6 / cases as f64
+    );
+    println!(
+        "latency at {:.0} events/s sustained for {:.1} s ({} events): p99 <= {} s from append to counted",
+        latency.rate, latency.seconds, latency.events, latency.p99_bound
+    );
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
+    // The counting state's figures, when the throughput bench ran first (scripts/bench.sh).
+    let state: serde_json::Value = std::fs::read_to_string(format!("{dir}/state.json"))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let report = json!({
+        "messages": messages, "nine_city_messages": province_messages, "cases": cases, "bytes": bytes,
+        "rounds": rounds.iter().map(|r| json!({
+            "raw_read_s": r.raw_read.as_secs_f64(), "raw_copy_s": r.raw_copy.as_secs_f64(),
+            "hotline_s": r.single.0.as_secs_f64(), "nine_cities_s": r.nine.0.as_secs_f64(),
+        })).collect::<Vec<_>>(),
+        "hotline_vs_raw_copy": ratio, "nine_cities_vs_raw_copy": nine_ratio,
+        "hotline_cpu_share": cpu_share, "rss_bytes_per_case": per_case, "nine_cities_rss_bytes_per_case": nine_per_case,
+        "restart_to_ready_s": restart.as_secs_f64(),
+        "sustained_rate": latency.rate, "sustained_events": latency.events,
+        "latency_p99_at_most_s": latency.p99_bound,
+        "state": state,
+    });
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(format!("{dir}/report.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
+    println!("written to target/bench/report.json");
+}
+
+/// One round: the baselines, and each hotline run's time and process sample.
+struct Round {
+    raw_read: Duration,
+    raw_copy: Duration,
+    single: (Duration, ProcessSample),
+    nine: (Duration, ProcessSample),
+}
+
+/// Sends `lines` to the input topics of `config` (made first), as upstream does.
+fn send(runtime: &tokio::runtime::Runtime, config: &Config, inputs: &[(&str, i32)], lines: &[String]) {
     runtime.block_on(async {
         let specs: Vec<TopicSpec<'_>> = inputs
             .iter()
@@ -92,23 +245,74 @@ fn main() {
         ensure(&config.kafka, &specs).await.unwrap();
         let mut sender = Sender::new(&config.kafka).unwrap();
         let mut case_topics = HashMap::new();
-        for line in &lines {
+        for line in lines {
             let (topic, key) = route(&config.topics, line, &mut case_topics);
             sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
         }
         sender.finish().await.unwrap();
     });
-    let messages = lines.len();
-    drop(lines);
-    eprintln!("{messages} messages ({} MB) of {cases} cases on {prefix}.cases/letters/boards", bytes / 1_000_000);
+}
 
-    // Raw read: one kcat per topic, all at once.
-    let raw_read = timed(|| {
+/// `cases` cases of April over Jilin's nine cities in proportion to their residents, each
+/// event naming its city, in event-time order.
+fn nine_cities(cases: usize, zone: &jiff::tz::TimeZone) -> Vec<String> {
+    let population: usize = jilin::CITIES.iter().map(|c| c.population as usize).sum();
+    let mut shares: Vec<usize> = jilin::CITIES.iter().map(|c| cases * c.population as usize / population).collect();
+    // What the division left over goes to the largest city.
+    shares[0] += cases - shares.iter().sum::<usize>();
+    let mut events = Vec::new();
+    for (i, (city, share)) in jilin::CITIES.iter().zip(shares).enumerate() {
+        let plan = Plan {
+            month: MONTH.parse().unwrap(),
+            zone: zone.clone(),
+            cases: share,
+            next_month_days: 3,
+            seed: 70 + i as u64,
+            v2_events: false,
+            city: Some(city),
+        };
+        events.extend(generator::generate(&plan));
+    }
+    events.sort_by_key(|g| g.occurred_at);
+    events.into_iter().map(|g| g.json.to_string()).collect()
+}
+
+/// The shipped configuration in province mode: Jilin's nine cities, no default city.
+fn province_toml(shipped: &str) -> String {
+    let mut text = std::fs::read_to_string(shipped).unwrap().replace("code = \"220300\"\n", "");
+    text.push_str("\n[province]\nname = \"吉林省\"\noffice = \"吉林省政务服务和数字化建设管理局\"\n");
+    for city in &jilin::CITIES {
+        text.push_str(&format!("[cities.{}]\nname = \"{}\"\n", city.code, city.name));
+    }
+    text
+}
+
+/// `env` with a group and internal topics of its own, named after `prefix`.
+fn fresh_internals(env: &[(String, String)], prefix: &str) -> Vec<(String, String)> {
+    let mut env = env.to_vec();
+    for (key, value) in &mut env {
+        let internal = match key.as_str() {
+            "HOTLINE_KAFKA__GROUP_ID" => "group",
+            "HOTLINE_TOPICS__SNAPSHOTS" => "snapshots",
+            "HOTLINE_TOPICS__DEAD_LETTERS" => "dead_letters",
+            "HOTLINE_TOPICS__CHANGELOG" => "case_state",
+            "HOTLINE_TOPICS__CASE_EVENTS" => "case_events",
+            "HOTLINE_TOPICS__PARTIALS" => "partials",
+            _ => continue,
+        };
+        *value = format!("{prefix}.{internal}");
+    }
+    env
+}
+
+/// Raw read: one kcat per topic, all at once.
+fn raw_read(brokers: &str, inputs: &[(&str, i32)]) -> Duration {
+    timed(|| {
         let readers: Vec<Child> = inputs
             .iter()
             .map(|(topic, _)| {
                 Command::new("kcat")
-                    .args(["-C", "-b", &brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"])
+                    .args(["-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"])
                     .stdout(Stdio::null())
                     .spawn()
                     .expect("kcat (apt-get install kcat; scripts/bench.sh does)")
@@ -117,17 +321,12 @@ fn main() {
         for mut r in readers {
             assert!(r.wait().unwrap().success());
         }
-    });
+    })
+}
 
-    eprintln!("raw read: {raw_read:.2?}");
-
-    // Raw copy: the same, piped into one kcat producing to a 3-partition topic.
-    let copy_topic = format!("{prefix}.raw_copy");
-    runtime.block_on(async {
-        let spec = TopicSpec { name: &copy_topic, partitions: 3, compacted: false, max_message_bytes: None };
-        ensure(&config.kafka, &[spec]).await.unwrap();
-    });
-    let raw_copy = timed(|| {
+/// Raw copy: the same, piped into one kcat producing to a 3-partition topic.
+fn raw_copy(brokers: &str, inputs: &[(&str, i32)], copy_topic: &str) -> Duration {
+    timed(|| {
         let readers = inputs
             .iter()
             .map(|(topic, _)| format!("kcat -C -b {brokers} -t {topic} -o beginning -e -q -f '%s\\n'"))
@@ -135,18 +334,23 @@ fn main() {
             .join(" & ");
         let script = format!("({readers} & wait) | kcat -P -b {brokers} -t {copy_topic} -q");
         assert!(Command::new("bash").args(["-c", &script]).status().unwrap().success());
-    });
+    })
+}
 
-    eprintln!("raw copy: {raw_copy:.2?}");
-
-    // hotline, from empty until the month is closed with every case counted.
-    let month: Month = MONTH.parse().unwrap();
+/// `hotline run` on `config` from empty until `closed_snapshot` gives a closed month with
+/// every case; its time and a sample of its process. With `profile` and HOTLINE_BENCH_PERF=1,
+/// `perf` records it into target/bench/perf.data.
+fn run_until_closed(
+    config: &str,
+    env: &[(String, String)],
+    profile: bool,
+    closed_snapshot: impl Fn() -> Option<Snapshot>,
+) -> (Duration, ProcessSample) {
+    let cases: u64 = std::env::var("HOTLINE_BENCH_E2E_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(475_000);
     let started = Instant::now();
-    let mut child = start(shipped, &env).0;
-    // HOTLINE_BENCH_PERF=1: a call-graph profile of the run in target/bench/perf.data.
-    let mut perf = std::env::var_os("HOTLINE_BENCH_PERF").map(|_| {
+    let mut child = start(config, env).0;
+    let mut perf = (profile && std::env::var_os("HOTLINE_BENCH_PERF").is_some()).then(|| {
         let out = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/perf.data");
-        std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench")).unwrap();
         Command::new("perf")
             .args(["record", "-F", "499", "-g", "-o", out, "-p", &child.0.id().to_string()])
             .stdout(Stdio::null())
@@ -157,9 +361,9 @@ fn main() {
     let mut last_sample = ProcessSample::default();
     loop {
         // The snapshots topic exists once hotline has made it.
-        if let Ok(Some(s)) = latest(&config.kafka, &config.topics.snapshots, month)
+        if let Some(s) = closed_snapshot()
             && s.status == Status::Closed
-            && s.figures.totals.received == cases as u64
+            && s.figures.totals.received == cases
         {
             break;
         }
@@ -168,64 +372,14 @@ fn main() {
         assert!(started.elapsed() < Duration::from_secs(900), "the month was not closed within 15 minutes");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let hotline = started.elapsed();
+    let elapsed = started.elapsed();
     if let Some(p) = &mut perf {
         Command::new("kill").args(["-INT", &p.id().to_string()]).status().unwrap();
         p.wait().unwrap();
     }
     let end = ProcessSample::of(child.0.id());
-    let sample = if end.cpu_seconds > 0.0 { end } else { last_sample };
     stop(&mut child);
-
-    // Restart: a new process on the state just written, until ready.
-    let started = Instant::now();
-    let (mut child, listen_again) = start(shipped, &env);
-    while !ready(&listen_again) {
-        assert!(started.elapsed() < Duration::from_secs(300), "not ready within 5 minutes");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let restart = started.elapsed();
-    let latency = sustained_latency(&runtime, &config, &listen_again);
-    stop(&mut child);
-
-    let rate = |d: Duration| messages as f64 / d.as_secs_f64();
-    let rows = [
-        ("raw read (kcat, one consumer per topic)", raw_read),
-        ("raw copy (kcat into kcat)", raw_copy),
-        ("hotline run, until the month is closed", hotline),
-    ];
-    println!("\n| what | seconds | messages/s |\n|---|---|---|");
-    for (what, d) in rows {
-        println!("| {what} | {:.1} | {:.0} |", d.as_secs_f64(), rate(d));
-    }
-    let ratio = raw_copy.as_secs_f64() / hotline.as_secs_f64();
-    let cpu_share = sample.cpu_seconds / hotline.as_secs_f64();
-    let per_case = sample.peak_rss_bytes as f64 / cases as f64;
-    println!(
-        "\nhotline: {ratio:.2}x the raw-copy rate; CPU {:.0}% of one core; peak RSS {} MB, {per_case:.0} bytes per case; \
-         restart to ready {:.1} s ({:.1} s per million cases)",
-        cpu_share * 100.0,
-        sample.peak_rss_bytes / 1_000_000,
-        restart.as_secs_f64(),
-        restart.as_secs_f64() * 1e6 / cases as f64
-    );
-    println!(
-        "latency at {:.0} events/s sustained for {:.1} s ({} events): p99 <= {} s from append to counted",
-        latency.rate, latency.seconds, latency.events, latency.p99_bound
-    );
-    let report = json!({
-        "messages": messages, "cases": cases, "bytes": bytes,
-        "raw_read_s": raw_read.as_secs_f64(), "raw_copy_s": raw_copy.as_secs_f64(),
-        "hotline_s": hotline.as_secs_f64(), "hotline_vs_raw_copy": ratio,
-        "hotline_cpu_share": cpu_share, "peak_rss_bytes": sample.peak_rss_bytes, "rss_bytes_per_case": per_case,
-        "restart_to_ready_s": restart.as_secs_f64(),
-        "sustained_rate": latency.rate, "sustained_events": latency.events,
-        "latency_p99_at_most_s": latency.p99_bound,
-    });
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
-    std::fs::create_dir_all(dir).unwrap();
-    std::fs::write(format!("{dir}/report.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
-    println!("written to target/bench/report.json");
+    (elapsed, if end.cpu_seconds > 0.0 { end } else { last_sample })
 }
 
 /// What the sustained-rate phase measured.

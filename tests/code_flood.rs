@@ -94,7 +94,8 @@ async fn a_flood_of_codes_leaves_the_citys_own_month_exact_across_a_kill() {
     assert_eq!(f.all_departments.assigned, FLOOD as u64);
     assert!(f.ranking.top.iter().chain(&f.ranking.bottom).all(|r| r.department != "unregistered"));
     for kind in ["department", "category"] {
-        let folded = second.metric(&format!(r#"hotline_month_codes_folded{{city="",kind="{kind}",month="2022-06"}}"#)).await;
+        let folded =
+            second.metric(&format!(r#"hotline_month_codes_folded{{city="",kind="{kind}",month="2022-06"}}"#)).await;
         assert_eq!(folded, (FLOOD - KEPT) as f64, "{kind} codes folded");
     }
     let dead = common::committed_messages(&config.kafka, &config.topics.dead_letters, 0).await;

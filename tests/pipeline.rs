@@ -167,7 +167,10 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
             .unwrap_or_else(|| panic!("no series {series} in /metrics"))
     };
     assert_eq!(value(r#"hotline_month_cases{city="",month="2022-04",status="received"}"#), 3002.0);
-    assert_eq!(value(r#"hotline_month_cases{city="",month="2022-04",status="closed"}"#), first.figures.totals.closed as f64);
+    assert_eq!(
+        value(r#"hotline_month_cases{city="",month="2022-04",status="closed"}"#),
+        first.figures.totals.closed as f64
+    );
     assert_eq!(value(r#"hotline_events_rejected_total{reason="invalid_json"}"#), 2.0);
     assert_eq!(value(r#"hotline_events_redundant_total{type="closed"}"#), 1.0);
     assert!(value("hotline_events_duplicate_total") >= 1.0, "the generator re-sends some events");

@@ -121,7 +121,9 @@ async fn a_real_prometheus_sees_the_running_month_and_every_dashboard_panel_has_
     let yanbian_received = format!(r#"hotline_month_cases{{city="222400",month="{MONTH}",status="received"}}"#);
     prometheus.wait_for(&yanbian_received, 300.0).await;
     let closed = last.figures.totals.closed as f64;
-    prometheus.wait_for(&format!(r#"hotline_month_cases{{city="220300",month="{MONTH}",status="closed"}}"#), closed).await;
+    prometheus
+        .wait_for(&format!(r#"hotline_month_cases{{city="220300",month="{MONTH}",status="closed"}}"#), closed)
+        .await;
     let by_channel = format!(r#"sum(hotline_month_channel_cases{{month="{MONTH}",status="received"}})"#);
     prometheus.wait_for(&by_channel, 1100.0).await;
     prometheus.wait_for(&format!(r#"hotline_month_closed{{city="222400",month="{MONTH}"}}"#), 1.0).await;
