@@ -216,25 +216,7 @@ pub fn figures_by(
         by_channel: counts(by_channel),
         by_board: counts(by_board),
         by_request_kind: counts(by_kind),
-        all_departments: rates(departments.values().fold(DepartmentFigures::default(), |sum, d| DepartmentFigures {
-            assigned: sum.assigned + d.assigned,
-            closed_on_time: sum.closed_on_time + d.closed_on_time,
-            closed_late: sum.closed_late + d.closed_late,
-            in_progress: sum.in_progress + d.in_progress,
-            overdue: sum.overdue + d.overdue,
-            transferred_in: sum.transferred_in + d.transferred_in,
-            transferred_out: sum.transferred_out + d.transferred_out,
-            accepted_on_time: sum.accepted_on_time + d.accepted_on_time,
-            accepted_late: sum.accepted_late + d.accepted_late,
-            returned: sum.returned + d.returned,
-            extended: sum.extended + d.extended,
-            reopened: sum.reopened + d.reopened,
-            satisfied: sum.satisfied + d.satisfied,
-            basically_satisfied: sum.basically_satisfied + d.basically_satisfied,
-            dissatisfied: sum.dissatisfied + d.dissatisfied,
-            unreachable: sum.unreachable + d.unreachable,
-            ..DepartmentFigures::default()
-        })),
+        all_departments: rates(departments.values().fold(DepartmentFigures::default(), sum_of)),
         ranking: ranking(&departments.iter().map(|(k, d)| (k.clone(), rates(*d))).collect()),
         by_department: departments.into_iter().map(|(k, d)| (k, rates(d))).collect(),
         transfers,
@@ -266,25 +248,7 @@ pub fn province(cities: &[(CityCode, &str, Figures)]) -> Figures {
         f.transfers.cases_transferred += c.transfers.cases_transferred;
         f.transfers.returned_cases += c.transfers.returned_cases;
         let d = c.all_departments;
-        departments = DepartmentFigures {
-            assigned: departments.assigned + d.assigned,
-            closed_on_time: departments.closed_on_time + d.closed_on_time,
-            closed_late: departments.closed_late + d.closed_late,
-            in_progress: departments.in_progress + d.in_progress,
-            overdue: departments.overdue + d.overdue,
-            transferred_in: departments.transferred_in + d.transferred_in,
-            transferred_out: departments.transferred_out + d.transferred_out,
-            accepted_on_time: departments.accepted_on_time + d.accepted_on_time,
-            accepted_late: departments.accepted_late + d.accepted_late,
-            returned: departments.returned + d.returned,
-            extended: departments.extended + d.extended,
-            reopened: departments.reopened + d.reopened,
-            satisfied: departments.satisfied + d.satisfied,
-            basically_satisfied: departments.basically_satisfied + d.basically_satisfied,
-            dissatisfied: departments.dissatisfied + d.dissatisfied,
-            unreachable: departments.unreachable + d.unreachable,
-            ..DepartmentFigures::default()
-        };
+        departments = sum_of(departments, &d);
         rows.push(CityRow { city: *city, name: (*name).to_owned(), totals: c.totals.clone(), departments: d });
     }
     if f.totals.received > 0 {
@@ -332,6 +296,29 @@ fn ranking(departments: &BTreeMap<String, DepartmentFigures>) -> Ranking {
     let top: Vec<Ranked> = scored.iter().take(5).cloned().collect();
     let bottom = scored[top.len()..].iter().rev().take(5).cloned().collect();
     Ranking { min_assigned: 10, top, bottom }
+}
+
+/// The counts of `sum` and `d` added, without rates.
+fn sum_of(sum: DepartmentFigures, d: &DepartmentFigures) -> DepartmentFigures {
+    DepartmentFigures {
+        assigned: sum.assigned + d.assigned,
+        closed_on_time: sum.closed_on_time + d.closed_on_time,
+        closed_late: sum.closed_late + d.closed_late,
+        in_progress: sum.in_progress + d.in_progress,
+        overdue: sum.overdue + d.overdue,
+        transferred_in: sum.transferred_in + d.transferred_in,
+        transferred_out: sum.transferred_out + d.transferred_out,
+        accepted_on_time: sum.accepted_on_time + d.accepted_on_time,
+        accepted_late: sum.accepted_late + d.accepted_late,
+        returned: sum.returned + d.returned,
+        extended: sum.extended + d.extended,
+        reopened: sum.reopened + d.reopened,
+        satisfied: sum.satisfied + d.satisfied,
+        basically_satisfied: sum.basically_satisfied + d.basically_satisfied,
+        dissatisfied: sum.dissatisfied + d.dissatisfied,
+        unreachable: sum.unreachable + d.unreachable,
+        ..DepartmentFigures::default()
+    }
 }
 
 /// The rates of contract v2, from a department's counts.
