@@ -203,15 +203,16 @@ impl Publishing {
             );
         }
         if let Some((province, names)) = &mut self.province {
-            let mut months: BTreeMap<Month, ProvinceMonth<'_>> = BTreeMap::new();
-            for ((city, month), tally) in sums {
-                let name = names.get(city).map_or("", String::as_str);
-                months
-                    .entry(*month)
-                    .or_insert_with(|| ProvinceMonth { cities: Vec::new() })
-                    .cities
-                    .push((*city, name, tally));
-            }
+            // Every city has its row, a city without cases in the month a row of zeros.
+            let empty = Tally::default();
+            let held: std::collections::BTreeSet<Month> = sums.keys().map(|(_, m)| *m).collect();
+            let months = held.into_iter().map(|month| {
+                let cities = names
+                    .iter()
+                    .map(|(city, name)| (*city, name.as_str(), sums.get(&(*city, month)).unwrap_or(&empty)))
+                    .collect();
+                (month, ProvinceMonth { cities })
+            });
             due.extend(province.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (None, s)));
         }
         let topic = &self.snapshots;
