@@ -123,12 +123,12 @@ fn main() {
         // Each hotline run from empty: its own group and internal topics.
         let single_env = fresh_internals(&env, &format!("{prefix}-{round}"));
         let single_config = Config::parse(&std::fs::read_to_string(shipped).unwrap(), single_env.clone()).unwrap();
-        let single = run_until_closed(shipped, &single_env, round == 3, || {
+        let single = run_until_closed(shipped, &single_env, cases, round == 3, || {
             latest(&single_config.kafka, &single_config.topics.snapshots, month).ok().flatten()
         });
         let nine_env = fresh_internals(&province_env, &format!("{prefix}-{round}-nine"));
         let nine_config = Config::parse(&province_toml(shipped), nine_env.clone()).unwrap();
-        let nine = run_until_closed(province_file, &nine_env, false, || {
+        let nine = run_until_closed(province_file, &nine_env, cases, false, || {
             latest_in(&nine_config.kafka, &nine_config.topics.snapshots, Scope::Province, month).ok().flatten()
         });
         eprintln!(
@@ -338,15 +338,15 @@ fn raw_copy(brokers: &str, inputs: &[(&str, i32)], copy_topic: &str) -> Duration
 }
 
 /// `hotline run` on `config` from empty until `closed_snapshot` gives a closed month with
-/// every case; its time and a sample of its process. With `profile` and HOTLINE_BENCH_PERF=1,
+/// all `cases`; its time and a sample of its process. With `profile` and HOTLINE_BENCH_PERF=1,
 /// `perf` records it into target/bench/perf.data.
 fn run_until_closed(
     config: &str,
     env: &[(String, String)],
+    cases: usize,
     profile: bool,
     closed_snapshot: impl Fn() -> Option<Snapshot>,
 ) -> (Duration, ProcessSample) {
-    let cases: u64 = std::env::var("HOTLINE_BENCH_E2E_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(475_000);
     let started = Instant::now();
     let mut child = start(config, env).0;
     let mut perf = (profile && std::env::var_os("HOTLINE_BENCH_PERF").is_some()).then(|| {
@@ -363,7 +363,7 @@ fn run_until_closed(
         // The snapshots topic exists once hotline has made it.
         if let Some(s) = closed_snapshot()
             && s.status == Status::Closed
-            && s.figures.totals.received == cases
+            && s.figures.totals.received == cases as u64
         {
             break;
         }

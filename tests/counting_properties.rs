@@ -192,28 +192,20 @@ proptest! {
     }
 }
 
-/// Jilin's nine cities, as the province's snapshot names them.
-const JILIN: [(&str, &str); 9] = [
-    ("220100", "长春市"),
-    ("220200", "吉林市"),
-    ("220300", "四平市"),
-    ("220400", "辽源市"),
-    ("220500", "通化市"),
-    ("220600", "白山市"),
-    ("220700", "松原市"),
-    ("220800", "白城市"),
-    ("222400", "延边朝鲜族自治州"),
-];
+/// Jilin's nine cities (division code, name), as the province's snapshot names them.
+fn jilin() -> impl Iterator<Item = (&'static str, &'static str)> {
+    hotline::generator::jilin::CITIES.iter().map(|c| (c.code, c.name))
+}
 
 /// Nine cities' streams, each naming its city, with the same case ids in every city: each
 /// city's events in order, and all of them interleaved in any order with duplicates.
 fn province_strategy() -> impl Strategy<Value = (Vec<Vec<Value>>, Vec<Value>)> {
     let city = (1usize..6).prop_flat_map(|n| (0..n).map(case_strategy).collect::<Vec<_>>());
-    prop::collection::vec(city, JILIN.len())
+    prop::collection::vec(city, jilin().count())
         .prop_map(|cities| {
             cities
                 .into_iter()
-                .zip(JILIN)
+                .zip(jilin())
                 .map(|(cases, (code, _))| {
                     let mut events: Vec<Value> = cases.into_iter().flatten().collect();
                     events.iter_mut().for_each(|e| e["city"] = json!(code));
@@ -245,18 +237,18 @@ proptest! {
     fn a_nine_city_stream_gives_each_citys_and_the_provinces_reference_figures((cities, shuffled) in province_strategy(), as_of_h in 0i64..800) {
         let as_of = base() + SignedDuration::from_hours(as_of_h);
         let of_city = |code: &str| -> Vec<Value> { shuffled.iter().filter(|e| e["city"] == code).cloned().collect() };
-        let ledgers: Vec<Ledger> = JILIN.iter().map(|(code, _)| ledger_of(&of_city(code))).collect();
+        let ledgers: Vec<Ledger> = jilin().map(|(code, _)| ledger_of(&of_city(code))).collect();
         for month in ["2022-04", "2022-05"] {
             let m: Month = month.parse().unwrap();
             let mut expected_cities = Vec::new();
-            for ((code, name), (ledger, ordered)) in JILIN.iter().zip(ledgers.iter().zip(&cities)) {
+            for ((code, name), (ledger, ordered)) in jilin().zip(ledgers.iter().zip(&cities)) {
                 let expected = common::reference::figures(ordered, month, &rules().zone, rules().default_sla, as_of);
                 prop_assert_eq!(ranked(ledger.figures(m, as_of).unwrap_or_default()), expected.clone());
-                expected_cities.push((code.parse().unwrap(), *name, expected));
+                expected_cities.push((code.parse().unwrap(), name, expected));
             }
             // As the publisher gives them: every city, one without cases with an empty tally.
             let empty = Tally::default();
-            let tallies: Vec<_> = JILIN.iter().zip(&ledgers).map(|((code, name), l)| (code.parse().unwrap(), *name, l.tally(m).unwrap_or(&empty))).collect();
+            let tallies: Vec<_> = jilin().zip(&ledgers).map(|((code, name), l)| (code.parse().unwrap(), name, l.tally(m).unwrap_or(&empty))).collect();
             let province = ProvinceMonth { cities: tallies }.figures(as_of, &RankingRules::default());
             prop_assert_eq!(province, common::reference::province(&expected_cities));
         }

@@ -30,8 +30,8 @@ const PROVINCE: (&str, &str) = ("吉林省", "吉林省政务服务和数字化�
 
 /// `scale`: of every city's cases; `rate`: the other cities' cases per resident, of 四平's.
 pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()> {
-    if !(scale > 0.0 && rate >= 0.0) {
-        bail!("--scale must be more than 0 and --province-rate at least 0");
+    if !(scale > 0.0 && scale.is_finite() && rate >= 0.0 && rate.is_finite()) {
+        bail!("--scale must be a number more than 0 and --province-rate one at least 0");
     }
     let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let brokers = mock.bootstrap_servers();
@@ -67,7 +67,7 @@ pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()>
     let month: Month = "2022-04".parse().expect("a valid month");
     let mut plans = jilin::plans(month, &settings.zone, rate);
     for plan in &mut plans {
-        plan.cases = ((plan.cases as f64) * scale).round() as usize;
+        plan.cases = ((plan.cases as f64) * scale).round().max(1.0) as usize;
     }
     let siping_cases = plans.iter().find(|p| p.city.is_none()).map_or(0, |p| p.cases) as u64;
     let province_cases: u64 = plans.iter().map(|p| p.cases as u64).sum();

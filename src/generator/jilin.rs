@@ -238,12 +238,18 @@ pub fn plans(month: Month, zone: &TimeZone, rate: f64) -> Vec<Plan> {
 /// The province's month of `plans` counted by the core, each city by the reference's rules, as
 /// its closed snapshot as of `as_of`: what the bulletin's tests render.
 pub fn province_snapshot(plans: &[Plan], as_of: Timestamp) -> Snapshot {
+    assert_eq!(plans.len(), CITIES.len(), "a plan per city, by division code (`plans`)");
     let month = plans[0].month;
     let ledgers: Vec<_> = plans.iter().map(|plan| super::count(plan, CountingRules::reference())).collect();
+    // As the publisher gives them: every city, one without cases with an empty tally.
+    let empty = crate::domain::figures::Tally::default();
     let cities = CITIES
         .iter()
         .zip(&ledgers)
-        .filter_map(|(city, ledger)| Some((city.code.parse().ok()?, city.name, ledger.tally(month)?)))
+        .map(|(city, ledger)| {
+            let code = city.code.parse().expect("the generated cities' codes are valid");
+            (code, city.name, ledger.tally(month).unwrap_or(&empty))
+        })
         .collect();
     Snapshot {
         city: None,

@@ -1,7 +1,8 @@
 //! The provincial office's monthly bulletin (全省12345热线工单办理情况通报), made from the
 //! province's snapshot as any subscriber could make it: the province's intake by channel, its
-//! cities side by side with the five rates, the cities' red and black lists, and each city's
-//! month over month; in Markdown, HTML (a chart per rate) or JSON. Pure, as `Report` is.
+//! cities side by side with the closure rate and the five rates of the department table, the
+//! cities' red and black lists, and each city's month over month; in Markdown, HTML (a chart
+//! per rate) or JSON. Pure, as `Report` is.
 //!
 //! Every rate is printed from counts (`percent`), as the city report's are; a rate with
 //! nothing to measure is "—".
