@@ -11,8 +11,8 @@ use apache_avro::{GenericSingleObjectReader, GenericSingleObjectWriter, Schema};
 use jiff::Timestamp;
 
 use crate::domain::figures::{
-    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, Ranked, Ranking, ReturnedPair,
-    Totals, TransferFigures,
+    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, ProvisionalDeadlines, Ranked,
+    Ranking, ReturnedPair, Totals, TransferFigures,
 };
 use crate::domain::snapshot::{Snapshot, Status};
 
@@ -242,6 +242,15 @@ fn to_value(s: &Snapshot) -> Value {
                 None => Value::Union(0, Box::new(Value::Null)),
                 Some(p) => Value::Union(1, Box::new(province(p))),
             },
+        ),
+        (
+            "provisional_deadlines",
+            Value::Array(
+                f.provisional_deadlines
+                    .iter()
+                    .map(|p| record(vec![("year", Value::Int(i32::from(p.year))), ("cases", long(p.cases))]))
+                    .collect(),
+            ),
         ),
     ])
 }
@@ -488,6 +497,21 @@ fn from_value(v: Value) -> Result<Snapshot, CodecError> {
                 })?,
             },
             province: optional(r.0.remove("province"), "province")?.map(|p| province_from(Rec::new(p)?)).transpose()?,
+            provisional_deadlines: match r.0.remove("provisional_deadlines") {
+                None => Vec::new(),
+                Some(Value::Array(years)) => years
+                    .into_iter()
+                    .map(|v| {
+                        let mut p = Rec::new(v)?;
+                        let year = match p.take("year")? {
+                            Value::Int(y) => i16::try_from(y).map_err(|_| CodecError::Shape("year"))?,
+                            _ => return Err(CodecError::Shape("year")),
+                        };
+                        Ok(ProvisionalDeadlines { year, cases: p.u64("cases")? })
+                    })
+                    .collect::<Result<_, _>>()?,
+                Some(_) => return Err(CodecError::Shape("provisional_deadlines")),
+            },
         },
     })
 }
@@ -562,6 +586,7 @@ mod tests {
             ReturnedPair { from: "".into(), to: "tiexi".into(), cases: 1 },
         ];
         s.city = Some("222400".parse().unwrap());
+        s.figures.provisional_deadlines = vec![ProvisionalDeadlines { year: 2027, cases: 2 }];
         s
     }
 
@@ -588,7 +613,9 @@ mod tests {
             let writer = Schema::parse_str(json).unwrap();
             // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
-            fields.retain(|(name, _)| name != "province" && (version >= 4 || name != "city"));
+            fields.retain(|(name, _)| {
+                name != "province" && name != "provisional_deadlines" && (version >= 4 || name != "city")
+            });
             let without_sign_for_rate = |d: &mut Value| {
                 let Value::Record(d) = d else { unreachable!("a record") };
                 d.retain(|(field, _)| field != "sign_for_rate");

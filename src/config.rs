@@ -646,26 +646,32 @@ impl Settings {
         }
     }
 
-    /// With working-day deadlines, the calendar must cover every year the counts can touch:
-    /// from the first month the retention holds on `today` to `today`'s year. A year it lacks
-    /// is an error here, at start, never a silent count by weekends alone.
-    pub fn check_calendar(&self, today: jiff::civil::Date) -> Result<()> {
-        let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.retention_months))?;
-        for w in self.working_days.iter().chain(self.cities.iter().filter_map(|c| c.rules.working_days.as_ref())) {
-            let missing: Vec<i16> =
-                (first.year()..=today.year()).filter(|y| !w.calendar.years().any(|c| c == *y)).collect();
-            if missing.is_empty() {
-                continue;
-            }
-            bail!(
-                "the working-day calendar ({}) lacks {missing:?}: sla.working_days counts deadlines in working days, \
-                 and the retention of {} months reaches back to {first}; add those years from the State Council's \
-                 notices",
-                self.calendar.as_ref().map_or("built in".into(), |p| p.display().to_string()),
-                self.retention_months,
-            );
-        }
-        Ok(())
+    /// The working-day calendars in use: the top-level `[sla]`'s and each city's own.
+    fn calendars(&self) -> impl Iterator<Item = &crate::domain::calendar::WorkCalendar> {
+        self.working_days
+            .iter()
+            .chain(self.cities.iter().filter_map(|c| c.rules.working_days.as_ref()))
+            .map(|w| &*w.calendar)
+    }
+
+    /// With working-day deadlines, the last year every calendar in use covers.
+    pub fn calendar_last_year(&self) -> Option<i16> {
+        self.calendars().filter_map(|c| c.years().max()).min()
+    }
+
+    /// With working-day deadlines, the years from the first month the retention holds on
+    /// `today` to the year after `today`'s that a calendar in use lacks: deadlines that need
+    /// them count by weekends alone, marked provisional, until they are added.
+    pub fn calendar_gaps(&self, today: jiff::civil::Date) -> Vec<i16> {
+        let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.retention_months));
+        let first = first.map_or(today.year(), |d| d.year());
+        let mut gaps: Vec<i16> = self
+            .calendars()
+            .flat_map(|c| (first..=today.year().saturating_add(1)).filter(|y| !c.years().any(|c| c == *y)))
+            .collect();
+        gaps.sort_unstable();
+        gaps.dedup();
+        gaps
     }
 }
 
@@ -982,20 +988,21 @@ name = "延边朝鲜族自治州"
         let settings = Config::parse(base, []).unwrap().settings().unwrap();
         assert!(settings.working_days.is_none(), "no table: v1's calendar-day deadlines");
         let date = |s: &str| s.parse::<jiff::civil::Date>().unwrap();
-        settings.check_calendar(date("1999-01-01")).unwrap();
+        assert_eq!(settings.calendar_gaps(date("1999-01-01")), Vec::<i16>::new());
+        assert_eq!(settings.calendar_last_year(), None);
 
         let text = format!("{base}[sla.working_days]\nhelp = 3\nconsultation = 1\n");
         let settings = Config::parse(&text, []).unwrap().settings().unwrap();
         let by_kind = settings.working_days.as_ref().unwrap().by_kind;
         assert_eq!(by_kind[RequestKind::Help as usize], Some(3));
         assert_eq!(by_kind[RequestKind::Complaint as usize], None);
-        // The built-in calendar starts in 2022: 13 months of retention from April 2023 reach
-        // March 2022, from January 2023 they reach December 2021.
-        settings.check_calendar(date("2023-04-15")).unwrap();
-        let err = settings.check_calendar(date("2023-01-15")).unwrap_err().to_string();
-        assert!(err.contains("[2021]") && err.contains("2021-12-01"), "{err}");
-        let err = settings.check_calendar(date("2027-02-01")).unwrap_err().to_string();
-        assert!(err.contains("[2027]"), "{err}");
+        // The built-in calendar covers 2022 to 2026: 13 months of retention from April 2023
+        // reach March 2022, from January 2023 they reach December 2021; and next year counts.
+        assert_eq!(settings.calendar_last_year(), Some(2026));
+        assert_eq!(settings.calendar_gaps(date("2023-04-15")), Vec::<i16>::new());
+        assert_eq!(settings.calendar_gaps(date("2023-01-15")), [2021]);
+        assert_eq!(settings.calendar_gaps(date("2026-12-06")), [2027]);
+        assert_eq!(settings.calendar_gaps(date("2027-02-01")), [2027, 2028]);
 
         let err = Config::parse(&format!("{base}[sla.working_days]\nhelpp = 3\n"), []).unwrap().settings().unwrap_err();
         assert!(err.to_string().contains("\"helpp\" is not a request kind"), "{err:#}");

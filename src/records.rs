@@ -60,8 +60,6 @@ pub enum Unreadable {
     Empty,
     #[error("the record's key is not one this topic holds")]
     Key,
-    #[error("the case's deadline runs into {0}, a year the configured working-day calendar lacks")]
-    Calendar(i16),
     #[error("the record is of city {0}, which the configuration does not list")]
     City(CityCode),
     #[error("the record names no city, as the default city's do, but the configuration has no province.default_city")]
@@ -76,7 +74,6 @@ impl Unreadable {
             Unreadable::Malformed { .. } => "malformed",
             Unreadable::Empty => "empty",
             Unreadable::Key => "unknown_key",
-            Unreadable::Calendar(_) => "calendar_lacks_year",
             Unreadable::City(_) | Unreadable::NoDefaultCity => "unknown_city",
         }
     }

@@ -47,6 +47,9 @@ pub struct Report {
     /// Contract v2's figures, when the month has any.
     pub service: Option<Service>,
     pub month_over_month: Option<MonthOverMonth>,
+    /// Years the working-day calendar lacks that some deadline needed, with their cases: the
+    /// report says those figures are provisional.
+    pub provisional_deadlines: Vec<(i16, u64)>,
 }
 
 /// Sign-for, returns, reopens and satisfaction (contract v2), and the red and black lists.
@@ -380,6 +383,7 @@ impl Report {
                 .collect(),
             service,
             month_over_month,
+            provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
         }
     }
 
@@ -477,6 +481,9 @@ impl Report {
                 out.push_str(&format!("| {group}问题 | {now} | {before} |\n"));
             }
         }
+        for note in provisional_notes(&self.provisional_deadlines) {
+            out.push_str(&format!("\n{note}\n"));
+        }
         out.push_str(&format!(
             "\n数据：hotline 月度快照第{}版（{}）。\n",
             self.revision,
@@ -484,6 +491,19 @@ impl Report {
         ));
         out
     }
+}
+
+/// The notes on deadlines counted without a year's published holidays, one per year.
+fn provisional_notes(years: &[(i16, u64)]) -> Vec<String> {
+    years
+        .iter()
+        .map(|(year, cases)| {
+            format!(
+                "注：本月有{cases}件诉求的办理时限跨入{year}年。{year}年节假日安排尚未公布，其工作日暂按周一至周五计算，\
+                 有关按期办结、超期的数字待安排公布、补入日历后重新计算。"
+            )
+        })
+        .collect()
 }
 
 /// Text for HTML: the registry's names and the office's notes are not ours to trust.
@@ -665,6 +685,9 @@ impl Report {
             }
             out.push_str("</tbody></table>\n");
         }
+        for note in provisional_notes(&self.provisional_deadlines) {
+            out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(&note)));
+        }
         out.push_str(&format!(
             "<footer>数据：hotline 月度快照第{}版（{}）。</footer>\n</body></html>\n",
             self.revision,
@@ -700,6 +723,19 @@ mod tests {
         assert!(markdown.contains("| 铁西区政府 | 2285 | 2279 | 市银保监局 | 17 | 17 |"), "{markdown}");
         assert!(markdown.contains("| 市市场监督管理局 | 77 | 77 | 四平热力有限公司 | 4 | 4 |"), "{markdown}");
         assert!(markdown.contains("| 移动四平分公司 | 21 | 21 | 市工信局 | 1 | 1 |"), "{markdown}");
+    }
+
+    #[test]
+    fn figures_that_hang_on_a_year_the_calendar_lacks_carry_a_note() {
+        let mut snapshot = reference_month();
+        let plain = Report::new(&snapshot, None, &LabelRegistry::default(), None, None).markdown();
+        assert!(!plain.contains("节假日安排尚未公布"));
+        snapshot.figures.provisional_deadlines =
+            vec![crate::domain::figures::ProvisionalDeadlines { year: 2027, cases: 12 }];
+        let report = Report::new(&snapshot, None, &LabelRegistry::default(), None, None);
+        let note = "注：本月有12件诉求的办理时限跨入2027年。2027年节假日安排尚未公布";
+        assert!(report.markdown().contains(note), "{}", report.markdown());
+        assert!(report.html().contains(note));
     }
 
     #[test]

@@ -9,12 +9,23 @@ use tokio_util::sync::CancellationToken;
 use crate::avro::Framing;
 use crate::config::{Config, Settings};
 use crate::kafka::pipeline;
-use crate::telemetry::{PipelineEnded, Telemetry};
+use crate::telemetry::{CalendarRead, PipelineEnded, Telemetry};
 
 pub async fn run(config: &Path) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    settings.check_calendar(jiff::Timestamp::now().to_zoned_datetime(settings.zone.clone()).date())?;
     let telemetry = Telemetry::default();
+    let today = jiff::Timestamp::now().to_zoned_datetime(settings.zone.clone()).date();
+    let last_year = settings.calendar_last_year();
+    let covered_until = last_year.and_then(|y| {
+        let next = jiff::civil::Date::new(y.checked_add(1)?, 1, 1).ok()?;
+        next.to_zoned_datetime(settings.zone.clone()).map(|z| z.timestamp()).ok()
+    });
+    telemetry.emit(CalendarRead {
+        last_year,
+        covered_until,
+        missing: &settings.calendar_gaps(today),
+        file: settings.calendar.as_deref(),
+    });
     // A stop reaches the pipeline first, then the HTTP listener, which serves the probes and
     // the last counts until the pipeline has finished; both are awaited.
     let stop = CancellationToken::new();

@@ -150,6 +150,14 @@ fn table(snapshot: &Snapshot) -> String {
         "\nTransfers {}, cases transferred {}, returned to an earlier holder {}",
         f.transfers.total, f.transfers.cases_transferred, f.transfers.returned_cases
     );
+    for p in &f.provisional_deadlines {
+        let _ = writeln!(
+            out,
+            "Provisional: {} cases have deadlines in {}, which the working-day calendar lacks (counted by weekends \
+             alone until it is added)",
+            p.cases, p.year
+        );
+    }
     out
 }
 

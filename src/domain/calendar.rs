@@ -1,7 +1,11 @@
 //! Working days, for deadlines counted in them: Monday to Friday, minus the official
 //! holidays, plus the weekend days worked in exchange (调休), from a calendar of published
-//! years (`config/calendar.toml`). A day in a year the calendar lacks is an error, never a
-//! guess from weekends alone.
+//! years (`config/calendar.toml`).
+//!
+//! The State Council publishes a year's holidays only weeks before it begins, so a deadline
+//! may need days of a year the calendar lacks. Such a deadline is counted by weekends alone
+//! and says so (`Deadline::provisional`): counting never stops for it, the figures it decides
+//! are marked, and once the year is added, the next start counts it again by the calendar.
 
 use std::collections::BTreeMap;
 
@@ -20,10 +24,19 @@ pub struct WorkCalendar {
     years: BTreeMap<i16, [u64; 6]>,
 }
 
-/// A deadline needed a day of a year the calendar lacks.
+/// A day of a year the calendar lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("the working-day calendar lacks the year {0}")]
 pub struct MissingYear(pub i16);
+
+/// When a deadline counted in working days falls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
+    pub at: Timestamp,
+    /// The first year it needed that the calendar lacks, whose days were counted by weekends
+    /// alone: the deadline may move once that year is published.
+    pub provisional: Option<i16>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -89,23 +102,28 @@ impl WorkCalendar {
         Ok(bits[i / 64] & (1 << (i % 64)) != 0)
     }
 
-    /// Midnight ending the `n`th working day after the day of `assigned` in `zone`.
-    pub fn deadline(&self, assigned: Timestamp, n: u16, zone: &TimeZone) -> Result<Timestamp, MissingYear> {
+    /// Midnight ending the `n`th working day after the day of `assigned` in `zone`; the days
+    /// of years the calendar lacks counted by weekends alone.
+    pub fn deadline(&self, assigned: Timestamp, n: u16, zone: &TimeZone) -> Deadline {
         let mut day = assigned.to_zoned_datetime(zone.clone()).date();
         let mut left = n;
+        let mut provisional = None;
+        let never = Deadline { at: Timestamp::MAX, provisional: None };
         while left > 0 {
-            day = next(day)?;
-            if self.is_working_day(day)? {
+            let Ok(tomorrow) = day.tomorrow() else { return never };
+            day = tomorrow;
+            let worked = self.is_working_day(day).unwrap_or_else(|MissingYear(year)| {
+                provisional = provisional.or(Some(year));
+                !matches!(day.weekday(), Weekday::Saturday | Weekday::Sunday)
+            });
+            if worked {
                 left -= 1;
             }
         }
-        let end = next(day)?;
-        Ok(end.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).unwrap_or(Timestamp::MAX))
+        let Ok(end) = day.tomorrow() else { return never };
+        let at = end.to_zoned_datetime(zone.clone()).map(|z| z.timestamp()).unwrap_or(Timestamp::MAX);
+        Deadline { at, provisional }
     }
-}
-
-fn next(day: Date) -> Result<Date, MissingYear> {
-    day.tomorrow().map_err(|_| MissingYear(day.year().saturating_add(1)))
 }
 
 /// The dates of "MM-DD" and "MM-DD..MM-DD" entries in `year`.
@@ -182,7 +200,7 @@ mod tests {
     #[test]
     fn a_deadline_is_midnight_ending_the_nth_working_day_after_the_assignment() {
         let c = WorkCalendar::default();
-        let deadline = |at: &str, n| c.deadline(at.parse().unwrap(), n, &shanghai()).unwrap().to_string();
+        let deadline = |at: &str, n| c.deadline(at.parse().unwrap(), n, &shanghai()).at.to_string();
         // Friday 1 April 2022, 10:00 in Shanghai: the next working day is Saturday 2 April.
         assert_eq!(deadline("2022-04-01T02:00:00Z", 1), "2022-04-02T16:00:00Z");
         // Then 3-5 April are off: the 2nd working day after is Wednesday 6 April.
@@ -194,12 +212,25 @@ mod tests {
     }
 
     #[test]
-    fn a_year_the_calendar_lacks_is_an_error() {
+    fn a_year_the_calendar_lacks_counts_by_weekends_and_says_so() {
         let c = WorkCalendar::default();
         assert_eq!(c.is_working_day(day("2021-05-10")), Err(MissingYear(2021)));
-        // Late December 2026 runs into 2027, which is not published yet.
-        assert_eq!(c.deadline("2026-12-28T02:00:00Z".parse().unwrap(), 5, &shanghai()), Err(MissingYear(2027)));
-        assert!(c.deadline("2026-12-28T02:00:00Z".parse().unwrap(), 3, &shanghai()).is_ok());
+        let deadline = |n| c.deadline("2026-12-28T02:00:00Z".parse().unwrap(), n, &shanghai());
+        // Monday 28 December 2026, 3 working days: 29, 30 and 31 December, all in the calendar.
+        assert_eq!(deadline(3), Deadline { at: "2026-12-31T16:00:00Z".parse().unwrap(), provisional: None });
+        // 5: 29-31 December, then Friday 1 January 2027 and Monday 4 January by weekends alone,
+        // until 2027's holidays are published (New Year's Day will likely be one).
+        let five = deadline(5);
+        assert_eq!(five, Deadline { at: "2027-01-04T16:00:00Z".parse().unwrap(), provisional: Some(2027) });
+        // A calendar that has the year gives the same day without the mark, or another.
+        let with_2027 = WorkCalendar::parse(&format!(
+            "{BUILT_IN}\n[2027]\nnotice = \"test\"\nholidays = [\"01-01\"]\nworking_weekends = []\n"
+        ))
+        .unwrap();
+        let counted = with_2027.deadline("2026-12-28T02:00:00Z".parse().unwrap(), 5, &shanghai());
+        assert_eq!(counted, Deadline { at: "2027-01-05T16:00:00Z".parse().unwrap(), provisional: None });
+        // The end of time is never a panic.
+        assert_eq!(c.deadline(Timestamp::MAX, 5, &shanghai()).at, Timestamp::MAX);
     }
 
     #[test]

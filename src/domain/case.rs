@@ -12,7 +12,7 @@ use jiff::{Span, Timestamp};
 
 use thin_vec::ThinVec;
 
-use super::calendar::{MissingYear, WorkCalendar};
+use super::calendar::{Deadline, WorkCalendar};
 use super::code::{Code, Codes};
 use super::event::{Board, CaseEvent, Change, Channel, Created, Rating, Rejection, RequestKind, Transferred};
 use super::month::Month;
@@ -49,40 +49,19 @@ impl CountingRules {
         }
     }
 
-    /// Whether the deadline `event` may set can be computed: an assignment without `due_at`
-    /// (a `created` by its kind's working days; a transfer or reopen, whose kind only the
-    /// case's `created` tells, by the longest) must not run into a year the calendar lacks.
-    /// Decided by the event alone, so that whether it is taken never depends on what arrived
-    /// before it.
-    pub(crate) fn check_deadline(&self, event: &CaseEvent) -> Result<(), MissingYear> {
-        let Some(w) = &self.working_days else { return Ok(()) };
-        let longest = w.by_kind.iter().flatten().max().copied();
-        let days = match &event.change {
-            Change::Created(c) if c.department.is_some() && c.due_at.is_none() => {
-                c.request_kind.and_then(|k| w.by_kind[k as usize])
-            }
-            Change::Transferred(t) if t.due_at.is_none() => longest,
-            Change::Reopened { due_at: None, .. } => longest,
-            _ => None,
-        };
-        match days {
-            Some(n) => w.calendar.deadline(event.occurred_at, n, &self.zone).map(|_| ()),
-            None => Ok(()),
-        }
-    }
-
     /// By when an assignment made at `assigned` is signed for in time.
     pub(crate) fn accept_deadline(&self, assigned: Nanos) -> Timestamp {
         later(assigned, self.accept_within, &self.zone)
     }
 
     /// When an assignment made at `assigned` without a `due_at` is due: midnight ending the
-    /// kind's number of working days after the day of the assignment, or `default_sla` later.
-    pub(crate) fn deadline(&self, assigned: Nanos, kind: Option<RequestKind>) -> Result<Timestamp, MissingYear> {
+    /// kind's number of working days after the day of the assignment (provisional when it
+    /// needs a year the calendar lacks), or `default_sla` later.
+    pub(crate) fn deadline(&self, assigned: Nanos, kind: Option<RequestKind>) -> Deadline {
         let working_days = self.working_days.as_ref().and_then(|w| Some((w, w.by_kind[kind? as usize]?)));
         match working_days {
             Some((w, n)) => w.calendar.deadline(assigned.timestamp(), n, &self.zone),
-            None => Ok(later(assigned, self.default_sla, &self.zone)),
+            None => Deadline { at: later(assigned, self.default_sla, &self.zone), provisional: None },
         }
     }
 }
@@ -218,10 +197,6 @@ pub(crate) struct Incoming<'a> {
 }
 
 impl Incoming<'_> {
-    pub(crate) fn key(&self) -> EventKey {
-        self.key
-    }
-
     /// The event's fact, its codes taken into `codes`.
     pub(crate) fn fact(&self, codes: &mut Codes) -> NewFact {
         NewFact::Step(match &self.event.change {
@@ -353,19 +328,6 @@ impl CaseRecord {
         }
     }
 
-    /// Takes back the fact `add` added for `key`.
-    pub(crate) fn remove(&mut self, key: EventKey) {
-        if self.created.is_some_and(|f| f.event == key) {
-            self.created = None;
-        } else if self.closed.is_some_and(|f| f.event == key) {
-            // The earliest later `closed` takes its place.
-            let next = self.steps.iter().position(|s| s.data == Step::Closed);
-            self.closed = next.map(|i| self.steps.remove(i)).map(|s| Fact { event: s.event, at: s.at, data: () });
-        } else {
-            self.steps.retain(|s| s.event != key);
-        }
-    }
-
     fn insert(&mut self, step: Fact<Step>) {
         let i = self.steps.partition_point(|s| (s.at, s.event) < (step.at, step.event));
         self.steps.insert(i, step);
@@ -424,7 +386,6 @@ impl CaseRecord {
     }
 
     /// The case's share of its month's figures; `None` until its `created` event is known.
-    /// An error when its deadline needs a year the working-day calendar lacks.
     ///
     /// The facts are replayed in event-time order after `created`:
     /// - a transfer moves the case to its receiver (sent by `from_department`, or else by the
@@ -443,13 +404,9 @@ impl CaseRecord {
     /// its deadline: the latest `due_at` given (it holds across transfers and returns, as in
     /// v1), else the default from its last assignment. Without v2 events this is contract v1:
     /// the earliest `closed` counts, and transfers after it still move the case.
-    pub(crate) fn contribution<'a>(
-        &self,
-        rules: &CountingRules,
-        codes: &'a Codes,
-    ) -> Result<Option<Contribution<'a>>, MissingYear> {
+    pub(crate) fn contribution<'a>(&self, rules: &CountingRules, codes: &'a Codes) -> Option<Contribution<'a>> {
         let name = |code: Code| codes.name(code);
-        let Some(created) = self.created.as_ref() else { return Ok(None) };
+        let created = self.created.as_ref()?;
 
         let mut transfers_in = Vec::new();
         let mut transfers_out = Vec::new();
@@ -522,13 +479,14 @@ impl CaseRecord {
         let holding = match holder {
             None => None,
             Some(department) => {
-                let due = match due_given {
-                    Some(due) => due.timestamp(),
-                    None => rules.deadline(assigned_at, created.data.request_kind)?,
+                let Deadline { at: due, provisional } = match due_given {
+                    Some(due) => Deadline { at: due.timestamp(), provisional: None },
+                    None => rules.deadline(assigned_at, created.data.request_kind),
                 };
                 Some(Holding {
                     department: name(department),
                     due,
+                    provisional,
                     state: match closed {
                         None => HoldingState::Open,
                         Some(at) if at.timestamp() <= due => HoldingState::ClosedOnTime,
@@ -540,7 +498,7 @@ impl CaseRecord {
 
         returns.sort_unstable();
         returns.dedup();
-        Ok(Some(Contribution {
+        Some(Contribution {
             month: Month::containing(created.at.timestamp(), &rules.zone),
             channel: created.data.channel,
             board: created.data.board,
@@ -556,7 +514,7 @@ impl CaseRecord {
             extended,
             reopened,
             rating: rating.zip(last_closer.flatten()).map(|(r, d)| (name(d), r)),
-        }))
+        })
     }
 }
 
@@ -594,6 +552,9 @@ pub struct Contribution<'a> {
 pub struct Holding<'a> {
     pub department: &'a str,
     pub due: Timestamp,
+    /// The year the calendar lacked when `due` was counted by weekends alone
+    /// (`calendar::Deadline`): the case's figures may change once it is published.
+    pub provisional: Option<i16>,
     pub state: HoldingState,
 }
 

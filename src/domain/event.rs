@@ -258,8 +258,6 @@ pub enum Rejection {
     MonthEvicted,
     #[error("case id `#watermark` is reserved")]
     ReservedCaseId,
-    #[error("the case's deadline runs into {0}, a year the working-day calendar lacks")]
-    CalendarLacksYear(i16),
     #[error("the case's `created` event never arrived within the retention: the case was evicted uncounted")]
     NeverCreated,
 }
@@ -286,7 +284,6 @@ impl Rejection {
         "conflicting_created",
         "month_evicted",
         "reserved_case_id",
-        "calendar_lacks_year",
         "never_created",
     ];
 
@@ -312,7 +309,6 @@ impl Rejection {
             Rejection::ConflictingCreated => "conflicting_created",
             Rejection::MonthEvicted => "month_evicted",
             Rejection::ReservedCaseId => "reserved_case_id",
-            Rejection::CalendarLacksYear(_) => "calendar_lacks_year",
             Rejection::NeverCreated => "never_created",
         }
     }

@@ -158,6 +158,10 @@ pub struct Tally {
     /// own tallies fold nothing.
     #[serde(default, skip_serializing_if = "Folded::is_zero")]
     pub(crate) folded: Folded,
+    /// Cases whose deadline needed a year the working-day calendar lacks, by that year: their
+    /// on-time or overdue standing is provisional (`calendar::Deadline`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    provisional_deadlines: BTreeMap<i16, i64>,
 }
 
 /// How many distinct codes of each kind a tally counts under `unregistered`.
@@ -267,6 +271,9 @@ impl Tally {
                     self.open_by_due.remove(h.department);
                 }
             }
+            if let Some(year) = h.provisional {
+                bump(&mut self.provisional_deadlines, &year, |n| *n += sign, |n| *n == 0);
+            }
         }
         for d in &c.transfers_in {
             bump(&mut self.by_department, *d, |d| d.transferred_in += sign, DepartmentCount::is_zero);
@@ -355,6 +362,7 @@ impl Tally {
         );
         self.folded.departments += other.folded.departments;
         self.folded.categories += other.folded.categories;
+        add_rows(&mut self.provisional_deadlines, &other.provisional_deadlines, &same, |a, b| *a += b, |n| *n == 0);
     }
 
     /// This tally with each department code `d` read as `department(d)` and each category
@@ -430,6 +438,11 @@ impl Tally {
             },
             ranking: Ranking::default(),
             province: None,
+            provisional_deadlines: self
+                .provisional_deadlines
+                .iter()
+                .map(|(year, cases)| ProvisionalDeadlines { year: *year, cases: u(*cases) })
+                .collect(),
             transfers: TransferFigures {
                 total: u(self.transfers),
                 cases_transferred: u(self.cases_transferred),
@@ -479,6 +492,18 @@ pub struct Figures {
     /// of its cities', without departments and categories, which are each city's own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub province: Option<ProvinceFigures>,
+    /// Years the working-day calendar lacks that some case's deadline needed, counted by
+    /// weekends alone until the year is published: the on-time and overdue figures of those
+    /// cases may change then. Empty when no figure depends on such a deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub provisional_deadlines: Vec<ProvisionalDeadlines>,
+}
+
+/// Of a month's cases, those whose deadline needed `year`, which the calendar lacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvisionalDeadlines {
+    pub year: i16,
+    pub cases: u64,
 }
 
 /// What the province's snapshot adds: a row per city, and the cities ranked.

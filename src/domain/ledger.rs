@@ -11,7 +11,6 @@ use compact_str::CompactString;
 
 use jiff::Timestamp;
 
-use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord, Contribution, CountingRules, Incoming};
 use super::cases::Cases;
 use super::code::Codes;
@@ -74,12 +73,6 @@ impl Ledger {
             return Err(Rejection::MonthEvicted);
         }
         let mut record = held.unwrap_or_default();
-        if let Err(MissingYear(year)) = self.rules.check_deadline(event) {
-            if let Some(i) = position {
-                *self.cases.at_mut(i) = record;
-            }
-            return Err(Rejection::CalendarLacksYear(year));
-        }
         let incoming = Incoming::from(event);
         let result = record.admits(&incoming).and_then(|admitted| {
             // A waiting case whose `created` turns out to be in an evicted month.
@@ -92,28 +85,18 @@ impl Ledger {
         let mut result = result;
         if result == Ok(Applied::Changed) {
             let fact = incoming.fact(&mut self.codes);
-            let old =
-                record.contribution(&self.rules, &self.codes).expect("every record held was counted under these rules");
+            let old = record.contribution(&self.rules, &self.codes);
             let size = Size::of(&event.case_id, &record);
             record.add(&incoming, fact);
-            match record.contribution(&self.rules, &self.codes) {
-                // `check_deadline` leaves no deadline the calendar cannot give, but should one
-                // come, the event is not taken and the record is as it was.
-                Err(MissingYear(year)) => {
-                    record.remove(incoming.key());
-                    result = Err(Rejection::CalendarLacksYear(year));
-                }
-                Ok(new) => {
-                    self.totals.resize(size, Size::of(&event.case_id, &record));
-                    // Kept (a later event may give it effect), but no figure moved.
-                    if old.is_some() && old == new {
-                        result = Ok(Applied::Redundant);
-                    } else {
-                        self.totals.replace(old.as_ref(), new.as_ref());
-                    }
-                    self.changed_cases.insert(event.case_id.clone());
-                }
+            let new = record.contribution(&self.rules, &self.codes);
+            self.totals.resize(size, Size::of(&event.case_id, &record));
+            // Kept (a later event may give it effect), but no figure moved.
+            if old.is_some() && old == new {
+                result = Ok(Applied::Redundant);
+            } else {
+                self.totals.replace(old.as_ref(), new.as_ref());
             }
+            self.changed_cases.insert(event.case_id.clone());
         }
         if let Some(i) = position {
             *self.cases.at_mut(i) = record;
@@ -124,19 +107,16 @@ impl Ledger {
     }
 
     /// Puts back a case read from the changelog (its codes read into `codes_mut()`),
-    /// replacing whatever was held for it; an empty record (a tombstone) removes the case. An
-    /// error, changing nothing, when the case's deadline needs a year the working-day calendar
-    /// lacks.
-    pub fn restore(&mut self, case_id: String, record: CaseRecord) -> Result<(), MissingYear> {
+    /// replacing whatever was held for it; an empty record (a tombstone) removes the case. The
+    /// case is counted under this ledger's rules, whatever rules wrote it.
+    pub fn restore(&mut self, case_id: String, record: CaseRecord) {
         let empty = record == CaseRecord::default();
-        let new = record.contribution(&self.rules, &self.codes)?;
+        let new = record.contribution(&self.rules, &self.codes);
         let size = Size::of(&case_id, &record);
         match self.cases.position(&case_id) {
             Some(i) => {
                 let held = std::mem::take(self.cases.at_mut(i));
-                let old = held
-                    .contribution(&self.rules, &self.codes)
-                    .expect("every record held was counted under these rules");
+                let old = held.contribution(&self.rules, &self.codes);
                 self.totals.resize(Size::of(&case_id, &held), size);
                 self.totals.replace(old.as_ref(), new.as_ref());
                 if empty {
@@ -153,7 +133,6 @@ impl Ledger {
                 }
             }
         }
-        Ok(())
     }
 
     /// Drops the cases of months before `kept_from` (and waiting cases whose events all
@@ -586,36 +565,41 @@ mod tests {
     }
 
     #[test]
-    fn a_deadline_in_a_year_the_calendar_lacks_is_rejected_whatever_came_before() {
+    fn a_deadline_in_a_year_the_calendar_lacks_counts_by_weekends_marked_until_the_year_is_added() {
+        use crate::domain::figures::ProvisionalDeadlines;
         let december = Month::containing(ts("2026-12-29T02:00:00Z"), &rules().zone);
-        // Help from Tuesday 29 December 2026 is due in 2027, whose holidays are not published;
-        // a transfer with its own due_at needs no calendar.
-        let early = created("2", "c", "2026-12-29T10:00:00+08:00", Some("a"), None);
-        let mut moved = transferred("3", "c", "2026-12-29T12:00:00+08:00", "b", None);
-        if let Change::Transferred(t) = &mut moved.change {
-            t.due_at = Some(ts("2027-01-10T00:00:00Z"));
-        }
-        for order in [[&early, &moved], [&moved, &early]] {
-            let mut l = Ledger::new(working_day_rules());
-            let results: Vec<_> = order.iter().map(|e| l.apply(e)).collect();
-            let rejected = results.iter().filter(|r| **r == Err(Rejection::CalendarLacksYear(2027))).count();
-            assert_eq!(rejected, 1, "only the created, in either order: {results:?}");
-            assert_eq!((l.cases_held(), l.waiting_for_created()), (1, 1));
-            assert!(l.figures(december, Timestamp::MAX).is_none());
-        }
-        // A transfer without due_at may be of any kind: it is checked by the longest.
-        let mut l = Ledger::new(working_day_rules());
-        let unknown_kind = transferred("4", "d", "2026-12-29T12:00:00+08:00", "b", None);
-        assert_eq!(l.apply(&unknown_kind), Err(Rejection::CalendarLacksYear(2027)));
+        // Help from Tuesday 29 December 2026 (3 working days) is due in 2027, whose holidays
+        // are not published: by weekends alone, 30 and 31 December and Friday 1 January.
+        let help = created("1", "c", "2026-12-29T10:00:00+08:00", Some("a"), None);
+        let closed_monday = closed("2", "c", "2027-01-04T09:00:00+08:00");
         // An upstream deadline needs no calendar.
-        let given = created("5", "e", "2026-12-29T10:00:00+08:00", Some("a"), Some("2027-01-10T00:00:00Z"));
-        assert_eq!(l.apply(&given), Ok(Applied::Changed));
-        // A record of another build (or another calendar) with such a deadline is refused whole.
-        let mut calendar_days = Ledger::new(rules());
-        calendar_days.apply(&early).unwrap();
-        let written = calendar_days.case("c").unwrap().clone();
-        assert_eq!(l.restore("c".into(), written), Err(MissingYear(2027)));
-        assert_eq!(l.cases_held(), 1);
+        let given = created("3", "e", "2026-12-29T10:00:00+08:00", Some("a"), Some("2027-01-10T00:00:00Z"));
+        let mut l = Ledger::new(working_day_rules());
+        for e in [&help, &closed_monday, &given] {
+            assert_eq!(l.apply(e), Ok(Applied::Changed), "counted, never dead-lettered");
+        }
+        let f = l.figures(december, Timestamp::MAX).unwrap();
+        assert_eq!((f.by_department["a"].closed_late, f.by_department["a"].in_progress), (1, 1));
+        assert_eq!(f.provisional_deadlines, [ProvisionalDeadlines { year: 2027, cases: 1 }], "only the computed one");
+
+        // 2027 published with New Year's Day off: the next start counts the case again, due
+        // Monday 4 January, and on time.
+        let calendar = format!(
+            "{}\n[2027]\nnotice = \"test\"\nholidays = [\"01-01\"]\nworking_weekends = []\n",
+            crate::domain::calendar::BUILT_IN
+        );
+        let mut rules = working_day_rules();
+        if let Some(w) = &mut rules.working_days {
+            w.calendar = std::sync::Arc::new(crate::domain::calendar::WorkCalendar::parse(&calendar).unwrap());
+        }
+        let mut restarted = Ledger::new(rules);
+        for case in ["c", "e"] {
+            let record = l.case(case).unwrap().moved(l.codes(), restarted.codes_mut());
+            restarted.restore(case.into(), record);
+        }
+        let f = restarted.figures(december, Timestamp::MAX).unwrap();
+        assert_eq!((f.by_department["a"].closed_on_time, f.by_department["a"].closed_late), (1, 0));
+        assert!(f.provisional_deadlines.is_empty());
     }
 
     #[test]
@@ -676,14 +660,14 @@ mod tests {
         let mut r = Ledger::new(rules());
         for id in cases {
             let record = l.case(&id).unwrap().moved(l.codes(), r.codes_mut());
-            r.restore(id.clone(), record).unwrap();
+            r.restore(id.clone(), record);
         }
         for m in ["2022-04", "2022-05"] {
             let m = m.parse().unwrap();
             assert_eq!(r.figures(m, Timestamp::MAX), l.figures(m, Timestamp::MAX));
         }
         assert_eq!(r.waiting_for_created(), 1);
-        r.restore("e".into(), CaseRecord::default()).unwrap();
+        r.restore("e".into(), CaseRecord::default());
         assert_eq!((r.cases_held(), r.waiting_for_created()), (2, 0), "a tombstone removes the case");
     }
 

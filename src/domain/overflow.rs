@@ -219,7 +219,7 @@ mod tests {
         for n in (0..cases.len()).rev() {
             let id = format!("case-{n}");
             let record = live.case(&id).unwrap().moved(live.codes(), restored.codes_mut());
-            restored.restore(id, record).unwrap();
+            restored.restore(id, record);
         }
         let overflow = overflow(2);
         let fold = |l: &Ledger| overflow.fold(l.tally(april()).unwrap().clone());

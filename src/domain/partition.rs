@@ -21,7 +21,6 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::calendar::MissingYear;
 use super::case::{Applied, CaseRecord};
 use super::code::Codes;
 use super::event::Rejection;
@@ -95,8 +94,6 @@ pub(crate) struct Flush {
 /// Why a changelog record of a case cannot be put back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Unrestorable {
-    /// The case's deadline runs into a year the calendar lacks.
-    MissingYear(i16),
     /// The case is of a city the configuration no longer lists.
     UnknownCity(CityCode),
 }
@@ -150,7 +147,8 @@ impl CountingPartition {
         record: Option<CaseRecord>,
     ) -> Result<(), Unrestorable> {
         let ledger = self.ledger_mut(city).ok_or(Unrestorable::UnknownCity(city))?;
-        ledger.restore(case_id, record.unwrap_or_default()).map_err(|MissingYear(y)| Unrestorable::MissingYear(y))
+        ledger.restore(case_id, record.unwrap_or_default());
+        Ok(())
     }
 
     /// Puts the partition's progress back, as last written.

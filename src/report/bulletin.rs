@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::domain::figures::{CityRow, DepartmentFigures, Figures, Ranked, Totals};
 use crate::domain::snapshot::{Snapshot, Status};
 
-use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, percent, tenths};
+use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, percent, provisional_notes, tenths};
 
 /// The channels, in the bulletin's order, as it names them.
 const CHANNELS: [(&str, &str); 7] = [
@@ -64,6 +64,8 @@ pub struct Bulletin {
     pub top: Vec<RankRow>,
     pub bottom: Vec<RankRow>,
     pub month_over_month: Option<MonthOverMonth>,
+    /// Years the working-day calendar lacks that some deadline needed, with their cases.
+    pub provisional_deadlines: Vec<(i16, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -188,6 +190,7 @@ impl Bulletin {
             top: ranked(&p.ranking.top),
             bottom: ranked(&p.ranking.bottom),
             month_over_month,
+            provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
         }
     }
 
@@ -278,6 +281,9 @@ impl Bulletin {
                 ));
             }
         }
+        for note in provisional_notes(&self.provisional_deadlines) {
+            out.push_str(&format!("\n{note}\n"));
+        }
         out.push_str(&format!("\n{}\n", self.footer()));
         out
     }
@@ -359,6 +365,9 @@ impl Bulletin {
                 out.push_str(&format!("<tr><td>{}</td>{cells}</tr>\n", escape(&c.name)));
             }
             out.push_str("</tbody></table>\n");
+        }
+        for note in provisional_notes(&self.provisional_deadlines) {
+            out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(&note)));
         }
         out.push_str(&format!("<footer>{}</footer>\n</body></html>\n", self.footer()));
         out

@@ -273,6 +273,35 @@ impl InternalEvent for PipelineStarting<'_> {
     }
 }
 
+/// The working-day calendar at start: the last year it covers, and the years the counts may
+/// need that it lacks (deadlines in them count by weekends alone, marked provisional).
+pub(crate) struct CalendarRead<'a> {
+    pub last_year: Option<i16>,
+    /// The start of the year after `last_year`, in the office's zone.
+    pub covered_until: Option<Timestamp>,
+    pub missing: &'a [i16],
+    /// Where it was read from; built in when `None`.
+    pub file: Option<&'a std::path::Path>,
+}
+
+impl InternalEvent for CalendarRead<'_> {
+    fn emit(self, t: &Telemetry) {
+        let Some(last_year) = self.last_year else { return };
+        t.metrics.calendar_last_year.set(i64::from(last_year));
+        t.metrics.calendar_covered_until.set(self.covered_until.map_or(0, |at| at.as_second()));
+        if !self.missing.is_empty() {
+            let file = self.file.map_or("built in".to_owned(), |p| p.display().to_string());
+            tracing::warn!(
+                calendar = %file,
+                missing = ?self.missing,
+                "the working-day calendar lacks years the counts may need: deadlines in them are counted by weekends \
+                 alone and the snapshots say so (provisional_deadlines) until the State Council's notice is added \
+                 and hotline restarted"
+            );
+        }
+    }
+}
+
 /// The pipeline ended, `stopped` when asked to. From now on `/healthz` and `/readyz` fail.
 pub(crate) struct PipelineEnded<'a> {
     pub stopped: bool,
@@ -585,6 +614,21 @@ mod tests {
         assert!(text.contains(r#"hotline_events_total{topic="hotline.cases",type="created"} 1"#), "{text}");
         assert!(text.contains(r#"hotline_transactions_total{outcome="aborted"} 1"#), "{text}");
         assert!(text.contains("hotline_snapshots_published_total 1"), "{text}");
+    }
+
+    #[test]
+    fn the_calendar_tells_its_last_year_and_end() {
+        let t = Telemetry::default();
+        let covered_until = "2026-12-31T16:00:00Z".parse().unwrap();
+        t.emit(CalendarRead {
+            last_year: Some(2026),
+            covered_until: Some(covered_until),
+            missing: &[2027],
+            file: None,
+        });
+        let text = t.render();
+        assert!(text.contains("hotline_calendar_last_year 2026"), "{text}");
+        assert!(text.contains("hotline_calendar_covered_until_seconds 1798732800"), "{text}");
     }
 
     #[test]

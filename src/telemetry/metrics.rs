@@ -39,6 +39,8 @@ pub(super) struct Metrics {
     pub cases_waiting: IntGauge,
     pub state_bytes: IntGauge,
     pub watermark: IntGauge,
+    pub calendar_last_year: IntGauge,
+    pub calendar_covered_until: IntGauge,
     pub lag: IntGaugeVec,
     pub ready: IntGauge,
 }
@@ -226,6 +228,17 @@ impl Metrics {
             cases_waiting: gauge(r, "hotline_cases_waiting_for_created", "Cases with events but no created event yet."),
             state_bytes: gauge(r, "hotline_state_bytes", "Estimated bytes of the case records held in memory."),
             watermark: gauge(r, "hotline_watermark_seconds", "Event-time watermark, Unix seconds."),
+            calendar_last_year: gauge(
+                r,
+                "hotline_calendar_last_year",
+                "With working-day deadlines, the last year the working-day calendar covers (0 without them).",
+            ),
+            calendar_covered_until: gauge(
+                r,
+                "hotline_calendar_covered_until_seconds",
+                "With working-day deadlines, when the working-day calendar ends: the start of the year after its last, \
+             in time.zone, Unix seconds (0 without them).",
+            ),
             lag: gauge_vec(
                 r,
                 "hotline_consumer_lag_messages",

@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use hotline::domain::figures::{
-    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, Ranked, Ranking, ReturnedPair,
-    Totals, TransferFigures,
+    CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, ProvisionalDeadlines, Ranked,
+    Ranking, ReturnedPair, Totals, TransferFigures,
 };
 use hotline::domain::province::CityCode;
 use jiff::tz::TimeZone;
@@ -27,20 +27,18 @@ fn s(v: &Value) -> Option<String> {
 
 pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of: Timestamp) -> Figures {
     let calendar_days = |assigned: Timestamp, _kind: Option<&str>| {
-        assigned.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp()
+        (assigned.to_zoned_datetime(zone.clone()).checked_add(sla).unwrap().timestamp(), None)
     };
     figures_by(events, month, zone, &calendar_days, as_of)
 }
 
+/// An assignment's deadline (at, request kind) -> (due, the year the calendar lacks that it
+/// needed, if any).
+pub type Deadline<'a> = dyn Fn(Timestamp, Option<&str>) -> (Timestamp, Option<i16>) + 'a;
+
 /// `figures` with `deadline(assigned, request_kind)` the deadline of an assignment made
-/// without `due_at`.
-pub fn figures_by(
-    events: &[Value],
-    month: &str,
-    zone: &TimeZone,
-    deadline: &dyn Fn(Timestamp, Option<&str>) -> Timestamp,
-    as_of: Timestamp,
-) -> Figures {
+/// without `due_at`, and the year the working-day calendar lacks that it needed, if any.
+pub fn figures_by(events: &[Value], month: &str, zone: &TimeZone, deadline: &Deadline, as_of: Timestamp) -> Figures {
     let mut seen = HashSet::new();
     let mut by_case: HashMap<String, Vec<&Value>> = HashMap::new();
     for e in events {
@@ -58,6 +56,7 @@ pub fn figures_by(
     let mut departments: BTreeMap<String, DepartmentFigures> = BTreeMap::new();
     let mut transfers = TransferFigures::default();
     let mut returned_pairs: BTreeMap<(String, String), u64> = BTreeMap::new();
+    let mut provisional_deadlines: BTreeMap<i16, u64> = BTreeMap::new();
 
     for events in by_case.values() {
         let Some(created) = events.iter().find(|e| e["type"] == "created") else { continue };
@@ -177,7 +176,13 @@ pub fn figures_by(
         }
 
         if let Some(h) = holder {
-            let due = due.unwrap_or_else(|| deadline(assigned_at, created["request_kind"].as_str()));
+            let (due, provisional) = match due {
+                Some(due) => (due, None),
+                None => deadline(assigned_at, created["request_kind"].as_str()),
+            };
+            if let Some(year) = provisional {
+                *provisional_deadlines.entry(year).or_insert(0u64) += 1;
+            }
             let d = departments.entry(h).or_default();
             d.assigned += 1;
             match closed_at {
@@ -221,6 +226,10 @@ pub fn figures_by(
         by_department: departments.into_iter().map(|(k, d)| (k, rates(d))).collect(),
         transfers,
         province: None,
+        provisional_deadlines: provisional_deadlines
+            .into_iter()
+            .map(|(year, cases)| ProvisionalDeadlines { year, cases })
+            .collect(),
     }
 }
 

@@ -275,10 +275,7 @@ fn restore_record(p: &mut CountingPartition, key: Option<&[u8]>, payload: Option
         ChangelogKey::Case(keyed, case_id) => {
             let city = p.cities().of_key(keyed).ok_or(Unreadable::NoDefaultCity)?;
             let record = records::decode_case(payload, p.codes_mut(city).ok_or(Unreadable::City(city))?)?;
-            p.restore_case(city, case_id, record).map_err(|e| match e {
-                Unrestorable::MissingYear(year) => Unreadable::Calendar(year),
-                Unrestorable::UnknownCity(city) => Unreadable::City(city),
-            })?
+            p.restore_case(city, case_id, record).map_err(|Unrestorable::UnknownCity(city)| Unreadable::City(city))?
         }
     }
     Ok(())
@@ -331,7 +328,8 @@ pub fn restore_ledger(kafka: &KafkaConfig, changelog: &str, rules: CountingRules
         ChangelogKey::Case(Some(city), _) => Err(Unreadable::City(city).into()),
         ChangelogKey::Case(None, case_id) => {
             let record = records::decode_case(m.payload(), ledger.codes_mut())?;
-            Ok(ledger.restore(case_id, record.unwrap_or_default())?)
+            ledger.restore(case_id, record.unwrap_or_default());
+            Ok(())
         }
     })?;
     ledger.take_changes();
