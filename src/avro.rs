@@ -14,7 +14,7 @@ use crate::domain::figures::{
     CategoryCounts, CityRow, Counts, DepartmentFigures, Figures, ProvinceFigures, ProvisionalDeadlines, Ranked,
     Ranking, ReturnedPair, Totals, TransferFigures,
 };
-use crate::domain::snapshot::{Snapshot, Status};
+use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 
 pub const SCHEMA_JSON: &str = include_str!("../schemas/snapshot.avsc");
 
@@ -243,6 +243,8 @@ fn to_value(s: &Snapshot) -> Value {
                 Some(p) => Value::Union(1, Box::new(province(p))),
             },
         ),
+        ("rules_fingerprint", Value::String(s.made_by.rules_fingerprint.clone())),
+        ("build", Value::String(s.made_by.build.clone())),
         (
             "provisional_deadlines",
             Value::Array(
@@ -456,7 +458,14 @@ fn counts_from(mut r: Rec) -> Result<Counts, CodecError> {
 fn from_value(v: Value) -> Result<Snapshot, CodecError> {
     let mut r = Rec::new(v)?;
     let mut transfers = r.record("transfers")?;
+    let mut text = |k: &'static str| match r.0.remove(k) {
+        None => Ok(String::new()),
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(CodecError::Shape(k)),
+    };
+    let made_by = MadeBy { rules_fingerprint: text("rules_fingerprint")?, build: text("build")? };
     Ok(Snapshot {
+        made_by,
         city: match optional(r.0.remove("city"), "city")? {
             None => None,
             Some(Value::String(code)) => Some(code.parse().map_err(|_| CodecError::Shape("city"))?),
@@ -558,6 +567,7 @@ mod tests {
             as_of: "2022-05-02T00:00:00Z".parse().unwrap(),
             published_at: "2026-11-27T10:00:00.123456Z".parse().unwrap(),
             figures,
+            made_by: MadeBy { rules_fingerprint: "ab".repeat(32), build: "0.1.0".into() },
         }
     }
 
@@ -614,7 +624,8 @@ mod tests {
             // What a build of that version wrote: without the fields added since.
             let Value::Record(mut fields) = to_value(&with_returns()) else { unreachable!("a record") };
             fields.retain(|(name, _)| {
-                name != "province" && name != "provisional_deadlines" && (version >= 4 || name != "city")
+                !["province", "provisional_deadlines", "rules_fingerprint", "build"].contains(&name.as_str())
+                    && (version >= 4 || name != "city")
             });
             let without_sign_for_rate = |d: &mut Value| {
                 let Value::Record(d) = d else { unreachable!("a record") };

@@ -329,6 +329,7 @@ pub fn reference_snapshot() -> crate::domain::snapshot::Snapshot {
             figures.ranking = crate::domain::ranking::RankingRules::default().rank(&figures.by_department);
             figures
         },
+        made_by: Default::default(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod kafka;
 pub mod labels;
 pub mod records;
 pub mod report;
+pub mod rules;
 pub mod schema_registry;
 pub mod telemetry;
 

@@ -58,6 +58,12 @@ enum Command {
         #[arg(long)]
         date: Option<String>,
     },
+    /// Print the counting rules of a configuration in their canonical form, with the
+    /// fingerprint every snapshot counted by them names.
+    Rules {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+    },
     /// Send an NDJSON file of contract events to the input topics (history backfill).
     Replay {
         /// One event per line; `-` reads standard input.
@@ -128,6 +134,7 @@ fn main() -> std::process::ExitCode {
                 let options = commands::report::Options { month, city, province, format, output, notes, date };
                 commands::report::report(&config, options).await
             }
+            Command::Rules { config } => commands::rules::rules(&config),
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
             Command::Demo { listen, scale, province_rate, exit } => {

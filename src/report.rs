@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::domain::figures::DepartmentFigures;
 use crate::domain::overflow::UNREGISTERED;
-use crate::domain::snapshot::{Snapshot, Status};
+use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 use crate::labels::LabelRegistry;
 
 pub mod bulletin;
@@ -50,6 +50,8 @@ pub struct Report {
     /// Years the working-day calendar lacks that some deadline needed, with their cases: the
     /// report says those figures are provisional.
     pub provisional_deadlines: Vec<(i16, u64)>,
+    /// The rules the figures were counted by, and the build (`hotline rules` prints them).
+    pub made_by: MadeBy,
 }
 
 /// Sign-for, returns, reopens and satisfaction (contract v2), and the red and black lists.
@@ -384,6 +386,7 @@ impl Report {
             service,
             month_over_month,
             provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
+            made_by: snapshot.made_by.clone(),
         }
     }
 
@@ -485,12 +488,19 @@ impl Report {
             out.push_str(&format!("\n{note}\n"));
         }
         out.push_str(&format!(
-            "\n数据：hotline 月度快照第{}版（{}）。\n",
+            "\n数据：hotline 月度快照第{}版（{}）。{}\n",
             self.revision,
-            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
+            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" },
+            made_by(&self.made_by)
         ));
         out
     }
+}
+
+/// The footer's words on the rules and the build, when the snapshot names them.
+fn made_by(m: &MadeBy) -> String {
+    let short: String = m.rules_fingerprint.chars().take(12).collect();
+    if short.is_empty() { String::new() } else { format!("计数规则指纹 {short}，hotline {}。", m.build) }
 }
 
 /// The notes on deadlines counted without a year's published holidays, one per year.
@@ -689,9 +699,10 @@ impl Report {
             out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(&note)));
         }
         out.push_str(&format!(
-            "<footer>数据：hotline 月度快照第{}版（{}）。</footer>\n</body></html>\n",
+            "<footer>数据：hotline 月度快照第{}版（{}）。{}</footer>\n</body></html>\n",
             self.revision,
-            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
+            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" },
+            escape(&made_by(&self.made_by))
         ));
         out
     }
@@ -736,6 +747,16 @@ mod tests {
         let note = "注：本月有12件诉求的办理时限跨入2027年。2027年节假日安排尚未公布";
         assert!(report.markdown().contains(note), "{}", report.markdown());
         assert!(report.html().contains(note));
+    }
+
+    #[test]
+    fn the_footer_names_the_rules_and_the_build() {
+        let mut snapshot = reference_month();
+        let plain = Report::new(&snapshot, None, &LabelRegistry::default(), None, None).markdown();
+        assert!(plain.contains("数据：hotline 月度快照第9版（已结账）。\n"), "no rules named, no words on them");
+        snapshot.made_by = MadeBy { rules_fingerprint: "3c5f8819aea6a540".into(), build: "0.1.0".into() };
+        let report = Report::new(&snapshot, None, &LabelRegistry::default(), None, None);
+        assert!(report.markdown().contains("（已结账）。计数规则指纹 3c5f8819aea6，hotline 0.1.0。"));
     }
 
     #[test]

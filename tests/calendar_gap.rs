@@ -3,7 +3,8 @@
 //! 2026 today, December 2022's cases whose deadlines run into 2023 are counted, by weekends
 //! alone, and the closed snapshot says how many, by year. Once the calendar has 2023 (the
 //! built-in one, from the State Council's notice), the next start counts them again by it, and
-//! the next revision carries the new figures and no mark.
+//! the next revision carries the new figures and no mark, names the new rules' fingerprint, and
+//! the restart counts the month as changed by the rules.
 
 mod common;
 
@@ -99,5 +100,12 @@ async fn deadlines_in_a_year_the_calendar_lacks_count_on_marked_and_are_counted_
     })
     .await;
     assert!(second.figures.provisional_deadlines.is_empty());
+    // Each revision names the rules that made it; the restart says the rules changed the month.
+    assert_eq!(first.made_by.rules_fingerprint.len(), 64);
+    assert_ne!(second.made_by.rules_fingerprint, first.made_by.rules_fingerprint);
+    assert_eq!(second.made_by.build, env!("CARGO_PKG_VERSION"));
+    let metrics = restarted.get("/metrics").await.1;
+    // December, and January's first days, whose deadlines were in 2023 too.
+    assert!(common::metric(&metrics, "hotline_figures_changed_by_rules_total") >= 1.0);
     restarted.stop().await;
 }

@@ -4,6 +4,7 @@ pub mod demo;
 pub mod replay;
 pub mod report;
 pub mod rescale;
+pub mod rules;
 pub mod run;
 pub mod snapshot;
 

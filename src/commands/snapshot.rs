@@ -103,12 +103,16 @@ fn table(snapshot: &Snapshot) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "Month {} ({}), revision {}, {}; as of {}",
+        "Month {} ({}), revision {}, {}; as of {}{}",
         snapshot.month,
         snapshot.timezone,
         snapshot.revision,
         snapshot.status.code(),
-        snapshot.as_of.to_zoned_datetime(zone).strftime("%Y-%m-%d %H:%M %Z")
+        snapshot.as_of.to_zoned_datetime(zone).strftime("%Y-%m-%d %H:%M %Z"),
+        match &snapshot.made_by.rules_fingerprint {
+            f if f.is_empty() => String::new(),
+            f => format!("; rules {f}, build {}", snapshot.made_by.build),
+        }
     );
     let t = &f.totals;
     let _ = writeln!(
@@ -275,6 +279,7 @@ mod tests {
             as_of: "2022-04-20T00:00:00Z".parse().unwrap(),
             published_at: "2022-04-20T00:00:05Z".parse().unwrap(),
             figures,
+            made_by: Default::default(),
         }
     }
 

@@ -104,10 +104,6 @@ impl Cities {
         &self.zone
     }
 
-    pub fn codes(&self) -> impl Iterator<Item = CityCode> + '_ {
-        self.rules.keys().copied()
-    }
-
     pub fn rules(&self, city: CityCode) -> Option<&CityRules> {
         self.rules.get(&city)
     }

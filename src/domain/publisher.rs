@@ -15,7 +15,7 @@ use super::figures::{Figures, Tally};
 use super::month::Month;
 use super::province::CityCode;
 use super::ranking::RankingRules;
-use super::snapshot::{Snapshot, Status};
+use super::snapshot::{MadeBy, Snapshot, Status};
 
 /// What a month's revision carries, read at the watermark `as_of`: a city's tally, or the
 /// province's month (`province::ProvinceMonth`).
@@ -41,6 +41,8 @@ pub(crate) struct PublishRules {
     pub grace: Span,
     pub min_interval: Duration,
     pub ranking: RankingRules,
+    /// The rules' fingerprint and the build, as every snapshot names them.
+    pub made_by: MadeBy,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -50,17 +52,20 @@ struct Published {
     figures: Option<Figures>,
     /// When this process last published or checked the month (wall clock).
     last_checked: Option<Instant>,
+    /// The fingerprint of the rules of its latest revision.
+    made_by: Option<String>,
 }
 
 #[derive(Debug)]
 pub(crate) struct Publisher {
     rules: PublishRules,
     months: BTreeMap<Month, Published>,
+    rules_changed: Vec<(Month, String)>,
 }
 
 impl Publisher {
     pub fn new(rules: PublishRules) -> Publisher {
-        Publisher { rules, months: BTreeMap::new() }
+        Publisher { rules, months: BTreeMap::new(), rules_changed: Vec::new() }
     }
 
     /// Remembers a revision read back from the snapshots topic, so numbering continues.
@@ -70,6 +75,7 @@ impl Publisher {
             p.revision = snapshot.revision;
             p.status = Some(snapshot.status);
             p.figures = Some(snapshot.figures.clone());
+            p.made_by = Some(snapshot.made_by.rules_fingerprint.clone());
         }
     }
 
@@ -130,9 +136,30 @@ impl Publisher {
                 as_of,
                 published_at,
                 figures,
+                made_by: self.rules.made_by.clone(),
             });
+            // The first revision of a month whose last one was counted by other rules: its
+            // figures changed since, by the rules or by events counted under them.
+            if let Some(before) = p.made_by.replace(self.rules.made_by.rules_fingerprint.clone())
+                && before != self.rules.made_by.rules_fingerprint
+                && !before.is_empty()
+                && p.revision > 1
+            {
+                self.rules_changed.push((month, before));
+            }
         }
         due
+    }
+
+    /// The rules and build its snapshots name.
+    pub(crate) fn made_by(&self) -> &MadeBy {
+        &self.rules.made_by
+    }
+
+    /// The months given their first revision under these rules since the last call (their
+    /// latest revision before was counted by other rules), with the fingerprint of those.
+    pub(crate) fn take_rules_changes(&mut self) -> Vec<(Month, String)> {
+        std::mem::take(&mut self.rules_changed)
     }
 }
 
@@ -230,6 +257,7 @@ mod tests {
             grace: 1.day(),
             min_interval: Duration::from_secs(10),
             ranking: RankingRules::default(),
+            made_by: MadeBy { rules_fingerprint: "new".into(), build: "0.1.0".into() },
         }
     }
 
@@ -319,6 +347,28 @@ mod tests {
         let s =
             fresh.due(ledger_with(2).months(), Some(ts("2022-04-20T00:00:00Z")), Instant::now(), Timestamp::UNIX_EPOCH);
         assert_eq!((s[0].revision, s[0].status), (8, Status::Closed));
+    }
+
+    #[test]
+    fn a_revision_names_its_rules_and_one_that_new_rules_made_says_so() {
+        let april = "2022-04".parse().unwrap();
+        let wm = Some(ts("2022-04-20T00:00:00Z"));
+        let mut old =
+            Publisher::new(rules()).due(ledger_with(1).months(), wm, Instant::now(), Timestamp::UNIX_EPOCH).remove(0);
+        assert_eq!(old.made_by, rules().made_by);
+        old.made_by.rules_fingerprint = "old".into();
+        // Restarted under other rules that leave the figures as they were: nothing is published
+        // or said.
+        let mut p = Publisher::new(rules());
+        p.restore(april, &old);
+        assert!(p.due(ledger_with(1).months(), wm, Instant::now(), Timestamp::UNIX_EPOCH).is_empty());
+        assert!(p.take_rules_changes().is_empty());
+        // Changed figures: the month's first revision under the new rules names them, said once.
+        let later = Instant::now() + Duration::from_secs(60);
+        let s = p.due(ledger_with(2).months(), wm, later, Timestamp::UNIX_EPOCH);
+        assert_eq!((s[0].revision, s[0].made_by.rules_fingerprint.as_str()), (2, "new"));
+        assert_eq!(p.take_rules_changes(), [(april, "old".to_owned())]);
+        assert!(p.take_rules_changes().is_empty());
     }
 
     #[test]

@@ -39,6 +39,20 @@ pub struct Snapshot {
     pub published_at: Timestamp,
     #[serde(flatten)]
     pub figures: Figures,
+    /// Which rules and which build made it (empty in snapshots before schema version 5).
+    #[serde(flatten)]
+    pub made_by: MadeBy,
+}
+
+/// The rules a revision was counted by, and the build that published it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MadeBy {
+    /// SHA-256 of the canonical counting rules (`rules::Rules`), hex.
+    #[serde(default)]
+    pub rules_fingerprint: String,
+    /// The build's version.
+    #[serde(default)]
+    pub build: String,
 }
 
 mod month_string {

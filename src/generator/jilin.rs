@@ -260,6 +260,7 @@ pub fn province_snapshot(plans: &[Plan], as_of: Timestamp) -> Snapshot {
         as_of,
         published_at: as_of,
         figures: ProvinceMonth { cities }.figures(as_of, &RankingRules::default()),
+        made_by: Default::default(),
     }
 }
 

@@ -12,9 +12,9 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use crate::domain::figures::{CityRow, DepartmentFigures, Figures, Ranked, Totals};
-use crate::domain::snapshot::{Snapshot, Status};
+use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 
-use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, percent, provisional_notes, tenths};
+use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, made_by, percent, provisional_notes, tenths};
 
 /// The channels, in the bulletin's order, as it names them.
 const CHANNELS: [(&str, &str); 7] = [
@@ -66,6 +66,8 @@ pub struct Bulletin {
     pub month_over_month: Option<MonthOverMonth>,
     /// Years the working-day calendar lacks that some deadline needed, with their cases.
     pub provisional_deadlines: Vec<(i16, u64)>,
+    /// The rules of all its cities, and the build.
+    pub made_by: MadeBy,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -191,6 +193,7 @@ impl Bulletin {
             bottom: ranked(&p.ranking.bottom),
             month_over_month,
             provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
+            made_by: snapshot.made_by.clone(),
         }
     }
 
@@ -233,9 +236,10 @@ impl Bulletin {
 
     fn footer(&self) -> String {
         format!(
-            "数据：hotline 全省月度快照第{}版（{}）。",
+            "数据：hotline 全省月度快照第{}版（{}）。{}",
             self.revision,
-            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" }
+            if self.closed { "已结账" } else { "本月尚未结账，数字仍会更新" },
+            made_by(&self.made_by)
         )
     }
 

@@ -302,6 +302,27 @@ impl InternalEvent for CalendarRead<'_> {
     }
 }
 
+/// A month's first revision under rules other than its last revision's: after a restart under
+/// new rules, the months whose figures they changed.
+pub(crate) struct FiguresChangedByRules<'a> {
+    /// The snapshot's key (the month, after its city or `province/`).
+    pub key: &'a str,
+    pub before: &'a str,
+    pub now: &'a str,
+}
+
+impl InternalEvent for FiguresChangedByRules<'_> {
+    fn emit(self, t: &Telemetry) {
+        t.metrics.figures_changed_by_rules.inc();
+        tracing::warn!(
+            snapshot = self.key,
+            rules_before = self.before,
+            rules_now = self.now,
+            "a month published under other rules has new figures: its revision names the rules now in force"
+        );
+    }
+}
+
 /// The pipeline ended, `stopped` when asked to. From now on `/healthz` and `/readyz` fail.
 pub(crate) struct PipelineEnded<'a> {
     pub stopped: bool,

@@ -40,6 +40,7 @@ pub(super) struct Metrics {
     pub state_bytes: IntGauge,
     pub watermark: IntGauge,
     pub calendar_last_year: IntGauge,
+    pub figures_changed_by_rules: IntCounter,
     pub calendar_covered_until: IntGauge,
     pub lag: IntGaugeVec,
     pub ready: IntGauge,
@@ -228,6 +229,12 @@ impl Metrics {
             cases_waiting: gauge(r, "hotline_cases_waiting_for_created", "Cases with events but no created event yet."),
             state_bytes: gauge(r, "hotline_state_bytes", "Estimated bytes of the case records held in memory."),
             watermark: gauge(r, "hotline_watermark_seconds", "Event-time watermark, Unix seconds."),
+            figures_changed_by_rules: counter(
+                r,
+                "hotline_figures_changed_by_rules_total",
+                "Months given their first revision under rules other than their last revision's: after a restart \
+             under new rules, the months whose published figures changed (each revision names its rules' fingerprint).",
+            ),
             calendar_last_year: gauge(
                 r,
                 "hotline_calendar_last_year",

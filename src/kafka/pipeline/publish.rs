@@ -25,11 +25,12 @@ use crate::domain::gauges::CityGauges;
 use crate::domain::month::Month;
 use crate::domain::province::{CityCode, ProvinceMonth};
 use crate::domain::publisher::{PublishRules, Publisher};
-use crate::domain::snapshot::Scope;
+use crate::domain::snapshot::{MadeBy, Scope};
 use crate::kafka::topics;
 use crate::labels::LabelRegistry;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
-use crate::telemetry::{SnapshotDue, SnapshotUndecodable, Telemetry};
+use crate::rules::{self, Rules};
+use crate::telemetry::{FiguresChangedByRules, SnapshotDue, SnapshotUndecodable, Telemetry};
 
 use super::restore::RESTORE_TIMEOUT;
 use super::transaction::Output;
@@ -43,11 +44,10 @@ pub(crate) struct Publishing {
     labels: BTreeMap<CityCode, LabelRegistry>,
     /// The partitions' tallies summed, per city.
     view: CityView,
-    /// A publisher per city, made from `rules` when the city first has figures.
+    /// A publisher per city, its snapshots naming its rules' fingerprint.
     publishers: BTreeMap<CityCode, Publisher>,
     /// Province mode: the province's publisher, and the name of each city.
     province: Option<(Publisher, BTreeMap<CityCode, String>)>,
-    rules: PublishRules,
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
     pub next_offset: i64,
@@ -72,21 +72,27 @@ impl Publishing {
             view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
             publishers: BTreeMap::new(),
             province: None,
-            rules: PublishRules {
-                city: None,
-                zone: settings.zone.clone(),
-                zone_name: settings.zone_name.clone(),
-                grace: settings.grace,
-                min_interval: settings.min_interval,
-                ranking: settings.ranking.clone(),
-            },
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
             unreadable: None,
         };
+        let rules = |city: Option<CityCode>, made_by: &Rules| PublishRules {
+            city,
+            zone: settings.zone.clone(),
+            zone_name: settings.zone_name.clone(),
+            grace: settings.grace,
+            min_interval: settings.min_interval,
+            ranking: settings.ranking.clone(),
+            made_by: MadeBy { rules_fingerprint: made_by.fingerprint.clone(), build: rules::BUILD.to_owned() },
+        };
+        let cities = settings.cities();
+        for (city, made_by) in Rules::of_cities(settings) {
+            publishing.publishers.insert(city.code, Publisher::new(rules(cities.key(city.code), &made_by)));
+        }
         if settings.province.is_some() {
             let names = settings.cities.iter().map(|c| (c.code, c.name.clone().unwrap_or_default())).collect();
-            publishing.province = Some((Publisher::new(publishing.rules.clone()), names));
+            let made_by = Rules::of_province(settings);
+            publishing.province = Some((Publisher::new(rules(None, &made_by)), names));
         }
         let p = &mut publishing;
         topics::read_to_end(&settings.kafka, &settings.topics.partials, RESTORE_TIMEOUT, |m| {
@@ -108,9 +114,9 @@ impl Publishing {
                             }
                         }
                         Scope::City(keyed) => {
-                            if let Some(city) = p.view.cities().of_key(keyed) {
-                                let key = p.view.cities().key(city);
-                                publisher(&mut p.publishers, &p.rules, city, key).restore(s.month, &s);
+                            let publisher = p.view.cities().of_key(keyed).and_then(|c| p.publishers.get_mut(&c));
+                            if let Some(publisher) = publisher {
+                                publisher.restore(s.month, &s);
                             }
                         }
                     }
@@ -189,18 +195,11 @@ impl Publishing {
             }
         }
         let watermark = self.view.watermark();
-        let keys: BTreeMap<CityCode, Option<CityCode>> =
-            self.view.cities().codes().map(|c| (c, self.view.cities().key(c))).collect();
-        let (sums, publishers, rules) = (self.view.sums(), &mut self.publishers, &self.rules);
+        let (sums, publishers) = (self.view.sums(), &mut self.publishers);
         let mut due = Vec::new();
-        for (&city, &key) in &keys {
+        for (&city, publisher) in publishers.iter_mut() {
             let months = sums.iter().filter(|((c, _), _)| *c == city).map(|((_, m), t)| (*m, t));
-            due.extend(
-                publisher(publishers, rules, city, key)
-                    .due(months, watermark, now, Timestamp::now())
-                    .into_iter()
-                    .map(|s| (Some(city), s)),
-            );
+            due.extend(publisher.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (Some(city), s)));
         }
         if let Some((province, names)) = &mut self.province {
             // Every city has its row, a city without cases in the month a row of zeros.
@@ -214,6 +213,17 @@ impl Publishing {
                 (month, ProvinceMonth { cities })
             });
             due.extend(province.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (None, s)));
+        }
+        // Months whose figures a restart under other rules changed: said once, with the new
+        // revision that names the new rules.
+        let cities = self.view.cities();
+        let changes = self.publishers.iter_mut().map(|(city, p)| (Scope::City(cities.key(*city)), p));
+        let province = self.province.as_mut().map(|(p, _)| (Scope::Province, p));
+        for (scope, publisher) in changes.chain(province) {
+            for (month, before) in publisher.take_rules_changes() {
+                let now = &publisher.made_by().rules_fingerprint;
+                out.telemetry.emit(FiguresChangedByRules { key: &scope.key(month), before: &before, now });
+            }
         }
         let topic = &self.snapshots;
         let mut latencies = Vec::new();
@@ -233,14 +243,4 @@ impl Publishing {
         }
         Ok(latencies)
     }
-}
-
-/// The publisher of `city`'s snapshots, which name it as `key` (not at all for the default).
-fn publisher<'a>(
-    publishers: &'a mut BTreeMap<CityCode, Publisher>,
-    rules: &PublishRules,
-    city: CityCode,
-    key: Option<CityCode>,
-) -> &'a mut Publisher {
-    publishers.entry(city).or_insert_with(|| Publisher::new(PublishRules { city: key, ..rules.clone() }))
 }
