@@ -660,15 +660,14 @@ impl Settings {
     }
 
     /// With working-day deadlines, the years from the first month the retention holds on
-    /// `today` to the year after `today`'s that a calendar in use lacks: deadlines that need
-    /// them count by weekends alone, marked provisional, until they are added.
+    /// `today` to `today`'s, and in December the next, that a calendar in use lacks: deadlines
+    /// that need them count by weekends alone, marked provisional, until they are added.
     pub fn calendar_gaps(&self, today: jiff::civil::Date) -> Vec<i16> {
         let first = today.first_of_month().checked_sub(jiff::Span::new().months(self.retention_months));
         let first = first.map_or(today.year(), |d| d.year());
-        let mut gaps: Vec<i16> = self
-            .calendars()
-            .flat_map(|c| (first..=today.year().saturating_add(1)).filter(|y| !c.years().any(|c| c == *y)))
-            .collect();
+        let last = if today.month() == 12 { today.year().saturating_add(1) } else { today.year() };
+        let mut gaps: Vec<i16> =
+            self.calendars().flat_map(|c| (first..=last).filter(|y| !c.years().any(|c| c == *y))).collect();
         gaps.sort_unstable();
         gaps.dedup();
         gaps
@@ -1001,8 +1000,9 @@ name = "延边朝鲜族自治州"
         assert_eq!(settings.calendar_last_year(), Some(2026));
         assert_eq!(settings.calendar_gaps(date("2023-04-15")), Vec::<i16>::new());
         assert_eq!(settings.calendar_gaps(date("2023-01-15")), [2021]);
-        assert_eq!(settings.calendar_gaps(date("2026-12-06")), [2027]);
-        assert_eq!(settings.calendar_gaps(date("2027-02-01")), [2027, 2028]);
+        assert_eq!(settings.calendar_gaps(date("2026-11-30")), Vec::<i16>::new());
+        assert_eq!(settings.calendar_gaps(date("2026-12-06")), [2027], "from December, next year");
+        assert_eq!(settings.calendar_gaps(date("2027-02-01")), [2027]);
 
         let err = Config::parse(&format!("{base}[sla.working_days]\nhelpp = 3\n"), []).unwrap().settings().unwrap_err();
         assert!(err.to_string().contains("\"helpp\" is not a request kind"), "{err:#}");

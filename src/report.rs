@@ -10,7 +10,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::domain::figures::DepartmentFigures;
+use crate::domain::figures::{DepartmentFigures, ProvisionalDeadlines};
 use crate::domain::overflow::UNREGISTERED;
 use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 use crate::labels::LabelRegistry;
@@ -49,7 +49,7 @@ pub struct Report {
     pub month_over_month: Option<MonthOverMonth>,
     /// Years the working-day calendar lacks that some deadline needed, with their cases: the
     /// report says those figures are provisional.
-    pub provisional_deadlines: Vec<(i16, u64)>,
+    pub provisional_deadlines: Vec<ProvisionalDeadlines>,
     /// The rules the figures were counted by, and the build (`hotline rules` prints them).
     pub made_by: MadeBy,
 }
@@ -385,7 +385,7 @@ impl Report {
                 .collect(),
             service,
             month_over_month,
-            provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
+            provisional_deadlines: f.provisional_deadlines.clone(),
             made_by: snapshot.made_by.clone(),
         }
     }
@@ -504,10 +504,10 @@ fn made_by(m: &MadeBy) -> String {
 }
 
 /// The notes on deadlines counted without a year's published holidays, one per year.
-fn provisional_notes(years: &[(i16, u64)]) -> Vec<String> {
+fn provisional_notes(years: &[ProvisionalDeadlines]) -> Vec<String> {
     years
         .iter()
-        .map(|(year, cases)| {
+        .map(|ProvisionalDeadlines { year, cases }| {
             format!(
                 "注：本月有{cases}件诉求的办理时限跨入{year}年。{year}年节假日安排尚未公布，其工作日暂按周一至周五计算，\
                  有关按期办结、超期的数字待安排公布、补入日历后重新计算。"

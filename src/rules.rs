@@ -6,8 +6,9 @@
 //! The form holds what the figures depend on: the zone; the deadlines (`[sla]`: the default,
 //! the sign-for window, the working days by request kind and, with them, every year of the
 //! working-day calendar as its holidays and worked weekends); the registry (departments and
-//! categories with their names and groups); and the ranking's bound, size and weights. A
-//! province's form holds each city's.
+//! categories with their names and groups, and how many codes outside it keep rows of their
+//! own); and the ranking's bound, size and weights. A province's form holds each city's, and
+//! the city events without `city` belong to.
 
 use std::collections::BTreeMap;
 
@@ -40,16 +41,12 @@ impl Rules {
         Rules { canonical, fingerprint }
     }
 
-    /// A city's rules: its deadlines and registry, with the deployment's zone and ranking.
-    pub fn of_city(zone: &str, counting: &CountingRules, registry: &LabelRegistry, ranking: &RankingRules) -> Rules {
-        Rules::of(city(zone, counting, registry, ranking))
-    }
-
     /// The province's: each of its cities', by division code.
     pub fn of_province(settings: &Settings) -> Rules {
         let cities: serde_json::Map<String, Value> =
             settings.cities.iter().map(|c| (c.code.to_string(), city_of(settings, c))).collect();
-        Rules::of(json!({"province": cities}))
+        let default_city = settings.default_city.map(|c| c.to_string());
+        Rules::of(json!({"province": cities, "default_city": default_city}))
     }
 
     /// Each city's rules, as its snapshots name them.
@@ -59,10 +56,16 @@ impl Rules {
 }
 
 fn city_of(settings: &Settings, c: &CitySettings) -> Value {
-    city(&settings.zone_name, &c.rules, &c.labels, &settings.ranking)
+    city(&settings.zone_name, &c.rules, &c.labels, settings.unregistered_rows, &settings.ranking)
 }
 
-fn city(zone: &str, counting: &CountingRules, registry: &LabelRegistry, ranking: &RankingRules) -> Value {
+fn city(
+    zone: &str,
+    counting: &CountingRules,
+    registry: &LabelRegistry,
+    unregistered_rows: usize,
+    ranking: &RankingRules,
+) -> Value {
     let working_days: BTreeMap<&str, u16> = match &counting.working_days {
         None => BTreeMap::new(),
         Some(w) => RequestKind::ALL.iter().filter_map(|k| Some((k.code(), w.by_kind[*k as usize]?))).collect(),
@@ -79,7 +82,11 @@ fn city(zone: &str, counting: &CountingRules, registry: &LabelRegistry, ranking:
             "working_days": working_days,
             "calendar": calendar,
         },
-        "registry": {"departments": registry.departments, "categories": categories},
+        "registry": {
+            "departments": registry.departments,
+            "categories": categories,
+            "unregistered_rows": unregistered_rows,
+        },
         "ranking": {
             "min_assigned": ranking.min_assigned,
             "size": ranking.size,
@@ -139,6 +146,7 @@ mod tests {
             "[ranking]\nmin_assigned = 20\n",
             "[ranking.weights]\non_time = 0.5\n",
             "[time]\nzone = \"Asia/Urumqi\"\n",
+            "[labels]\nunregistered_rows = 10\n",
         ] {
             assert_ne!(fingerprint(changed), base, "{changed}");
         }

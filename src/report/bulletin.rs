@@ -11,7 +11,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::domain::figures::{CityRow, DepartmentFigures, Figures, Ranked, Totals};
+use crate::domain::figures::{CityRow, DepartmentFigures, Figures, ProvisionalDeadlines, Ranked, Totals};
 use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 
 use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, made_by, percent, provisional_notes, tenths};
@@ -65,7 +65,7 @@ pub struct Bulletin {
     pub bottom: Vec<RankRow>,
     pub month_over_month: Option<MonthOverMonth>,
     /// Years the working-day calendar lacks that some deadline needed, with their cases.
-    pub provisional_deadlines: Vec<(i16, u64)>,
+    pub provisional_deadlines: Vec<ProvisionalDeadlines>,
     /// The rules of all its cities, and the build.
     pub made_by: MadeBy,
 }
@@ -192,7 +192,7 @@ impl Bulletin {
             top: ranked(&p.ranking.top),
             bottom: ranked(&p.ranking.bottom),
             month_over_month,
-            provisional_deadlines: f.provisional_deadlines.iter().map(|p| (p.year, p.cases)).collect(),
+            provisional_deadlines: f.provisional_deadlines.clone(),
             made_by: snapshot.made_by.clone(),
         }
     }
@@ -373,7 +373,7 @@ impl Bulletin {
         for note in provisional_notes(&self.provisional_deadlines) {
             out.push_str(&format!("<p class=\"note\">{}</p>\n", escape(&note)));
         }
-        out.push_str(&format!("<footer>{}</footer>\n</body></html>\n", self.footer()));
+        out.push_str(&format!("<footer>{}</footer>\n</body></html>\n", escape(&self.footer())));
         out
     }
 }

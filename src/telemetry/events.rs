@@ -290,7 +290,7 @@ impl InternalEvent for CalendarRead<'_> {
         t.metrics.calendar_last_year.set(i64::from(last_year));
         t.metrics.calendar_covered_until.set(self.covered_until.map_or(0, |at| at.as_second()));
         if !self.missing.is_empty() {
-            let file = self.file.map_or("built in".to_owned(), |p| p.display().to_string());
+            let file = self.file.map_or("built in or a city's".to_owned(), |p| p.display().to_string());
             tracing::warn!(
                 calendar = %file,
                 missing = ?self.missing,
