@@ -8,25 +8,13 @@
 
 mod common;
 
+use common::reference::{self, WORKING_DAYS};
+
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 
 const MONTH: &str = "2022-12";
-
-const WORKING_DAYS: &str =
-    "[sla.working_days]\nconsultation = 1\nhelp = 3\ncomplaint = 5\nreport = 5\nsuggestion = 10\n";
-
-/// Working days to answer, by request kind, as `WORKING_DAYS` sets them.
-fn working_days(kind: Option<&str>) -> Option<i32> {
-    match kind? {
-        "consultation" => Some(1),
-        "help" => Some(3),
-        "complaint" | "report" => Some(5),
-        "suggestion" => Some(10),
-        _ => None,
-    }
-}
 
 /// The deadline of an assignment without `due_at`, and 2023 when it needed a day of 2023 while
 /// the calendar lacks it. December 2022 has neither holiday nor worked weekend; 2023 counts by
@@ -35,7 +23,7 @@ fn working_days(kind: Option<&str>) -> Option<i32> {
 /// and Sunday 29 January worked.
 fn deadline(assigned: Timestamp, kind: Option<&str>, published: bool) -> (Timestamp, Option<i16>) {
     let zone = TimeZone::get("Asia/Shanghai").unwrap();
-    let Some(mut left) = working_days(kind) else {
+    let Some(mut left) = reference::working_days(kind) else {
         return (assigned.to_zoned_datetime(zone).checked_add(Span::new().days(15)).unwrap().timestamp(), None);
     };
     let january = |d: i8| Date::new(2023, 1, d).unwrap();

@@ -20,17 +20,6 @@ use serde_json::{Value, json};
 
 const MONTH: &str = "2022-04";
 
-/// Working days to answer, by request kind, as `[sla.working_days]` below sets them.
-fn working_days(kind: Option<&str>) -> Option<i32> {
-    match kind? {
-        "consultation" => Some(1),
-        "help" => Some(3),
-        "complaint" | "report" => Some(5),
-        "suggestion" => Some(10),
-        _ => None,
-    }
-}
-
 /// Whether `day` was a working day, from the State Council's notice for 2022 (written out
 /// here, apart from `config/calendar.toml`): Qingming 3-5 April off with Saturday 2 April
 /// worked; Labour Day 30 April-4 May off with Sunday 24 April and Saturday 7 May worked;
@@ -49,7 +38,7 @@ fn working(day: Date) -> bool {
 /// calendar days for a kind without a number.
 fn deadline(assigned: Timestamp, kind: Option<&str>) -> Timestamp {
     let zone = TimeZone::get("Asia/Shanghai").unwrap();
-    let Some(mut left) = working_days(kind) else {
+    let Some(mut left) = common::reference::working_days(kind) else {
         return assigned.to_zoned_datetime(zone).checked_add(Span::new().days(15)).unwrap().timestamp();
     };
     let mut day = assigned.to_zoned_datetime(zone.clone()).date();
@@ -140,11 +129,7 @@ fn bad_inputs() -> Vec<(Value, &'static str)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_v2_month_through_hotline_run_counts_to_the_reference() {
-    let deployment = common::Deployment::new(
-        "",
-        "[sla.working_days]\nconsultation = 1\nhelp = 3\ncomplaint = 5\nreport = 5\nsuggestion = 10\n",
-    )
-    .await;
+    let deployment = common::Deployment::new("", common::reference::WORKING_DAYS).await;
     let (config, settings) = (&deployment.config, &deployment.settings);
 
     let mut good = common::generated_month(MONTH, &settings.zone, 1200, 21);

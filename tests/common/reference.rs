@@ -32,6 +32,21 @@ pub fn figures(events: &[Value], month: &str, zone: &TimeZone, sla: Span, as_of:
     figures_by(events, month, zone, &calendar_days, as_of)
 }
 
+/// The working-day table the tests count by (`[sla.working_days]`).
+pub const WORKING_DAYS: &str =
+    "[sla.working_days]\nconsultation = 1\nhelp = 3\ncomplaint = 5\nreport = 5\nsuggestion = 10\n";
+
+/// Working days to answer, by request kind, as `WORKING_DAYS` sets them.
+pub fn working_days(kind: Option<&str>) -> Option<i32> {
+    match kind? {
+        "consultation" => Some(1),
+        "help" => Some(3),
+        "complaint" | "report" => Some(5),
+        "suggestion" => Some(10),
+        _ => None,
+    }
+}
+
 /// An assignment's deadline (at, request kind) -> (due, the year the calendar lacks that it
 /// needed, if any).
 pub type Deadline<'a> = dyn Fn(Timestamp, Option<&str>) -> (Timestamp, Option<i16>) + 'a;
