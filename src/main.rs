@@ -58,6 +58,25 @@ enum Command {
         #[arg(long)]
         date: Option<String>,
     },
+    /// Compare two snapshots of one month, figure by figure and department by department: each
+    /// a JSON file (as `snapshot show --format json` prints one) or `live`.
+    Diff {
+        a: String,
+        b: String,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        /// The month of a `live` side, YYYY-MM.
+        #[arg(long)]
+        month: Option<String>,
+        /// A city's division code (province mode): its `live` snapshot and registry.
+        #[arg(long)]
+        city: Option<String>,
+        /// The province's `live` snapshot (province mode).
+        #[arg(long, conflicts_with = "city")]
+        province: bool,
+        #[arg(long, value_enum, default_value_t = commands::diff::Format::Markdown)]
+        format: commands::diff::Format,
+    },
     /// Print the counting rules of a configuration in their canonical form, with the
     /// fingerprint every snapshot counted by them names.
     Rules {
@@ -135,6 +154,10 @@ fn main() -> std::process::ExitCode {
                 commands::report::report(&config, options).await
             }
             Command::Rules { config } => commands::rules::rules(&config),
+            Command::Diff { a, b, config, month, city, province, format } => {
+                let options = commands::diff::Options { a, b, month, city, province, format };
+                commands::diff::diff(&config, options).await
+            }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
             Command::Demo { listen, scale, province_rate, exit } => {

@@ -16,6 +16,7 @@ use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 use crate::labels::LabelRegistry;
 
 pub mod bulletin;
+pub mod diff;
 
 /// The group that gathers every category without a named group of its own.
 pub(crate) const OTHER_GROUP: &str = "其它";

@@ -96,4 +96,20 @@ async fn deadlines_in_a_year_the_calendar_lacks_count_on_marked_and_are_counted_
     // December, and January's first days, whose deadlines were in 2023 too.
     assert!(common::metric(&metrics, "hotline_figures_changed_by_rules_total") >= 1.0);
     restarted.stop().await;
+
+    // `hotline diff`: the first revision, from a file, against the live one.
+    let first_file = dir.path().join("first.json");
+    std::fs::write(&first_file, first.to_json()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["diff", first_file.to_str().unwrap(), "live", "--month", MONTH])
+        .args(["--config", deployment.file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let diff = String::from_utf8(out.stdout).unwrap();
+    let cases = first.figures.provisional_deadlines[0].cases;
+    assert!(diff.contains(&format!("| 全市 | 办理时限暂按周末计算 | {cases} | 0 |")), "{diff}");
+    for side in [&first, &second] {
+        assert!(diff.contains(&side.made_by.rules_fingerprint[..12]), "{diff}");
+    }
 }

@@ -1,6 +1,7 @@
 //! The commands behind the CLI. Each is a thin shell over the pipeline and the core.
 
 pub mod demo;
+pub mod diff;
 pub mod replay;
 pub mod report;
 pub mod rescale;
