@@ -85,9 +85,9 @@ impl Publishing {
             ranking: settings.ranking.clone(),
             made_by: MadeBy { rules_fingerprint: made_by.fingerprint.clone(), build: rules::BUILD.to_owned() },
         };
-        let cities = settings.cities();
         for (city, made_by) in Rules::of_cities(settings) {
-            publishing.publishers.insert(city.code, Publisher::new(rules(cities.key(city.code), &made_by)));
+            let key = publishing.view.cities().key(city.code);
+            publishing.publishers.insert(city.code, Publisher::new(rules(key, &made_by)));
         }
         if settings.province.is_some() {
             let names = settings.cities.iter().map(|c| (c.code, c.name.clone().unwrap_or_default())).collect();
