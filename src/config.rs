@@ -731,8 +731,8 @@ impl Config {
         if self.kafka.partitions < 1 {
             bail!("kafka.partitions must be at least 1");
         }
-        let session_timeout = wall(&self.kafka.session_timeout, "kafka.session_timeout")?;
-        let heartbeat_interval = wall(&self.kafka.heartbeat_interval, "kafka.heartbeat_interval")?;
+        let session_timeout = duration(&self.kafka.session_timeout, "kafka.session_timeout")?;
+        let heartbeat_interval = duration(&self.kafka.heartbeat_interval, "kafka.heartbeat_interval")?;
         if heartbeat_interval.is_zero() || heartbeat_interval * 2 > session_timeout {
             bail!(
                 "kafka.heartbeat_interval ({}) must be above zero and at most half of kafka.session_timeout ({}), \
@@ -754,7 +754,7 @@ impl Config {
                 max_poll_interval.as_millis()
             );
         }
-        let stalled_after = wall(&self.http.stalled_after, "http.stalled_after")?;
+        let stalled_after = duration(&self.http.stalled_after, "http.stalled_after")?;
         if stalled_after < MIN_STALLED_AFTER {
             bail!(
                 "http.stalled_after ({}) must be at least {}s: one Kafka call may legitimately take that long",
@@ -828,14 +828,14 @@ impl Config {
             default_city,
             province: self.province,
             labels,
-            max_future: wall(&self.time.max_future, "time.max_future")?,
+            max_future: duration(&self.time.max_future, "time.max_future")?,
             default_sla: counting.default_sla,
             working_days: counting.working_days,
             accept_within: counting.accept_within,
             grace: span(&self.snapshot.grace, "snapshot.grace")?,
-            min_interval: wall(&self.snapshot.min_interval, "snapshot.min_interval")?,
-            idle_partition: wall(&self.snapshot.idle_partition, "snapshot.idle_partition")?,
-            commit_interval: wall(&self.limits.commit_interval, "limits.commit_interval")?,
+            min_interval: duration(&self.snapshot.min_interval, "snapshot.min_interval")?,
+            idle_partition: duration(&self.snapshot.idle_partition, "snapshot.idle_partition")?,
+            commit_interval: duration(&self.limits.commit_interval, "limits.commit_interval")?,
             session_timeout,
             heartbeat_interval,
             stalled_after,
@@ -885,7 +885,8 @@ fn span(s: &str, key: &str) -> Result<Span> {
     Ok(span)
 }
 
-fn wall(s: &str, key: &str) -> Result<Duration> {
+/// A wall-clock duration such as `90s` or `1d` (a day of 24 hours), named `key` in errors.
+pub(crate) fn duration(s: &str, key: &str) -> Result<Duration> {
     let d = span(s, key)?.to_duration(SpanRelativeTo::days_are_24_hours())?;
     Ok(d.unsigned_abs())
 }

@@ -83,6 +83,40 @@ enum Command {
         #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
     },
+    /// Count the input topics again from a month on, under the rules of a configuration, and
+    /// write each month's final snapshot (a bounded job: it reads to the topics' current end
+    /// and stops; nothing of the live pipeline's is touched).
+    Recount {
+        /// The rules to count by, and the topics to read.
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        /// The first month, YYYY-MM: reading starts at its beginning, less the margin.
+        #[arg(long)]
+        from: String,
+        /// The last month written, YYYY-MM (later events are read all the same).
+        #[arg(long)]
+        to: Option<String>,
+        /// Write each snapshot to DIR/<key>.json (2022-04.json, 220300/2022-04.json,
+        /// province/2022-04.json) and a summary to DIR/recount.json.
+        #[arg(long, conflicts_with = "topic")]
+        output: Option<PathBuf>,
+        /// Send the snapshots to this topic (Avro, keyed as the live ones).
+        #[arg(long)]
+        topic: Option<String>,
+        /// With --topic naming the live snapshots topic: replace the live figures, continuing
+        /// their revisions; refused while a `hotline run` of the group is running.
+        #[arg(long, requires = "topic")]
+        replace_live: bool,
+        /// How long before the first month's start, in Kafka time, to start reading.
+        #[arg(long, default_value = "1d")]
+        margin: String,
+        /// Decoding threads and counting threads, each (default: the cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Counting partitions (default: the live pipeline's).
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
     /// Send an NDJSON file of contract events to the input topics (history backfill).
     Replay {
         /// One event per line; `-` reads standard input.
@@ -157,6 +191,21 @@ fn main() -> std::process::ExitCode {
             Command::Diff { a, b, config, month, city, province, format } => {
                 let options = commands::diff::Options { a, b, month, city, province, format };
                 commands::diff::diff(&config, options).await
+            }
+            Command::Recount { config, from, to, output, topic, replace_live, margin, threads, partitions } => {
+                let json_log = matches!(cli.log_format, LogFormat::Json);
+                let options = commands::recount::Options {
+                    from,
+                    to,
+                    output,
+                    topic,
+                    replace_live,
+                    margin,
+                    threads,
+                    partitions,
+                    json_log,
+                };
+                commands::recount::recount(&config, options).await
             }
             Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,

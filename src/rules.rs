@@ -49,6 +49,14 @@ impl Rules {
         Rules::of(json!({"province": cities, "default_city": default_city}))
     }
 
+    /// The rules of the whole deployment: the province's in province mode, else its city's.
+    pub fn of_settings(settings: &Settings) -> Rules {
+        match settings.province {
+            Some(_) => Rules::of_province(settings),
+            None => Rules::of(city_of(settings, &settings.cities[0])),
+        }
+    }
+
     /// Each city's rules, as its snapshots name them.
     pub fn of_cities(settings: &Settings) -> Vec<(&CitySettings, Rules)> {
         settings.cities.iter().map(|c| (c, Rules::of(city_of(settings, c)))).collect()

@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod diff;
+pub mod recount;
 pub mod replay;
 pub mod report;
 pub mod rescale;

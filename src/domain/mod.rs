@@ -17,6 +17,8 @@ pub(crate) mod overflow;
 pub(crate) mod partition;
 pub mod province;
 pub(crate) mod publisher;
+pub(crate) mod publishers;
 pub mod ranking;
+pub(crate) mod recount;
 pub mod routing;
 pub mod snapshot;

@@ -109,6 +109,8 @@ pub(crate) struct CountingPartition {
     /// hashes to it among them.
     partitions: i32,
     retention_months: u32,
+    /// No month before this one is counted, whatever the watermark (a recount's first month).
+    counted_from: Option<Month>,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
     /// The watermark last written to `partials`.
@@ -129,6 +131,7 @@ impl CountingPartition {
             ledgers: BTreeMap::new(),
             partitions,
             retention_months,
+            counted_from: None,
             sources: Watermarks::new(),
             written_watermark: None,
             written_progress: None,
@@ -176,6 +179,15 @@ impl CountingPartition {
             (None, Some(_)) => false,
             (Some(None), Some(_)) => true,
             (Some(Some(covers)), Some(committed)) => covers >= committed,
+        }
+    }
+
+    /// Counts no month before `month`: events of earlier months are rejected as evicted, as
+    /// `hotline recount --from` needs.
+    pub(crate) fn count_from(&mut self, month: Month) {
+        self.counted_from = Some(month);
+        for ledger in self.ledgers.values_mut() {
+            ledger.evict_before(month);
         }
     }
 
@@ -331,8 +343,11 @@ impl CountingPartition {
 
     /// The first month to keep, by this partition's watermark.
     fn kept_from(&self) -> Option<Month> {
-        let watermark = self.sources.current()?;
-        Some(Month::containing(watermark, self.cities.zone()).months_before(self.retention_months))
+        let by_watermark = self
+            .sources
+            .current()
+            .map(|watermark| Month::containing(watermark, self.cities.zone()).months_before(self.retention_months));
+        by_watermark.max(self.counted_from)
     }
 }
 
@@ -366,6 +381,7 @@ pub(crate) fn repartition(old: &[CountingPartition], to: i32) -> Result<Vec<Coun
     let mut new: Vec<CountingPartition> = (0..to)
         .map(|_| {
             let mut p = CountingPartition::new(first.cities.clone(), to, first.retention_months);
+            p.counted_from = first.counted_from;
             p.sources = sources.clone();
             p
         })

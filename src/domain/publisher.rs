@@ -151,6 +151,11 @@ impl Publisher {
         due
     }
 
+    /// How its snapshots name their city: `None` for the default city's and the province's.
+    pub(crate) fn city_key(&self) -> Option<CityCode> {
+        self.rules.city
+    }
+
     /// The rules and build its snapshots name.
     pub(crate) fn made_by(&self) -> &MadeBy {
         &self.rules.made_by

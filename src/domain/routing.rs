@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use super::event::CaseEvent;
+use super::event::{self, CaseEvent, DecodeLimits, Rejection};
+use super::province::Cities;
 
 /// The counting partition of a case: CRC-32 of its id modulo the partitions of the internal
 /// topic. Fixed forever for a given partition count, which therefore must not change.
@@ -52,6 +53,64 @@ pub(crate) struct RoutedEvent {
     pub input_timestamp: Option<i64>,
     #[serde(flatten)]
     pub event: CaseEvent,
+}
+
+/// Decodes input messages and routes each event to its counting partition, as the ingest
+/// stage does live and `hotline recount` does in memory.
+#[derive(Debug)]
+pub(crate) struct Router {
+    partitions: i32,
+    /// Which cities events may name, and which one those naming none belong to.
+    cities: Cities,
+    progress: Progress,
+    max_message_bytes: usize,
+    max_future: Duration,
+}
+
+/// One input message, as the router reads it.
+pub(crate) struct Input<'a> {
+    pub source: &'a Source,
+    pub offset: i64,
+    /// Its Kafka timestamp (milliseconds).
+    pub timestamp: Option<i64>,
+    pub payload: &'a [u8],
+}
+
+impl Router {
+    pub fn new(partitions: i32, cities: Cities, max_message_bytes: usize, max_future: Duration) -> Router {
+        Router { partitions, cities, progress: Progress::default(), max_message_bytes, max_future }
+    }
+
+    /// Follows an input partition read, with or without events.
+    pub fn track(&mut self, source: Source, now: Instant) {
+        self.progress.track(source, now);
+    }
+
+    /// The counting partition of a message's event and its routed record, or why it is a dead
+    /// letter. Events may not be later than `wall` plus `time.max_future`; the city an event
+    /// names is resolved here, and the record names it unless it is the default.
+    pub fn route(&mut self, input: Input<'_>, wall: Timestamp, now: Instant) -> Result<(i32, Routed), Rejection> {
+        let limits =
+            DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at: wall + self.max_future };
+        let mut event = event::decode(input.payload, &limits)?;
+        event.city = self.cities.key(self.cities.resolve(event.city)?);
+        let to = partition_of(&event.case_id, self.partitions);
+        // A clock running ahead upstream must not close months early.
+        let watermark = self.progress.route(input.source, event.occurred_at.min(wall), to, now);
+        let event = Some(RoutedEvent { offset: input.offset, input_timestamp: input.timestamp, event });
+        Ok((to, Routed { source: input.source.clone(), watermark: Some(watermark), idle: false, event }))
+    }
+
+    /// Marks idle every input partition without an event for `idle_after` that `caught_up`
+    /// says has been read to its end.
+    pub fn mark_idle(&mut self, now: Instant, idle_after: Duration, caught_up: impl Fn(&Source) -> bool) {
+        self.progress.mark_idle(now, idle_after, caught_up);
+    }
+
+    /// The markers owed to the counting partitions (`Progress::markers`).
+    pub fn markers(&mut self) -> Vec<(i32, Routed)> {
+        self.progress.markers(self.partitions)
+    }
 }
 
 /// What the ingest stage has told each counting partition about each input partition it

@@ -2,6 +2,7 @@
 //! consume-count-produce loop.
 
 pub mod pipeline;
+pub mod recount;
 pub mod sender;
 pub mod topics;
 

@@ -56,6 +56,7 @@ use transaction::{Output, TRANSACTION_TIMEOUT};
 
 pub use count::restore_ledger;
 pub use layout::{DEAD_LETTER_MAX_PAYLOAD, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+pub(crate) use publish::publishers;
 pub use rescale::{Rescaled, rescale};
 
 /// Runs the pipeline until `stop` is cancelled, starting over after failures. However it ends,

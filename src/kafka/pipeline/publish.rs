@@ -8,7 +8,7 @@
 //! previous one with its key, so reading it from the beginning rebuilds the publisher, and
 //! revision numbers continue from the snapshots topic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -23,9 +23,10 @@ use crate::domain::city::CityView;
 use crate::domain::figures::Tally;
 use crate::domain::gauges::CityGauges;
 use crate::domain::month::Month;
-use crate::domain::province::{CityCode, ProvinceMonth};
+use crate::domain::province::{Cities, CityCode};
 use crate::domain::publisher::{PublishRules, Publisher};
-use crate::domain::snapshot::{MadeBy, Scope};
+use crate::domain::publishers::Publishers;
+use crate::domain::snapshot::MadeBy;
 use crate::kafka::topics;
 use crate::labels::LabelRegistry;
 use crate::records::{self, PartialKey, Unreadable, Watermark};
@@ -44,10 +45,8 @@ pub(crate) struct Publishing {
     labels: BTreeMap<CityCode, LabelRegistry>,
     /// The partitions' tallies summed, per city.
     view: CityView,
-    /// A publisher per city, its snapshots naming its rules' fingerprint.
-    publishers: BTreeMap<CityCode, Publisher>,
-    /// Province mode: the province's publisher, and the name of each city.
-    province: Option<(Publisher, BTreeMap<CityCode, String>)>,
+    /// A publisher per city and the province's, their snapshots naming their rules' fingerprint.
+    publishers: Publishers,
     codec: SnapshotCodec,
     /// Where consuming the partials partition resumes after the restore.
     pub next_offset: i64,
@@ -70,30 +69,12 @@ impl Publishing {
             zone: settings.zone.clone(),
             labels: settings.cities.iter().map(|c| (c.code, c.labels.clone())).collect(),
             view: CityView::new(settings.cities(), settings.retention_months, counting_partitions as usize),
-            publishers: BTreeMap::new(),
-            province: None,
+            publishers: Publishers::new(BTreeMap::new(), None),
             codec: SnapshotCodec::new(framing),
             next_offset: 0,
             unreadable: None,
         };
-        let rules = |city: Option<CityCode>, made_by: &Rules| PublishRules {
-            city,
-            zone: settings.zone.clone(),
-            zone_name: settings.zone_name.clone(),
-            grace: settings.grace,
-            min_interval: settings.min_interval,
-            ranking: settings.ranking.clone(),
-            made_by: MadeBy { rules_fingerprint: made_by.fingerprint.clone(), build: rules::BUILD.to_owned() },
-        };
-        for (city, made_by) in Rules::of_cities(settings) {
-            let key = publishing.view.cities().key(city.code);
-            publishing.publishers.insert(city.code, Publisher::new(rules(key, &made_by)));
-        }
-        if settings.province.is_some() {
-            let names = settings.cities.iter().map(|c| (c.code, c.name.clone().unwrap_or_default())).collect();
-            let made_by = Rules::of_province(settings);
-            publishing.province = Some((Publisher::new(rules(None, &made_by)), names));
-        }
+        publishing.publishers = publishers(settings, publishing.view.cities());
         let p = &mut publishing;
         topics::read_to_end(&settings.kafka, &settings.topics.partials, RESTORE_TIMEOUT, |m| {
             telemetry.progress();
@@ -107,19 +88,7 @@ impl Publishing {
             match m.payload().map(|bytes| p.codec.decode(bytes)) {
                 Some(Ok(s)) => {
                     p.view.raise_floor(s.as_of);
-                    match s.scope() {
-                        Scope::Province => {
-                            if let Some((province, _)) = &mut p.province {
-                                province.restore(s.month, &s);
-                            }
-                        }
-                        Scope::City(keyed) => {
-                            let publisher = p.view.cities().of_key(keyed).and_then(|c| p.publishers.get_mut(&c));
-                            if let Some(publisher) = publisher {
-                                publisher.restore(s.month, &s);
-                            }
-                        }
-                    }
+                    p.publishers.restore(p.view.cities().of_key(s.city), &s);
                 }
                 Some(Err(e)) => telemetry.emit(SnapshotUndecodable { offset: m.offset(), error: &e }),
                 None => {}
@@ -167,7 +136,7 @@ impl Publishing {
         let (sums, publishers) = (self.view.sums(), &self.publishers);
         let mut gauges = Vec::with_capacity(self.labels.len());
         for (&city, labels) in &self.labels {
-            let publisher = publishers.get(&city);
+            let publisher = publishers.city(city);
             let published = publisher.map(|p| p.published().collect()).unwrap_or_default();
             let is_closed = |m: Month| watermark.is_some_and(|w| publisher.is_some_and(|p| p.is_closed(m, w)));
             let months = sums.iter().filter(|((c, _), _)| *c == city).map(|((_, m), t)| (*m, t, is_closed(*m)));
@@ -190,40 +159,14 @@ impl Publishing {
                 let key = PartialKey::Tally { partition, city: self.view.cities().key(city), month }.to_string();
                 out.send_keyed(&self.partials, 0, &key, None)?;
             }
-            for publisher in self.publishers.values_mut().chain(self.province.as_mut().map(|(p, _)| p)) {
-                publisher.forget_before(kept_from);
-            }
+            self.publishers.forget_before(kept_from);
         }
         let watermark = self.view.watermark();
-        let (sums, publishers) = (self.view.sums(), &mut self.publishers);
-        let mut due = Vec::new();
-        for (&city, publisher) in publishers.iter_mut() {
-            let months = sums.iter().filter(|((c, _), _)| *c == city).map(|((_, m), t)| (*m, t));
-            due.extend(publisher.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (Some(city), s)));
-        }
-        if let Some((province, names)) = &mut self.province {
-            // Every city has its row, a city without cases in the month a row of zeros.
-            let empty = Tally::default();
-            let held: BTreeSet<Month> = sums.keys().map(|(_, m)| *m).collect();
-            let months = held.into_iter().map(|month| {
-                let cities = names
-                    .iter()
-                    .map(|(city, name)| (*city, name.as_str(), sums.get(&(*city, month)).unwrap_or(&empty)))
-                    .collect();
-                (month, ProvinceMonth { cities })
-            });
-            due.extend(province.due(months, watermark, now, Timestamp::now()).into_iter().map(|s| (None, s)));
-        }
+        let due = self.publishers.due(self.view.sums(), watermark, now, Timestamp::now(), |_| true);
         // Months whose figures a restart under other rules changed: said once, with the new
         // revision that names the new rules.
-        let cities = self.view.cities();
-        let changes = self.publishers.iter_mut().map(|(city, p)| (Scope::City(cities.key(*city)), p));
-        let province = self.province.as_mut().map(|(p, _)| (Scope::Province, p));
-        for (scope, publisher) in changes.chain(province) {
-            for (month, before) in publisher.take_rules_changes() {
-                let now = &publisher.made_by().rules_fingerprint;
-                out.telemetry.emit(FiguresChangedByRules { key: &scope.key(month), before: &before, now });
-            }
+        for change in self.publishers.take_rules_changes() {
+            out.telemetry.emit(FiguresChangedByRules { key: &change.key, before: &change.before, now: &change.now });
         }
         let topic = &self.snapshots;
         let mut latencies = Vec::new();
@@ -243,4 +186,26 @@ impl Publishing {
         }
         Ok(latencies)
     }
+}
+
+/// A publisher per city of `settings` and, in province mode, the province's, each naming the
+/// fingerprint of its rules.
+pub(crate) fn publishers(settings: &Settings, cities: &Cities) -> Publishers {
+    let rules = |city: Option<CityCode>, made_by: &Rules| PublishRules {
+        city,
+        zone: settings.zone.clone(),
+        zone_name: settings.zone_name.clone(),
+        grace: settings.grace,
+        min_interval: settings.min_interval,
+        ranking: settings.ranking.clone(),
+        made_by: MadeBy { rules_fingerprint: made_by.fingerprint.clone(), build: rules::BUILD.to_owned() },
+    };
+    let by_city = Rules::of_cities(settings)
+        .into_iter()
+        .map(|(city, made_by)| (city.code, Publisher::new(rules(cities.key(city.code), &made_by))));
+    let province = settings.province.as_ref().map(|_| {
+        let names = settings.cities.iter().map(|c| (c.code, c.name.clone().unwrap_or_default())).collect();
+        (Publisher::new(rules(None, &Rules::of_province(settings))), names)
+    });
+    Publishers::new(by_city.collect(), province)
 }

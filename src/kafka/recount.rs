@@ -1,0 +1,480 @@
+//! `hotline recount`'s shell: the input topics read from a month on to their current end, and
+//! counted in memory by the live pipeline's core, on every core.
+//!
+//! ```text
+//!  poll (this thread) ──► decode: a Router per thread, ──► count: CountingPartitions, ──► Recount.due
+//!   raw bytes, batched     input partitions split           counting partitions split    (this thread)
+//!   by input partition     among threads                     among threads, a flush
+//!                                                            every second
+//! ```
+//!
+//! Each input partition is decoded by one thread, so its events keep their order, and each
+//! counting partition is counted by one, so the state needs no lock. Nothing is written to
+//! Kafka: no changelog, no internal topic, no transaction. Dead letters are counted by reason,
+//! not written.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use jiff::Timestamp;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::config::Settings;
+use crate::domain::event::Rejection;
+use crate::domain::month::Month;
+use crate::domain::partition::{CountingPartition, PARTIAL_INTERVAL};
+use crate::domain::province::CityCode;
+use crate::domain::recount::Recount;
+use crate::domain::routing::{Input, Routed, Router, Source};
+use crate::domain::snapshot::Snapshot;
+
+/// What to recount.
+#[derive(Clone, Debug)]
+pub struct Job {
+    /// Read with these rules (`min_interval` is ignored: revisions follow `Recount::due`).
+    pub settings: Settings,
+    pub from: Month,
+    pub to: Option<Month>,
+    /// Reading starts this long before `from`'s start in Kafka time, for events whose Kafka
+    /// timestamp is earlier than their own.
+    pub margin: Duration,
+    /// Counting partitions; by default the live pipeline's (`case_events`' partitions, or
+    /// `kafka.partitions` before it exists), so codes past the registry's bound fold as live.
+    pub counting_partitions: Option<i32>,
+    /// Revisions continue from those on this topic (publishing to the live snapshots topic).
+    pub continue_revisions_of: Option<String>,
+    /// Decoding threads and counting threads, each.
+    pub threads: usize,
+    /// No message and no end of a partition for this long is an error.
+    pub stall_timeout: Duration,
+}
+
+/// How far the reading has got.
+#[derive(Clone, Copy, Debug)]
+pub struct Reading {
+    pub read: u64,
+    /// Messages between the start offsets and the ends taken when reading began.
+    pub total: u64,
+    pub elapsed: Duration,
+}
+
+/// What a recount did.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub messages: u64,
+    pub total: u64,
+    /// The dead letters the live pipeline writes for this input, by reason.
+    pub dead_letters: BTreeMap<&'static str, u64>,
+    /// Events of months before `from`, not counted.
+    pub before_from: u64,
+    pub snapshots: usize,
+    /// From the start until the first snapshot was handed over.
+    pub first_snapshot: Option<Duration>,
+    pub elapsed: Duration,
+    /// The input partitions read, and the counting partitions.
+    pub input_partitions: usize,
+    pub counting_partitions: i32,
+}
+
+/// Messages handed to a decoding thread at once.
+const BATCH: usize = 2048;
+
+/// Raw messages of the input partitions one decoding thread owns.
+#[derive(Default)]
+struct RawBatch {
+    /// (index of its input partition, offset, Kafka timestamp, end of its payload in `bytes`)
+    messages: Vec<(usize, i64, Option<i64>, usize)>,
+    bytes: Vec<u8>,
+}
+
+enum ToDecoder {
+    Batch(RawBatch),
+    /// The input partition (its index) has been read to its end.
+    Done(usize),
+}
+
+enum ToCounter {
+    Records(Vec<(i32, Routed)>),
+    /// One decoding thread has sent everything.
+    End,
+}
+
+enum Report {
+    /// What a flush of a counting partition wrote for `partials`, and its uncounted facts.
+    Flushed(i32, crate::domain::partition::Flush),
+    /// A counting thread's rejections by reason, and the events before `from`.
+    Done(BTreeMap<&'static str, u64>, u64),
+}
+
+/// Reads and counts; hands every due snapshot to `publish` (with the city it names, `None`
+/// for the province's) and tells `progress` how far the reading has got, about four times a
+/// second.
+pub fn recount(
+    job: &Job,
+    mut publish: impl FnMut(Option<CityCode>, &Snapshot) -> Result<()>,
+    mut progress: impl FnMut(Reading),
+) -> Result<Outcome> {
+    let started = Instant::now();
+    // Revisions follow `Recount::due`, never the wall clock.
+    let settings = &Settings { min_interval: Duration::ZERO, ..job.settings.clone() };
+    let consumer = consumer(settings)?;
+    let inputs = start_and_end(&consumer, settings, job)?;
+    let total: u64 = inputs.iter().map(|i| (i.end - i.start).max(0) as u64).sum();
+    let sources: Arc<Vec<Source>> = Arc::new(inputs.iter().map(|i| i.source.clone()).collect());
+
+    let threads = job.threads.max(1);
+    let n = match job.counting_partitions {
+        Some(n) => n,
+        None => partitions_of(&consumer, &settings.topics.case_events, job.stall_timeout)?
+            .unwrap_or(settings.kafka.partitions),
+    };
+    let cities = settings.cities();
+    let (report_tx, report_rx) = mpsc::channel::<Report>();
+    let mut counter_txs = Vec::new();
+    let mut counters = Vec::new();
+    for c in 0..threads.min(n as usize) {
+        let (tx, rx) = mpsc::sync_channel::<ToCounter>(8);
+        counter_txs.push(tx);
+        let owned: Vec<i32> = (0..n).filter(|p| *p as usize % threads.min(n as usize) == c).collect();
+        let mut partitions = Vec::new();
+        let all: Vec<(String, i32)> = sources.iter().map(|s| (s.topic.clone(), s.partition)).collect();
+        let configured = settings.topics.inputs();
+        for _ in &owned {
+            let mut p = CountingPartition::new(cities.clone(), n, settings.retention_months);
+            p.resume(None, &all, &configured);
+            p.count_from(job.from);
+            partitions.push(p);
+        }
+        let (report, zone, from) = (report_tx.clone(), settings.zone.clone(), job.from);
+        counters.push(spawn(format!("recount-count-{c}"), move || {
+            count(rx, owned, partitions, threads, report, &zone, from)
+        })?);
+    }
+    drop(report_tx);
+    let mut decoder_txs = Vec::new();
+    let mut decoders = Vec::new();
+    for d in 0..threads {
+        let (tx, rx) = mpsc::sync_channel::<ToDecoder>(4);
+        decoder_txs.push(tx);
+        let mut router = Router::new(n, cities.clone(), settings.limits.max_message_bytes, settings.max_future);
+        for (i, source) in sources.iter().enumerate() {
+            if i % threads == d {
+                router.track(source.clone(), Instant::now());
+            }
+        }
+        let (sources, counters) = (sources.clone(), counter_txs.clone());
+        decoders.push(spawn(format!("recount-decode-{d}"), move || decode(rx, router, &sources, &counters))?);
+    }
+    drop(counter_txs);
+
+    let mut publishers = crate::kafka::pipeline::publishers(settings, &cities);
+    if let Some(topic) = &job.continue_revisions_of {
+        let codec = crate::avro::SnapshotCodec::new(crate::avro::Framing::SingleObject);
+        super::topics::read_to_end(&settings.kafka, topic, job.stall_timeout, |m| {
+            if let Some(Ok(s)) = m.payload().map(|bytes| codec.decode(bytes)) {
+                publishers.restore(cities.of_key(s.city), &s);
+            }
+            Ok(())
+        })?;
+    }
+    let mut recount = Recount::new(cities, publishers, n as usize, settings.retention_months, job.from, job.to);
+    let mut outcome = Outcome { total, input_partitions: inputs.len(), counting_partitions: n, ..Outcome::default() };
+    let mut handed = |due: Vec<(Option<CityCode>, Snapshot)>, outcome: &mut Outcome| -> Result<()> {
+        for (city, snapshot) in &due {
+            publish(*city, snapshot)?;
+            outcome.snapshots += 1;
+            outcome.first_snapshot.get_or_insert_with(|| started.elapsed());
+        }
+        Ok(())
+    };
+    let take = |report: Report, recount: &mut Recount, outcome: &mut Outcome| match report {
+        Report::Flushed(partition, flush) => {
+            if !flush.orphans.is_empty() {
+                *outcome.dead_letters.entry(Rejection::NeverCreated.kind()).or_default() += flush.orphans.len() as u64;
+            }
+            recount.take(partition, flush.tallies, flush.watermark);
+        }
+        Report::Done(rejected, before_from) => {
+            for (reason, n) in rejected {
+                *outcome.dead_letters.entry(reason).or_default() += n;
+            }
+            outcome.before_from += before_from;
+        }
+    };
+
+    // Reading, on this thread: raw bytes to the thread that decodes their input partition.
+    let index: HashMap<(String, i32), usize> =
+        sources.iter().enumerate().map(|(i, s)| ((s.topic.clone(), s.partition), i)).collect();
+    let mut batches: Vec<RawBatch> = (0..threads).map(|_| RawBatch::default()).collect();
+    let mut done = vec![false; inputs.len()];
+    for (i, input) in inputs.iter().enumerate() {
+        if input.start >= input.end {
+            done[i] = true;
+            send(&decoder_txs[i % threads], ToDecoder::Done(i))?;
+        }
+    }
+    let mut remaining = done.iter().filter(|d| !**d).count();
+    let (mut last_progress, mut last_news) = (Instant::now(), Instant::now());
+    while remaining > 0 {
+        let mut finished = Vec::new();
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let Some(&i) = index.get(&(m.topic().to_owned(), m.partition())) else { continue };
+                if done[i] {
+                    continue;
+                }
+                outcome.messages += 1;
+                let batch = &mut batches[i % threads];
+                batch.bytes.extend_from_slice(m.payload().unwrap_or_default());
+                batch.messages.push((i, m.offset(), m.timestamp().to_millis(), batch.bytes.len()));
+                if batch.messages.len() >= BATCH {
+                    send(&decoder_txs[i % threads], ToDecoder::Batch(std::mem::take(batch)))?;
+                }
+                if m.offset() >= inputs[i].end - 1 {
+                    finished.push(i);
+                }
+            }
+            // A partition's end (librdkafka names only its number): those whose position has
+            // reached the end taken at the start, past a transaction's last marker.
+            Some(Err(KafkaError::PartitionEOF(p))) => {
+                let positions = consumer.position()?;
+                for (i, input) in inputs.iter().enumerate() {
+                    let at = positions.find_partition(&input.source.topic, p).and_then(|e| e.offset().to_raw());
+                    if !done[i] && input.source.partition == p && at.is_some_and(|at| at >= input.end) {
+                        finished.push(i);
+                    }
+                }
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "while recounting"),
+            None => {}
+        }
+        for i in finished {
+            done[i] = true;
+            remaining -= 1;
+            let d = i % threads;
+            send(&decoder_txs[d], ToDecoder::Batch(std::mem::take(&mut batches[d])))?;
+            send(&decoder_txs[d], ToDecoder::Done(i))?;
+            last_news = Instant::now();
+        }
+        if last_progress.elapsed() >= Duration::from_millis(250) {
+            last_progress = Instant::now();
+            let read = outcome.messages;
+            progress(Reading { read, total, elapsed: started.elapsed() });
+            let mut any = false;
+            while let Ok(report) = report_rx.try_recv() {
+                take(report, &mut recount, &mut outcome);
+                any = true;
+            }
+            if any {
+                handed(recount.due(false, Timestamp::now()), &mut outcome)?;
+            }
+            if read > 0 || any {
+                last_news = last_news.max(Instant::now());
+            }
+        }
+        if last_news.elapsed() > job.stall_timeout {
+            bail!("no message from the input topics for {:?}: are the brokers reachable?", job.stall_timeout);
+        }
+    }
+    for (d, tx) in decoder_txs.into_iter().enumerate() {
+        send(&tx, ToDecoder::Batch(std::mem::take(&mut batches[d])))?;
+    }
+    progress(Reading { read: outcome.messages, total, elapsed: started.elapsed() });
+    for report in report_rx {
+        take(report, &mut recount, &mut outcome);
+    }
+    for thread in counters {
+        thread.join().map_err(|_| anyhow!("a recount thread panicked"))??;
+    }
+    for thread in decoders {
+        for (reason, n) in thread.join().map_err(|_| anyhow!("a recount thread panicked"))?? {
+            *outcome.dead_letters.entry(reason).or_default() += n;
+        }
+    }
+    handed(recount.due(true, Timestamp::now()), &mut outcome)?;
+    outcome.elapsed = started.elapsed();
+    Ok(outcome)
+}
+
+struct InputRange {
+    source: Source,
+    start: i64,
+    /// The offset after the last message when reading began.
+    end: i64,
+}
+
+fn consumer(settings: &Settings) -> Result<BaseConsumer> {
+    let mut config = super::client_config(&settings.kafka);
+    config
+        .set("group.id", format!("{}-recount", settings.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    super::set_default(&mut config, "fetch.wait.max.ms", "10");
+    super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
+    config.create().context("creating the recount's consumer")
+}
+
+/// Each input partition's first offset at `from` less the margin, and its current end; the
+/// consumer is assigned them.
+fn start_and_end(consumer: &BaseConsumer, settings: &Settings, job: &Job) -> Result<Vec<InputRange>> {
+    let timeout = job.stall_timeout;
+    let since = job.from.start(&settings.zone).as_millisecond() - job.margin.as_millis() as i64;
+    let mut wanted = TopicPartitionList::new();
+    for topic in settings.topics.inputs() {
+        let metadata =
+            consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
+        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
+            bail!("the input topic {topic} does not exist");
+        };
+        for p in t.partitions() {
+            wanted.add_partition_offset(topic, p.id(), Offset::Offset(since.max(0)))?;
+        }
+    }
+    let starts = consumer.offsets_for_times(wanted, timeout).context("looking up offsets by time")?;
+    let mut inputs = Vec::new();
+    let mut assigned = TopicPartitionList::new();
+    for e in starts.elements() {
+        let (topic, partition) = (e.topic().to_owned(), e.partition());
+        let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout).context("reading the input's ends")?;
+        // No message at or after the time: nothing to read.
+        let start = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => high,
+        };
+        let start = start.max(low);
+        assigned.add_partition_offset(&topic, partition, Offset::Offset(start))?;
+        inputs.push(InputRange { source: Source { topic, partition }, start, end: high });
+    }
+    consumer.assign(&assigned)?;
+    Ok(inputs)
+}
+
+/// How many partitions `topic` has, if it exists.
+fn partitions_of(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Option<i32>> {
+    let metadata =
+        consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
+    let t = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
+    Ok(t.map(|t| t.partitions().len() as i32).filter(|n| *n > 0))
+}
+
+fn spawn<T: Send + 'static>(name: String, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>> {
+    std::thread::Builder::new().name(name).spawn(f).context("starting a recount thread")
+}
+
+fn send<T>(tx: &SyncSender<T>, item: T) -> Result<()> {
+    tx.send(item).map_err(|_| anyhow!("a recount thread ended early"))
+}
+
+/// A decoding thread: routes its input partitions' events to the counting threads and tells
+/// them how far each input partition has got.
+fn decode(
+    rx: Receiver<ToDecoder>,
+    mut router: Router,
+    sources: &[Source],
+    counters: &[SyncSender<ToCounter>],
+) -> Result<BTreeMap<&'static str, u64>> {
+    let threads = counters.len();
+    let mut out: Vec<Vec<(i32, Routed)>> = vec![Vec::new(); threads];
+    let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let to_counter = |to: i32| to as usize % threads;
+    for work in rx {
+        let now = Instant::now();
+        match work {
+            ToDecoder::Batch(batch) => {
+                let mut begin = 0;
+                for (i, offset, timestamp, end) in batch.messages {
+                    let payload = &batch.bytes[begin..end];
+                    begin = end;
+                    // The clock the live pipeline read the message by, as near as the input tells.
+                    let wall =
+                        timestamp.and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(Timestamp::now);
+                    let input = Input { source: &sources[i], offset, timestamp, payload };
+                    match router.route(input, wall, now) {
+                        Ok((to, routed)) => out[to_counter(to)].push((to, routed)),
+                        Err(rejection) => *rejected.entry(rejection.kind()).or_default() += 1,
+                    }
+                }
+            }
+            ToDecoder::Done(i) => router.mark_idle(now, Duration::ZERO, |s| *s == sources[i]),
+        }
+        for (to, marker) in router.markers() {
+            out[to_counter(to)].push((to, marker));
+        }
+        for (c, records) in out.iter_mut().enumerate() {
+            if !records.is_empty() {
+                send(&counters[c], ToCounter::Records(std::mem::take(records)))?;
+            }
+        }
+    }
+    for counter in counters {
+        send(counter, ToCounter::End)?;
+    }
+    Ok(rejected)
+}
+
+/// A counting thread: applies its counting partitions' records and flushes them every second
+/// and at the end.
+fn count(
+    rx: Receiver<ToCounter>,
+    owned: Vec<i32>,
+    mut partitions: Vec<CountingPartition>,
+    decoders: usize,
+    report: Sender<Report>,
+    zone: &jiff::tz::TimeZone,
+    from: Month,
+) -> Result<()> {
+    let slot: HashMap<i32, usize> = owned.iter().enumerate().map(|(s, p)| (*p, s)).collect();
+    let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut before_from = 0;
+    let mut ended = 0;
+    let mut flushed = Instant::now();
+    let flush = |partitions: &mut Vec<CountingPartition>, stopping: bool| -> Result<()> {
+        for (s, p) in partitions.iter_mut().enumerate() {
+            let flush = p.flush(Instant::now(), stopping);
+            report.send(Report::Flushed(owned[s], flush)).map_err(|_| anyhow!("the recount ended early"))?;
+        }
+        Ok(())
+    };
+    for work in rx {
+        match work {
+            ToCounter::Records(records) => {
+                for (to, routed) in &records {
+                    let p = &mut partitions[slot[to]];
+                    let offset = routed.event.as_ref().map_or(0, |e| e.offset);
+                    if let Some(Err(rejection)) = p.apply(offset, routed) {
+                        let event = routed.event.as_ref().map(|e| &e.event);
+                        if rejection == Rejection::MonthEvicted
+                            && event.is_some_and(|e| Month::containing(e.occurred_at, zone) < from)
+                        {
+                            before_from += 1;
+                        } else {
+                            *rejected.entry(rejection.kind()).or_default() += 1;
+                        }
+                    }
+                }
+            }
+            ToCounter::End => {
+                ended += 1;
+                if ended == decoders {
+                    break;
+                }
+            }
+        }
+        if flushed.elapsed() >= PARTIAL_INTERVAL {
+            flushed = Instant::now();
+            flush(&mut partitions, false)?;
+        }
+    }
+    flush(&mut partitions, true)?;
+    report.send(Report::Done(rejected, before_from)).map_err(|_| anyhow!("the recount ended early"))?;
+    Ok(())
+}
