@@ -4,6 +4,8 @@
 //! default), then:
 //! - raw read: kcat (librdkafka's CLI) reads the three topics, one consumer per topic;
 //! - raw copy: kcat reads them and pipes them into a second kcat producing to one topic;
+//! - keyed raw copy: per input topic, kcat reads it and pipes key and value into a kcat of its
+//!   own producing to a topic of as many partitions, partitioned by key;
 //! - hotline: `hotline run` with the defaults of `config/hotline.toml` (only brokers, topic
 //!   names and group change), from empty until the month is closed with every case counted;
 //!   its CPU share (`/proc/PID/stat`) and peak RSS (`VmHWM`);
@@ -24,16 +26,17 @@
 //! starts a broker and builds in release mode; HOTLINE_BENCH_E2E_CASES sets the cases
 //! (default 475,000, about a million messages). Under `cargo test` it only checks that it builds.
 
-// The tests' harness: its metric reader and plain HTTP GET.
+// The tests' harness: its metric reader, plain HTTP GET and process samples.
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod shared;
 
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::metric;
-use common::process::http_get;
+use common::process::{ProcessSample, http_get};
 use hotline::commands::replay::route;
 use hotline::commands::snapshot::{latest, latest_in};
 use hotline::config::Config;
@@ -84,7 +87,7 @@ fn main() {
     let lines: Vec<String> = generator::generate(&plan).into_iter().map(|g| g.json.to_string()).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    send(&runtime, &config, &inputs, &lines);
+    shared::send(&runtime, &config, &inputs, &lines);
     let messages = lines.len();
     drop(lines);
     eprintln!("{messages} messages ({} MB) of {cases} cases on {prefix}.cases/letters/boards", bytes / 1_000_000);
@@ -100,7 +103,7 @@ fn main() {
     let pt = &province_config.topics;
     let province_inputs = [(pt.cases.as_str(), 6), (pt.letters.as_str(), 3), (pt.boards.as_str(), 4)];
     let province_lines = nine_cities(cases, &settings.zone);
-    send(&runtime, &province_config, &province_inputs, &province_lines);
+    shared::send(&runtime, &province_config, &province_inputs, &province_lines);
     let province_messages = province_lines.len();
     drop(province_lines);
     let province_file = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench/province.toml");
@@ -108,7 +111,10 @@ fn main() {
     std::fs::write(province_file, province_toml(shipped)).unwrap();
     eprintln!("{province_messages} messages of {cases} cases in nine cities on {province_prefix}.cases/letters/boards");
 
-    // Three rounds, alternating: raw read, raw copy, hotline, hotline with nine cities.
+    let keyed_prefix = format!("{prefix}.keyed_copy");
+    shared::keyed_copy_topics(&runtime, &config, &inputs, &keyed_prefix);
+
+    // Three rounds, alternating: raw read, raw copies, hotline, hotline with nine cities.
     let copy_topic = format!("{prefix}.raw_copy");
     runtime.block_on(async {
         let spec = TopicSpec { name: &copy_topic, partitions: 3, compacted: false, max_message_bytes: None };
@@ -118,8 +124,9 @@ fn main() {
     let mut rounds = Vec::new();
     let mut last_single_env = env.clone();
     for round in 1..=3 {
-        let raw_read = raw_read(&brokers, &inputs);
-        let raw_copy = raw_copy(&brokers, &inputs, &copy_topic);
+        let raw_read = shared::raw_read(&brokers, &inputs);
+        let raw_copy = shared::raw_copy(&brokers, &inputs, &copy_topic);
+        let keyed_copy = shared::raw_copy_keyed(&brokers, &inputs, &keyed_prefix);
         // Each hotline run from empty: its own group and internal topics.
         let single_env = fresh_internals(&env, &format!("{prefix}-{round}"));
         let single_config = Config::parse(&std::fs::read_to_string(shipped).unwrap(), single_env.clone()).unwrap();
@@ -132,10 +139,11 @@ fn main() {
             latest_in(&nine_config.kafka, &nine_config.topics.snapshots, Scope::Province, month).ok().flatten()
         });
         eprintln!(
-            "round {round}: raw read {raw_read:.2?}, raw copy {raw_copy:.2?}, hotline {:.2?}, nine cities {:.2?}",
+            "round {round}: raw read {raw_read:.2?}, raw copy {raw_copy:.2?}, keyed copy {keyed_copy:.2?}, hotline \
+             {:.2?}, nine cities {:.2?}",
             single.0, nine.0
         );
-        rounds.push(Round { raw_read, raw_copy, single, nine });
+        rounds.push(Round { raw_read, raw_copy, keyed_copy, single, nine });
         last_single_env = single_env;
     }
 
@@ -153,38 +161,42 @@ fn main() {
 
     let rate = |n: usize, d: Duration| n as f64 / d.as_secs_f64();
     println!(
-        "\n| round | raw read s | raw copy s | hotline s | nine cities s | hotline / raw copy | nine cities / raw copy |"
+        "\n| round | raw read s | raw copy s | keyed copy s | hotline s | nine cities s | hotline / raw copy | hotline / \
+         keyed copy | nine cities / raw copy |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (i, r) in rounds.iter().enumerate() {
         println!(
-            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} |",
+            "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
             i + 1,
             r.raw_read.as_secs_f64(),
             r.raw_copy.as_secs_f64(),
+            r.keyed_copy.as_secs_f64(),
             r.single.0.as_secs_f64(),
             r.nine.0.as_secs_f64(),
             rate(messages, r.single.0) / rate(messages, r.raw_copy),
+            rate(messages, r.single.0) / rate(messages, r.keyed_copy),
             rate(province_messages, r.nine.0) / rate(messages, r.raw_copy)
         );
     }
-    let spread = |f: &dyn Fn(&Round) -> f64| -> serde_json::Value {
-        let mut v: Vec<f64> = rounds.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        json!({"median": v[1], "min": v[0], "max": v[2]})
-    };
+    let spread = |f: &dyn Fn(&Round) -> f64| shared::spread(rounds.iter().map(f).collect());
     let ratio = spread(&|r| rate(messages, r.single.0) / rate(messages, r.raw_copy));
+    let keyed_ratio = spread(&|r| rate(messages, r.single.0) / rate(messages, r.keyed_copy));
     let nine_ratio = spread(&|r| rate(province_messages, r.nine.0) / rate(messages, r.raw_copy));
     let cpu_share = spread(&|r| r.single.1.cpu_seconds / r.single.0.as_secs_f64());
     let per_case = spread(&|r| r.single.1.peak_rss_bytes as f64 / cases as f64);
     let nine_per_case = spread(&|r| r.nine.1.peak_rss_bytes as f64 / cases as f64);
     println!(
-        "\nhotline: {:.2}x the raw-copy rate (median of 3, min {:.2}, max {:.2}); nine cities: {:.2}x (min {:.2}, max \
+        "\nhotline: {:.2}x the raw-copy rate (median of 3, min {:.2}, max {:.2}), {:.2}x the keyed copy's (min {:.2}, \
+         max {:.2}); nine cities: {:.2}x (min {:.2}, max \
          {:.2}); CPU {:.0}% of one core; peak RSS {:.0} bytes per case ({:.0} with nine cities); restart to ready {:.1} s \
          ({:.1} s per million cases)",
         ratio["median"].as_f64().unwrap(),
         ratio["min"].as_f64().unwrap(),
         ratio["max"].as_f64().unwrap(),
+        keyed_ratio["median"].as_f64().unwrap(),
+        keyed_ratio["min"].as_f64().unwrap(),
+        keyed_ratio["max"].as_f64().unwrap(),
         nine_ratio["median"].as_f64().unwrap(),
         nine_ratio["min"].as_f64().unwrap(),
         nine_ratio["max"].as_f64().unwrap(),
@@ -199,23 +211,27 @@ fn main() {
         latency.rate, latency.seconds, latency.events, latency.p99_bound
     );
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/bench");
-    // The counting state's figures, when the throughput bench ran first (scripts/bench.sh).
-    let state: serde_json::Value = std::fs::read_to_string(format!("{dir}/state.json"))
-        .ok()
-        .and_then(|s| serde_json::from_str(&s).ok())
-        .unwrap_or(serde_json::Value::Null);
+    // The counting state's figures and the recount's, when their benches ran first (scripts/bench.sh).
+    let earlier = |name: &str| -> serde_json::Value {
+        std::fs::read_to_string(format!("{dir}/{name}.json"))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
     let report = json!({
         "messages": messages, "nine_city_messages": province_messages, "cases": cases, "bytes": bytes,
         "rounds": rounds.iter().map(|r| json!({
             "raw_read_s": r.raw_read.as_secs_f64(), "raw_copy_s": r.raw_copy.as_secs_f64(),
+            "keyed_copy_s": r.keyed_copy.as_secs_f64(),
             "hotline_s": r.single.0.as_secs_f64(), "nine_cities_s": r.nine.0.as_secs_f64(),
         })).collect::<Vec<_>>(),
-        "hotline_vs_raw_copy": ratio, "nine_cities_vs_raw_copy": nine_ratio,
+        "hotline_vs_raw_copy": ratio, "hotline_vs_keyed_copy": keyed_ratio, "nine_cities_vs_raw_copy": nine_ratio,
         "hotline_cpu_share": cpu_share, "rss_bytes_per_case": per_case, "nine_cities_rss_bytes_per_case": nine_per_case,
         "restart_to_ready_s": restart.as_secs_f64(),
         "sustained_rate": latency.rate, "sustained_events": latency.events,
         "latency_p99_at_most_s": latency.p99_bound,
-        "state": state,
+        "state": earlier("state"),
+        "recount": earlier("recount"),
     });
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(format!("{dir}/report.json"), serde_json::to_string_pretty(&report).unwrap()).unwrap();
@@ -226,31 +242,9 @@ fn main() {
 struct Round {
     raw_read: Duration,
     raw_copy: Duration,
+    keyed_copy: Duration,
     single: (Duration, ProcessSample),
     nine: (Duration, ProcessSample),
-}
-
-/// Sends `lines` to the input topics of `config` (made first), as upstream does.
-fn send(runtime: &tokio::runtime::Runtime, config: &Config, inputs: &[(&str, i32)], lines: &[String]) {
-    runtime.block_on(async {
-        let specs: Vec<TopicSpec<'_>> = inputs
-            .iter()
-            .map(|(name, partitions)| TopicSpec {
-                name,
-                partitions: *partitions,
-                compacted: false,
-                max_message_bytes: None,
-            })
-            .collect();
-        ensure(&config.kafka, &specs).await.unwrap();
-        let mut sender = Sender::new(&config.kafka).unwrap();
-        let mut case_topics = HashMap::new();
-        for line in lines {
-            let (topic, key) = route(&config.topics, line, &mut case_topics);
-            sender.send(topic, key.as_deref().map(str::as_bytes), line.as_bytes()).await.unwrap();
-        }
-        sender.finish().await.unwrap();
-    });
 }
 
 /// `cases` cases of April over Jilin's nine cities in proportion to their residents, each
@@ -303,38 +297,6 @@ fn fresh_internals(env: &[(String, String)], prefix: &str) -> Vec<(String, Strin
         *value = format!("{prefix}.{internal}");
     }
     env
-}
-
-/// Raw read: one kcat per topic, all at once.
-fn raw_read(brokers: &str, inputs: &[(&str, i32)]) -> Duration {
-    timed(|| {
-        let readers: Vec<Child> = inputs
-            .iter()
-            .map(|(topic, _)| {
-                Command::new("kcat")
-                    .args(["-C", "-b", brokers, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "%s\n"])
-                    .stdout(Stdio::null())
-                    .spawn()
-                    .expect("kcat (apt-get install kcat; scripts/bench.sh does)")
-            })
-            .collect();
-        for mut r in readers {
-            assert!(r.wait().unwrap().success());
-        }
-    })
-}
-
-/// Raw copy: the same, piped into one kcat producing to a 3-partition topic.
-fn raw_copy(brokers: &str, inputs: &[(&str, i32)], copy_topic: &str) -> Duration {
-    timed(|| {
-        let readers = inputs
-            .iter()
-            .map(|(topic, _)| format!("kcat -C -b {brokers} -t {topic} -o beginning -e -q -f '%s\\n'"))
-            .collect::<Vec<_>>()
-            .join(" & ");
-        let script = format!("({readers} & wait) | kcat -P -b {brokers} -t {copy_topic} -q");
-        assert!(Command::new("bash").args(["-c", &script]).status().unwrap().success());
-    })
 }
 
 /// `hotline run` on `config` from empty until `closed_snapshot` gives a closed month with
@@ -467,12 +429,6 @@ fn latency_buckets(metrics: &str) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn timed(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
-    f();
-    t.elapsed()
-}
-
 /// A `hotline run` process, killed if the benchmark fails.
 struct Running(Child);
 
@@ -505,28 +461,4 @@ fn stop(child: &mut Running) {
 
 fn ready(listen: &str) -> bool {
     http_get(listen, "/readyz").split(' ').nth(1) == Some("200")
-}
-
-/// CPU time used and peak resident memory of a process, from /proc.
-#[derive(Default)]
-struct ProcessSample {
-    cpu_seconds: f64,
-    peak_rss_bytes: u64,
-}
-
-impl ProcessSample {
-    fn of(pid: u32) -> ProcessSample {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
-        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
-        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let peak_kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0);
-        // Clock ticks are 100 per second on Linux.
-        ProcessSample { cpu_seconds: ticks / 100.0, peak_rss_bytes: peak_kb * 1024 }
-    }
 }

@@ -117,10 +117,12 @@ async fn the_recount_of_the_reference_month_equals_the_live_figures_and_dead_let
     hotline.wait_ready(Duration::from_secs(60)).await;
     let live = settled(&deployment, "2022-04").await;
     let last_event = good.iter().map(|e| e["occurred_at"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap()).max();
-    let reference = common::reference::figures(&good, "2022-04", &settings.zone, settings.default_sla, last_event.unwrap());
+    let reference =
+        common::reference::figures(&good, "2022-04", &settings.zone, settings.default_sla, last_event.unwrap());
     assert_eq!(live.figures, reference, "the live pipeline settled on the reference at its last event");
     let live_dead = live_dead_letters(&deployment, 3).await;
-    let live_may = latest_in(&settings.kafka, &settings.topics.snapshots, Scope::City(None), "2022-05".parse().unwrap());
+    let live_may =
+        latest_in(&settings.kafka, &settings.topics.snapshots, Scope::City(None), "2022-05".parse().unwrap());
     let live_revisions = common::revisions(settings, "2022-04").len();
 
     let out = tempfile::tempdir().unwrap();

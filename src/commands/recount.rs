@@ -190,10 +190,19 @@ fn summary(
         "counting_partitions": outcome.counting_partitions,
         "seconds": outcome.elapsed.as_secs_f64(),
         "first_snapshot_seconds": outcome.first_snapshot.map(|d| d.as_secs_f64()),
+        "cases_held": outcome.cases_held,
+        "peak_rss_bytes": peak_rss_bytes(),
         "dead_letters": outcome.dead_letters,
         "before_from": outcome.before_from,
         "snapshots": written.iter().map(|(k, (revision, status))| json!({"key": k, "revision": revision, "status": status})).collect::<Vec<_>>(),
     })
+}
+
+/// This process's peak resident memory (`VmHWM`), where Linux tells it.
+fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kb = status.lines().find_map(|l| l.strip_prefix("VmHWM:"))?.trim().trim_end_matches("kB").trim().parse::<u64>();
+    kb.ok().map(|kb| kb * 1024)
 }
 
 /// The end of a recount, for a person: the snapshots written and the dead letters by reason.

@@ -35,6 +35,8 @@ use crate::domain::recount::Recount;
 use crate::domain::routing::{Input, Routed, Router, Source};
 use crate::domain::snapshot::Snapshot;
 
+use super::topics::ReadToEnd;
+
 /// What to recount.
 #[derive(Clone, Debug)]
 pub struct Job {
@@ -75,6 +77,8 @@ pub struct Outcome {
     /// Events of months before `from`, not counted.
     pub before_from: u64,
     pub snapshots: usize,
+    /// Cases held in memory at the end, over every counting partition.
+    pub cases_held: usize,
     /// From the start until the first snapshot was handed over.
     pub first_snapshot: Option<Duration>,
     pub elapsed: Duration,
@@ -109,8 +113,9 @@ enum ToCounter {
 enum Report {
     /// What a flush of a counting partition wrote for `partials`, and its uncounted facts.
     Flushed(i32, crate::domain::partition::Flush),
-    /// A counting thread's rejections by reason, and the events before `from`.
-    Done(BTreeMap<&'static str, u64>, u64),
+    /// A counting thread's rejections by reason, the events before `from`, and the cases it
+    /// holds at the end.
+    Done(BTreeMap<&'static str, u64>, u64, usize),
 }
 
 /// Reads and counts; hands every due snapshot to `publish` (with the city it names, `None`
@@ -201,7 +206,8 @@ pub fn recount(
             }
             recount.take(partition, flush.tallies, flush.watermark);
         }
-        Report::Done(rejected, before_from) => {
+        Report::Done(rejected, before_from, cases_held) => {
+            outcome.cases_held += cases_held;
             for (reason, n) in rejected {
                 *outcome.dead_letters.entry(reason).or_default() += n;
             }
@@ -298,6 +304,7 @@ pub fn recount(
             *outcome.dead_letters.entry(reason).or_default() += n;
         }
     }
+    consumer.context().done();
     handed(recount.due(true, Timestamp::now()), &mut outcome)?;
     outcome.elapsed = started.elapsed();
     Ok(outcome)
@@ -310,7 +317,7 @@ struct InputRange {
     end: i64,
 }
 
-fn consumer(settings: &Settings) -> Result<BaseConsumer> {
+fn consumer(settings: &Settings) -> Result<BaseConsumer<ReadToEnd>> {
     let mut config = super::client_config(&settings.kafka);
     config
         .set("group.id", format!("{}-recount", settings.kafka.group_id))
@@ -320,12 +327,12 @@ fn consumer(settings: &Settings) -> Result<BaseConsumer> {
         .set("isolation.level", "read_committed");
     super::set_default(&mut config, "fetch.wait.max.ms", "10");
     super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
-    config.create().context("creating the recount's consumer")
+    config.create_with_context(ReadToEnd::default()).context("creating the recount's consumer")
 }
 
 /// Each input partition's first offset at `from` less the margin, and its current end; the
 /// consumer is assigned them.
-fn start_and_end(consumer: &BaseConsumer, settings: &Settings, job: &Job) -> Result<Vec<InputRange>> {
+fn start_and_end(consumer: &BaseConsumer<ReadToEnd>, settings: &Settings, job: &Job) -> Result<Vec<InputRange>> {
     let timeout = job.stall_timeout;
     let since = job.from.start(&settings.zone).as_millisecond() - job.margin.as_millis() as i64;
     let mut wanted = TopicPartitionList::new();
@@ -359,7 +366,7 @@ fn start_and_end(consumer: &BaseConsumer, settings: &Settings, job: &Job) -> Res
 }
 
 /// How many partitions `topic` has, if it exists.
-fn partitions_of(consumer: &BaseConsumer, topic: &str, timeout: Duration) -> Result<Option<i32>> {
+fn partitions_of(consumer: &BaseConsumer<ReadToEnd>, topic: &str, timeout: Duration) -> Result<Option<i32>> {
     let metadata =
         consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
     let t = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
@@ -475,6 +482,7 @@ fn count(
         }
     }
     flush(&mut partitions, true)?;
-    report.send(Report::Done(rejected, before_from)).map_err(|_| anyhow!("the recount ended early"))?;
+    let held = partitions.iter().flat_map(|p| p.ledgers()).map(|(_, ledger)| ledger.cases_held()).sum();
+    report.send(Report::Done(rejected, before_from, held)).map_err(|_| anyhow!("the recount ended early"))?;
     Ok(())
 }

@@ -31,10 +31,19 @@ impl Sender {
     }
 
     pub async fn send(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8]) -> Result<()> {
+        self.send_at(topic, key, payload, None).await
+    }
+
+    /// `send` with the message's Kafka timestamp (milliseconds), as an upstream that sends each
+    /// event as it happens stamps it; the producer's clock when `None`.
+    pub async fn send_at(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], at: Option<i64>) -> Result<()> {
         loop {
             let mut record = FutureRecord::to(topic).payload(payload);
             if let Some(k) = key {
                 record = record.key(k);
+            }
+            if let Some(at) = at {
+                record = record.timestamp(at);
             }
             match self.producer.send_result(record) {
                 Ok(delivery) => {

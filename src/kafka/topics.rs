@@ -120,6 +120,13 @@ impl ClientContext for ReadToEnd {
 
 impl ConsumerContext for ReadToEnd {}
 
+impl ReadToEnd {
+    /// Done reading: what the client logs while it closes is not an error.
+    pub(crate) fn done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Reads every committed message of `topic` from the beginning up to its current end, calling
 /// `f` for each. Gives up after `timeout` without progress.
 pub fn read_to_end(
@@ -209,7 +216,7 @@ pub(crate) fn read_partitions_to_end(
         }
         idle_since = None;
     }
-    consumer.context().done.store(true, Ordering::Relaxed);
+    consumer.context().done();
     Ok(read)
 }
 

@@ -121,3 +121,27 @@ pub fn http_get(listen: &str, path: &str) -> String {
     }
     answer
 }
+
+/// CPU time used and peak resident memory of a process, from /proc.
+#[derive(Default)]
+pub struct ProcessSample {
+    pub cpu_seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+impl ProcessSample {
+    pub fn of(pid: u32) -> ProcessSample {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may hold spaces): utime and stime are 14 and 15.
+        let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+        let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let peak_kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0);
+        // Clock ticks are 100 per second on Linux.
+        ProcessSample { cpu_seconds: ticks / 100.0, peak_rss_bytes: peak_kb * 1024 }
+    }
+}
