@@ -43,7 +43,8 @@ async fn route_uncounted(config: &hotline::config::Config, events: &[serde_json:
         })
         .to_string();
         let to = partition_of(&event.case_id, 3);
-        let sent = FutureRecord::to(&config.topics.case_events).partition(to).key(&event.case_id).payload(&record);
+        let sent =
+            FutureRecord::to(&config.topics.case_events).partition(to).key(event.case_id.as_str()).payload(&record);
         producer.send(sent, Duration::from_secs(10)).await.unwrap();
     }
 }

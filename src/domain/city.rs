@@ -167,7 +167,7 @@ mod tests {
                 due_at: None,
             };
             let event = CaseEvent {
-                event_id: format!("{id}-c"),
+                event_id: format!("{id}-c").into(),
                 case_id: (*id).into(),
                 city: None,
                 occurred_at: at("2022-04-10T02:00:00Z"),

@@ -6,11 +6,14 @@
 //! (names, phones, addresses, content), so a rejection names the field and the kind of
 //! problem, never a value.
 
+use std::borrow::Cow;
+
+use compact_str::CompactString;
 use std::fmt;
 
 use jiff::{Timestamp, ToSpan};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use super::province::CityCode;
 
@@ -136,8 +139,8 @@ pub(crate) fn from_code<T: Copy>(all: &[T], code: impl Fn(T) -> &'static str, s:
 /// A validated case event, free of personal data.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaseEvent {
-    pub event_id: String,
-    pub case_id: String,
+    pub event_id: CompactString,
+    pub case_id: CompactString,
     /// The city the event named; without one, the deployment's default city's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub city: Option<CityCode>,
@@ -340,12 +343,15 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
         return Err(Rejection::Empty);
     }
     let text = std::str::from_utf8(payload).map_err(|_| Rejection::InvalidUtf8)?;
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| Rejection::InvalidJson { line: e.line(), column: e.column() })?;
-    let Value::Object(fields) = value else {
-        return Err(Rejection::NotAnObject);
-    };
-    let fields = Fields(&fields);
+    let invalid = |e: serde_json::Error| Rejection::InvalidJson { line: e.line(), column: e.column() };
+    let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
+        // Not an object, or not JSON at all past its first character (nesting deeper than
+        // serde_json's limit of 128 counts as not JSON).
+        serde_json::error::Category::Data => {
+            serde_json::from_str::<serde_json::Value>(text).map_or_else(invalid, |_| Rejection::NotAnObject)
+        }
+        _ => invalid(e),
+    })?;
 
     let event_id = fields.id("event_id")?;
     let case_id = fields.id("case_id")?;
@@ -416,14 +422,133 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
     Ok(CaseEvent { event_id, case_id, city, occurred_at, change })
 }
 
-struct Fields<'a>(&'a Map<String, Value>);
+/// The fields of the contract that an event's object may carry.
+const KNOWN: [&str; 15] = [
+    "event_id",
+    "case_id",
+    "city",
+    "type",
+    "occurred_at",
+    "due_at",
+    "channel",
+    "board",
+    "request_kind",
+    "category",
+    "department",
+    "to_department",
+    "from_department",
+    "reason",
+    "result",
+];
+
+/// An event's known fields, their strings borrowed from the message where no escape
+/// prevents it; every other field (personal data among them) is skipped unread. A field
+/// given twice is taken as last given, as a JSON object reads.
+#[derive(Default)]
+struct Fields<'a>([Option<Field<'a>>; KNOWN.len()]);
+
+/// A known field's value: a string, null, or anything else (of the wrong type).
+enum Field<'a> {
+    Null,
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Object;
+        impl<'de> Visitor<'de> for Object {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
+                    match KNOWN.iter().position(|k| *k == key) {
+                        Some(i) => fields.0[i] = Some(map.next_value()?),
+                        None => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(Object)
+    }
+}
+
+/// A key, borrowed where it has no escape.
+struct Text<'a>(Cow<'a, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(AnyValue).and_then(|field| match field {
+            Field::Str(s) => Ok(Text(s)),
+            _ => Err(de::Error::custom("a key that is not a string")),
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for Field<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyValue)
+    }
+}
+
+/// Reads any value, keeping only a string.
+struct AnyValue;
+
+impl<'de> Visitor<'de> for AnyValue {
+    type Value = Field<'de>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Borrowed(s)))
+    }
+    fn visit_str<E>(self, s: &str) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s.to_owned())))
+    }
+    fn visit_string<E>(self, s: String) -> Result<Field<'de>, E> {
+        Ok(Field::Str(Cow::Owned(s)))
+    }
+    fn visit_unit<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_none<E>(self) -> Result<Field<'de>, E> {
+        Ok(Field::Null)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Field<'de>, E> {
+        Ok(Field::Other)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Field<'de>, E> {
+        Ok(Field::Other)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Field<'de>, E> {
+        Ok(Field::Other)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Field<'de>, E> {
+        Ok(Field::Other)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        Ok(Field::Other)
+    }
+}
 
 impl Fields<'_> {
     fn optional_str(&self, name: &'static str) -> Result<Option<&str>, Rejection> {
-        match self.0.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(Rejection::WrongType(name)),
+        let i = KNOWN.iter().position(|k| *k == name).expect("a field of the contract");
+        match &self.0[i] {
+            None | Some(Field::Null) => Ok(None),
+            Some(Field::Str(s)) => Ok(Some(s)),
+            Some(Field::Other) => Err(Rejection::WrongType(name)),
         }
     }
 
@@ -433,7 +558,7 @@ impl Fields<'_> {
 
     /// Event and case ids: any non-empty string up to 128 bytes without control characters;
     /// a case id is not `RESERVED_CASE_ID`, the changelog's key for a partition's progress.
-    fn id(&self, name: &'static str) -> Result<String, Rejection> {
+    fn id(&self, name: &'static str) -> Result<CompactString, Rejection> {
         let s = self.required_str(name)?;
         if s.is_empty() || s.len() > 128 || s.chars().any(char::is_control) {
             return Err(Rejection::InvalidCode(name));
@@ -441,7 +566,7 @@ impl Fields<'_> {
         if name == "case_id" && s == RESERVED_CASE_ID {
             return Err(Rejection::ReservedCaseId);
         }
-        Ok(s.to_owned())
+        Ok(s.into())
     }
 
     fn optional_code(&self, name: &'static str) -> Result<Option<CodeText>, Rejection> {
@@ -559,6 +684,25 @@ mod tests {
             "occurred_at":"2022-04-03T10:00:00.5Z"}))
         .unwrap();
         assert_eq!(c.change, Change::Closed);
+    }
+
+    #[test]
+    fn fields_are_read_as_a_json_object_reads_them() {
+        // Escaped keys and values, a field given twice (the last counts), other fields of any
+        // shape skipped.
+        let text = r#"{"event\u005fid":"e1","case_id":"c\u0031","type":"closed","type":"closed",
+            "occurred_at":"2022-04-03T09:15:00+08:00","content":{"a":[1,{"b":null}],"c":"\"x\""},
+            "caller_phone":13800000000,"category":["x"]}"#;
+        let event = decode(text.as_bytes(), &limits()).unwrap();
+        assert_eq!((event.event_id.as_str(), event.case_id.as_str()), ("e1", "c1"));
+        assert_eq!(event.change, Change::Closed);
+        let twice = r#"{"event_id":"e1","case_id":"c1","type":"created","occurred_at":"2022-04-03T09:15:00+08:00",
+            "channel":"hotline","category":7,"category":"water"}"#;
+        let Change::Created(created) = decode(twice.as_bytes(), &limits()).unwrap().change else { panic!() };
+        assert_eq!(created.category.as_str(), "water");
+        let wrong = r#"{"event_id":"e1","case_id":"c1","type":"created","occurred_at":"2022-04-03T09:15:00+08:00",
+            "channel":"hotline","category":"water","category":{"x":1}}"#;
+        assert_eq!(decode(wrong.as_bytes(), &limits()), Err(Rejection::WrongType("category")));
     }
 
     #[test]

@@ -124,7 +124,7 @@ mod tests {
 
     fn created(case: &str, day: &str, department: &str, category: &str) -> CaseEvent {
         CaseEvent {
-            event_id: format!("{case}-created"),
+            event_id: format!("{case}-created").into(),
             case_id: case.into(),
             city: None,
             occurred_at: at(&format!("{day}T02:00:00Z")),
@@ -134,7 +134,7 @@ mod tests {
 
     fn closed(case: &str, day: &str) -> CaseEvent {
         CaseEvent {
-            event_id: format!("{case}-closed"),
+            event_id: format!("{case}-closed").into(),
             case_id: case.into(),
             city: None,
             occurred_at: at(&format!("{day}T03:00:00Z")),

@@ -26,6 +26,8 @@ pub struct Ledger {
     codes: Codes,
     totals: Totals,
     changed_cases: BTreeSet<String>,
+    /// Whether changed cases are noted for a changelog (a recount keeps none).
+    notes_cases: bool,
     /// Months before this one are evicted: their cases are dropped and late events for them
     /// are rejected.
     kept_from: Option<Month>,
@@ -53,9 +55,16 @@ impl Ledger {
             codes: Codes::default(),
             totals: Totals::default(),
             changed_cases: BTreeSet::new(),
+            notes_cases: true,
             kept_from: None,
             orphans: Vec::new(),
         }
+    }
+
+    /// A ledger without a changelog: `take_changes` gives no cases.
+    pub(crate) fn without_changelog(mut self) -> Ledger {
+        self.notes_cases = false;
+        self
     }
 
     pub fn rules(&self) -> &CountingRules {
@@ -96,7 +105,9 @@ impl Ledger {
             } else {
                 self.totals.replace(old.as_ref(), new.as_ref());
             }
-            self.changed_cases.insert(event.case_id.clone());
+            if self.notes_cases {
+                self.changed_cases.insert(event.case_id.to_string());
+            }
         }
         if let Some(i) = position {
             *self.cases.at_mut(i) = record;
@@ -156,7 +167,9 @@ impl Ledger {
         for id in &evicted {
             let record = self.cases.remove(id).expect("listed above");
             self.totals.resize(Size::of(id, &record), Size::default());
-            self.changed_cases.insert(id.clone());
+            if self.notes_cases {
+                self.changed_cases.insert(id.clone());
+            }
             if record.created.is_none() {
                 self.orphans.extend(record.facts().map(|(event, at, kind)| Orphan {
                     case_id: id.clone(),

@@ -33,7 +33,7 @@ impl Month {
 
     /// The month that `at` falls in, in zone `tz`.
     pub fn containing(at: Timestamp, tz: &TimeZone) -> Month {
-        let date = at.to_zoned_datetime(tz.clone()).date();
+        let date = tz.to_datetime(at).date();
         Month { year: date.year(), month: date.month() }
     }
 

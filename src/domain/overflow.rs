@@ -82,7 +82,7 @@ mod tests {
 
     fn event(id: String, case: &str, day: u32, change: Change) -> CaseEvent {
         let occurred_at = format!("2022-04-{day:02}T02:00:00Z").parse().unwrap();
-        CaseEvent { event_id: id, case_id: case.into(), city: None, occurred_at, change }
+        CaseEvent { event_id: id.into(), case_id: case.into(), city: None, occurred_at, change }
     }
 
     /// Case `n` of April: created for `department` under `category`; every third is moved on

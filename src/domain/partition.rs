@@ -111,6 +111,8 @@ pub(crate) struct CountingPartition {
     retention_months: u32,
     /// No month before this one is counted, whatever the watermark (a recount's first month).
     counted_from: Option<Month>,
+    /// Whether flushes list changed cases for the changelog (a recount keeps none).
+    changelog: bool,
     /// How far each input partition has got, as its records told this partition.
     sources: Watermarks,
     /// The watermark last written to `partials`.
@@ -132,6 +134,7 @@ impl CountingPartition {
             partitions,
             retention_months,
             counted_from: None,
+            changelog: true,
             sources: Watermarks::new(),
             written_watermark: None,
             written_progress: None,
@@ -180,6 +183,12 @@ impl CountingPartition {
             (Some(None), Some(_)) => true,
             (Some(Some(covers)), Some(committed)) => covers >= committed,
         }
+    }
+
+    /// Keeps no changelog: flushes list no cases (a recount, whose state lives only in memory).
+    pub(crate) fn without_changelog(mut self) -> CountingPartition {
+        self.changelog = false;
+        self
     }
 
     /// Counts no month before `month`: events of earlier months are rejected as evicted, as
@@ -248,10 +257,13 @@ impl CountingPartition {
     /// The ledger of `city`, started when the city has no case here yet; `None` for a city
     /// the deployment does not count.
     fn ledger_mut(&mut self, city: CityCode) -> Option<&mut Ledger> {
-        let kept_from = self.kept_from();
+        let (kept_from, changelog) = (self.kept_from(), self.changelog);
         let rules = &self.cities.rules(city)?.counting;
         Some(self.ledgers.entry(city).or_insert_with(|| {
             let mut ledger = Ledger::new(rules.clone());
+            if !changelog {
+                ledger = ledger.without_changelog();
+            }
             if let Some(kept_from) = kept_from {
                 ledger.evict_before(kept_from);
             }
@@ -419,7 +431,7 @@ mod tests {
 
     fn created(case_id: &str, occurred_at: &str) -> CaseEvent {
         CaseEvent {
-            event_id: format!("{case_id}-created"),
+            event_id: format!("{case_id}-created").into(),
             case_id: case_id.into(),
             city: None,
             occurred_at: at(occurred_at),
@@ -592,7 +604,7 @@ mod tests {
     #[test]
     fn facts_of_cases_never_created_go_to_the_dead_letters_when_evicted_even_after_a_restore() {
         let rated = |case: &str, when: &str| CaseEvent {
-            event_id: format!("{case}-rated"),
+            event_id: format!("{case}-rated").into(),
             case_id: case.into(),
             city: None,
             occurred_at: at(when),
@@ -730,8 +742,8 @@ mod tests {
             offsets[p] += 1;
             if n % 4 != 0 {
                 let closed = CaseEvent {
-                    event_id: format!("{case_id}-closed"),
-                    case_id: case_id.clone(),
+                    event_id: format!("{case_id}-closed").into(),
+                    case_id: case_id.as_str().into(),
                     city,
                     occurred_at: at(&format!("2022-04-{day:02}T09:00:00Z")),
                     change: Change::Closed,
@@ -793,8 +805,8 @@ mod tests {
         let case_id = format!("c{id}");
         let hour = |h: i64| (at("2022-04-28T00:00:00Z") + jiff::SignedDuration::from_hours(h)).to_string();
         let event = |kind: &str, h: i64, change: Change| CaseEvent {
-            event_id: format!("{case_id}-{kind}"),
-            case_id: case_id.clone(),
+            event_id: format!("{case_id}-{kind}").into(),
+            case_id: case_id.as_str().into(),
             city,
             occurred_at: at(&hour(h)),
             change,

@@ -242,8 +242,8 @@ mod tests {
         let mut ledger = crate::domain::ledger::Ledger::new(rules());
         for i in 0..cases {
             let event = |n: &str, day: &str, change| CaseEvent {
-                event_id: format!("{i}-{n}"),
-                case_id: format!("{i}"),
+                event_id: format!("{i}-{n}").into(),
+                case_id: format!("{i}").into(),
                 city: None,
                 occurred_at: format!("2022-04-{day}T02:00:00Z").parse().unwrap(),
                 change,

@@ -270,8 +270,8 @@ mod tests {
         let mut l = Ledger::new(crate::domain::fixtures::rules());
         for i in 0..n {
             l.apply(&CaseEvent {
-                event_id: format!("e{i}"),
-                case_id: format!("c{i}"),
+                event_id: format!("e{i}").into(),
+                case_id: format!("c{i}").into(),
                 city: None,
                 occurred_at: "2022-04-10T00:00:00Z".parse().unwrap(),
                 change: Change::Created(Created {

@@ -148,7 +148,7 @@ mod tests {
         let mut partitions: Vec<CountingPartition> = (0..PARTITIONS)
             .map(|_| {
                 let mut p = CountingPartition::new(one_city(), PARTITIONS, 13);
-                let inputs: Vec<(String, i32)> = sources.iter().map(|s| (s.topic.clone(), s.partition)).collect();
+                let inputs: Vec<(String, i32)> = sources.iter().map(|s| (s.topic.to_string(), s.partition)).collect();
                 p.resume(None, &inputs, &["cases"]);
                 p.count_from(from);
                 p

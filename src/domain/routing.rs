@@ -25,7 +25,7 @@ pub fn partition_of(case_id: &str, partitions: i32) -> i32 {
 /// An input partition.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub(crate) struct Source {
-    pub topic: String,
+    pub topic: std::sync::Arc<str>,
     pub partition: i32,
 }
 

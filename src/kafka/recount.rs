@@ -13,7 +13,7 @@
 //! Kafka: no changelog, no internal topic, no transaction. Dead letters are counted by reason,
 //! not written.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::mpsc::{self, Receiver, Sender, SyncSender};
 use std::thread::JoinHandle;
@@ -90,6 +90,9 @@ pub struct Outcome {
 /// Messages handed to a decoding thread at once.
 const BATCH: usize = 2048;
 
+/// Messages read between two readings of the clock.
+const CLOCK_EVERY: usize = 512;
+
 /// Raw messages of the input partitions one decoding thread owns.
 #[derive(Default)]
 struct RawBatch {
@@ -105,7 +108,7 @@ enum ToDecoder {
 }
 
 enum ToCounter {
-    Records(Vec<(i32, Routed)>),
+    Records(Vec<Routed>),
     /// One decoding thread has sent everything.
     End,
 }
@@ -144,22 +147,18 @@ pub fn recount(
     let (report_tx, report_rx) = mpsc::channel::<Report>();
     let mut counter_txs = Vec::new();
     let mut counters = Vec::new();
-    for c in 0..threads.min(n as usize) {
+    // A thread per counting partition: partitions are few, and a thread waiting on its
+    // channel costs nothing.
+    let all: Vec<(String, i32)> = sources.iter().map(|s| (s.topic.to_string(), s.partition)).collect();
+    for partition in 0..n {
         let (tx, rx) = mpsc::sync_channel::<ToCounter>(8);
         counter_txs.push(tx);
-        let owned: Vec<i32> = (0..n).filter(|p| *p as usize % threads.min(n as usize) == c).collect();
-        let mut partitions = Vec::new();
-        let all: Vec<(String, i32)> = sources.iter().map(|s| (s.topic.clone(), s.partition)).collect();
-        let configured = settings.topics.inputs();
-        for _ in &owned {
-            let mut p = CountingPartition::new(cities.clone(), n, settings.retention_months);
-            p.resume(None, &all, &configured);
-            p.count_from(job.from);
-            partitions.push(p);
-        }
+        let mut counting = CountingPartition::new(cities.clone(), n, settings.retention_months).without_changelog();
+        counting.resume(None, &all, &settings.topics.inputs());
+        counting.count_from(job.from);
         let (report, zone, from) = (report_tx.clone(), settings.zone.clone(), job.from);
-        counters.push(spawn(format!("recount-count-{c}"), move || {
-            count(rx, owned, partitions, threads, report, &zone, from)
+        counters.push(spawn(format!("recount-count-{partition}"), move || {
+            count(rx, partition, counting, threads, report, &zone, from)
         })?);
     }
     drop(report_tx);
@@ -216,8 +215,23 @@ pub fn recount(
     };
 
     // Reading, on this thread: raw bytes to the thread that decodes their input partition.
-    let index: HashMap<(String, i32), usize> =
-        sources.iter().enumerate().map(|(i, s)| ((s.topic.clone(), s.partition), i)).collect();
+    let mut index: Vec<(&str, Vec<Option<usize>>)> = Vec::new();
+    for (i, s) in sources.iter().enumerate() {
+        let at = match index.iter().position(|(topic, _)| **topic == *s.topic) {
+            Some(at) => at,
+            None => {
+                index.push((&s.topic, Vec::new()));
+                index.len() - 1
+            }
+        };
+        let partitions = &mut index[at].1;
+        partitions.resize(partitions.len().max(s.partition as usize + 1), None);
+        partitions[s.partition as usize] = Some(i);
+    }
+    let index_of = |topic: &str, partition: i32| {
+        let (_, partitions) = index.iter().find(|(t, _)| *t == topic)?;
+        *partitions.get(usize::try_from(partition).ok()?)?
+    };
     let mut batches: Vec<RawBatch> = (0..threads).map(|_| RawBatch::default()).collect();
     let mut done = vec![false; inputs.len()];
     for (i, input) in inputs.iter().enumerate() {
@@ -227,12 +241,14 @@ pub fn recount(
         }
     }
     let mut remaining = done.iter().filter(|d| !**d).count();
-    let (mut last_progress, mut last_news) = (Instant::now(), Instant::now());
+    let (mut last_progress, mut last_news, mut read_then) = (Instant::now(), Instant::now(), 0);
+    let mut since_clock = 0;
     while remaining > 0 {
         let mut finished = Vec::new();
+        since_clock += 1;
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
-                let Some(&i) = index.get(&(m.topic().to_owned(), m.partition())) else { continue };
+                let Some(i) = index_of(m.topic(), m.partition()) else { continue };
                 if done[i] {
                     continue;
                 }
@@ -259,7 +275,7 @@ pub fn recount(
                 }
             }
             Some(Err(e)) => tracing::debug!(error = %e, "while recounting"),
-            None => {}
+            None => since_clock = CLOCK_EVERY,
         }
         for i in finished {
             done[i] = true;
@@ -269,6 +285,11 @@ pub fn recount(
             send(&decoder_txs[d], ToDecoder::Done(i))?;
             last_news = Instant::now();
         }
+        // The clock is read every so many messages, not for each.
+        if since_clock < CLOCK_EVERY {
+            continue;
+        }
+        since_clock = 0;
         if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let read = outcome.messages;
@@ -281,9 +302,10 @@ pub fn recount(
             if any {
                 handed(recount.due(false, Timestamp::now()), &mut outcome)?;
             }
-            if read > 0 || any {
+            if read > read_then || any {
                 last_news = last_news.max(Instant::now());
             }
+            read_then = read;
         }
         if last_news.elapsed() > job.stall_timeout {
             bail!("no message from the input topics for {:?}: are the brokers reachable?", job.stall_timeout);
@@ -359,7 +381,7 @@ fn start_and_end(consumer: &BaseConsumer<ReadToEnd>, settings: &Settings, job: &
         };
         let start = start.max(low);
         assigned.add_partition_offset(&topic, partition, Offset::Offset(start))?;
-        inputs.push(InputRange { source: Source { topic, partition }, start, end: high });
+        inputs.push(InputRange { source: Source { topic: topic.into(), partition }, start, end: high });
     }
     consumer.assign(&assigned)?;
     Ok(inputs)
@@ -389,10 +411,8 @@ fn decode(
     sources: &[Source],
     counters: &[SyncSender<ToCounter>],
 ) -> Result<BTreeMap<&'static str, u64>> {
-    let threads = counters.len();
-    let mut out: Vec<Vec<(i32, Routed)>> = vec![Vec::new(); threads];
+    let mut out: Vec<Vec<Routed>> = vec![Vec::new(); counters.len()];
     let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
-    let to_counter = |to: i32| to as usize % threads;
     for work in rx {
         let now = Instant::now();
         match work {
@@ -406,7 +426,7 @@ fn decode(
                         timestamp.and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(Timestamp::now);
                     let input = Input { source: &sources[i], offset, timestamp, payload };
                     match router.route(input, wall, now) {
-                        Ok((to, routed)) => out[to_counter(to)].push((to, routed)),
+                        Ok((to, routed)) => out[to as usize].push(routed),
                         Err(rejection) => *rejected.entry(rejection.kind()).or_default() += 1,
                     }
                 }
@@ -414,7 +434,7 @@ fn decode(
             ToDecoder::Done(i) => router.mark_idle(now, Duration::ZERO, |s| *s == sources[i]),
         }
         for (to, marker) in router.markers() {
-            out[to_counter(to)].push((to, marker));
+            out[to as usize].push(marker);
         }
         for (c, records) in out.iter_mut().enumerate() {
             if !records.is_empty() {
@@ -428,36 +448,31 @@ fn decode(
     Ok(rejected)
 }
 
-/// A counting thread: applies its counting partitions' records and flushes them every second
+/// A counting thread: applies its counting partition's records, and flushes it every second
 /// and at the end.
 fn count(
     rx: Receiver<ToCounter>,
-    owned: Vec<i32>,
-    mut partitions: Vec<CountingPartition>,
+    partition: i32,
+    mut counting: CountingPartition,
     decoders: usize,
     report: Sender<Report>,
     zone: &jiff::tz::TimeZone,
     from: Month,
 ) -> Result<()> {
-    let slot: HashMap<i32, usize> = owned.iter().enumerate().map(|(s, p)| (*p, s)).collect();
     let mut rejected: BTreeMap<&'static str, u64> = BTreeMap::new();
     let mut before_from = 0;
     let mut ended = 0;
     let mut flushed = Instant::now();
-    let flush = |partitions: &mut Vec<CountingPartition>, stopping: bool| -> Result<()> {
-        for (s, p) in partitions.iter_mut().enumerate() {
-            let flush = p.flush(Instant::now(), stopping);
-            report.send(Report::Flushed(owned[s], flush)).map_err(|_| anyhow!("the recount ended early"))?;
-        }
-        Ok(())
+    let flush = |counting: &mut CountingPartition, stopping: bool| -> Result<()> {
+        let flush = counting.flush(Instant::now(), stopping);
+        report.send(Report::Flushed(partition, flush)).map_err(|_| anyhow!("the recount ended early"))
     };
     for work in rx {
         match work {
             ToCounter::Records(records) => {
-                for (to, routed) in &records {
-                    let p = &mut partitions[slot[to]];
+                for routed in &records {
                     let offset = routed.event.as_ref().map_or(0, |e| e.offset);
-                    if let Some(Err(rejection)) = p.apply(offset, routed) {
+                    if let Some(Err(rejection)) = counting.apply(offset, routed) {
                         let event = routed.event.as_ref().map(|e| &e.event);
                         if rejection == Rejection::MonthEvicted
                             && event.is_some_and(|e| Month::containing(e.occurred_at, zone) < from)
@@ -478,11 +493,11 @@ fn count(
         }
         if flushed.elapsed() >= PARTIAL_INTERVAL {
             flushed = Instant::now();
-            flush(&mut partitions, false)?;
+            flush(&mut counting, false)?;
         }
     }
-    flush(&mut partitions, true)?;
-    let held = partitions.iter().flat_map(|p| p.ledgers()).map(|(_, ledger)| ledger.cases_held()).sum();
+    flush(&mut counting, true)?;
+    let held = counting.ledgers().map(|(_, ledger)| ledger.cases_held()).sum();
     report.send(Report::Done(rejected, before_from, held)).map_err(|_| anyhow!("the recount ended early"))?;
     Ok(())
 }

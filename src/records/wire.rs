@@ -193,8 +193,8 @@ impl<'a> Routed<'a> {
                 offset: e.offset,
                 input_timestamp: e.input_timestamp,
                 event: CaseEvent {
-                    event_id: e.event_id.to_owned(),
-                    case_id: e.case_id.to_owned(),
+                    event_id: e.event_id.into(),
+                    case_id: e.case_id.into(),
                     city: None,
                     occurred_at: e.occurred_at.read()?,
                     change: match e.change {
@@ -215,7 +215,7 @@ impl<'a> Routed<'a> {
             }),
         };
         Ok(DomainRouted {
-            source: Source { topic: self.topic.to_owned(), partition: self.partition },
+            source: Source { topic: self.topic.into(), partition: self.partition },
             watermark: read_time(self.watermark)?,
             idle: self.idle,
             event,

@@ -48,7 +48,7 @@ impl Ingest {
         now: Instant,
     ) -> Result<()> {
         telemetry.emit(MessageIngested);
-        let source = Source { topic: m.topic().to_owned(), partition: m.partition() };
+        let source = Source { topic: m.topic().into(), partition: m.partition() };
         let payload = m.payload().unwrap_or_default();
         let input = Input { source: &source, offset: m.offset(), timestamp: m.timestamp().to_millis(), payload };
         match self.router.route(input, wall, now) {
@@ -73,7 +73,7 @@ impl Ingest {
     /// batch's events did not already, and which input partitions are idle: read to their end
     /// (`lags`, from librdkafka's statistics) with no event for `snapshot.idle_partition`.
     pub(crate) fn send_markers(&mut self, out: &Output<'_>, lags: &HashMap<(String, i32), i64>) -> Result<()> {
-        let caught_up = |s: &Source| lags.get(&(s.topic.clone(), s.partition)) == Some(&0);
+        let caught_up = |s: &Source| lags.get(&(s.topic.to_string(), s.partition)) == Some(&0);
         self.router.mark_idle(Instant::now(), self.idle_partition, caught_up);
         for (to, marker) in self.router.markers() {
             let payload = records::encode(&marker);

@@ -114,7 +114,7 @@ impl<'a> Life<'a> {
             .inputs()
             .iter()
             .flat_map(|topic| committed.elements_for_topic(topic))
-            .map(|p| Source { topic: p.topic().to_owned(), partition: p.partition() })
+            .map(|p| Source { topic: p.topic().into(), partition: p.partition() })
             .collect();
         telemetry.emit(StateRestored {
             counting_partitions: &counted,
