@@ -1,7 +1,7 @@
 //! `hotline recount` against the raw read, as ratios measured in one run (the machines are
 //! shared and noisy). The input topics (6, 3 and 4 partitions) are filled with a year of a
 //! busy city from the generator (HOTLINE_BENCH_RECOUNT_MONTHS months from January 2022 of
-//! HOTLINE_BENCH_RECOUNT_CASES cases each; by default 12 of 380,000, about ten million
+//! HOTLINE_BENCH_RECOUNT_CASES cases each; by default 12 of 420,000, about 10.3 million
 //! messages), then, three rounds, alternating:
 //! - raw read: kcat reads the three topics to their end, one consumer per topic;
 //! - recount: the release `hotline recount --from 2022-01` over all of it, with the shipped
@@ -33,7 +33,7 @@ fn main() {
     let brokers = std::env::var("HOTLINE_TEST_BROKERS").expect("HOTLINE_TEST_BROKERS: run scripts/bench.sh");
     let number = |name: &str, default: usize| std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default);
     let months = number("HOTLINE_BENCH_RECOUNT_MONTHS", 12);
-    let cases = number("HOTLINE_BENCH_RECOUNT_CASES", 380_000);
+    let cases = number("HOTLINE_BENCH_RECOUNT_CASES", 420_000);
     let prefix = hotline::random_id("bench-recount");
     let env: Vec<(String, String)> = vec![
         ("HOTLINE_KAFKA__BROKERS".into(), brokers.clone()),

@@ -8,7 +8,10 @@
 #   same in province mode with as many cases over nine cities, three rounds, each ratio's
 #   median, min and max; its CPU share, peak RSS, restart time, and the p99 append-to-count
 #   latency at a sustained rate (HOTLINE_BENCH_RATE events/s, default 50,000); writes
-#   target/bench/report.json, with the throughput bench's state.json under "state".
+#   target/bench/report.json, with the throughput bench's state.json under "state" and the
+#   recount bench's recount.json under "recount";
+# - recount: `hotline recount` over a year of ~10 million messages against kcat's raw read of
+#   the same topics, three rounds (HOTLINE_BENCH_RECOUNT_MONTHS, HOTLINE_BENCH_RECOUNT_CASES).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # kcat (librdkafka's CLI) measures the baselines.
@@ -20,4 +23,5 @@ trap 'scripts/broker.sh stop "$broker_dir"' EXIT
 HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
 export HOTLINE_TEST_BROKERS
 HOTLINE_BENCH_CASES=${HOTLINE_BENCH_CASES:-5000000} cargo bench --bench throughput
+cargo bench --bench recount
 cargo bench --bench end_to_end
