@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use jiff::Span;
 use jiff::civil::{Date, Weekday};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -85,8 +86,8 @@ fn city(
     json!({
         "zone": zone,
         "sla": {
-            "default": counting.default_sla.to_string(),
-            "accept": counting.accept_within.to_string(),
+            "default": span(counting.default_sla),
+            "accept": span(counting.accept_within),
             "working_days": working_days,
             "calendar": calendar,
         },
@@ -104,6 +105,32 @@ fn city(
             },
         },
     })
+}
+
+/// A span in one spelling for each length: weeks as 7 days, and the clock units (hours to
+/// nanoseconds) balanced from the largest, so `2h` and `120m` are one rule. Days stay days
+/// and months months: a calendar day is not always 24 hours.
+fn span(s: Span) -> String {
+    let nanos = i128::from(s.get_hours()) * 3_600_000_000_000
+        + i128::from(s.get_minutes()) * 60_000_000_000
+        + i128::from(s.get_seconds()) * 1_000_000_000
+        + i128::from(s.get_milliseconds()) * 1_000_000
+        + i128::from(s.get_microseconds()) * 1_000
+        + i128::from(s.get_nanoseconds());
+    let (hours, rest) = (nanos / 3_600_000_000_000, nanos % 3_600_000_000_000);
+    let (minutes, rest) = (rest / 60_000_000_000, rest % 60_000_000_000);
+    let (seconds, nanos) = (rest / 1_000_000_000, rest % 1_000_000_000);
+    let days = i64::from(s.get_days()) + 7 * i64::from(s.get_weeks());
+    let balanced = Span::new()
+        .try_years(s.get_years())
+        .and_then(|b| b.try_months(s.get_months()))
+        .and_then(|b| b.try_days(days))
+        .and_then(|b| b.try_hours(hours as i64))
+        .and_then(|b| b.try_minutes(minutes as i64))
+        .and_then(|b| b.try_seconds(seconds as i64))
+        .and_then(|b| b.try_nanoseconds(nanos as i64));
+    // A span too long to balance is written as given.
+    balanced.unwrap_or(s).to_string()
 }
 
 /// Each year of the calendar as its weekdays off and weekend days worked, `MM-DD`.
@@ -169,6 +196,21 @@ mod tests {
         let days = "[sla.working_days]\nhelp = 3\n";
         let with_2027 = format!("[sla]\ncalendar = {:?}\n{days}", path.display().to_string());
         assert_ne!(fingerprint(&with_2027), fingerprint(days));
+    }
+
+    #[test]
+    fn one_length_spelled_two_ways_is_one_rule() {
+        assert_eq!(fingerprint("[sla]\naccept = \"120m\"\n"), fingerprint("[sla]\naccept = \"2h\"\n"));
+        assert_eq!(fingerprint("[sla]\naccept = \"5400s\"\n"), fingerprint("[sla]\naccept = \"1h30m\"\n"));
+        assert_eq!(fingerprint("[sla]\ndefault = \"2w\"\n"), fingerprint("[sla]\ndefault = \"14d\"\n"));
+        assert_ne!(
+            fingerprint("[sla]\ndefault = \"1d\"\n"),
+            fingerprint("[sla]\ndefault = \"24h\"\n"),
+            "a day is a date"
+        );
+        let settings = settings("[sla]\naccept = \"120m\"\n");
+        let c = &Rules::of_cities(&settings)[0].1.canonical;
+        assert_eq!(c["sla"]["accept"], "PT2H", "written as the shipped configuration's 2h was");
     }
 
     #[test]
