@@ -98,6 +98,33 @@ async fn each_city_of_a_province_is_counted_apart_and_exactly() {
     assert_eq!(common::metric(&metrics, r#"hotline_events_rejected_total{reason="invalid_code"}"#), 1.0);
     running.stop().await;
 
+    // A recount in province mode: each city's file and the province's equal the reference.
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["recount", "--config", file.to_str().unwrap(), "--from", "2022-04", "--to", "2022-04", "--output"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let read = |key: &str| -> hotline::domain::snapshot::Snapshot {
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("{key}.json"))).unwrap()).unwrap()
+    };
+    let recounted = read("province/2022-04");
+    let as_of = recounted.as_of;
+    let reference = |events, sla| common::reference::figures(events, "2022-04", zone, sla, as_of);
+    assert_eq!(read("2022-04").figures, reference(&siping, 15.days()), "the default city's file is unprefixed");
+    assert_eq!(read("220100/2022-04").figures, reference(&changchun, 2.days()));
+    assert_eq!(read("222400/2022-04").figures, reference(&yanbian, 15.days()));
+    let expected = common::reference::province(&[
+        ("220100".parse().unwrap(), "长春市", reference(&changchun, 2.days())),
+        ("220300".parse().unwrap(), "四平市", reference(&siping, 15.days())),
+        ("222400".parse().unwrap(), "延边朝鲜族自治州", reference(&yanbian, 15.days())),
+    ]);
+    assert_eq!(recounted.figures, expected);
+    let summary: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("recount.json")).unwrap()).unwrap();
+    assert_eq!(summary["dead_letters"], json!({"invalid_code": 1, "unknown_city": 1}));
+
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))
         .args(["snapshot", "show", "--config", file.to_str().unwrap(), "--month", "2022-04", "--city", "222400"])
         .args(["--format", "json"])
