@@ -96,8 +96,9 @@ enum Command {
         /// The last month written, YYYY-MM (later events are read all the same).
         #[arg(long)]
         to: Option<String>,
-        /// Write each snapshot to DIR/<key>.json (2022-04.json, 220300/2022-04.json,
-        /// province/2022-04.json) and a summary to DIR/recount.json.
+        /// Write each snapshot to DIR/<key>.json (2022-04.json; in province mode
+        /// 220100/2022-04.json for a city other than the default and province/2022-04.json)
+        /// and a summary to DIR/recount.json.
         #[arg(long, conflicts_with = "topic")]
         output: Option<PathBuf>,
         /// Send the snapshots to this topic (Avro, keyed as the live ones).
@@ -110,11 +111,11 @@ enum Command {
         /// How long before the first month's start, in Kafka time, to start reading.
         #[arg(long, default_value = "1d")]
         margin: String,
-        /// Decoding threads and counting threads, each (default: the cores).
-        #[arg(long)]
-        threads: Option<usize>,
+        /// Decoding threads (default: the cores); each counting partition has one of its own.
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+        threads: Option<u16>,
         /// Counting partitions (default: the live pipeline's).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(i32).range(1..))]
         partitions: Option<i32>,
     },
     /// Send an NDJSON file of contract events to the input topics (history backfill).
@@ -201,7 +202,7 @@ fn main() -> std::process::ExitCode {
                     topic,
                     replace_live,
                     margin,
-                    threads,
+                    threads: threads.map(usize::from),
                     partitions,
                     json_log,
                 };

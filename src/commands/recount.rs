@@ -194,6 +194,7 @@ fn summary(
         "peak_rss_bytes": peak_rss_bytes(),
         "dead_letters": outcome.dead_letters,
         "before_from": outcome.before_from,
+        "created_unread": outcome.created_unread,
         "snapshots": written.iter().map(|(k, (revision, status))| json!({"key": k, "revision": revision, "status": status})).collect::<Vec<_>>(),
     })
 }
@@ -225,6 +226,13 @@ fn table(outcome: &Outcome, written: &BTreeMap<String, (u64, &'static str)>) -> 
     }
     if outcome.dead_letters.is_empty() {
         out += "| (none) | 0 |\n";
+    }
+    if outcome.created_unread > 0 {
+        out += &format!(
+            "\n{} events of cases whose created was not read (before the first month read, or never) were not \
+             counted.\n",
+            outcome.created_unread
+        );
     }
     if outcome.before_from > 0 {
         out += &format!(

@@ -12,7 +12,7 @@ use compact_str::CompactString;
 use std::fmt;
 
 use jiff::{Timestamp, ToSpan};
-use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 use super::province::CityCode;
@@ -346,7 +346,7 @@ pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Reject
     let invalid = |e: serde_json::Error| Rejection::InvalidJson { line: e.line(), column: e.column() };
     let fields: Fields<'_> = serde_json::from_str(text).map_err(|e| match e.classify() {
         // Not an object, or not JSON at all past its first character (nesting deeper than
-        // serde_json's limit of 128 counts as not JSON).
+        // serde_json's limit of 128 counts as not JSON, as it does within an object).
         serde_json::error::Category::Data => {
             serde_json::from_str::<serde_json::Value>(text).map_or_else(invalid, |_| Rejection::NotAnObject)
         }
@@ -468,7 +468,7 @@ impl<'de> Deserialize<'de> for Fields<'de> {
                     match KNOWN.iter().position(|k| *k == key) {
                         Some(i) => fields.0[i] = Some(map.next_value()?),
                         None => {
-                            map.next_value::<IgnoredAny>()?;
+                            map.next_value::<Skip>()?;
                         }
                     }
                 }
@@ -497,7 +497,18 @@ impl<'de> Deserialize<'de> for Field<'de> {
     }
 }
 
-/// Reads any value, keeping only a string.
+/// A value read and dropped: read as a JSON tree is (strings checked, numbers in range,
+/// nesting within serde_json's limit of 128), so a message is valid JSON or not whatever
+/// fields this build knows, but nothing of it is kept.
+struct Skip;
+
+impl<'de> Deserialize<'de> for Skip {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(AnyValue).map(|_| Skip)
+    }
+}
+
+/// Reads any value, keeping only a string (borrowed where it has no escape).
 struct AnyValue;
 
 impl<'de> Visitor<'de> for AnyValue {
@@ -533,19 +544,18 @@ impl<'de> Visitor<'de> for AnyValue {
         Ok(Field::Other)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Field<'de>, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        while seq.next_element::<Skip>()?.is_some() {}
         Ok(Field::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Field<'de>, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        while map.next_entry::<Skip, Skip>()?.is_some() {}
         Ok(Field::Other)
     }
 }
 
 impl Fields<'_> {
     fn optional_str(&self, name: &'static str) -> Result<Option<&str>, Rejection> {
-        let i = KNOWN.iter().position(|k| *k == name).expect("a field of the contract");
-        match &self.0[i] {
+        match KNOWN.iter().position(|k| *k == name).and_then(|i| self.0[i].as_ref()) {
             None | Some(Field::Null) => Ok(None),
             Some(Field::Str(s)) => Ok(Some(s)),
             Some(Field::Other) => Err(Rejection::WrongType(name)),
@@ -703,6 +713,19 @@ mod tests {
         let wrong = r#"{"event_id":"e1","case_id":"c1","type":"created","occurred_at":"2022-04-03T09:15:00+08:00",
             "channel":"hotline","category":"water","category":{"x":1}}"#;
         assert_eq!(decode(wrong.as_bytes(), &limits()), Err(Rejection::WrongType("category")));
+        // What is not JSON stays not JSON in a field this build does not read.
+        let closed = r#"{"event_id":"e1","case_id":"c1","type":"closed","occurred_at":"2022-04-03T09:15:00+08:00""#;
+        for other in [
+            r#""content":"\ud83d""#.to_owned(),
+            r#""n":1e400"#.to_owned(),
+            format!(r#""deep":{}1{}"#, "[".repeat(200), "]".repeat(200)),
+        ] {
+            let text = format!("{closed},{other}}}");
+            assert!(serde_json::from_str::<serde_json::Value>(&text).is_err());
+            assert_eq!(decode(text.as_bytes(), &limits()).map_err(|r| r.kind()), Err("invalid_json"), "{other}");
+        }
+        let fine = format!("{closed},\"deep\":{}1{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(decode(fine.as_bytes(), &limits()).is_ok());
     }
 
     #[test]

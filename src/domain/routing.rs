@@ -90,8 +90,8 @@ impl Router {
     /// letter. Events may not be later than `wall` plus `time.max_future`; the city an event
     /// names is resolved here, and the record names it unless it is the default.
     pub fn route(&mut self, input: Input<'_>, wall: Timestamp, now: Instant) -> Result<(i32, Routed), Rejection> {
-        let limits =
-            DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at: wall + self.max_future };
+        let latest_occurred_at = wall.checked_add(self.max_future).unwrap_or(Timestamp::MAX);
+        let limits = DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at };
         let mut event = event::decode(input.payload, &limits)?;
         event.city = self.cities.key(self.cities.resolve(event.city)?);
         let to = partition_of(&event.case_id, self.partitions);

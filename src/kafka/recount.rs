@@ -2,10 +2,9 @@
 //! counted in memory by the live pipeline's core, on every core.
 //!
 //! ```text
-//!  poll (this thread) ──► decode: a Router per thread, ──► count: CountingPartitions, ──► Recount.due
-//!   raw bytes, batched     input partitions split           counting partitions split    (this thread)
-//!   by input partition     among threads                     among threads, a flush
-//!                                                            every second
+//!  poll (this thread) ──► decode: a Router per thread, ──► count: a thread per counting ──► Recount.due
+//!   raw bytes, batched     input partitions split           partition, flushed every     (this thread)
+//!   by input partition     among `--threads` threads        second and at the end
 //! ```
 //!
 //! Each input partition is decoded by one thread, so its events keep their order, and each
@@ -24,6 +23,7 @@ use jiff::Timestamp;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::config::Settings;
@@ -52,7 +52,7 @@ pub struct Job {
     pub counting_partitions: Option<i32>,
     /// Revisions continue from those on this topic (publishing to the live snapshots topic).
     pub continue_revisions_of: Option<String>,
-    /// Decoding threads and counting threads, each.
+    /// Decoding threads; each counting partition has a thread of its own.
     pub threads: usize,
     /// No message and no end of a partition for this long is an error.
     pub stall_timeout: Duration,
@@ -71,11 +71,14 @@ pub struct Reading {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub messages: u64,
-    pub total: u64,
     /// The dead letters the live pipeline writes for this input, by reason.
     pub dead_letters: BTreeMap<&'static str, u64>,
     /// Events of months before `from`, not counted.
     pub before_from: u64,
+    /// Events of cases whose `created` was not read, when reading did not start at the
+    /// beginning of every input partition: created before the first month read, or never
+    /// (the live pipeline dead-letters the latter as `never_created`).
+    pub created_unread: u64,
     pub snapshots: usize,
     /// Cases held in memory at the end, over every counting partition.
     pub cases_held: usize,
@@ -182,14 +185,17 @@ pub fn recount(
     if let Some(topic) = &job.continue_revisions_of {
         let codec = crate::avro::SnapshotCodec::new(crate::avro::Framing::SingleObject);
         super::topics::read_to_end(&settings.kafka, topic, job.stall_timeout, |m| {
-            if let Some(Ok(s)) = m.payload().map(|bytes| codec.decode(bytes)) {
-                publishers.restore(cities.of_key(s.city), &s);
+            match m.payload().map(|bytes| codec.decode(bytes)) {
+                Some(Ok(s)) => publishers.restore(cities.of_key(s.city), &s),
+                // Its month's revisions would start again from 1.
+                Some(Err(e)) => bail!("{topic} holds a snapshot this build cannot read at offset {}: {e}", m.offset()),
+                None => {}
             }
             Ok(())
         })?;
     }
     let mut recount = Recount::new(cities, publishers, n as usize, settings.retention_months, job.from, job.to);
-    let mut outcome = Outcome { total, input_partitions: inputs.len(), counting_partitions: n, ..Outcome::default() };
+    let mut outcome = Outcome { input_partitions: inputs.len(), counting_partitions: n, ..Outcome::default() };
     let mut handed = |due: Vec<(Option<CityCode>, Snapshot)>, outcome: &mut Outcome| -> Result<()> {
         for (city, snapshot) in &due {
             publish(*city, snapshot)?;
@@ -198,10 +204,15 @@ pub fn recount(
         }
         Ok(())
     };
+    // Cases evicted without their `created` never had one only if nothing before was skipped.
+    let read_from_beginning = inputs.iter().all(|i| i.from_beginning);
     let take = |report: Report, recount: &mut Recount, outcome: &mut Outcome| match report {
         Report::Flushed(partition, flush) => {
-            if !flush.orphans.is_empty() {
-                *outcome.dead_letters.entry(Rejection::NeverCreated.kind()).or_default() += flush.orphans.len() as u64;
+            let orphans = flush.orphans.len() as u64;
+            if read_from_beginning && orphans > 0 {
+                *outcome.dead_letters.entry(Rejection::NeverCreated.kind()).or_default() += orphans;
+            } else {
+                outcome.created_unread += orphans;
             }
             recount.take(partition, flush.tallies, flush.watermark);
         }
@@ -247,22 +258,23 @@ pub fn recount(
         let mut finished = Vec::new();
         since_clock += 1;
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                let Some(i) = index_of(m.topic(), m.partition()) else { continue };
-                if done[i] {
-                    continue;
+            Some(Ok(m)) => match index_of(m.topic(), m.partition()) {
+                // Past the end taken at the start (after a transaction's marker): not read.
+                Some(i) if !done[i] && m.offset() >= inputs[i].end => finished.push(i),
+                Some(i) if !done[i] => {
+                    outcome.messages += 1;
+                    let batch = &mut batches[i % threads];
+                    batch.bytes.extend_from_slice(m.payload().unwrap_or_default());
+                    batch.messages.push((i, m.offset(), m.timestamp().to_millis(), batch.bytes.len()));
+                    if batch.messages.len() >= BATCH {
+                        send(&decoder_txs[i % threads], ToDecoder::Batch(std::mem::take(batch)))?;
+                    }
+                    if m.offset() >= inputs[i].end - 1 {
+                        finished.push(i);
+                    }
                 }
-                outcome.messages += 1;
-                let batch = &mut batches[i % threads];
-                batch.bytes.extend_from_slice(m.payload().unwrap_or_default());
-                batch.messages.push((i, m.offset(), m.timestamp().to_millis(), batch.bytes.len()));
-                if batch.messages.len() >= BATCH {
-                    send(&decoder_txs[i % threads], ToDecoder::Batch(std::mem::take(batch)))?;
-                }
-                if m.offset() >= inputs[i].end - 1 {
-                    finished.push(i);
-                }
-            }
+                _ => {}
+            },
             // A partition's end (librdkafka names only its number): those whose position has
             // reached the end taken at the start, past a transaction's last marker.
             Some(Err(KafkaError::PartitionEOF(p))) => {
@@ -274,12 +286,21 @@ pub fn recount(
                     }
                 }
             }
-            Some(Err(e)) => tracing::debug!(error = %e, "while recounting"),
+            // The first offset is gone (retention deleted it while the recount started):
+            // history would be missing.
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                bail!("an input partition's first offset to read was deleted: try a later --from")
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "while recounting"),
             None => since_clock = CLOCK_EVERY,
         }
         for i in finished {
             done[i] = true;
             remaining -= 1;
+            // Its new messages are not wanted: stop fetching them.
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition(&inputs[i].source.topic, inputs[i].source.partition);
+            consumer.pause(&tpl)?;
             let d = i % threads;
             send(&decoder_txs[d], ToDecoder::Batch(std::mem::take(&mut batches[d])))?;
             send(&decoder_txs[d], ToDecoder::Done(i))?;
@@ -337,6 +358,8 @@ struct InputRange {
     start: i64,
     /// The offset after the last message when reading began.
     end: i64,
+    /// `start` is the partition's first offset kept.
+    from_beginning: bool,
 }
 
 fn consumer(settings: &Settings) -> Result<BaseConsumer<ReadToEnd>> {
@@ -346,7 +369,9 @@ fn consumer(settings: &Settings) -> Result<BaseConsumer<ReadToEnd>> {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // A first offset deleted before it is read is an error, never a jump to the end.
+        .set("auto.offset.reset", "error");
     super::set_default(&mut config, "fetch.wait.max.ms", "10");
     super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
     config.create_with_context(ReadToEnd::default()).context("creating the recount's consumer")
@@ -374,14 +399,17 @@ fn start_and_end(consumer: &BaseConsumer<ReadToEnd>, settings: &Settings, job: &
     for e in starts.elements() {
         let (topic, partition) = (e.topic().to_owned(), e.partition());
         let (low, high) = consumer.fetch_watermarks(&topic, partition, timeout).context("reading the input's ends")?;
-        // No message at or after the time: nothing to read.
+        e.error().with_context(|| format!("looking up {topic} [{partition}]'s offset for the first month"))?;
         let start = match e.offset() {
             Offset::Offset(o) => o,
-            _ => high,
+            // No message at or after the time: nothing to read.
+            Offset::End => high,
+            other => bail!("{topic} [{partition}] has no offset for the first month: {other:?}"),
         };
         let start = start.max(low);
         assigned.add_partition_offset(&topic, partition, Offset::Offset(start))?;
-        inputs.push(InputRange { source: Source { topic: topic.into(), partition }, start, end: high });
+        let source = Source { topic: topic.into(), partition };
+        inputs.push(InputRange { source, start, end: high, from_beginning: start == low });
     }
     consumer.assign(&assigned)?;
     Ok(inputs)
@@ -417,13 +445,16 @@ fn decode(
         let now = Instant::now();
         match work {
             ToDecoder::Batch(batch) => {
+                let wall_now = Timestamp::now();
                 let mut begin = 0;
                 for (i, offset, timestamp, end) in batch.messages {
                     let payload = &batch.bytes[begin..end];
                     begin = end;
-                    // The clock the live pipeline read the message by, as near as the input tells.
-                    let wall =
-                        timestamp.and_then(|ms| Timestamp::from_millisecond(ms).ok()).unwrap_or_else(Timestamp::now);
+                    // The clock the live pipeline read the message by, as near as the input tells
+                    // (never later than now: a producer's clock running ahead moves no watermark).
+                    let wall = timestamp
+                        .and_then(|ms| Timestamp::from_millisecond(ms).ok())
+                        .map_or(wall_now, |t| t.min(wall_now));
                     let input = Input { source: &sources[i], offset, timestamp, payload };
                     match router.route(input, wall, now) {
                         Ok((to, routed)) => out[to as usize].push(routed),
@@ -463,8 +494,8 @@ fn count(
     let mut before_from = 0;
     let mut ended = 0;
     let mut flushed = Instant::now();
-    let flush = |counting: &mut CountingPartition, stopping: bool| -> Result<()> {
-        let flush = counting.flush(Instant::now(), stopping);
+    let flush = |counting: &mut CountingPartition, now: Instant, stopping: bool| -> Result<()> {
+        let flush = counting.flush(now, stopping);
         report.send(Report::Flushed(partition, flush)).map_err(|_| anyhow!("the recount ended early"))
     };
     for work in rx {
@@ -491,12 +522,13 @@ fn count(
                 }
             }
         }
-        if flushed.elapsed() >= PARTIAL_INTERVAL {
-            flushed = Instant::now();
-            flush(&mut counting, false)?;
+        let now = Instant::now();
+        if now.duration_since(flushed) >= PARTIAL_INTERVAL {
+            flushed = now;
+            flush(&mut counting, now, false)?;
         }
     }
-    flush(&mut counting, true)?;
+    flush(&mut counting, Instant::now(), true)?;
     let held = counting.ledgers().map(|(_, ledger)| ledger.cases_held()).sum();
     report.send(Report::Done(rejected, before_from, held)).map_err(|_| anyhow!("the recount ended early"))?;
     Ok(())

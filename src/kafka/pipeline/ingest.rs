@@ -18,6 +18,8 @@ use super::transaction::Output;
 
 pub(crate) struct Ingest {
     router: Router,
+    /// The input partitions seen, so a message's names no new string.
+    sources: Vec<Source>,
     /// The internal topic.
     case_events: String,
     idle_partition: Duration,
@@ -30,10 +32,16 @@ impl Ingest {
         let mut router =
             Router::new(counting_partitions, settings.cities(), limits.max_message_bytes, settings.max_future);
         let now = Instant::now();
-        for source in sources {
-            router.track(source, now);
+        let sources: Vec<Source> = sources.into_iter().collect();
+        for source in &sources {
+            router.track(source.clone(), now);
         }
-        Ingest { router, case_events: settings.topics.case_events.clone(), idle_partition: settings.idle_partition }
+        Ingest {
+            router,
+            sources,
+            case_events: settings.topics.case_events.clone(),
+            idle_partition: settings.idle_partition,
+        }
     }
 
     /// Routes one input message; `wall` and `now` are the batch's clock readings (events may
@@ -48,7 +56,13 @@ impl Ingest {
         now: Instant,
     ) -> Result<()> {
         telemetry.emit(MessageIngested);
-        let source = Source { topic: m.topic().into(), partition: m.partition() };
+        let source = match self.sources.iter().find(|s| &*s.topic == m.topic() && s.partition == m.partition()) {
+            Some(source) => source.clone(),
+            None => {
+                self.sources.push(Source { topic: m.topic().into(), partition: m.partition() });
+                self.sources[self.sources.len() - 1].clone()
+            }
+        };
         let payload = m.payload().unwrap_or_default();
         let input = Input { source: &source, offset: m.offset(), timestamp: m.timestamp().to_millis(), payload };
         match self.router.route(input, wall, now) {
