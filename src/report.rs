@@ -225,13 +225,32 @@ fn by_group(snapshot: &Snapshot, registry: &LabelRegistry) -> Vec<(String, u64)>
     named
 }
 
+/// What each prose section's `## ` heading in the notes must name.
+const SECTION_WORDS: [&[&str]; 3] = [&["突出"], &["意见", "建议"], &["解决"]];
+
+/// The parts of the office's notes that fill no section, to warn about: each `## ` heading
+/// naming none of the sections' subjects, and text before the first heading.
+pub fn unused_notes(notes: &str) -> Vec<String> {
+    let mut unused = Vec::new();
+    let before = notes.lines().take_while(|l| !l.starts_with("## ")).any(|l| !l.trim().is_empty());
+    if before {
+        unused.push("(text before the first `## ` heading)".to_owned());
+    }
+    for heading in notes.lines().filter_map(|l| l.strip_prefix("## ")) {
+        if !SECTION_WORDS.iter().any(|words| words.iter().any(|w| heading.contains(w))) {
+            unused.push(heading.trim().to_owned());
+        }
+    }
+    unused
+}
+
 /// The three prose sections, from the office's Markdown notes where they have them: a
 /// section is the text under a `## ` heading naming its subject (突出, 建议 or 意见, 解决).
 fn sections(month: i8, notes: Option<&str>) -> Vec<Section> {
     let titles = [
-        (format!("一、{month}月份反映比较突出的几个问题"), &["突出"][..]),
-        (format!("二、{month}月份群众的意见和建议"), &["意见", "建议"][..]),
-        (format!("三、{month}月份解决比较好的几个问题"), &["解决"][..]),
+        (format!("一、{month}月份反映比较突出的几个问题"), SECTION_WORDS[0]),
+        (format!("二、{month}月份群众的意见和建议"), SECTION_WORDS[1]),
+        (format!("三、{month}月份解决比较好的几个问题"), SECTION_WORDS[2]),
     ];
     let mut found: Vec<Option<String>> = vec![None; titles.len()];
     if let Some(notes) = notes {
@@ -397,7 +416,8 @@ impl Report {
             if c.closed == c.received { "全部办结".to_owned() } else { format!("办结{}件", c.closed) }
         };
         let mut text = format!("{}年{}月份，{}", self.year, self.month, self.line);
-        for c in &self.channels {
+        // A channel without cases is left out, as the reference leaves out what it did not get.
+        for c in self.channels.iter().filter(|c| c.received > 0) {
             let part = match c.channel {
                 "state_council_inspection" => format!(
                     "收到省长公开电话办公室转来的《国务院“互联网+督查”平台群众留言》承办单{}件，{}。",
@@ -835,6 +855,20 @@ mod tests {
         let markdown = report.markdown();
         assert!(markdown.contains("## 二、4月份群众的意见和建议\n\n（由办公室"), "{markdown}");
         assert!(!markdown.contains("不并入"));
+        assert_eq!(unused_notes(notes), ["别的"]);
+        assert_eq!(unused_notes("只有一段。\n"), ["(text before the first `## ` heading)"]);
+        assert!(unused_notes("## 突出\n一。\n## 意见\n二。\n## 解决\n三。\n").is_empty());
+    }
+
+    #[test]
+    fn a_channel_without_cases_is_left_out_of_the_intake_paragraph() {
+        let full = Report::new(&reference_month(), None, &LabelRegistry::default(), None, None).markdown();
+        assert!(full.contains("《国务院“互联网+督查”平台群众留言》承办单"), "the reference month has every channel");
+        let mut snapshot = reference_month();
+        snapshot.figures.by_channel.remove("state_council_inspection");
+        let markdown = Report::new(&snapshot, None, &LabelRegistry::default(), None, None).markdown();
+        assert!(!markdown.contains("互联网+督查") && !markdown.contains("承办单0件"), "{markdown}");
+        assert!(markdown.contains("《中国政府网网民留言》"));
     }
 
     #[test]

@@ -54,6 +54,12 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
         .as_deref()
         .map(|p| std::fs::read_to_string(p).with_context(|| format!("reading the notes {}", p.display())))
         .transpose()?;
+    for unused in notes.as_deref().map(crate::report::unused_notes).unwrap_or_default() {
+        tracing::warn!(
+            section = %unused,
+            "a part of --notes fills no section of the report: a `## ` heading must name 突出, 意见 or 建议, or 解决"
+        );
+    }
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
     let months = [month, month.previous()];
     let mut latest =
