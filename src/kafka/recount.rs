@@ -363,17 +363,9 @@ struct InputRange {
 }
 
 fn consumer(settings: &Settings) -> Result<BaseConsumer<ReadToEnd>> {
-    let mut config = super::client_config(&settings.kafka);
-    config
-        .set("group.id", format!("{}-recount", settings.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        // A first offset deleted before it is read is an error, never a jump to the end.
-        .set("auto.offset.reset", "error");
-    super::set_default(&mut config, "fetch.wait.max.ms", "10");
-    super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
+    let mut config = super::topics::reader_config(&settings.kafka, &format!("{}-recount", settings.kafka.group_id));
+    // A first offset deleted before it is read is an error, never a jump to the end.
+    config.set("auto.offset.reset", "error");
     config.create_with_context(ReadToEnd::default()).context("creating the recount's consumer")
 }
 

@@ -146,20 +146,9 @@ pub(crate) fn read_partitions_to_end(
     timeout: Duration,
     mut f: impl FnMut(&BorrowedMessage<'_>) -> Result<()>,
 ) -> Result<u64> {
-    let mut config = client_config(kafka);
-    config
-        .set("group.id", "hotline-restore")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
-    // The end of an idle partition is only seen when a fetch returns empty: don't let the
-    // broker hold that fetch open.
-    super::set_default(&mut config, "fetch.wait.max.ms", "10");
-    // Nor pause fetching for a second whenever the local queue is over its thresholds.
-    super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
-    let consumer: BaseConsumer<ReadToEnd> =
-        config.create_with_context(ReadToEnd::default()).context("creating a restore consumer")?;
+    let consumer: BaseConsumer<ReadToEnd> = reader_config(kafka, "hotline-restore")
+        .create_with_context(ReadToEnd::default())
+        .context("creating a restore consumer")?;
     let metadata =
         consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
     let partitions: Vec<i32> = metadata
@@ -218,6 +207,24 @@ pub(crate) fn read_partitions_to_end(
     }
     consumer.context().done();
     Ok(read)
+}
+
+/// A consumer that reads committed messages to partitions' ends under `group` (never
+/// committing to it) and tells each end.
+pub(crate) fn reader_config(kafka: &KafkaConfig, group: &str) -> rdkafka::ClientConfig {
+    let mut config = client_config(kafka);
+    config
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
+    // The end of an idle partition is only seen when a fetch returns empty: don't let the
+    // broker hold that fetch open.
+    super::set_default(&mut config, "fetch.wait.max.ms", "10");
+    // Nor pause fetching for a second whenever the local queue is over its thresholds.
+    super::set_default(&mut config, "fetch.queue.backoff.ms", "10");
+    config
 }
 
 /// The message key as UTF-8, if it is.
