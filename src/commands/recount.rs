@@ -34,10 +34,10 @@ pub struct Options {
     pub json_log: bool,
 }
 
-/// Where the snapshots go.
+/// Where the snapshots go: files, or a topic with its producer and the snapshots' framing.
 enum Sink {
     Files(PathBuf),
-    Topic(String),
+    Topic(String, Sender, Box<SnapshotCodec>),
 }
 
 pub async fn recount(config: &Path, options: Options) -> Result<()> {
@@ -49,12 +49,10 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
     if to.is_some_and(|to| to < from) {
         bail!("--to {} is before --from {from}", options.to.unwrap_or_default());
     }
-    let sink = match (&options.output, &options.topic) {
-        (Some(dir), None) => Sink::Files(dir.clone()),
-        (None, Some(topic)) => Sink::Topic(topic.clone()),
-        _ => bail!("give either --output DIR (JSON files) or --topic TOPIC"),
-    };
-    let live = matches!(&sink, Sink::Topic(t) if *t == settings.topics.snapshots);
+    if options.output.is_some() == options.topic.is_some() {
+        bail!("give either --output DIR (JSON files) or --topic TOPIC");
+    }
+    let live = options.topic.as_ref() == Some(&settings.topics.snapshots);
     if live && !options.replace_live {
         bail!(
             "{} is the live pipeline's snapshots topic: a recount writes there only with --replace-live, and only \
@@ -66,11 +64,24 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
     if live {
         refuse_while_running(&settings).await?;
     }
-    if let Sink::Topic(topic) = &sink {
-        let spec =
-            TopicSpec { name: topic, partitions: settings.kafka.partitions, compacted: true, max_message_bytes: None };
-        topics::ensure(&settings.kafka, &[spec]).await?;
-    }
+    let mut sink = match (options.output, options.topic) {
+        (Some(dir), _) => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Sink::Files(dir)
+        }
+        (None, Some(topic)) => {
+            let spec = TopicSpec {
+                name: &topic,
+                partitions: settings.kafka.partitions,
+                compacted: true,
+                max_message_bytes: None,
+            };
+            topics::ensure(&settings.kafka, &[spec]).await?;
+            let codec = SnapshotCodec::new(crate::commands::run::framing(&settings).await?);
+            Sink::Topic(topic, Sender::new(&settings.kafka)?, Box::new(codec))
+        }
+        (None, None) => unreachable!("checked above"),
+    };
     let margin = crate::config::duration(&options.margin, "--margin")?;
     let threads = options.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     let job = Job {
@@ -83,12 +94,8 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
         threads,
         stall_timeout: Duration::from_secs(60),
     };
-    tracing::info!(
-        from = %from,
-        to = to.map(|m| m.to_string()),
-        rules = %Rules::of_settings(&settings).fingerprint,
-        "recounting the input topics"
-    );
+    let fingerprint = Rules::of_settings(&settings).fingerprint;
+    tracing::info!(from = %from, to = to.map(|m| m.to_string()), rules = %fingerprint, "recounting the input topics");
 
     // The job runs on its own threads; snapshots come back here to be written.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Snapshot>();
@@ -107,32 +114,23 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
         outcome
     });
     let mut written = BTreeMap::new();
-    let mut sender = match &sink {
-        Sink::Topic(_) => Some(Sender::new(&settings.kafka)?),
-        Sink::Files(dir) => {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-            None
-        }
-    };
-    let codec = SnapshotCodec::new(crate::commands::run::framing(&settings).await?);
     while let Some(snapshot) = rx.recv().await {
         let key = snapshot.key();
-        match (&sink, &mut sender) {
-            (Sink::Files(dir), _) => write_file(&dir.join(format!("{key}.json")), &snapshot.to_json())?,
-            (Sink::Topic(topic), Some(sender)) => {
+        match &mut sink {
+            Sink::Files(dir) => write_file(&dir.join(format!("{key}.json")), &snapshot.to_json())?,
+            Sink::Topic(topic, sender, codec) => {
                 sender.send(topic, Some(key.as_bytes()), &codec.encode(&snapshot)?).await?
             }
-            (Sink::Topic(_), None) => unreachable!("a topic has its sender"),
         }
         written.insert(key, (snapshot.revision, snapshot.status.code()));
     }
     let outcome = counting.await??;
-    if let Some(sender) = sender {
-        sender.finish().await?;
-    }
-    let summary = summary(&outcome, from, to, &settings, &written);
-    if let Sink::Files(dir) = &sink {
-        write_file(&dir.join("recount.json"), &serde_json::to_string_pretty(&summary)?)?;
+    let summary = summary(&outcome, from, to, &fingerprint, &written);
+    match sink {
+        Sink::Topic(_, sender, _) => {
+            sender.finish().await?;
+        }
+        Sink::Files(dir) => write_file(&dir.join("recount.json"), &serde_json::to_string_pretty(&summary)?)?,
     }
     if options.json_log {
         tracing::info!(summary = %summary, "recount done");
@@ -178,13 +176,13 @@ fn summary(
     outcome: &Outcome,
     from: Month,
     to: Option<Month>,
-    settings: &Settings,
+    fingerprint: &str,
     written: &BTreeMap<String, (u64, &'static str)>,
 ) -> serde_json::Value {
     json!({
         "from": from.to_string(),
         "to": to.map(|m| m.to_string()),
-        "rules_fingerprint": Rules::of_settings(settings).fingerprint,
+        "rules_fingerprint": fingerprint,
         "messages": outcome.messages,
         "input_partitions": outcome.input_partitions,
         "counting_partitions": outcome.counting_partitions,
