@@ -9,6 +9,13 @@
 #                                 min.insync.replicas=2 everywhere, and prints the bootstrap
 #                                 addresses; `resume DIR/nodeN` restarts a killed node, and
 #                                 `stop DIR` stops them all
+# With BROKER_LANES=N, `cluster` also starts Toxiproxy (Shopify's TCP fault proxy, built with
+# `go install` when missing) and gives every node N more client listeners ("lanes"), each
+# advertised as the address of its own proxy, so that a client bootstrapped through a lane
+# makes every connection through that lane's proxies: DIR/laneL/bootstrap holds lane L's
+# proxy addresses, DIR/toxiproxy the proxy's HTTP API address, and the proxy of lane L to
+# node N is named laneL-nodeN. The plain listener (DIR/bootstrap) and the brokers' own
+# replication stay direct.
 # With BROKER_SASL_SSL=1, `start` makes the client listener SASL_SSL (the broker's own and the
 # controller's listeners stay PLAINTEXT on loopback): it generates a CA and a certificate for
 # 127.0.0.1 and localhost into DIR/tls (clients trust DIR/tls/ca.pem), enables SCRAM-SHA-512
@@ -18,6 +25,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?start|stop}"
 dir="${2:?broker directory}"
+TOXIPROXY_VERSION=v2.5.0
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
@@ -96,6 +104,39 @@ message.max.bytes=17825792
 PROPS
 }
 
+# Starts Toxiproxy for cluster directory $1, lanes $2, nodes $3...: one proxy per lane and
+# node, from proxy_ports to lane_ports; writes $1/toxiproxy and $1/laneL/bootstrap.
+toxiproxy() {
+  local d="$1" ls="$2" server
+  shift 2
+  server="$(go env GOPATH)/bin/server"
+  if ! go version -m "$server" 2>/dev/null | grep -q "toxiproxy/v2[[:space:]]*$TOXIPROXY_VERSION"; then
+    go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
+  fi
+  local api proxies="" n l
+  api=$(free_port)
+  for l in $ls; do
+    mkdir -p "$d/lane$l"
+    local lane=""
+    for n in "$@"; do
+      proxies+="${proxies:+,}{\"name\":\"lane$l-node$n\",\"listen\":\"127.0.0.1:${proxy_ports[$n,$l]}\",\"upstream\":\"127.0.0.1:${lane_ports[$n,$l]}\",\"enabled\":true}"
+      lane+="${lane:+,}127.0.0.1:${proxy_ports[$n,$l]}"
+    done
+    echo "$lane" > "$d/lane$l/bootstrap"
+  done
+  echo "[$proxies]" > "$d/toxiproxy.json"
+  nohup "$server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" > "$d/toxiproxy.log" 2>&1 &
+  echo $! > "$d/toxiproxy.pid"
+  for _ in $(seq 1 100); do
+    if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$api/version', timeout=1)" 2>/dev/null; then
+      echo "127.0.0.1:$api" > "$d/toxiproxy"
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "Toxiproxy did not start; its log:" >&2; cat "$d/toxiproxy.log" >&2; exit 1
+}
+
 fetch() {
   # Maven's local repository (~/.m2) is reused between runs.
   (cd "$here/kafka" && mvn -q -B dependency:copy-dependencies -DoutputDirectory=target/libs) >&2
@@ -161,26 +202,43 @@ cluster)
   fetch
   rm -rf "$dir" && mkdir -p "$dir"
   nodes=(1 2 3)
-  declare -A ports controllers
+  lanes=$(seq 1 "${BROKER_LANES:-0}")
+  declare -A ports internals controllers lane_ports proxy_ports
   voters=""
   for n in "${nodes[@]}"; do
     ports[$n]=$(free_port)
+    internals[$n]=$(free_port)
     controllers[$n]=$(free_port)
     voters+="${voters:+,}$n@127.0.0.1:${controllers[$n]}"
+    for l in $lanes; do
+      lane_ports[$n,$l]=$(free_port)
+      proxy_ports[$n,$l]=$(free_port)
+    done
   done
+  if [ -n "$lanes" ]; then
+    toxiproxy "$dir" "$lanes" "${nodes[@]}"
+  fi
   id=$(cluster_id)
   bootstrap=""
   for n in "${nodes[@]}"; do
     d="$dir/node$n"
     mkdir -p "$d/data"
+    listeners="PLAINTEXT://127.0.0.1:${ports[$n]},INTERNAL://127.0.0.1:${internals[$n]},CONTROLLER://127.0.0.1:${controllers[$n]}"
+    advertised="PLAINTEXT://127.0.0.1:${ports[$n]},INTERNAL://127.0.0.1:${internals[$n]}"
+    protocols="PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+    for l in $lanes; do
+      listeners+=",LANE$l://127.0.0.1:${lane_ports[$n,$l]}"
+      advertised+=",LANE$l://127.0.0.1:${proxy_ports[$n,$l]}"
+      protocols+=",LANE$l:PLAINTEXT"
+    done
     cat > "$d/server.properties" <<PROPS
 process.roles=broker,controller
 node.id=$n
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:${ports[$n]},CONTROLLER://127.0.0.1:${controllers[$n]}
-advertised.listeners=PLAINTEXT://127.0.0.1:${ports[$n]}
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
-inter.broker.listener.name=PLAINTEXT
+listeners=$listeners
+advertised.listeners=$advertised
+listener.security.protocol.map=$protocols
+inter.broker.listener.name=INTERNAL
 $(settings "$d" 3 2)
 PROPS
     format "$id" "$d"
@@ -208,6 +266,10 @@ stop)
       rm -f "$d/pid"
     fi
   done
+  if [ -f "$dir/toxiproxy.pid" ]; then
+    kill "$(cat "$dir/toxiproxy.pid")" 2>/dev/null || true
+    rm -f "$dir/toxiproxy.pid"
+  fi
   ;;
 *) echo "usage: $0 start|cluster|stop|resume DIR" >&2; exit 2 ;;
 esac

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every test on a fresh machine: installs what the tests need (fastavro, the third-party
 # Avro decoder, and confluent-kafka for examples/subscribe.py; Debian's prometheus and promtool, and chromium, poppler-utils and a CJK font
-# for the printed report; the Kafka broker via Maven), starts one real
-# Apache Kafka 4.1 broker on 127.0.0.1 for the whole suite and a three-node cluster for the
-# failover tests (tests/failover.rs), runs the unit and integration tests, and stops them.
+# for the printed report; the Kafka broker via Maven; Toxiproxy via `go install`), starts one
+# real Apache Kafka 4.1 broker on 127.0.0.1 for the whole suite and a three-node cluster behind
+# Toxiproxy for the failover and network-fault tests (tests/failover.rs,
+# tests/network_faults.rs), runs the unit and integration tests with the soak
+# (scripts/soak.sh, 10 minutes) beside them, and stops them.
 # Cargo's and Maven's caches (~/.cargo, ~/.m2) are reused when present.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,10 +29,27 @@ trap 'scripts/broker.sh stop "$broker_dir"; scripts/broker.sh stop "$cluster_dir
 HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
 export HOTLINE_TEST_BROKERS
 echo "Kafka broker on $HOTLINE_TEST_BROKERS"
-cluster=$(scripts/broker.sh cluster "$cluster_dir")
-echo "Three-node Kafka cluster on $cluster"
+cluster=$(BROKER_LANES=3 scripts/broker.sh cluster "$cluster_dir")
+echo "Three-node Kafka cluster on $cluster, behind Toxiproxy on lanes $(cat "$cluster_dir"/lane*/bootstrap | tr '\n' ' ')"
 export HOTLINE_TEST_CLUSTER="$cluster_dir"
 
 # The benchmark only has to build here; scripts/bench.sh runs it.
 cargo build --benches
+cargo test --lib --bins --tests --no-run "$@"
+
+# Ten minutes of the soak (tests/soak.rs) on a cluster of its own, beside the tests: they wait
+# on brokers and processes far more than they use the two cores.
+soak_log="$PWD/target/soak.log"
+setsid scripts/soak.sh --minutes "${HOTLINE_SOAK_MINUTES:-10}" > "$soak_log" 2>&1 &
+soak=$!
+trap 'kill -- -$soak 2>/dev/null; scripts/broker.sh stop "$broker_dir"; scripts/broker.sh stop "$cluster_dir"; scripts/broker.sh stop "$PWD/target/soak-cluster"' EXIT
+
 cargo test --lib --bins --tests "$@"
+
+if wait $soak; then
+  sed -n '/^Soak of/,$p' "$soak_log"
+else
+  echo "the soak failed; the end of its log ($soak_log):" >&2
+  tail -80 "$soak_log" >&2
+  exit 1
+fi

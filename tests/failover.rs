@@ -12,247 +12,22 @@
 mod common;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::process::{Hotline, Options, broker_script, http_get};
+use common::cluster::{Cluster, coordinator_partition};
+use common::fleet::{Fleet, Watch};
+use common::process::http_get;
 use hotline::kafka::sender::Sender;
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use serde_json::Value;
 
 const MONTH: &str = "2022-04";
-/// Partitions of `__consumer_offsets` and `__transaction_state` in the cluster's configuration.
-const COORDINATOR_PARTITIONS: i32 = 3;
-/// `http.stalled_after` of the instances: a loop that stands still this long fails the probes.
-const STALLED_AFTER: &str = "90s";
-/// A ready instance must have polled within this long (a dead or wedged loop never polls):
-/// `STALLED_AFTER` and the watcher's period.
-const STILL: Duration = Duration::from_secs(92);
-
 /// One failover test at a time: they kill brokers of the same cluster.
 static CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// The cluster `scripts/test.sh` started.
-#[derive(Clone)]
-struct Cluster {
-    dir: PathBuf,
-    bootstrap: String,
-}
-
-impl Cluster {
-    fn from_env() -> Cluster {
-        let dir = PathBuf::from(std::env::var("HOTLINE_TEST_CLUSTER").expect(
-            "HOTLINE_TEST_CLUSTER is not set: run the tests with scripts/test.sh, which starts a three-broker cluster",
-        ));
-        let bootstrap = std::fs::read_to_string(dir.join("bootstrap")).unwrap().trim().to_owned();
-        Cluster { dir, bootstrap }
-    }
-
-    fn metadata(&self) -> rdkafka::metadata::Metadata {
-        let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &self.bootstrap).create().unwrap();
-        consumer.fetch_metadata(None, Duration::from_secs(20)).unwrap()
-    }
-
-    /// The node leading each partition of the topics named.
-    fn leaders(&self, topics: &[&str]) -> Vec<i32> {
-        let m = self.metadata();
-        m.topics()
-            .iter()
-            .filter(|t| topics.contains(&t.name()))
-            .flat_map(|t| t.partitions().iter().map(|p| p.leader()))
-            .collect()
-    }
-
-    fn leader(&self, topic: &str, partition: i32) -> i32 {
-        let m = self.metadata();
-        let t = m.topics().iter().find(|t| t.name() == topic).unwrap_or_else(|| panic!("no topic {topic}"));
-        t.partitions().iter().find(|p| p.id() == partition).unwrap().leader()
-    }
-
-    /// Every partition of the cluster has all its replicas in sync.
-    fn fully_replicated(&self) -> bool {
-        let m = self.metadata();
-        m.brokers().len() == 3
-            && m.topics().iter().all(|t| t.partitions().iter().all(|p| p.isr().len() == p.replicas().len()))
-    }
-
-    /// Partitions of `topics` whose last stable offset (the end a read_committed reader can
-    /// reach) stays behind the high watermark: an open, or hanging, transaction holds them.
-    fn held_by_transactions(&self, topics: &[&str]) -> Vec<String> {
-        let end = |isolation: &str, topic: &str, partition: i32| {
-            let c: BaseConsumer = ClientConfig::new()
-                .set("bootstrap.servers", &self.bootstrap)
-                .set("group.id", "failover-diagnosis")
-                .set("isolation.level", isolation)
-                .create()
-                .unwrap();
-            c.fetch_watermarks(topic, partition, Duration::from_secs(10)).map(|w| w.1).unwrap_or(-1)
-        };
-        let m = self.metadata();
-        let mut held = Vec::new();
-        for t in m.topics().iter().filter(|t| topics.contains(&t.name())) {
-            for p in t.partitions() {
-                let (stable, high) =
-                    (end("read_committed", t.name(), p.id()), end("read_uncommitted", t.name(), p.id()));
-                if stable != high {
-                    held.push(format!("{}[{}]: last stable offset {stable}, high watermark {high}", t.name(), p.id()));
-                }
-            }
-        }
-        held
-    }
-
-    fn node(&self, id: i32) -> PathBuf {
-        self.dir.join(format!("node{id}"))
-    }
-
-    fn kill(&self, id: i32) {
-        let pid = std::fs::read_to_string(self.node(id).join("pid")).unwrap();
-        Command::new("kill").args(["-9", pid.trim()]).status().unwrap();
-        while Command::new("kill").args(["-0", pid.trim()]).stderr(Stdio::null()).status().unwrap().success() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn resume(&self, id: i32) {
-        broker_script("resume", &self.node(id));
-    }
-
-    async fn wait_fully_replicated(&self) {
-        let started = Instant::now();
-        loop {
-            let c = self.clone();
-            if tokio::task::spawn_blocking(move || c.fully_replicated()).await.unwrap() {
-                return;
-            }
-            assert!(started.elapsed() < Duration::from_secs(90), "replicas not back in sync within 90 s");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    }
-}
-
-/// The partition of `__consumer_offsets` or `__transaction_state` whose leader coordinates
-/// `key` (a group id or a transactional id): Kafka takes the Java hash code of the string.
-fn coordinator_partition(key: &str) -> i32 {
-    let hash = key.encode_utf16().fold(0i32, |h, c| h.wrapping_mul(31).wrapping_add(i32::from(c)));
-    let abs = if hash == i32::MIN { 0 } else { hash.abs() };
-    abs % COORDINATOR_PARTITIONS
-}
-
-/// A `hotline run` process, restarted like a supervisor would if it exits.
-struct Instance {
-    process: Hotline,
-    log: PathBuf,
-    instance_id: Option<String>,
-    exits: Vec<String>,
-    /// When its poll count last moved.
-    polls: (f64, Instant),
-    processed: f64,
-}
-
-impl Instance {
-    fn start(config: &Path, log: PathBuf, instance_id: Option<String>) -> Instance {
-        let options = Options {
-            instance_id: instance_id.clone(),
-            log: Some(log.clone()),
-            env: vec![("HOTLINE_HTTP__STALLED_AFTER".into(), STALLED_AFTER.into())],
-        };
-        let process = Hotline::start(config, &options);
-        Instance { process, log, instance_id, exits: Vec::new(), polls: (0.0, Instant::now()), processed: 0.0 }
-    }
-
-    /// The transactional id it logged at start.
-    fn transactional_id(&self) -> Option<String> {
-        let logged = std::fs::read_to_string(&self.log).ok()?;
-        logged.lines().filter_map(|l| serde_json::from_str::<Value>(l).ok()).find_map(|e| {
-            (e["fields"]["message"] == "pipeline starting")
-                .then(|| e["fields"]["transactional_id"].as_str())?
-                .map(str::to_owned)
-        })
-    }
-}
-
-/// What the watcher saw.
-#[derive(Default)]
-struct Watch {
-    /// `/readyz` answered 200 while the instance's loop had not polled for `STILL`.
-    ready_while_still: Vec<String>,
-    /// When the instances' total of committed input messages grew.
-    progress: Vec<Instant>,
-    total: f64,
-}
-
-/// Every 250 ms: restarts exited instances (recording how they exited), reads `/readyz` and
-/// `/metrics` of each.
-async fn watch(
-    instances: Arc<Mutex<Vec<Instance>>>,
-    config: PathBuf,
-    seen: Arc<Mutex<Watch>>,
-    done: Arc<tokio::sync::Notify>,
-) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap();
-    loop {
-        let targets: Vec<(usize, String)> = {
-            let mut all = instances.lock().unwrap();
-            for i in all.iter_mut() {
-                if let Some(status) = i.process.try_wait() {
-                    let exit = format!("{} exited: {status}", i.instance_id.as_deref().unwrap_or("(dynamic)"));
-                    let mut again = Instance::start(&config, i.log.clone(), i.instance_id.clone());
-                    again.exits = std::mem::take(&mut i.exits);
-                    again.exits.push(exit);
-                    *i = again;
-                }
-            }
-            all.iter().enumerate().map(|(n, i)| (n, i.process.listen.clone())).collect()
-        };
-        let mut total = 0.0;
-        for (n, listen) in targets {
-            let ready = http.get(format!("http://{listen}/readyz")).send().await.map(|r| r.status().as_u16()).ok();
-            let Ok(text) = async { http.get(format!("http://{listen}/metrics")).send().await?.text().await }.await
-            else {
-                continue;
-            };
-            let mut all = instances.lock().unwrap();
-            let i = &mut all[n];
-            let polls = common::metric(&text, "hotline_polls_total");
-            if polls != i.polls.0 {
-                i.polls = (polls, Instant::now());
-            }
-            if ready == Some(200) && i.polls.1.elapsed() > STILL {
-                seen.lock()
-                    .unwrap()
-                    .ready_while_still
-                    .push(format!("{listen}: ready, no poll for {:?}", i.polls.1.elapsed()));
-            }
-            i.processed = common::metric(&text, "hotline_messages_processed_total");
-            total += i.processed;
-        }
-        {
-            let mut seen = seen.lock().unwrap();
-            if total > seen.total {
-                seen.total = total;
-                seen.progress.push(Instant::now());
-            }
-        }
-        tokio::select! {
-            _ = done.notified() => return,
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
-    }
-}
-
 /// The longest time the count stood still in the minute after `at`.
-fn pause_after(progress: &[Instant], at: Instant) -> Duration {
-    let window: Vec<Instant> =
-        progress.iter().copied().filter(|t| *t >= at && *t <= at + Duration::from_secs(60)).collect();
-    let mut longest = window.first().map_or(Duration::from_secs(60), |first| first.duration_since(at));
-    for pair in window.windows(2) {
-        longest = longest.max(pair[1].duration_since(pair[0]));
-    }
-    longest
+fn pause_after(watch: &Watch, at: Instant) -> Duration {
+    watch.longest_stall(at, at + Duration::from_secs(60))
 }
 
 /// `session_timeout`: the consumer group's, when not the default.
@@ -279,28 +54,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
 
     let ids: Vec<Option<String>> =
         ["a", "b", "c"].iter().map(|n| static_membership.then(|| common::unique(&format!("failover-{n}")))).collect();
-    let instances: Vec<Instance> = ids
-        .iter()
-        .enumerate()
-        .map(|(n, id)| Instance::start(file, logs.join(format!("{n}.log")), id.clone()))
-        .collect();
-    let instances = Arc::new(Mutex::new(instances));
-    let seen = Arc::new(Mutex::new(Watch::default()));
-    let done = Arc::new(tokio::sync::Notify::new());
-    let watcher = tokio::spawn(watch(instances.clone(), file.clone(), seen.clone(), done.clone()));
-    let ready = Instant::now();
-    loop {
-        let listens: Vec<String> = instances.lock().unwrap().iter().map(|i| i.process.listen.clone()).collect();
-        let mut all = true;
-        for l in listens {
-            all &= reqwest::get(format!("http://{l}/readyz")).await.map(|r| r.status().as_u16()).ok() == Some(200);
-        }
-        if all {
-            break;
-        }
-        assert!(ready.elapsed() < Duration::from_secs(90), "the instances were not all ready within 90 s");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let fleet = Fleet::start(file, &logs, ids.into_iter().map(|id| (id, None)).collect()).await;
 
     // Upstream publishes the month over about two minutes, with bad input among it.
     let producing = {
@@ -329,8 +83,9 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
         tokio::time::sleep(Duration::from_secs(8)).await;
         let node = match target {
             "transaction coordinator" => {
-                let id =
-                    instances.lock().unwrap()[0].transactional_id().expect("the instance logged its transactional id");
+                let id = fleet.instances.lock().unwrap()[0]
+                    .transactional_id()
+                    .expect("the instance logged its transactional id");
                 cluster.leader("__transaction_state", coordinator_partition(&id))
             }
             "group coordinator" => cluster.leader("__consumer_offsets", coordinator_partition(&config.kafka.group_id)),
@@ -359,7 +114,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
         let topics = [&t.cases, &t.letters, &t.boards, &t.case_events, &t.changelog, &t.partials, &t.snapshots];
         let topics: Vec<&str> = topics.iter().map(|s| s.as_str()).collect();
         eprintln!("partitions held by a transaction: {:?}", cluster.held_by_transactions(&topics));
-        for i in instances.lock().unwrap().iter() {
+        for i in fleet.instances.lock().unwrap().iter() {
             let lines: Vec<String> = http_get(&i.process.listen, "/metrics")
                 .lines()
                 .filter(|l| {
@@ -380,15 +135,8 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
                     text.lines().filter(|l| l.starts_with('#') || l.starts_with("Thread")).collect();
                 eprintln!("threads of {}:\n{}", i.process.listen, frames.join("\n"));
             }
-        }
-        // What the instances said that was not routine.
-        for n in 0..3 {
-            let logged = std::fs::read_to_string(logs.join(format!("{n}.log"))).unwrap_or_default();
-            let notable: Vec<&str> = logged.lines().filter(|l| !l.contains("\"level\":\"INFO\"")).collect();
-            eprintln!(
-                "instance {n}, last warnings and errors:\n{}",
-                notable[notable.len().saturating_sub(30)..].join("\n")
-            );
+            // What the instance said that was not routine.
+            eprintln!("{}, last warnings and errors:\n{}", i.name(), i.notable(30));
         }
     })
     .await;
@@ -405,32 +153,18 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     expected.sort();
     assert_eq!(dead, expected, "every bad message dead-lettered exactly once");
 
-    done.notify_one();
-    watcher.await.unwrap();
-    let (exits, listens): (Vec<String>, Vec<String>) = {
-        let instances = instances.lock().unwrap();
-        (
-            instances.iter().flat_map(|i| i.exits.clone()).collect(),
-            instances.iter().map(|i| i.process.listen.clone()).collect(),
-        )
-    };
+    let exits = fleet.exits();
     assert!(exits.is_empty(), "no instance exits on a broker failover: {exits:?}");
-    let mut recovered = 0.0;
-    let mut restarts = 0.0;
-    let mut abandoned = 0.0;
-    for listen in listens {
-        let text = reqwest::get(format!("http://{listen}/metrics")).await.unwrap().text().await.unwrap();
-        recovered += common::metric(&text, "hotline_consumer_recreated_total");
-        restarts += common::metric(&text, "hotline_pipeline_restarts_total");
-        abandoned += common::metric(&text, "hotline_producers_abandoned_total");
-    }
+    let recovered = fleet.metric("hotline_consumer_recreated_total").await;
+    let restarts = fleet.metric("hotline_pipeline_restarts_total").await;
+    let abandoned = fleet.metric("hotline_producers_abandoned_total").await;
+    let seen = fleet.seen.clone();
+    fleet.stop_watching().await;
     let seen = seen.lock().unwrap();
     assert!(seen.ready_while_still.is_empty(), "ready while the loop stood still: {:?}", seen.ready_while_still);
     let pauses: Vec<String> = kills
         .iter()
-        .map(|(target, node, at)| {
-            format!("{target} (node {node}): {:.1} s", pause_after(&seen.progress, *at).as_secs_f64())
-        })
+        .map(|(target, node, at)| format!("{target} (node {node}): {:.1} s", pause_after(&seen, *at).as_secs_f64()))
         .collect();
     eprintln!(
         "{} membership, session timeout {}: exact after 3 broker kills; {} revisions; consumers recreated {recovered}, producers abandoned \

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
+pub mod fleet;
 pub mod process;
 pub mod reference;
 
