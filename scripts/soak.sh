@@ -21,7 +21,7 @@ trap 'scripts/broker.sh stop "$cluster"' EXIT
 BROKER_LANES=3 scripts/broker.sh cluster "$cluster" > /dev/null
 echo "soak: three-node cluster behind Toxiproxy in $cluster"
 # The test binary itself, so that a `cargo test` running beside it holds no lock it waits on.
-binary=$(cargo test --test soak --no-run --message-format=json 2>/dev/null |
+binary=$(cargo test --test soak --no-run --message-format=json |
   python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
 HOTLINE_SOAK_MINUTES="$minutes" HOTLINE_SOAK_CLUSTER="$cluster" HOTLINE_SOAK_LOGS="$cluster/instances" \
   "$binary" --ignored --exact soak --nocapture
