@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use jiff::tz::TimeZone;
 use jiff::{Span, SpanRelativeTo};
 use serde::{Deserialize, Deserializer};
@@ -677,12 +677,23 @@ impl Settings {
 impl Config {
     pub(crate) fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Config::parse(&text, std::env::vars())
+        Config::parse_from(&text, &path.display().to_string(), std::env::vars())
     }
 
     /// Parses the configuration, applies the environment's overrides, checks the Kafka
     /// security keys and reads the password file.
     pub fn parse(text: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        Config::parse_from(text, "the configuration", env)
+    }
+
+    /// `parse` of the text of `origin` (a file's path): an error names the file and line, or
+    /// the environment variable, it comes from.
+    fn parse_from(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Config> {
+        let env: Vec<(String, String)> = env.into_iter().filter(|(name, _)| name.starts_with("HOTLINE_")).collect();
+        Config::parse_table(text, &env).map_err(|combined| locate(text, origin, &env, combined))
+    }
+
+    fn parse_table(text: &str, env: &[(String, String)]) -> Result<Config> {
         let mut table: toml::Table = text.parse().context("the configuration is not valid TOML")?;
         let security = table.get("kafka").and_then(|k| k.get("security"));
         if security.is_some_and(|s| s.get("password").is_some()) {
@@ -699,9 +710,10 @@ impl Config {
             let keys: Vec<String> = path.split("__").map(str::to_lowercase).collect();
             // A password is taken as it is, never read as a number or a date.
             let raw = keys == ["kafka", "security", "password"];
-            set(&mut table, &keys, &value, raw).with_context(|| format!("applying {name}"))?;
+            set(&mut table, &keys, value, raw).with_context(|| format!("applying {name}"))?;
         }
         let mut config: Config = table.try_into().context("the configuration does not match the expected keys")?;
+        check_brokers(&config.kafka.brokers)?;
         config.kafka.security.resolve()?;
         for key in config.kafka.properties.keys() {
             if SECRET_PROPERTIES.contains(&key.as_str()) {
@@ -857,6 +869,52 @@ impl Config {
 
 /// Sets a dotted key from an environment variable; unless `raw`, the value is read as a TOML
 /// value (number, boolean) when it is one, else as a string.
+/// Where a configuration error comes from: the file, at its line (as TOML reads the file alone,
+/// with its spans), or the first environment variable whose override brings it; the error as
+/// it is when neither alone does.
+fn locate(text: &str, origin: &str, env: &[(String, String)], combined: anyhow::Error) -> anyhow::Error {
+    // Keys the environment may still give are not missing from the file.
+    let missing = |e: &str| e.contains("missing field");
+    if let Err(e) = toml::from_str::<Config>(text)
+        && !missing(&e.to_string())
+    {
+        return anyhow!("{origin}: {}", e.to_string().trim_end());
+    }
+    if let Err(e) = Config::parse_table(text, &[])
+        && !missing(&format!("{e:#}"))
+    {
+        return anyhow!("{origin}: {e:#}");
+    }
+    for n in 1..=env.len() {
+        if Config::parse_table(text, &env[..n]).is_err() && Config::parse_table(text, &env[..n - 1]).is_ok() {
+            return anyhow!("the environment variable {}: {combined:#}", env[n - 1].0);
+        }
+    }
+    anyhow!("{origin}: {combined:#}")
+}
+
+/// `kafka.brokers`: comma-separated `host:port`s (a `scheme://` before each is allowed, as
+/// librdkafka allows it).
+fn check_brokers(brokers: &str) -> Result<()> {
+    let example = "such as kafka-1:9092,kafka-2:9092";
+    if brokers.trim().is_empty() {
+        bail!("kafka.brokers is empty: name the brokers as host:port, {example}");
+    }
+    for broker in brokers.split(',').map(str::trim) {
+        let address = broker.split_once("://").map_or(broker, |(_, a)| a);
+        let Some((host, port)) = address.rsplit_once(':') else {
+            bail!("kafka.brokers: {broker:?} has no port: name each broker as host:port, {example}");
+        };
+        let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        let valid_host =
+            !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':'));
+        if !valid_host || !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            bail!("kafka.brokers: {broker:?} is not a host:port, {example}");
+        }
+    }
+    Ok(())
+}
+
 fn set(table: &mut toml::Table, keys: &[String], value: &str, raw: bool) -> Result<()> {
     let (last, parents) = keys.split_last().expect("split always yields a key");
     let mut t = table;
@@ -1053,6 +1111,35 @@ name = "延边朝鲜族自治州"
         }
         let c = Config::parse(SASL, password_env("s3cret-from-env")).unwrap();
         assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+    }
+
+    #[test]
+    fn broker_addresses_are_checked_when_the_configuration_loads() {
+        for good in ["kafka:9092", "a:1,b:2", "10.0.0.1:9092, 10.0.0.2:9092", "[::1]:9092", "SSL://k.example.com:9093"]
+        {
+            assert!(check_brokers(good).is_ok(), "{good}");
+        }
+        for bad in ["", " ", "localhost", "a:1,", "not a host:9092", "k:0", "k:65536", ":9092", "k:port"] {
+            assert!(check_brokers(bad).is_err(), "{bad:?}");
+        }
+        let err = Config::parse("[kafka]\nbrokers = \"localhost\"\n", []).unwrap_err();
+        assert!(format!("{err:#}").contains("\"localhost\" has no port"), "{err:#}");
+    }
+
+    #[test]
+    fn an_error_names_its_line_or_its_variable() {
+        let text = "[kafka]\nbrokers = \"k:9092\"\nbroker = \"k:9092\"\n";
+        let err = Config::parse_from(text, "hotline.toml", []).unwrap_err().to_string();
+        assert!(err.starts_with("hotline.toml: TOML parse error at line 3"), "{err}");
+        let env = [
+            ("HOTLINE_KAFKA__GROUP_ID".to_owned(), "g".to_owned()),
+            ("HOTLINE_SNAPSHOT__GRAZE".to_owned(), "1d".to_owned()),
+        ];
+        let err = Config::parse_from("[kafka]\nbrokers = \"k:9092\"\n", "hotline.toml", env).unwrap_err();
+        assert!(err.to_string().starts_with("the environment variable HOTLINE_SNAPSHOT__GRAZE: "), "{err}");
+        // Keys the file leaves to the environment are not errors of the file.
+        let env = [("HOTLINE_KAFKA__BROKERS".to_owned(), "k:9092".to_owned())];
+        assert!(Config::parse_from("[kafka]\n", "hotline.toml", env).is_ok());
     }
 
     #[test]

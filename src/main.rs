@@ -11,6 +11,13 @@ struct Cli {
     /// Log format on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
     log_format: LogFormat,
+    /// Show the Kafka client's own log lines (hidden by the commands that read or send and exit).
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    /// How long the commands that read or send and exit (snapshot show, report, diff, replay)
+    /// wait for a Kafka broker to answer before giving up; `run` waits as long as it takes.
+    #[arg(long, default_value = "10s", value_parser = commands::parse_duration, global = true)]
+    kafka_timeout: std::time::Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -124,6 +131,10 @@ enum Command {
         file: PathBuf,
         #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
+        /// Send the lines `run` would dead-letter too, instead of skipping them (to test the
+        /// dead letters).
+        #[arg(long)]
+        send_invalid: bool,
     },
     /// Grow the count of counting partitions of a stopped deployment, moving every case to
     /// its new partition (stop every `hotline run` first; run again to finish an interrupted one).
@@ -176,21 +187,24 @@ enum SnapshotCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    commands::init_logging(matches!(cli.log_format, LogFormat::Json));
+    // `run` logs what its Kafka clients say; a command that reads and exits says one line.
+    let kafka_lines = cli.verbose || matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    commands::init_logging(matches!(cli.log_format, LogFormat::Json), kafka_lines);
+    let timeout = cli.kafka_timeout;
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => commands::run::run(&config).await,
             Command::Snapshot { command: SnapshotCommand::Show { config, month, city, province, format } } => {
-                commands::snapshot::show(&config, &month, city.as_deref(), province, format).await
+                commands::snapshot::show(&config, &month, city.as_deref(), province, format, timeout).await
             }
             Command::Report { config, month, city, province, format, output, notes, date } => {
-                let options = commands::report::Options { month, city, province, format, output, notes, date };
+                let options = commands::report::Options { month, city, province, format, output, notes, date, timeout };
                 commands::report::report(&config, options).await
             }
             Command::Rules { config } => commands::rules::rules(&config),
             Command::Diff { a, b, config, month, city, province, format } => {
-                let options = commands::diff::Options { a, b, month, city, province, format };
+                let options = commands::diff::Options { a, b, month, city, province, format, timeout };
                 commands::diff::diff(&config, options).await
             }
             Command::Recount { config, from, to, output, topic, replace_live, margin, threads, partitions } => {
@@ -208,7 +222,11 @@ fn main() -> std::process::ExitCode {
                 };
                 commands::recount::recount(&config, options).await
             }
-            Command::Replay { file, config } => commands::replay::replay(&config, &file).await,
+            Command::Replay { file, config, send_invalid } => {
+                let json_log = matches!(cli.log_format, LogFormat::Json);
+                let options = commands::replay::Options { file, send_invalid, timeout, json_log };
+                commands::replay::replay(&config, options).await
+            }
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
             Command::Demo { listen, scale, province_rate, exit } => {
                 commands::demo::demo(&listen, scale, province_rate, exit).await
@@ -220,7 +238,12 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hotline: {e:#}");
+            if matches!(cli.log_format, LogFormat::Json) {
+                // A log shipper reads JSON lines only: the one line that matters is one too.
+                tracing::error!(error = format!("{e:#}"), "hotline: stopped on an error");
+            } else {
+                eprintln!("hotline: {e:#}");
+            }
             std::process::ExitCode::FAILURE
         }
     }

@@ -28,10 +28,19 @@ use crate::telemetry::Telemetry;
 /// The provincial office, as the bulletin's header names it.
 const PROVINCE: (&str, &str) = ("吉林省", "吉林省政务服务和数字化建设管理局");
 
+/// The `--scale`s the demo takes: at 10, some 3.6 million events of 1.3 million cases.
+const SCALES: std::ops::RangeInclusive<f64> = 0.001..=10.0;
+/// The largest `--province-rate`: other cities as busy per resident as 四平, ten times over.
+const MAX_RATE: f64 = 10.0;
+
 /// `scale`: of every city's cases; `rate`: the other cities' cases per resident, of 四平's.
 pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()> {
-    if !(scale > 0.0 && scale.is_finite() && rate >= 0.0 && rate.is_finite()) {
-        bail!("--scale must be a number more than 0 and --province-rate one at least 0");
+    if !(SCALES.contains(&scale) && (0.0..=MAX_RATE).contains(&rate)) {
+        bail!(
+            "--scale must be from {} to {} (1 is the reference month's size) and --province-rate from 0 to {MAX_RATE}",
+            SCALES.start(),
+            SCALES.end()
+        );
     }
     let mock = MockCluster::new(1).context("starting librdkafka's mock cluster")?;
     let brokers = mock.bootstrap_servers();
@@ -64,6 +73,13 @@ pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()>
     }
     mock.create_topic(&topics.partials, 1, 1)?;
 
+    // The listener first: a busy port fails before the month is generated.
+    let telemetry = Telemetry::default();
+    let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
+    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone())
+        .await
+        .with_context(|| format!("listening on {} (--listen)", settings.listen))?;
+
     let month: Month = "2022-04".parse().expect("a valid month");
     let mut plans = jilin::plans(month, &settings.zone, rate);
     for plan in &mut plans {
@@ -82,9 +98,6 @@ pub async fn demo(listen: &str, scale: f64, rate: f64, exit: bool) -> Result<()>
     );
 
     let registry = jilin::SIPING.registry();
-    let telemetry = Telemetry::default();
-    let (stop, http_stop) = (CancellationToken::new(), CancellationToken::new());
-    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
     let pipeline = tokio::spawn(pipeline::run(settings, telemetry.clone(), Framing::SingleObject, stop.clone()));
 
     let mut sender = Sender::new(&config.kafka)?;

@@ -14,12 +14,19 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-/// Logs go to stderr, as text or JSON; `RUST_LOG` filters them (default `info`).
-pub fn init_logging(json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// Logging to stderr, as text or JSON lines, at `info` unless `RUST_LOG` says otherwise;
+/// without `kafka_lines`, the Kafka client's own lines are left out.
+pub fn init_logging(json: bool, kafka_lines: bool) {
+    let default = if kafka_lines { "info" } else { "info,librdkafka=off" };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = if json { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// A duration flag such as `10s` or `2m`.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::duration(s, "the duration").map_err(|e| format!("{e:#}"))
 }

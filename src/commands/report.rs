@@ -3,6 +3,7 @@
 //! provincial bulletin from the province's snapshots.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::ValueEnum;
@@ -31,6 +32,8 @@ pub struct Options {
     pub output: Option<PathBuf>,
     pub notes: Option<PathBuf>,
     pub date: Option<String>,
+    /// How long to wait for a Kafka broker to answer.
+    pub timeout: Duration,
 }
 
 pub async fn report(config: &Path, options: Options) -> Result<()> {
@@ -60,6 +63,7 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
             "a part of --notes fills no section of the report: a `## ` heading must name 突出, 意见 or 建议, or 解决"
         );
     }
+    super::snapshot::reach(&settings.kafka, options.timeout).await?;
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
     let months = [month, month.previous()];
     let mut latest =

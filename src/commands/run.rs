@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
+use anyhow::{Context, Result, anyhow};
 use tokio_util::sync::CancellationToken;
 
 use crate::avro::Framing;
@@ -30,7 +30,9 @@ pub async fn run(config: &Path) -> Result<()> {
     // the last counts until the pipeline has finished; both are awaited.
     let stop = CancellationToken::new();
     let http_stop = CancellationToken::new();
-    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone()).await?;
+    let server = crate::http::serve(settings.listen, telemetry.clone(), http_stop.clone())
+        .await
+        .with_context(|| format!("listening on {} (http.listen, or HOTLINE_HTTP__LISTEN)", settings.listen))?;
     // Wrong credentials or an untrusted certificate stop the process here with a clear error
     // rather than leaving it waiting, unready, as for a broker outage.
     tokio::select! {

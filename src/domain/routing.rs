@@ -90,15 +90,22 @@ impl Router {
     /// letter. Events may not be later than `wall` plus `time.max_future`; the city an event
     /// names is resolved here, and the record names it unless it is the default.
     pub fn route(&mut self, input: Input<'_>, wall: Timestamp, now: Instant) -> Result<(i32, Routed), Rejection> {
-        let latest_occurred_at = wall.checked_add(self.max_future).unwrap_or(Timestamp::MAX);
-        let limits = DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at };
-        let mut event = event::decode(input.payload, &limits)?;
-        event.city = self.cities.key(self.cities.resolve(event.city)?);
+        let event = self.admit(input.payload, wall)?;
         let to = partition_of(&event.case_id, self.partitions);
         // A clock running ahead upstream must not close months early.
         let watermark = self.progress.route(input.source, event.occurred_at.min(wall), to, now);
         let event = Some(RoutedEvent { offset: input.offset, input_timestamp: input.timestamp, event });
         Ok((to, Routed { source: input.source.clone(), watermark: Some(watermark), idle: false, event }))
+    }
+
+    /// The event of a message, its city the key `route`'s record names, or why `route` would
+    /// dead-letter it.
+    pub fn admit(&self, payload: &[u8], wall: Timestamp) -> Result<CaseEvent, Rejection> {
+        let latest_occurred_at = wall.checked_add(self.max_future).unwrap_or(Timestamp::MAX);
+        let limits = DecodeLimits { max_message_bytes: self.max_message_bytes, latest_occurred_at };
+        let mut event = event::decode(payload, &limits)?;
+        event.city = self.cities.key(self.cities.resolve(event.city)?);
+        Ok(event)
     }
 
     /// Marks idle every input partition without an event for `idle_after` that `caught_up`

@@ -98,6 +98,35 @@ pub async fn check_access(kafka: &KafkaConfig) -> Result<()> {
     }
 }
 
+/// Checks that a broker answers within `timeout`, for the commands that read or send and then
+/// exit (`run` waits with `check_access` instead). A refused login or a failed TLS handshake
+/// is said as `check_access` says it; silence, as the brokers tried, the security protocol and
+/// what to check.
+pub fn reach(kafka: &KafkaConfig, timeout: Duration) -> Result<()> {
+    let consumer: BaseConsumer<Access> =
+        client_config(kafka).create_with_context(Access::default()).map_err(|e| scrub(kafka, anyhow!(e)))?;
+    let started = Instant::now();
+    loop {
+        let left = timeout.saturating_sub(started.elapsed());
+        if consumer.fetch_metadata(None, left.clamp(Duration::from_millis(100), Duration::from_secs(1))).is_ok() {
+            return Ok(());
+        }
+        // Serve the client's queued errors, so that `Access` sees them.
+        consumer.poll(Duration::from_millis(50));
+        if let Some((code, reason)) = consumer.context().refused.lock().unwrap().take() {
+            return Err(scrub(kafka, refused(&kafka.security, code, &reason)));
+        }
+        if started.elapsed() >= timeout {
+            return Err(anyhow!(
+                "no Kafka broker answered within {timeout:?} at {} (security protocol {}): check that the brokers run \
+                 and that kafka.brokers (or HOTLINE_KAFKA__BROKERS) names their addresses; --kafka-timeout waits longer",
+                kafka.brokers,
+                kafka.security.protocol.as_str()
+            ));
+        }
+    }
+}
+
 /// Keeps the first refused login or failed TLS handshake a client reports.
 #[derive(Default)]
 struct Access {
@@ -105,6 +134,10 @@ struct Access {
 }
 
 impl ClientContext for Access {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_librdkafka(level, facility, message);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         match error.rdkafka_error_code() {
             Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SSL)) => {

@@ -113,7 +113,7 @@ impl ClientContext for ReadToEnd {
         if self.done.load(Ordering::Relaxed) {
             tracing::debug!(%error, reason, "Kafka client error while closing a reader");
         } else {
-            tracing::error!(%error, reason, "Kafka client error");
+            tracing::error!(target: "librdkafka", %error, reason, "Kafka client error");
         }
     }
 }

@@ -207,7 +207,7 @@ impl Drop for Running {
 
 impl Running {
     pub async fn start(settings: Settings) -> Running {
-        hotline::commands::init_logging(false); // shown with --nocapture or on failure
+        hotline::commands::init_logging(false, true); // shown with --nocapture or on failure
         let telemetry = Telemetry::default();
         let stop = CancellationToken::new();
         let http = hotline::http::serve(settings.listen, telemetry.clone(), stop.clone()).await.unwrap().bound;
