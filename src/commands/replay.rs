@@ -95,7 +95,7 @@ pub async fn replay(config: &Path, options: Options) -> Result<()> {
     let progress = ProgressBar::new(size).with_style(
         ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {msg} ({eta})").expect("a valid template"),
     );
-    let mut sender = Sender::new(&config.kafka)?;
+    let mut sender = Sender::patient(&config.kafka)?;
     let mut summary = Summary::default();
     let mut case_topics = HashMap::new();
     for line in input.lines() {

@@ -5,28 +5,41 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::config::KafkaConfig;
 
-use super::{client_config, set_default};
+use super::{client_config, log_librdkafka, set_default};
 
 const IN_FLIGHT: usize = 10_000;
 
 pub struct Sender {
-    producer: FutureProducer,
+    producer: FutureProducer<Quiet>,
     in_flight: VecDeque<DeliveryFuture>,
     sent: u64,
 }
 
 impl Sender {
     pub fn new(kafka: &KafkaConfig) -> Result<Sender> {
+        Sender::with(kafka, |_| {})
+    }
+
+    /// A sender whose messages wait for a lost broker as long as it takes (librdkafka's
+    /// `message.timeout.ms` 0, unless `[kafka.properties]` sets it), for `replay`.
+    pub fn patient(kafka: &KafkaConfig) -> Result<Sender> {
+        Sender::with(kafka, |c| set_default(c, "message.timeout.ms", "0"))
+    }
+
+    fn with(kafka: &KafkaConfig, more: impl FnOnce(&mut rdkafka::ClientConfig)) -> Result<Sender> {
         let mut config = client_config(kafka);
         config.set("enable.idempotence", "true");
         set_default(&mut config, "linger.ms", "20");
-        let producer = config.create().context("creating the producer")?;
+        more(&mut config);
+        let producer = config.create_with_context(Quiet).context("creating the producer")?;
         Ok(Sender { producer, in_flight: VecDeque::new(), sent: 0 })
     }
 
@@ -87,5 +100,19 @@ impl Sender {
         }
         self.producer.flush(Duration::from_secs(60))?;
         Ok(self.sent)
+    }
+}
+
+/// The client's lines and errors under the `librdkafka` target, which the commands that send
+/// and exit leave out unless `--verbose`: a lost broker shows as `replay`'s waiting line.
+pub struct Quiet;
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        log_librdkafka(level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", %error, reason, "Kafka client error");
     }
 }
