@@ -6,6 +6,8 @@
 //! The prose sections are the office's own, written from case content that `hotline` never
 //! keeps: they come from a notes file, or stand as titled placeholders.
 
+use std::fmt;
+
 use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
@@ -26,8 +28,8 @@ pub(crate) const OTHER_GROUP: &str = "其它";
 pub struct Report {
     pub office: String,
     pub line: String,
-    /// The publication date, 2022年5月6日.
-    pub date: String,
+    /// The publication date, printed 2022年5月6日.
+    pub date: Date,
     pub year: i16,
     pub month: i8,
     pub revision: u64,
@@ -36,8 +38,7 @@ pub struct Report {
     pub received: u64,
     pub closed_cases: u64,
     pub in_progress: u64,
-    /// To one decimal, as printed: "99.8".
-    pub closure_rate: String,
+    pub closure_rate: Percent,
     pub groups: Vec<GroupLine>,
     pub departments: Vec<DepartmentRow>,
     pub sections: Vec<Section>,
@@ -70,13 +71,12 @@ pub struct Service {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ServiceRow {
     pub name: String,
-    /// Percentages to one decimal, as printed; "—" with nothing to measure.
-    pub accepted_on_time: String,
-    pub on_time: String,
+    pub accepted_on_time: Percent,
+    pub on_time: Percent,
     pub returned: u64,
-    pub return_rate: String,
+    pub return_rate: Percent,
     pub reopened: u64,
-    pub satisfaction: String,
+    pub satisfaction: Percent,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -114,8 +114,8 @@ pub struct GroupLine {
     /// As the sentence names it, before "问题".
     pub label: String,
     pub received: u64,
-    /// Of the month's cases, to one decimal: "56.4".
-    pub share: String,
+    /// Of the month's cases.
+    pub share: Percent,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -138,16 +138,59 @@ pub struct Section {
 pub struct MonthOverMonth {
     pub previous: String,
     pub received: (u64, u64),
-    pub closure_rate: (String, String),
+    pub closure_rate: (Percent, Percent),
     /// Each group of this month: its count this month and the month before.
     pub groups: Vec<(String, u64, u64)>,
 }
 
-/// `part` of `whole` in percent to one decimal, halves rounded up, in integers (no float
-/// rounding to even): 10,059 of 31,681 is "31.8".
+/// A share in tenths of a percent, halves rounded up in integers (no float rounding to even):
+/// 10,059 of 31,681 is 31.8%; `None` when there is nothing to measure. Tables print it `31.8%`
+/// or `—`; JSON carries the percent as a number (31.8) or null.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Percent(Option<u64>);
+
+impl Percent {
+    pub(crate) fn of(part: u64, whole: u64) -> Percent {
+        Percent(tenths(part, whole))
+    }
+
+    pub(crate) fn tenths(self) -> Option<u64> {
+        self.0
+    }
+
+    /// The digits prose prints before its `%`: "31.8", and "0.0" of nothing.
+    pub(crate) fn digits(self) -> String {
+        let tenths = self.0.unwrap_or(0);
+        format!("{}.{}", tenths / 10, tenths % 10)
+    }
+}
+
+impl fmt::Display for Percent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(_) => write!(f, "{}%", self.digits()),
+            None => f.write_str("—"),
+        }
+    }
+}
+
+impl Serialize for Percent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(tenths) => serializer.serialize_f64(tenths as f64 / 10.0),
+            None => serializer.serialize_none(),
+        }
+    }
+}
+
+/// `part` of `whole` in percent to one decimal, as prose prints it: "31.8" ("0.0" of nothing).
 fn percent(part: u64, whole: u64) -> String {
-    let tenths = tenths(part, whole).unwrap_or(0);
-    format!("{}.{}", tenths / 10, tenths % 10)
+    Percent::of(part, whole).digits()
+}
+
+/// The date a report is dated, as it prints it: 2022年5月6日.
+fn chinese(date: Date) -> String {
+    format!("{}年{}月{}日", date.year(), date.month(), date.day())
 }
 
 /// `part` of `whole` in tenths of a percent, halves rounded up (`percent`); `None` of nothing.
@@ -159,12 +202,12 @@ impl ServiceRow {
     /// The figures after the name, in the table's order.
     fn cells(&self) -> [String; 6] {
         [
-            self.accepted_on_time.clone(),
-            self.on_time.clone(),
+            self.accepted_on_time.to_string(),
+            self.on_time.to_string(),
             self.returned.to_string(),
-            self.return_rate.clone(),
+            self.return_rate.to_string(),
             self.reopened.to_string(),
-            self.satisfaction.clone(),
+            self.satisfaction.to_string(),
         ]
     }
 }
@@ -184,9 +227,8 @@ impl Service {
     }
 }
 
-/// `percent`, or "—" when there is nothing to measure.
-fn rate(part: u64, whole: u64) -> String {
-    if whole == 0 { "—".into() } else { format!("{}%", percent(part, whole)) }
+fn rate(part: u64, whole: u64) -> Percent {
+    Percent::of(part, whole)
 }
 
 fn service_row(name: String, d: &DepartmentFigures) -> ServiceRow {
@@ -313,7 +355,7 @@ impl Report {
             .cloned()
             .map(|(group, received)| GroupLine {
                 label: if group == OTHER_GROUP { registry.report.other.clone() } else { group.clone() },
-                share: percent(received, total),
+                share: Percent::of(received, total),
                 group,
                 received,
             })
@@ -340,8 +382,8 @@ impl Report {
             previous: p.month.to_string(),
             received: (total, p.figures.totals.received),
             closure_rate: (
-                percent(f.totals.closed, total),
-                percent(p.figures.totals.closed, p.figures.totals.received),
+                Percent::of(f.totals.closed, total),
+                Percent::of(p.figures.totals.closed, p.figures.totals.received),
             ),
             groups: {
                 let before = by_group(p, registry);
@@ -382,7 +424,7 @@ impl Report {
         Report {
             office: registry.report.office.clone(),
             line: registry.report.line.clone(),
-            date: format!("{}年{}月{}日", date.year(), date.month(), date.day()),
+            date,
             year: snapshot.month.year(),
             month: snapshot.month.number(),
             revision: snapshot.revision,
@@ -391,7 +433,7 @@ impl Report {
             received: total,
             closed_cases: f.totals.closed,
             in_progress: f.totals.in_progress,
-            closure_rate: percent(f.totals.closed, total),
+            closure_rate: Percent::of(f.totals.closed, total),
             groups,
             departments,
             sections: sections(snapshot.month.number(), notes),
@@ -443,10 +485,15 @@ impl Report {
         }
         text.push_str(&format!(
             "{}年{}月份共受理群众求助、投诉、举报、咨询和建议等问题{}件，办结{}件，正在办理{}件，办结率{}%。",
-            self.year, self.month, self.received, self.closed_cases, self.in_progress, self.closure_rate
+            self.year,
+            self.month,
+            self.received,
+            self.closed_cases,
+            self.in_progress,
+            self.closure_rate.digits()
         ));
         let groups: Vec<String> =
-            self.groups.iter().map(|g| format!("{}问题{}件，占{}%", g.label, g.received, g.share)).collect();
+            self.groups.iter().map(|g| format!("{}问题{}件，占{}%", g.label, g.received, g.share.digits())).collect();
         if !groups.is_empty() {
             text.push_str(&format!("其中{}。", groups.join("；")));
         }
@@ -454,7 +501,8 @@ impl Report {
     }
 
     pub fn markdown(&self) -> String {
-        let mut out = format!("**{}**　{}\n\n# {}月份{}办理情况\n\n", self.office, self.date, self.month, self.line);
+        let mut out =
+            format!("**{}**　{}\n\n# {}月份{}办理情况\n\n", self.office, chinese(self.date), self.month, self.line);
         out.push_str(&self.intake());
         out.push_str("\n\n");
         for s in &self.sections {
@@ -499,7 +547,11 @@ impl Report {
         if let Some(m) = &self.month_over_month {
             out.push_str(&format!(
                 "\n## 与上月（{}）对比\n\n| 项目 | 本月 | 上月 |\n|---|---:|---:|\n| 受理 | {} | {} |\n| 办结率 | {}% | {}% |\n",
-                m.previous, m.received.0, m.received.1, m.closure_rate.0, m.closure_rate.1
+                m.previous,
+                m.received.0,
+                m.received.1,
+                m.closure_rate.0.digits(),
+                m.closure_rate.1.digits()
             ));
             for (group, now, before) in &m.groups {
                 out.push_str(&format!("| {group}问题 | {now} | {before} |\n"));
@@ -617,7 +669,7 @@ impl Report {
             self.month,
             escape(&self.line),
             escape(&self.office),
-            escape(&self.date),
+            escape(&chinese(self.date)),
             self.month,
             escape(&self.line),
             escape(&self.intake())
@@ -625,7 +677,7 @@ impl Report {
         let groups: Vec<(String, u64, Option<u64>, String)> = self
             .groups
             .iter()
-            .map(|g| (format!("{}问题", g.group), g.received, None, format!("{}件 {}%", g.received, g.share)))
+            .map(|g| (format!("{}问题", g.group), g.received, None, format!("{}件 {}%", g.received, g.share.digits())))
             .collect();
         out.push_str(&bar_chart("按问题类别", &groups));
         for s in &self.sections {
@@ -705,8 +757,8 @@ impl Report {
                 escape(&m.previous),
                 m.received.0,
                 m.received.1,
-                m.closure_rate.0,
-                m.closure_rate.1
+                m.closure_rate.0.digits(),
+                m.closure_rate.1.digits()
             ));
             for (group, now, before) in &m.groups {
                 out.push_str(&format!(
@@ -735,6 +787,26 @@ mod tests {
     use crate::generator;
 
     /// The generated reference month counted by the core, as a closed snapshot.
+    #[test]
+    fn json_carries_numbers_an_iso_date_and_null_for_nothing_to_measure() {
+        let mut month = reference_month();
+        month.figures.by_department.insert("idle".into(), DepartmentFigures { assigned: 1, ..Default::default() });
+        let report = Report::new(&month, None, &LabelRegistry::default(), Some("2022-05-06".parse().unwrap()), None);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["date"], "2022-05-06");
+        assert_eq!(json["closure_rate"], 99.8);
+        assert_eq!(
+            (&json["groups"][0]["label"], &json["groups"][0]["share"]),
+            (&serde_json::json!("疫情"), &serde_json::json!(56.4))
+        );
+        let idle = json["service"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == "idle").unwrap();
+        assert_eq!((&idle["satisfaction"], &idle["on_time"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+        // Markdown prints them as before.
+        let markdown = report.markdown();
+        assert!(markdown.starts_with(&format!("**{}**　2022年5月6日", report.office)), "{markdown}");
+        assert!(markdown.contains("办结率99.8%") && markdown.contains("疫情问题17883件，占56.4%"), "{markdown}");
+    }
+
     fn reference_month() -> Snapshot {
         static COUNTED: std::sync::LazyLock<Snapshot> = std::sync::LazyLock::new(generator::reference_snapshot);
         COUNTED.clone()
@@ -803,7 +875,7 @@ mod tests {
         );
         let report = Report::new(&returned_all, None, &LabelRegistry::default(), None, None);
         let row = report.service.unwrap().rows.into_iter().find(|r| r.name == "sent_everything_back").expect("its row");
-        assert_eq!((row.returned, row.return_rate.as_str()), (3, "100.0%"));
+        assert_eq!((row.returned, row.return_rate.to_string().as_str()), (3, "100.0%"));
         // A month of contract v1 only has no such section.
         let mut v1 = reference_month();
         v1.figures.all_departments = Default::default();

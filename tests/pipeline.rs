@@ -319,6 +319,10 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let report: Value = serde_json::from_slice(&std::fs::read(&report_json).unwrap()).unwrap();
     assert_eq!(report["received"], json!(t.received));
+    // Numbers as numbers, the date an ISO date.
+    let rate = (t.closed * 1000 + t.received / 2) / t.received;
+    assert_eq!(report["closure_rate"], json!(rate as f64 / 10.0));
+    assert!(report["date"].as_str().unwrap().parse::<jiff::civil::Date>().is_ok(), "{}", report["date"]);
     let rows = report["departments"].as_array().unwrap();
     assert_eq!(rows.len(), second.figures.by_department.values().filter(|d| d.assigned > 0).count());
     for row in rows {

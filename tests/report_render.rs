@@ -84,7 +84,14 @@ fn the_provincial_bulletin_prints_to_pdf_with_every_figure() {
     assert_eq!(bulletin.cities.len(), 9);
     for c in bulletin.cities.iter().chain([&bulletin.total]) {
         // A row of the table, as the PDF's text runs it together.
-        let row = format!("{}{}{}{}{}", c.name, c.received, c.closed, c.in_progress, c.rates.concat());
+        let row = format!(
+            "{}{}{}{}{}",
+            c.name,
+            c.received,
+            c.closed,
+            c.in_progress,
+            c.rates.iter().map(|r| r.to_string()).collect::<String>()
+        );
         assert!(text.contains(&row), "{row} is not in the PDF's text:\n{text}");
     }
     for r in bulletin.top.iter().chain(&bulletin.bottom) {

@@ -14,7 +14,9 @@ use serde::Serialize;
 use crate::domain::figures::{CityRow, DepartmentFigures, Figures, ProvisionalDeadlines, Ranked, Totals};
 use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 
-use super::{RankRow, STYLE, bar_chart, bar_chart_to, cell, escape, made_by, percent, provisional_notes, tenths};
+use super::{
+    Percent, RankRow, STYLE, bar_chart, bar_chart_to, cell, chinese, escape, made_by, percent, provisional_notes,
+};
 
 /// The channels, in the bulletin's order, as it names them.
 const CHANNELS: [(&str, &str); 7] = [
@@ -48,8 +50,8 @@ pub struct Bulletin {
     /// The provincial office, and the province as the title names it.
     pub office: String,
     pub province: String,
-    /// The publication date, 2022年5月6日.
-    pub date: String,
+    /// The publication date, printed 2022年5月6日.
+    pub date: Date,
     pub year: i16,
     pub month: i8,
     pub revision: u64,
@@ -87,10 +89,7 @@ pub struct CityLine {
     pub received: u64,
     pub closed: u64,
     pub in_progress: u64,
-    pub rates: Vec<String>,
-    /// The same rates in tenths of a percent, for the charts; `None` with nothing to measure.
-    #[serde(skip)]
-    tenths: Vec<Option<u64>>,
+    pub rates: Vec<Percent>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -104,9 +103,9 @@ pub struct MonthOverMonth {
 pub struct CityChange {
     pub name: String,
     pub received: (u64, u64),
-    pub closure_rate: (String, String),
-    pub on_time: (String, String),
-    pub satisfaction: (String, String),
+    pub closure_rate: (Percent, Percent),
+    pub on_time: (Percent, Percent),
+    pub satisfaction: (Percent, Percent),
 }
 
 impl CityLine {
@@ -118,8 +117,7 @@ impl CityLine {
             received: totals.received,
             closed: totals.closed,
             in_progress: totals.in_progress,
-            rates: counts.iter().map(|&(part, whole)| super::rate(part, whole)).collect(),
-            tenths: counts.iter().map(|&(part, whole)| tenths(part, whole)).collect(),
+            rates: counts.iter().map(|&(part, whole)| Percent::of(part, whole)).collect(),
         }
     }
 
@@ -158,9 +156,7 @@ impl Bulletin {
                 .map(|row| {
                     let now = CityLine::of(row);
                     let was = before.cities.iter().find(|b| b.city == row.city).map(CityLine::of);
-                    let rate = |i: usize| {
-                        (now.rates[i].clone(), was.as_ref().map_or_else(|| "—".to_owned(), |w| w.rates[i].clone()))
-                    };
+                    let rate = |i: usize| (now.rates[i], was.as_ref().map_or(Percent::of(0, 0), |w| w.rates[i]));
                     CityChange {
                         name: row.name.clone(),
                         received: (now.received, was.as_ref().map_or(0, |w| w.received)),
@@ -174,7 +170,7 @@ impl Bulletin {
         Bulletin {
             office: office.to_owned(),
             province: province.to_owned(),
-            date: format!("{}年{}月{}日", date.year(), date.month(), date.day()),
+            date,
             year: snapshot.month.year(),
             month: snapshot.month.number(),
             revision: snapshot.revision,
@@ -244,7 +240,8 @@ impl Bulletin {
     }
 
     pub fn markdown(&self) -> String {
-        let mut out = format!("**{}**　{}\n\n# {}\n\n{}\n\n", self.office, self.date, self.title(), self.intake());
+        let mut out =
+            format!("**{}**　{}\n\n# {}\n\n{}\n\n", self.office, chinese(self.date), self.title(), self.intake());
         out.push_str("## 一、各市（州）工单办理情况\n\n| 地区 | 受理 | 办结 | 正在办理 |");
         for (title, _) in RATES {
             out.push_str(&format!(" {title} |"));
@@ -257,7 +254,7 @@ impl Bulletin {
                 c.received,
                 c.closed,
                 c.in_progress,
-                c.rates.join(" | ")
+                c.rates.iter().map(Percent::to_string).collect::<Vec<_>>().join(" | ")
             ));
         }
         out.push_str("\n## 二、综合排名（红黑榜）\n");
@@ -301,7 +298,7 @@ impl Bulletin {
              <h1>{}</h1>\n<p class=\"intake\">{}</p>\n",
             escape(&self.title()),
             escape(&self.office),
-            escape(&self.date),
+            escape(&chinese(self.date)),
             escape(&self.title()),
             escape(&self.intake())
         );
@@ -333,7 +330,7 @@ impl Bulletin {
             let rows: Vec<(String, u64, Option<u64>, String)> = self
                 .cities
                 .iter()
-                .map(|c| (c.name.clone(), c.tenths[i].unwrap_or(0), None, c.rates[i].clone()))
+                .map(|c| (c.name.clone(), c.rates[i].tenths().unwrap_or(0), None, c.rates[i].to_string()))
                 .collect();
             out.push_str(&bar_chart_to(title, &rows, 1000));
         }
@@ -356,12 +353,12 @@ impl Bulletin {
                 let cells: String = [
                     c.received.0.to_string(),
                     c.received.1.to_string(),
-                    c.closure_rate.0.clone(),
-                    c.closure_rate.1.clone(),
-                    c.on_time.0.clone(),
-                    c.on_time.1.clone(),
-                    c.satisfaction.0.clone(),
-                    c.satisfaction.1.clone(),
+                    c.closure_rate.0.to_string(),
+                    c.closure_rate.1.to_string(),
+                    c.on_time.0.to_string(),
+                    c.on_time.1.to_string(),
+                    c.satisfaction.0.to_string(),
+                    c.satisfaction.1.to_string(),
                 ]
                 .iter()
                 .map(|v| format!("<td class=\"n\">{v}</td>"))
