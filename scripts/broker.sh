@@ -107,11 +107,11 @@ PROPS
 # Starts Toxiproxy for cluster directory $1, lanes $2, nodes $3...: one proxy per lane and
 # node, from proxy_ports to lane_ports; writes $1/toxiproxy and $1/laneL/bootstrap.
 toxiproxy() {
-  local d="$1" ls="$2" server
+  local d="$1" ls="$2" bin="$here/../target/toxiproxy" server
   shift 2
-  server="$(go env GOPATH)/bin/server"
+  server="$bin/server"
   if ! go version -m "$server" 2>/dev/null | grep -q "toxiproxy/v2[[:space:]]*$TOXIPROXY_VERSION"; then
-    go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
+    GOBIN="$bin" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
   fi
   local api proxies="" n l
   api=$(free_port)
@@ -127,14 +127,22 @@ toxiproxy() {
   echo "[$proxies]" > "$d/toxiproxy.json"
   nohup "$server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" > "$d/toxiproxy.log" 2>&1 &
   echo $! > "$d/toxiproxy.pid"
+  # Up once its API answers and every proxy listens (a port taken meanwhile fails here).
   for _ in $(seq 1 100); do
-    if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$api/version', timeout=1)" 2>/dev/null; then
+    if python3 - "$api" "$d/toxiproxy.json" 2>/dev/null <<'PY'
+import json, socket, sys, urllib.request
+urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/version", timeout=1)
+for proxy in json.load(open(sys.argv[2])):
+    host, port = proxy["listen"].rsplit(":", 1)
+    socket.create_connection((host, int(port)), timeout=1).close()
+PY
+    then
       echo "127.0.0.1:$api" > "$d/toxiproxy"
       return 0
     fi
     sleep 0.1
   done
-  echo "Toxiproxy did not start; its log:" >&2; cat "$d/toxiproxy.log" >&2; exit 1
+  echo "Toxiproxy did not start with every proxy listening; its log:" >&2; cat "$d/toxiproxy.log" >&2; exit 1
 }
 
 fetch() {

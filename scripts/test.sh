@@ -25,7 +25,18 @@ scripts/check-deploy.sh
 
 broker_dir="$PWD/target/test-broker"
 cluster_dir="$PWD/target/test-cluster"
-trap 'scripts/broker.sh stop "$broker_dir"; scripts/broker.sh stop "$cluster_dir"' EXIT
+# Stops whatever was started, whatever failed (errexit is off in here: one failed stop must
+# not keep the others from running or change the script's exit status).
+stop_all() {
+  local status=$?
+  set +e
+  [ -n "${soak:-}" ] && kill -- -"$soak" 2>/dev/null
+  scripts/broker.sh stop "$broker_dir"
+  scripts/broker.sh stop "$cluster_dir"
+  scripts/broker.sh stop "$PWD/target/soak-cluster"
+  exit "$status"
+}
+trap stop_all EXIT
 HOTLINE_TEST_BROKERS=$(scripts/broker.sh start "$broker_dir")
 export HOTLINE_TEST_BROKERS
 echo "Kafka broker on $HOTLINE_TEST_BROKERS"
@@ -37,16 +48,16 @@ export HOTLINE_TEST_CLUSTER="$cluster_dir"
 cargo build --benches
 cargo test --lib --bins --tests --no-run "$@"
 
-# Ten minutes of the soak (tests/soak.rs) on a cluster of its own, beside the tests: they wait
-# on brokers and processes far more than they use the two cores.
+# Ten minutes of the soak (tests/soak.rs) on a cluster of its own, beside the tests (it takes
+# about two thirds of a core; the tests mostly wait on brokers and processes).
 soak_log="$PWD/target/soak.log"
 setsid scripts/soak.sh --minutes "${HOTLINE_SOAK_MINUTES:-10}" > "$soak_log" 2>&1 &
 soak=$!
-trap 'kill -- -$soak 2>/dev/null; scripts/broker.sh stop "$broker_dir"; scripts/broker.sh stop "$cluster_dir"; scripts/broker.sh stop "$PWD/target/soak-cluster"' EXIT
 
 cargo test --lib --bins --tests "$@"
 
-if wait $soak; then
+if wait "$soak"; then
+  soak=
   sed -n '/^Soak of/,$p' "$soak_log"
 else
   echo "the soak failed; the end of its log ($soak_log):" >&2

@@ -694,7 +694,7 @@ impl Config {
     }
 
     fn parse_table(text: &str, env: &[(String, String)]) -> Result<Config> {
-        let mut table: toml::Table = text.parse().context("the configuration is not valid TOML")?;
+        let mut table: toml::Table = text.parse().context(Shape("the configuration is not valid TOML"))?;
         let security = table.get("kafka").and_then(|k| k.get("security"));
         if security.is_some_and(|s| s.get("password").is_some()) {
             bail!(
@@ -712,8 +712,13 @@ impl Config {
             let raw = keys == ["kafka", "security", "password"];
             set(&mut table, &keys, value, raw).with_context(|| format!("applying {name}"))?;
         }
-        let mut config: Config = table.try_into().context("the configuration does not match the expected keys")?;
-        check_brokers(&config.kafka.brokers)?;
+        let mut config: Config =
+            table.try_into().context(Shape("the configuration does not match the expected keys"))?;
+        let from_env = env.iter().any(|(name, _)| name == "HOTLINE_KAFKA__BROKERS");
+        check_brokers(&config.kafka.brokers).map_err(|e| match from_env {
+            true => anyhow!("the environment variable HOTLINE_KAFKA__BROKERS: {e:#}"),
+            false => e,
+        })?;
         config.kafka.security.resolve()?;
         for key in config.kafka.properties.keys() {
             if SECRET_PROPERTIES.contains(&key.as_str()) {
@@ -867,34 +872,48 @@ impl Config {
     }
 }
 
-/// Sets a dotted key from an environment variable; unless `raw`, the value is read as a TOML
-/// value (number, boolean) when it is one, else as a string.
-/// Where a configuration error comes from: the file, at its line (as TOML reads the file alone,
-/// with its spans), or the first environment variable whose override brings it; the error as
-/// it is when neither alone does.
+/// An error in the configuration's shape: not TOML, or keys and values that do not match what
+/// is expected (as against a value refused by a check).
+#[derive(Debug)]
+struct Shape(&'static str);
+
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// Where an error in the configuration's shape comes from: the file, at its line (as TOML
+/// reads the file alone, with its spans; the message only, never the line's text, which may
+/// hold a secret), or the first environment variable whose override brings it. Other errors
+/// (a refused value, a missing password) name their key already and are left as they are.
 fn locate(text: &str, origin: &str, env: &[(String, String)], combined: anyhow::Error) -> anyhow::Error {
+    if combined.downcast_ref::<Shape>().is_none() {
+        return combined;
+    }
     // Keys the environment may still give are not missing from the file.
     let missing = |e: &str| e.contains("missing field");
     if let Err(e) = toml::from_str::<Config>(text)
-        && !missing(&e.to_string())
+        && !missing(e.message())
     {
-        return anyhow!("{origin}: {}", e.to_string().trim_end());
-    }
-    if let Err(e) = Config::parse_table(text, &[])
-        && !missing(&format!("{e:#}"))
-    {
-        return anyhow!("{origin}: {e:#}");
+        let line =
+            e.span().map(|s| text.as_bytes()[..s.start.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1);
+        return match line {
+            Some(line) => anyhow!("{origin}, line {line}: {}", e.message()),
+            None => anyhow!("{origin}: {}", e.message()),
+        };
     }
     for n in 1..=env.len() {
-        if Config::parse_table(text, &env[..n]).is_err() && Config::parse_table(text, &env[..n - 1]).is_ok() {
+        let shape = |r: Result<Config>| r.err().is_some_and(|e| e.downcast_ref::<Shape>().is_some());
+        if shape(Config::parse_table(text, &env[..n])) && !shape(Config::parse_table(text, &env[..n - 1])) {
             return anyhow!("the environment variable {}: {combined:#}", env[n - 1].0);
         }
     }
     anyhow!("{origin}: {combined:#}")
 }
 
-/// `kafka.brokers`: comma-separated `host:port`s (a `scheme://` before each is allowed, as
-/// librdkafka allows it).
+/// `kafka.brokers`: comma-separated `host:port`s (a `scheme://` before each, and no port for
+/// 9092, as librdkafka allows).
 fn check_brokers(brokers: &str) -> Result<()> {
     let example = "such as kafka-1:9092,kafka-2:9092";
     if brokers.trim().is_empty() {
@@ -902,8 +921,12 @@ fn check_brokers(brokers: &str) -> Result<()> {
     }
     for broker in brokers.split(',').map(str::trim) {
         let address = broker.split_once("://").map_or(broker, |(_, a)| a);
-        let Some((host, port)) = address.rsplit_once(':') else {
-            bail!("kafka.brokers: {broker:?} has no port: name each broker as host:port, {example}");
+        // Without a port, librdkafka's 9092.
+        let (host, port) = match address.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(':') && !address.starts_with('[') || host.ends_with(']') => {
+                (host, port)
+            }
+            _ => (address, "9092"),
         };
         let host = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
         let valid_host =
@@ -915,6 +938,8 @@ fn check_brokers(brokers: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets a dotted key from an environment variable; unless `raw`, the value is read as a TOML
+/// value (number, boolean) when it is one, else as a string.
 fn set(table: &mut toml::Table, keys: &[String], value: &str, raw: bool) -> Result<()> {
     let (last, parents) = keys.split_last().expect("split always yields a key");
     let mut t = table;
@@ -1115,22 +1140,43 @@ name = "延边朝鲜族自治州"
 
     #[test]
     fn broker_addresses_are_checked_when_the_configuration_loads() {
-        for good in ["kafka:9092", "a:1,b:2", "10.0.0.1:9092, 10.0.0.2:9092", "[::1]:9092", "SSL://k.example.com:9093"]
-        {
+        for good in [
+            "kafka:9092",
+            "localhost",
+            "kafka-1,kafka-2:9093",
+            "a:1,b:2",
+            "10.0.0.1:9092, 10.0.0.2:9092",
+            "[::1]:9092",
+            "SSL://k.example.com:9093",
+        ] {
             assert!(check_brokers(good).is_ok(), "{good}");
         }
-        for bad in ["", " ", "localhost", "a:1,", "not a host:9092", "k:0", "k:65536", ":9092", "k:port"] {
+        for bad in ["", " ", "a:1,", "not a host:9092", "not a host", "k:0", "k:65536", ":9092", "k:port"] {
             assert!(check_brokers(bad).is_err(), "{bad:?}");
         }
-        let err = Config::parse("[kafka]\nbrokers = \"localhost\"\n", []).unwrap_err();
-        assert!(format!("{err:#}").contains("\"localhost\" has no port"), "{err:#}");
+        let env = [("HOTLINE_KAFKA__BROKERS".to_owned(), "k:0".to_owned())];
+        let err = Config::parse("[kafka]\nbrokers = \"k:9092\"\n", env).unwrap_err();
+        assert!(
+            format!("{err:#}").starts_with("the environment variable HOTLINE_KAFKA__BROKERS: kafka.brokers: \"k:0\""),
+            "{err:#}"
+        );
     }
 
     #[test]
     fn an_error_names_its_line_or_its_variable() {
         let text = "[kafka]\nbrokers = \"k:9092\"\nbroker = \"k:9092\"\n";
         let err = Config::parse_from(text, "hotline.toml", []).unwrap_err().to_string();
-        assert!(err.starts_with("hotline.toml: TOML parse error at line 3"), "{err}");
+        assert!(err.starts_with("hotline.toml, line 3: unknown field `broker`"), "{err}");
+        // The line is named, never quoted: it may hold a secret.
+        let text = "[kafka]\nbrokers = \"k:9092\"\n[kafka.security]\nprotocol = \"SASL_SSL\"\npasword = \"s3cret\"\n";
+        let err = Config::parse_from(text, "hotline.toml", []).unwrap_err().to_string();
+        assert!(err.starts_with("hotline.toml, line 5: unknown field `pasword`") && !err.contains("s3cret"), "{err}");
+        // A missing password is not the file's error when the environment gives the rest.
+        let sasl = "[kafka]\nbrokers = \"k:9092\"\n[kafka.security]\nprotocol = \"SASL_SSL\"\nmechanism = \"SCRAM-SHA-512\"\nusername = \"u\"\n";
+        let env =
+            [(PASSWORD_VARIABLE.to_owned(), "p".to_owned()), ("HOTLINE_KAFKA__GROUPID".to_owned(), "g".to_owned())];
+        let err = Config::parse_from(sasl, "hotline.toml", env).unwrap_err().to_string();
+        assert!(err.starts_with("the environment variable HOTLINE_KAFKA__GROUPID: "), "{err}");
         let env = [
             ("HOTLINE_KAFKA__GROUP_ID".to_owned(), "g".to_owned()),
             ("HOTLINE_SNAPSHOT__GRAZE".to_owned(), "1d".to_owned()),

@@ -136,6 +136,12 @@ enum Command {
         #[arg(long)]
         send_invalid: bool,
     },
+    /// Hand the internal topics (case_events, changelog, partials) of another deployment, and
+    /// where it stopped, to this configuration's consumer group (stop that deployment first).
+    TakeOver {
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+    },
     /// Grow the count of counting partitions of a stopped deployment, moving every case to
     /// its new partition (stop every `hotline run` first; run again to finish an interrupted one).
     Rescale {
@@ -188,7 +194,11 @@ enum SnapshotCommand {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // `run` logs what its Kafka clients say; a command that reads and exits says one line.
-    let kafka_lines = cli.verbose || matches!(cli.command, Command::Run { .. } | Command::Demo { .. });
+    let kafka_lines = cli.verbose
+        || matches!(
+            cli.command,
+            Command::Run { .. } | Command::Demo { .. } | Command::Recount { .. } | Command::Rescale { .. }
+        );
     commands::init_logging(matches!(cli.log_format, LogFormat::Json), kafka_lines);
     let timeout = cli.kafka_timeout;
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
@@ -227,6 +237,7 @@ fn main() -> std::process::ExitCode {
                 let options = commands::replay::Options { file, send_invalid, timeout, json_log };
                 commands::replay::replay(&config, options).await
             }
+            Command::TakeOver { config } => commands::take_over::take_over(&config, timeout).await,
             Command::Rescale { config, partitions } => commands::rescale::rescale(&config, partitions).await,
             Command::Demo { listen, scale, province_rate, exit } => {
                 commands::demo::demo(&listen, scale, province_rate, exit).await
@@ -240,7 +251,11 @@ fn main() -> std::process::ExitCode {
         Err(e) => {
             if matches!(cli.log_format, LogFormat::Json) {
                 // A log shipper reads JSON lines only: the one line that matters is one too.
-                tracing::error!(error = format!("{e:#}"), "hotline: stopped on an error");
+                commands::json_line(
+                    "ERROR",
+                    "hotline: stopped on an error",
+                    serde_json::json!({ "error": format!("{e:#}") }),
+                );
             } else {
                 eprintln!("hotline: {e:#}");
             }

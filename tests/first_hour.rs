@@ -21,7 +21,12 @@ fn nowhere() -> (tempfile::TempDir, std::path::PathBuf, String) {
 
 fn hotline(args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_hotline")).args(args).envs(env.iter().copied()).output().unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_hotline"));
+    // What the shell running the tests may have set changes what the commands say.
+    for (name, _) in std::env::vars().filter(|(n, _)| n == "RUST_LOG" || n.starts_with("HOTLINE_")) {
+        command.env_remove(name);
+    }
+    let out = command.args(args).envs(env.iter().copied()).output().unwrap();
     (out, started.elapsed())
 }
 
@@ -81,7 +86,7 @@ fn configuration_errors_name_their_file_and_line_or_their_variable() {
     let (out, _) = hotline(&["snapshot", "show", "--month", "2022-04", "--config", file.to_str().unwrap()], &[]);
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1));
-    assert!(text.contains(&format!("{}: TOML parse error at line {line}", file.display())), "{text}");
+    assert!(text.contains(&format!("{}, line {line}: unknown field `broker`", file.display())), "{text}");
     assert!(text.contains("unknown field `broker`"), "{text}");
 
     let (_dir, file) = common::write_config(&common::config_text_on("127.0.0.1:9092", "", ""));
@@ -92,7 +97,7 @@ fn configuration_errors_name_their_file_and_line_or_their_variable() {
     assert!(text.contains("the environment variable HOTLINE_KAFKA__BROKER"), "{text}");
     assert!(text.contains("unknown field `broker`"), "{text}");
 
-    for bad in ["localhost", "", "not a host:9092", "kafka:0", "kafka:99999"] {
+    for bad in ["", "not a host:9092", "kafka:0", "kafka:99999", "a:1,"] {
         let (out, took) = hotline(
             &["snapshot", "show", "--month", "2022-04", "--config", config],
             &[("HOTLINE_KAFKA__BROKERS", bad)],
@@ -186,7 +191,8 @@ async fn replay_reports_each_bad_line_and_always_ends_with_a_summary() {
         hotline(&["--log-format", "json", "replay", file.to_str().unwrap(), "--config", config, "--send-invalid"], &[]);
     assert_eq!(out.status.code(), Some(0));
     let last: serde_json::Value = serde_json::from_str(stderr(&out).lines().last().unwrap()).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(last["fields"]["summary"].as_str().unwrap()).unwrap();
+    let summary = &last["fields"];
+    assert_eq!(summary["message"], "replay finished");
     assert_eq!(summary["lines"], 6);
     assert_eq!(summary["sent"], 5);
     assert_eq!(summary["refused"]["invalid_json"], 1);

@@ -121,6 +121,8 @@ async fn network_faults_delay_the_figures_but_never_change_them() {
         rows.push(row);
     }
     let exits = test.fleet.exits();
+    let unpolled = test.fleet.seen.lock().unwrap().ready_unpolled;
+    eprintln!("the longest an instance answered /readyz 200 since its loop last polled: {unpolled:.1?}");
     test.fleet.stop_watching().await;
     eprintln!(
         "\n| fault | lasted | longest stall | counting resumed after the fault | all sent before its end counted after | \
@@ -319,10 +321,10 @@ impl Test {
                 eprintln!("{n} resets");
             }
             Fault::Paused => {
-                let pid = self.fleet.instances.lock().unwrap()[0].process.pid().to_string();
-                signal("-STOP", &pid);
+                let pid = self.fleet.instances.lock().unwrap()[0].process.pid();
+                assert!(common::process::signal("-STOP", pid));
                 tokio::time::sleep(fault.length()).await;
-                signal("-CONT", &pid);
+                assert!(common::process::signal("-CONT", pid));
             }
         }
         p.heal().await;
@@ -408,10 +410,6 @@ fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
         (lower, below) = (*le, *n);
     }
     None
-}
-
-fn signal(signal: &str, pid: &str) {
-    assert!(std::process::Command::new("kill").args([signal, pid]).status().unwrap().success());
 }
 
 /// Sends `events` at `RATE` a second, the bad messages spread among them.

@@ -136,6 +136,7 @@ async fn soak() {
     let seen = fleet.seen.lock().unwrap();
     assert!(seen.ready_while_still.is_empty(), "ready while stuck: {:?}", seen.ready_while_still);
     let stall = seen.longest_stall(started, started + streamed);
+    let unpolled = seen.ready_unpolled;
     drop(seen);
     let exits = fleet.exits();
 
@@ -154,6 +155,7 @@ async fn soak() {
     println!("\n| measure | value |\n|---|---|");
     println!("| faults applied | {} |", applied.len());
     println!("| longest stall in counting while input streamed | {:.1} s |", stall.as_secs_f64());
+    println!("| longest /readyz 200 since the loop last polled | {:.1} s |", unpolled.as_secs_f64());
     println!("| aborted transactions | {} |", fleet.counter(1));
     println!("| pipeline restarts | {} |", fleet.counter(2));
     println!(
@@ -208,7 +210,10 @@ async fn strike(
         }
         Fault::HungNode => {
             let node = if at_coordinator {
-                cluster.leader("__consumer_offsets", coordinator_partition(&config.kafka.group_id))
+                let (c, group) = (cluster.clone(), config.kafka.group_id.clone());
+                tokio::task::spawn_blocking(move || c.leader("__consumer_offsets", coordinator_partition(&group)))
+                    .await
+                    .unwrap()
             } else {
                 node
             };
@@ -239,10 +244,10 @@ async fn strike(
             }
         }
         Fault::Paused => {
-            let pid = fleet.instances.lock().unwrap()[lane - 1].process.pid().to_string();
-            signal("-STOP", &pid);
+            let pid = fleet.instances.lock().unwrap()[lane - 1].process.pid();
+            signal("-STOP", pid);
             tokio::time::sleep(length).await;
-            signal("-CONT", &pid);
+            signal("-CONT", pid);
         }
         Fault::InstanceKilled => {
             fleet.restart(lane - 1);
@@ -251,9 +256,12 @@ async fn strike(
             // One broker down at a time: the other driver waits for this one.
             let _one = BROKER.lock().await;
             cluster.wait_fully_replicated().await;
-            cluster.kill(node);
+            // Blocking calls, off the runtime's two workers (the watcher and the stream run there).
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || c.kill(node)).await.unwrap();
             tokio::time::sleep(length).await;
-            cluster.resume(node);
+            let c = cluster.clone();
+            tokio::task::spawn_blocking(move || c.resume(node)).await.unwrap();
         }
     }
     started.elapsed()
@@ -261,8 +269,11 @@ async fn strike(
 
 static BROKER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn signal(signal: &str, pid: &str) {
-    assert!(std::process::Command::new("kill").args([signal, pid]).status().unwrap().success());
+/// Sends a signal; the process may be gone (the other driver killed that instance meanwhile).
+fn signal(signal: &str, pid: u32) {
+    if !common::process::signal(signal, pid) {
+        eprintln!("kill {signal} {pid}: the process is gone");
+    }
 }
 
 /// Streams seed-shaped months one after another at `RATE` messages a second until `until`,

@@ -9,6 +9,7 @@ pub mod rescale;
 pub mod rules;
 pub mod run;
 pub mod snapshot;
+pub mod take_over;
 
 use std::io::IsTerminal;
 
@@ -29,4 +30,20 @@ pub fn init_logging(json: bool, kafka_lines: bool) {
 /// A duration flag such as `10s` or `2m`.
 pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     crate::config::duration(s, "the duration").map_err(|e| format!("{e:#}"))
+}
+
+/// A line in the JSON log's shape, written whatever `RUST_LOG` filters: the lines a command
+/// must always say (its fatal error, `replay`'s summary).
+pub fn json_line(level: &str, message: &str, fields: serde_json::Value) {
+    let mut all = serde_json::json!({ "message": message });
+    if let (Some(all), serde_json::Value::Object(more)) = (all.as_object_mut(), fields) {
+        all.extend(more);
+    }
+    let line = serde_json::json!({
+        "timestamp": jiff::Timestamp::now().to_string(),
+        "level": level,
+        "fields": all,
+        "target": "hotline",
+    });
+    eprintln!("{line}");
 }

@@ -131,7 +131,7 @@ pub async fn replay(config: &Path, options: Options) -> Result<()> {
     progress.finish_and_clear();
     let refused: u64 = summary.refused.values().sum();
     if options.json_log {
-        tracing::info!(summary = %serde_json::to_string(&summary).expect("a summary serializes"), "replay finished");
+        super::json_line("INFO", "replay finished", serde_json::to_value(&summary).expect("a summary serializes"));
     } else {
         let by_topic: Vec<String> = summary.topics.iter().map(|(t, n)| format!("{n} to {t}")).collect();
         let by_reason: Vec<String> = summary.refused.iter().map(|(r, n)| format!("{n} {r}")).collect();

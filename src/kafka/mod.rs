@@ -71,19 +71,7 @@ pub async fn check_access(kafka: &KafkaConfig) -> Result<()> {
     let mut waiting_logged = false;
     loop {
         let c = consumer.clone();
-        let answered = tokio::task::spawn_blocking(move || {
-            if c.fetch_metadata(None, Duration::from_secs(1)).is_ok() {
-                return true;
-            }
-            // Serve the client's queued events (logs, then errors), so that `Access` sees its
-            // errors. A poll that served a log returns nothing either, so poll for a while.
-            let until = Instant::now() + Duration::from_millis(100);
-            while Instant::now() < until {
-                c.poll(Duration::from_millis(10));
-            }
-            false
-        })
-        .await?;
+        let answered = tokio::task::spawn_blocking(move || answered(&c)).await?;
         if answered {
             return Ok(());
         }
@@ -107,12 +95,9 @@ pub fn reach(kafka: &KafkaConfig, timeout: Duration) -> Result<()> {
         client_config(kafka).create_with_context(Access::default()).map_err(|e| scrub(kafka, anyhow!(e)))?;
     let started = Instant::now();
     loop {
-        let left = timeout.saturating_sub(started.elapsed());
-        if consumer.fetch_metadata(None, left.clamp(Duration::from_millis(100), Duration::from_secs(1))).is_ok() {
+        if answered(&consumer) {
             return Ok(());
         }
-        // Serve the client's queued errors, so that `Access` sees them.
-        consumer.poll(Duration::from_millis(50));
         if let Some((code, reason)) = consumer.context().refused.lock().unwrap().take() {
             return Err(scrub(kafka, refused(&kafka.security, code, &reason)));
         }
@@ -125,6 +110,20 @@ pub fn reach(kafka: &KafkaConfig, timeout: Duration) -> Result<()> {
             ));
         }
     }
+}
+
+/// Whether the cluster answers a metadata request within a second. When not, serves the
+/// client's queued events (logs, then errors) so that `Access` sees its errors: a poll that
+/// served a log returns nothing either, so it polls for a while.
+fn answered(consumer: &BaseConsumer<Access>) -> bool {
+    if consumer.fetch_metadata(None, Duration::from_secs(1)).is_ok() {
+        return true;
+    }
+    let until = Instant::now() + Duration::from_millis(100);
+    while Instant::now() < until {
+        consumer.poll(Duration::from_millis(10));
+    }
+    false
 }
 
 /// Keeps the first refused login or failed TLS handshake a client reports.

@@ -50,8 +50,26 @@ impl Sender {
     /// `send` with the message's Kafka timestamp (milliseconds), as an upstream that sends each
     /// event as it happens stamps it; the producer's clock when `None`.
     pub async fn send_at(&mut self, topic: &str, key: Option<&[u8]>, payload: &[u8], at: Option<i64>) -> Result<()> {
+        self.send_record(topic, key, Some(payload), at).await
+    }
+
+    /// A tombstone of `key`: on a compacted topic, the key's record goes.
+    pub async fn send_tombstone(&mut self, topic: &str, key: &[u8]) -> Result<()> {
+        self.send_record(topic, Some(key), None, None).await
+    }
+
+    async fn send_record(
+        &mut self,
+        topic: &str,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        at: Option<i64>,
+    ) -> Result<()> {
         loop {
-            let mut record = FutureRecord::to(topic).payload(payload);
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
             if let Some(k) = key {
                 record = record.key(k);
             }

@@ -113,13 +113,16 @@ impl Instance {
 pub struct Watch {
     /// `/readyz` answered 200 while the instance's loop had not polled for `STILL`.
     pub ready_while_still: Vec<String>,
+    /// The longest an instance answered `/readyz` 200 since its loop last polled.
+    pub ready_unpolled: Duration,
     /// When the instances' total of committed input messages grew, and to what.
     pub progress: Vec<(Instant, f64)>,
     pub total: f64,
 }
 
 impl Watch {
-    /// The longest time the count stood still between `from` and `to`.
+    /// The longest time the count stood still between `from` and its last growth before `to`
+    /// (time after it, with maybe nothing left to count, is no stall).
     pub fn longest_stall(&self, from: Instant, to: Instant) -> Duration {
         let mut last = from;
         let mut longest = Duration::ZERO;
@@ -127,17 +130,12 @@ impl Watch {
             longest = longest.max(t.duration_since(last));
             last = *t;
         }
-        longest.max(to.saturating_duration_since(last))
+        longest
     }
 
     /// When the count first grew after `at`.
     pub fn first_progress_after(&self, at: Instant) -> Option<Instant> {
         self.progress.iter().find(|(t, _)| *t > at).map(|(t, _)| *t)
-    }
-
-    /// When the count first reached `total` after `at`.
-    pub fn reached_after(&self, at: Instant, total: f64) -> Option<Instant> {
-        self.progress.iter().find(|(t, n)| *t >= at && *n >= total).map(|(t, _)| *t)
     }
 }
 
@@ -269,11 +267,13 @@ async fn watch(
             if polls != i.polls.0 {
                 i.polls = (polls, Instant::now());
             }
-            if ready && i.polls.1.elapsed() > STILL {
-                seen.lock()
-                    .unwrap()
-                    .ready_while_still
-                    .push(format!("{listen}: ready, no poll for {:?}", i.polls.1.elapsed()));
+            if ready {
+                let unpolled = i.polls.1.elapsed();
+                let mut seen = seen.lock().unwrap();
+                seen.ready_unpolled = seen.ready_unpolled.max(unpolled);
+                if unpolled > STILL {
+                    seen.ready_while_still.push(format!("{listen}: ready, no poll for {unpolled:?}"));
+                }
             }
             for (n, name) in COUNTERS.iter().enumerate() {
                 i.counters[n] = i.before[n] + super::metric(&text, name);

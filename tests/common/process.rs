@@ -99,6 +99,11 @@ impl Drop for Hotline {
     }
 }
 
+/// Sends `signal` (`-STOP`, `-CONT`, ...) to process `pid`: whether it was there to take it.
+pub fn signal(signal: &str, pid: u32) -> bool {
+    Command::new("kill").args([signal, &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
 /// Runs `scripts/broker.sh COMMAND DIR` and returns what it printed (a bootstrap address).
 pub fn broker_script(command: &str, dir: &Path) -> String {
     let out = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/broker.sh"))

@@ -21,6 +21,7 @@ mod count;
 mod guard;
 mod ingest;
 mod layout;
+mod owner;
 mod publish;
 mod recovery;
 mod rescale;
@@ -56,6 +57,7 @@ use transaction::{Output, TRANSACTION_TIMEOUT};
 
 pub use count::restore_ledger;
 pub use layout::{DEAD_LETTER_MAX_PAYLOAD, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
+pub use owner::take_over;
 pub(crate) use publish::publishers;
 pub use rescale::{Rescaled, rescale};
 

@@ -51,6 +51,7 @@ pub(super) async fn run_until_stopped(
         }
     };
     let mut layout = Layout::check(&settings, &partitions)?;
+    super::owner::claim(&settings).await?;
     layout.read_dead_letter_limit(&settings).await;
     tokio::task::spawn_blocking(move || {
         let id = settings.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
