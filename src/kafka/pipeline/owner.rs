@@ -49,7 +49,9 @@ impl Owners {
     }
 }
 
-/// Refuses to run on topics another group owns; claims them when none does.
+/// Refuses to run on topics another group owns (`OwnedBy`); claims them when none does. Other
+/// errors are Kafka's, to be tried again (a topic just created may not be known to every
+/// broker yet).
 pub(super) async fn claim(settings: &Settings) -> Result<()> {
     let group = &settings.kafka.group_id;
     if let Some(owner) = owners(settings).await?.owner() {
@@ -172,18 +174,31 @@ async fn members(settings: &Settings, group: &str) -> Result<usize> {
     .await?
 }
 
+/// The internal topics belong to another group: not to be waited out, unlike Kafka's errors.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the internal topics {case_events}, {changelog} and {partials} belong to the deployment of consumer group \
+     {owner}, and this one is group {group}: two groups on them would count each other's cases. Give this \
+     deployment topics of its own in [topics], or, to take them over on purpose, stop every `hotline run` of group \
+     {owner} and run `hotline take-over` with this configuration"
+)]
+pub(super) struct OwnedBy {
+    owner: String,
+    group: String,
+    case_events: String,
+    changelog: String,
+    partials: String,
+}
+
 fn owned_by(settings: &Settings, owner: &str) -> anyhow::Error {
     let t = &settings.topics;
-    anyhow::anyhow!(
-        "the internal topics {}, {} and {} belong to the deployment of consumer group {owner}, and this one is group \
-         {}: two groups on them would count each other's cases. Give this deployment topics of its own in [topics], \
-         or, to take them over on purpose, stop every `hotline run` of group {owner} and run `hotline take-over` with \
-         this configuration",
-        t.case_events,
-        t.changelog,
-        t.partials,
-        settings.kafka.group_id
-    )
+    anyhow::Error::new(OwnedBy {
+        owner: owner.to_owned(),
+        group: settings.kafka.group_id.clone(),
+        case_events: t.case_events.clone(),
+        changelog: t.changelog.clone(),
+        partials: t.partials.clone(),
+    })
 }
 
 #[cfg(test)]

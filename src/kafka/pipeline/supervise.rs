@@ -51,7 +51,17 @@ pub(super) async fn run_until_stopped(
         }
     };
     let mut layout = Layout::check(&settings, &partitions)?;
-    super::owner::claim(&settings).await?;
+    loop {
+        match super::owner::claim(&settings).await {
+            Ok(()) => break,
+            Err(e) if e.downcast_ref::<super::owner::OwnedBy>().is_some() => return Err(e),
+            Err(e) if !stop.is_cancelled() => {
+                telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
+                tokio::time::sleep(backoff.next()).await;
+            }
+            Err(_) => return Ok(()),
+        }
+    }
     layout.read_dead_letter_limit(&settings).await;
     tokio::task::spawn_blocking(move || {
         let id = settings.kafka.instance_id.clone().unwrap_or_else(|| crate::random_id("instance"));
