@@ -202,7 +202,11 @@ impl Test {
             aborted: 0.0,
             restarts: 0.0,
             p99: quantile(&latency, 0.99),
-            slowest: latency.iter().find(|(_, n)| Some(n) == latency.last().map(|(_, t)| t)).map(|(le, _)| *le),
+            slowest: latency
+                .last()
+                .filter(|(_, total)| *total > 0.0)
+                .and_then(|(_, total)| latency.iter().find(|(_, n)| n >= total))
+                .map(|(le, _)| *le),
         };
         drop(seen);
         let row = Row { aborted: self.fleet.counter(1) - aborted, restarts: self.fleet.counter(2) - restarts, ..row };
@@ -362,33 +366,41 @@ impl Test {
         }
     }
 
-    /// The instances' append-to-counted latency buckets, summed: (upper bound, count).
-    async fn latency_buckets(&self) -> Vec<(f64, f64)> {
-        let mut buckets: Vec<(f64, f64)> = Vec::new();
+    /// Each instance's append-to-counted latency buckets, by its listener (a restarted
+    /// instance listens elsewhere): (upper bound, cumulative count).
+    async fn latency_buckets(&self) -> Vec<(String, Vec<(f64, f64)>)> {
+        let mut all = Vec::new();
         for listen in self.fleet.listens() {
             let text = common::process::http_get(&listen, "/metrics");
             let prefix = "hotline_event_latency_seconds_bucket{from=\"kafka_timestamp\",le=\"";
-            for line in text.lines().filter_map(|l| l.strip_prefix(prefix)) {
-                let Some((le, count)) = line.split_once("\"} ") else { continue };
-                let (le, count) = (le.parse::<f64>().unwrap_or(f64::INFINITY), count.parse::<f64>().unwrap());
-                match buckets.iter_mut().find(|(b, _)| *b == le) {
-                    Some(b) => b.1 += count,
-                    None => buckets.push((le, count)),
-                }
-            }
+            let mut buckets: Vec<(f64, f64)> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(prefix)?.split_once("\"} "))
+                .filter_map(|(le, n)| Some((le.parse::<f64>().unwrap_or(f64::INFINITY), n.parse::<f64>().ok()?)))
+                .collect();
+            buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+            all.push((listen, buckets));
         }
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        buckets
+        all
     }
 }
 
-/// What was added to each cumulative bucket between two readings (an instance restarted in
-/// between starts again from zero).
-fn histogram_delta(before: &[(f64, f64)], after: &[(f64, f64)]) -> Vec<(f64, f64)> {
-    after
-        .iter()
-        .map(|(le, n)| (*le, (n - before.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m)).max(0.0)))
-        .collect()
+/// What each instance added to each cumulative bucket between two readings, summed; an
+/// instance not in the first reading (restarted since) added all it has.
+fn histogram_delta(before: &[(String, Vec<(f64, f64)>)], after: &[(String, Vec<(f64, f64)>)]) -> Vec<(f64, f64)> {
+    let mut sum: Vec<(f64, f64)> = Vec::new();
+    for (listen, buckets) in after {
+        let earlier = before.iter().find(|(l, _)| l == listen).map(|(_, b)| b.as_slice()).unwrap_or_default();
+        for (le, n) in buckets {
+            let added = n - earlier.iter().find(|(b, _)| b == le).map_or(0.0, |(_, m)| *m);
+            match sum.iter_mut().find(|(b, _)| b == le) {
+                Some(b) => b.1 += added,
+                None => sum.push((*le, added)),
+            }
+        }
+    }
+    sum.sort_by(|a, b| a.0.total_cmp(&b.0));
+    sum
 }
 
 /// Quantile `q` of cumulative buckets, interpolated within its bucket as Prometheus's
