@@ -141,17 +141,8 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
     })
     .await;
     assert_eq!(last.figures.totals.received, 3000);
-    let revisions: Vec<u64> = common::revisions(settings, MONTH).iter().map(|s| s.revision).collect();
-    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "revisions 1, 2, 3, ... once each");
-    let mut dead: Vec<Vec<u8>> = common::committed_messages(&config.kafka, &config.topics.dead_letters, bad.len())
-        .await
-        .iter()
-        .map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
-        .collect();
-    dead.sort();
-    let mut expected = bad.clone();
-    expected.sort();
-    assert_eq!(dead, expected, "every bad message dead-lettered exactly once");
+    let revisions = common::assert_revisions(settings, MONTH, "failover");
+    common::assert_dead_letters(&config.kafka, &config.topics.dead_letters, &bad, "failover").await;
 
     let exits = fleet.exits();
     assert!(exits.is_empty(), "no instance exits on a broker failover: {exits:?}");
@@ -171,7 +162,7 @@ async fn failover(static_membership: bool, session_timeout: Option<&str>) {
          {abandoned}, pipeline restarts {restarts}; longest pause in counting after each kill: {}",
         if static_membership { "static" } else { "dynamic" },
         session_timeout.unwrap_or("45s (default)"),
-        revisions.len(),
+        revisions,
         pauses.join(", ")
     );
 }

@@ -177,18 +177,9 @@ impl Test {
         })
         .await;
         assert!(snapshot.figures.totals.received > 0);
-        let revisions: Vec<u64> = common::revisions(&self.settings, month).iter().map(|s| s.revision).collect();
-        assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "{fault:?}: revisions once each");
-        let mut dead: Vec<Vec<u8>> =
-            common::committed_messages(&self.config.kafka, &self.config.topics.dead_letters, self.bad.len())
-                .await
-                .iter()
-                .map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
-                .collect();
-        dead.sort();
-        let mut expected = self.bad.clone();
-        expected.sort();
-        assert_eq!(dead, expected, "{fault:?}: every bad message dead-lettered exactly once");
+        let revisions = common::assert_revisions(&self.settings, month, &format!("{fault:?}"));
+        let t = &self.config.topics;
+        common::assert_dead_letters(&self.config.kafka, &t.dead_letters, &self.bad, &format!("{fault:?}")).await;
         let exits = self.fleet.exits();
         assert!(exits.is_empty(), "{fault:?}: no instance exits: {exits:?}");
         let seen = self.fleet.seen.lock().unwrap();
@@ -217,7 +208,7 @@ impl Test {
         eprintln!(
             "{fault:?}: exact, revisions 1..{}; lasted {:.0} s, longest stall {:.1} s, caught up {:.1} s after, \
              {} aborted transactions, {} restarts",
-            revisions.len(),
+            revisions,
             row.lasted.as_secs_f64(),
             row.stall.as_secs_f64(),
             row.caught_up.as_secs_f64(),

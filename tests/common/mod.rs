@@ -392,3 +392,23 @@ pub fn revisions(settings: &Settings, month: &str) -> Vec<Snapshot> {
     .unwrap();
     all
 }
+
+/// Asserts that the dead letters of `topic` are the `bad` messages, each once.
+pub async fn assert_dead_letters(kafka: &hotline::config::KafkaConfig, topic: &str, bad: &[Vec<u8>], what: &str) {
+    let mut dead: Vec<Vec<u8>> = committed_messages(kafka, topic, bad.len())
+        .await
+        .iter()
+        .map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
+        .collect();
+    dead.sort();
+    let mut expected = bad.to_vec();
+    expected.sort();
+    assert_eq!(dead, expected, "{what}: every bad message dead-lettered exactly once");
+}
+
+/// Asserts that `month`'s revisions run 1, 2, 3, ... once each, and returns how many there are.
+pub fn assert_revisions(settings: &Settings, month: &str, what: &str) -> usize {
+    let revisions: Vec<u64> = revisions(settings, month).iter().map(|s| s.revision).collect();
+    assert_eq!(revisions, (1..=revisions.len() as u64).collect::<Vec<_>>(), "{what}: revisions 1, 2, 3, ... once each");
+    revisions.len()
+}
