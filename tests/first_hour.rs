@@ -104,7 +104,8 @@ fn configuration_errors_name_their_file_and_line_or_their_variable() {
         );
         let text = stderr(&out);
         assert_eq!(out.status.code(), Some(1), "{bad:?}");
-        assert!(took < Duration::from_secs(2), "{bad:?} refused when the configuration loads");
+        // Refused at load: well before the 10 s a broker is waited for.
+        assert!(took < Duration::from_secs(5), "{bad:?} refused when the configuration loads: {took:?}");
         assert!(text.contains("HOTLINE_KAFKA__BROKERS") && text.contains("kafka.brokers"), "{bad:?}: {text}");
     }
 }
@@ -125,7 +126,8 @@ fn a_busy_port_is_named_with_its_setting_and_fatal_errors_can_be_json() {
     let text = stderr(&out);
     assert_eq!(out.status.code(), Some(1));
     assert!(text.contains(&format!("listening on {address} (--listen)")), "{text}");
-    assert!(took < Duration::from_secs(5), "the demo fails before it generates its month: {took:?}");
+    // Generating the month takes the debug build half a minute.
+    assert!(took < Duration::from_secs(10), "the demo fails before it generates its month: {took:?}");
 
     let (out, _) = hotline(&["--log-format", "json", "run", "--config", config], &[("HOTLINE_HTTP__LISTEN", &address)]);
     assert_eq!(out.status.code(), Some(1));
