@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 
 use crate::avro::SnapshotCodec;
@@ -143,15 +142,7 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
 /// Publishing to the live snapshots topic while the live pipeline runs would interleave two
 /// publishers' revisions: refused while its group has members.
 async fn refuse_while_running(settings: &Settings) -> Result<()> {
-    let mut config = crate::kafka::client_config(&settings.kafka);
-    config.set("group.id", format!("{}-recount", settings.kafka.group_id));
-    let consumer: BaseConsumer = config.create()?;
-    let group = settings.kafka.group_id.clone();
-    let members = tokio::task::spawn_blocking(move || -> Result<usize> {
-        let groups = consumer.fetch_group_list(Some(&group), Duration::from_secs(30))?;
-        Ok(groups.groups().iter().map(|g| g.members().len()).sum())
-    })
-    .await??;
+    let members = crate::kafka::topics::members(&settings.kafka, &settings.kafka.group_id).await?;
     if members > 0 {
         bail!(
             "the live pipeline (group {}) has {members} running member(s): stop every `hotline run` before a recount \

@@ -231,3 +231,14 @@ pub(crate) fn reader_config(kafka: &KafkaConfig, group: &str) -> rdkafka::Client
 pub fn key_str<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a str> {
     m.key().and_then(|k| std::str::from_utf8(k).ok())
 }
+
+/// The running members of consumer group `group` (asked by a client that never joins it).
+pub async fn members(kafka: &KafkaConfig, group: &str) -> Result<usize> {
+    let consumer: BaseConsumer = client_config(kafka).set("group.id", format!("{group}-members")).create()?;
+    let group = group.to_owned();
+    tokio::task::spawn_blocking(move || -> Result<usize> {
+        let groups = consumer.fetch_group_list(Some(&group), Duration::from_secs(30))?;
+        Ok(groups.groups().iter().map(|g| g.members().len()).sum())
+    })
+    .await?
+}

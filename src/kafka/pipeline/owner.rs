@@ -76,7 +76,7 @@ pub async fn take_over(settings: &Settings) -> Result<Option<String>> {
     let owners = owners(settings).await?;
     let others: Vec<String> = owners.others(group).map(str::to_owned).collect();
     for other in &others {
-        let members = members(settings, other).await?;
+        let members = topics::members(&settings.kafka, other).await?;
         if members > 0 {
             bail!(
                 "group {other} has {members} running member(s) on these topics: stop every `hotline run` of that \
@@ -84,7 +84,7 @@ pub async fn take_over(settings: &Settings) -> Result<Option<String>> {
             );
         }
     }
-    if members(settings, group).await? > 0 {
+    if topics::members(&settings.kafka, group).await? > 0 {
         bail!("group {group} has running members: stop them before they take the topics over");
     }
     let Some(owner) = owners.owner().filter(|o| o != group).map(str::to_owned) else {
@@ -160,18 +160,6 @@ async fn write(settings: &Settings, released: &[String], claimed: Option<&str>) 
     }
     sender.finish().await.with_context(|| format!("recording the owner of {topic}"))?;
     Ok(())
-}
-
-async fn members(settings: &Settings, group: &str) -> Result<usize> {
-    let mut config = client_config(&settings.kafka);
-    config.set("group.id", format!("{}-take-over", settings.kafka.group_id));
-    let consumer: BaseConsumer = config.create()?;
-    let group = group.to_owned();
-    tokio::task::spawn_blocking(move || -> Result<usize> {
-        let groups = consumer.fetch_group_list(Some(&group), REQUEST_TIMEOUT)?;
-        Ok(groups.groups().iter().map(|g| g.members().len()).sum())
-    })
-    .await?
 }
 
 /// The internal topics belong to another group: not to be waited out, unlike Kafka's errors.
