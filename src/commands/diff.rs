@@ -40,7 +40,7 @@ pub async fn diff(config: &Path, options: Options) -> Result<()> {
     for source in [&options.a, &options.b] {
         let snapshot = if source == "live" {
             let Some(month) = month else { bail!("a `live` side needs --month") };
-            super::snapshot::reach(&settings.kafka, options.timeout).await?;
+            super::reach(&settings.kafka, options.timeout).await?;
             let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
             let latest = tokio::task::spawn_blocking(move || super::snapshot::latest_in(&kafka, &topic, scope, month));
             latest.await??.with_context(|| format!("no snapshot of {month} on {}", settings.topics.snapshots))?

@@ -47,3 +47,10 @@ pub fn json_line(level: &str, message: &str, fields: serde_json::Value) {
     });
     eprintln!("{line}");
 }
+
+/// Fails within `timeout` when no broker answers (`kafka::reach`): the first step of each
+/// command that reads or sends and exits.
+pub(crate) async fn reach(kafka: &crate::config::KafkaConfig, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || crate::kafka::reach(&kafka, timeout)).await?
+}

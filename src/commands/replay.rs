@@ -77,7 +77,7 @@ struct Summary {
 pub async fn replay(config: &Path, options: Options) -> Result<()> {
     let config = Config::load(config)?;
     let settings = config.clone().settings()?;
-    super::snapshot::reach(&config.kafka, options.timeout).await?;
+    super::reach(&config.kafka, options.timeout).await?;
     // `run`'s own check of each line, without its counting.
     let router = Router::new(
         settings.kafka.partitions,

@@ -63,7 +63,7 @@ pub async fn report(config: &Path, options: Options) -> Result<()> {
             "a part of --notes fills no section of the report: a `## ` heading must name 突出, 意见 or 建议, or 解决"
         );
     }
-    super::snapshot::reach(&settings.kafka, options.timeout).await?;
+    super::reach(&settings.kafka, options.timeout).await?;
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.snapshots.clone());
     let months = [month, month.previous()];
     let mut latest =

@@ -35,7 +35,7 @@ pub async fn show(
     let settings = Config::load(config)?.settings()?;
     let month: Month = month.parse().with_context(|| format!("--month {month:?}"))?;
     let (_, scope) = scope_of(&settings, city, province)?;
-    reach(&settings.kafka, timeout).await?;
+    super::reach(&settings.kafka, timeout).await?;
     let kafka = settings.kafka.clone();
     let topic = settings.topics.snapshots.clone();
     let latest = tokio::task::spawn_blocking(move || latest_in(&kafka, &topic, scope, month)).await??;
@@ -47,12 +47,6 @@ pub async fn show(
         Format::Table => print!("{}", table(&snapshot)),
     }
     Ok(())
-}
-
-/// Fails within `timeout` when no broker answers (`kafka::reach`).
-pub(crate) async fn reach(kafka: &KafkaConfig, timeout: Duration) -> Result<()> {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || crate::kafka::reach(&kafka, timeout)).await?
 }
 
 /// Whose snapshots `--city CODE` or `--province` name: the city (one the configuration

@@ -12,7 +12,7 @@ use crate::kafka::pipeline;
 
 pub async fn take_over(config: &Path, timeout: Duration) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
-    super::snapshot::reach(&settings.kafka, timeout).await?;
+    super::reach(&settings.kafka, timeout).await?;
     let group = &settings.kafka.group_id;
     match pipeline::take_over(&settings).await? {
         Some(previous) => eprintln!(
