@@ -9,7 +9,8 @@ confluent-kafka and fastavro, and nothing from hotline but its schema files.
 
 Reads the topic from the beginning to its end (committed transactions only: hotline writes
 snapshots in transactions) and prints the latest revision of each month as one JSON object per
-line, in the shape of `hotline snapshot show --format json`; with --month, only that month's.
+line, in the shape of `hotline snapshot show --format json` (a rate with nothing to measure,
+0 in the Avro, null); with --month, only that month's.
 Snapshots are keyed by month, or by a city's division code and the month (222400/2022-04) for
 a city other than the deployment's default: --city picks that city's. In province mode the
 province's snapshots are keyed province/2022-04, and --province picks them: their `province`
@@ -46,6 +47,36 @@ def decode(data, writers, reader):
     if writer is None:
         raise ValueError(f"written with a schema not given (fingerprint {data[2:10].hex()})")
     return fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
+
+
+# Each rate and the counts it is taken from. The schema's rates are doubles, 0 when there is
+# nothing to measure; the JSON shape gives null then, told from the counts.
+DEPARTMENT_RATES = {
+    "on_time_rate": ("closed_on_time", "closed_late"),
+    "sign_for_rate": ("accepted_on_time", "accepted_late"),
+    "return_rate": ("assigned", "returned"),
+    "reopen_rate": ("closed_on_time", "closed_late"),
+    "satisfaction_rate": ("satisfied", "basically_satisfied", "dissatisfied"),
+}
+
+
+def unmeasured_as_null(snapshot):
+    def department(d):
+        for rate, counts in DEPARTMENT_RATES.items():
+            if rate in d and sum(d.get(c, 0) for c in counts) == 0:
+                d[rate] = None
+
+    def totals(t):
+        if t["received"] == 0:
+            t["closure_rate"] = None
+
+    totals(snapshot["totals"])
+    for d in list(snapshot["by_department"].values()) + [snapshot.get("all_departments") or {}]:
+        department(d)
+    for row in (snapshot.get("province") or {}).get("cities", []):
+        totals(row["totals"])
+        department(row["departments"])
+    return snapshot
 
 
 def rfc3339(value):
@@ -97,7 +128,7 @@ def main():
         city, _, month = key.rpartition("/")
         if message.value() is None or (args.month and month != args.month) or city != prefix:
             continue
-        snapshot = decode(message.value(), writers, reader)
+        snapshot = unmeasured_as_null(decode(message.value(), writers, reader))
         if month not in latest or snapshot["revision"] > latest[month]["revision"]:
             latest[month] = snapshot
     consumer.close()

@@ -262,7 +262,7 @@ fn totals(t: &Totals) -> Value {
         ("received", long(t.received)),
         ("closed", long(t.closed)),
         ("in_progress", long(t.in_progress)),
-        ("closure_rate", Value::Double(t.closure_rate)),
+        ("closure_rate", rate(t.closure_rate)),
     ])
 }
 
@@ -312,14 +312,22 @@ fn department(d: &DepartmentFigures) -> Value {
         ("basically_satisfied", long(d.basically_satisfied)),
         ("dissatisfied", long(d.dissatisfied)),
         ("unreachable", long(d.unreachable)),
-        ("on_time_rate", Value::Double(d.on_time_rate)),
-        ("sign_for_rate", Value::Double(d.sign_for_rate)),
-        ("return_rate", Value::Double(d.return_rate)),
-        ("reopen_rate", Value::Double(d.reopen_rate)),
-        ("satisfaction_rate", Value::Double(d.satisfaction_rate)),
+        ("on_time_rate", rate(d.on_time_rate)),
+        ("sign_for_rate", rate(d.sign_for_rate)),
+        ("return_rate", rate(d.return_rate)),
+        ("reopen_rate", rate(d.reopen_rate)),
+        ("satisfaction_rate", rate(d.satisfaction_rate)),
     ])
 }
 
+/// A rate with nothing to measure is 0 on the wire: the schema's rates are doubles, and a union
+/// with null would break the readers of earlier versions.
+fn rate(r: Option<f64>) -> Value {
+    Value::Double(r.unwrap_or(0.0))
+}
+
+/// The rates are read back from the counts, not from the wire, which cannot tell 0 from nothing
+/// to measure (and lacks `sign_for_rate` before version 5).
 fn department_from(mut d: Rec) -> Result<DepartmentFigures, CodecError> {
     Ok(DepartmentFigures {
         assigned: d.u64("assigned")?,
@@ -338,12 +346,9 @@ fn department_from(mut d: Rec) -> Result<DepartmentFigures, CodecError> {
         basically_satisfied: d.u64("basically_satisfied")?,
         dissatisfied: d.u64("dissatisfied")?,
         unreachable: d.u64("unreachable")?,
-        on_time_rate: d.f64("on_time_rate")?,
-        sign_for_rate: d.f64("sign_for_rate")?,
-        return_rate: d.f64("return_rate")?,
-        reopen_rate: d.f64("reopen_rate")?,
-        satisfaction_rate: d.f64("satisfaction_rate")?,
-    })
+        ..DepartmentFigures::default()
+    }
+    .with_rates())
 }
 
 /// Field access on a decoded record.
@@ -409,12 +414,7 @@ fn ranked_from(mut r: Rec) -> Result<Ranked, CodecError> {
 }
 
 fn totals_from(mut t: Rec) -> Result<Totals, CodecError> {
-    Ok(Totals {
-        received: t.u64("received")?,
-        closed: t.u64("closed")?,
-        in_progress: t.u64("in_progress")?,
-        closure_rate: t.f64("closure_rate")?,
-    })
+    Ok(Totals { in_progress: t.u64("in_progress")?, ..Totals::of(t.u64("received")?, t.u64("closed")?) })
 }
 
 fn ranking_from(mut r: Rec) -> Result<Ranking, CodecError> {
@@ -530,10 +530,7 @@ mod tests {
     use super::*;
 
     fn sample() -> Snapshot {
-        let mut figures = Figures {
-            totals: Totals { received: 3, closed: 2, in_progress: 1, closure_rate: 2.0 / 3.0 },
-            ..Figures::default()
-        };
+        let mut figures = Figures { totals: Totals::of(3, 2), ..Figures::default() };
         figures.by_channel.insert("hotline".into(), Counts { received: 3, closed: 2, in_progress: 1 });
         figures
             .by_category
@@ -545,11 +542,10 @@ mod tests {
             returned: 1,
             satisfied: 1,
             dissatisfied: 1,
-            on_time_rate: 0.5,
-            return_rate: 1.0 / 3.0,
-            satisfaction_rate: 0.5,
             ..Default::default()
-        };
+        }
+        .with_rates();
+        assert_eq!((tiexi.on_time_rate, tiexi.return_rate, tiexi.sign_for_rate), (Some(0.5), Some(1.0 / 3.0), None));
         figures.by_department.insert("tiexi".into(), tiexi);
         figures.all_departments = tiexi;
         figures.ranking = Ranking {
@@ -669,7 +665,7 @@ mod tests {
             if version < 4 {
                 assert_eq!(read.city, None, "a snapshot of before cities is the default city's");
             }
-            assert_eq!(read.figures.by_department["tiexi"].sign_for_rate, 0.0, "not in earlier versions");
+            assert_eq!(read.figures.by_department["tiexi"].sign_for_rate, None, "nothing to measure");
             if version < 3 {
                 assert_eq!(read.figures.all_departments, DepartmentFigures::default());
                 assert_eq!(read.figures.ranking, Ranking::default());
@@ -690,8 +686,14 @@ mod tests {
         let row = |city: &str, received| CityRow {
             city: city.parse().unwrap(),
             name: format!("{city}市"),
-            totals: Totals { received, ..Totals::default() },
-            departments: DepartmentFigures { assigned: received, sign_for_rate: 0.5, ..DepartmentFigures::default() },
+            totals: Totals::of(received, 0),
+            departments: DepartmentFigures {
+                assigned: received,
+                accepted_on_time: 1,
+                accepted_late: 1,
+                ..DepartmentFigures::default()
+            }
+            .with_rates(),
         };
         let ranked = Ranked { department: "220100".into(), score: 88.5, assigned: 2 };
         s.figures.province = Some(ProvinceFigures {

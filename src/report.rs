@@ -790,7 +790,10 @@ mod tests {
     #[test]
     fn json_carries_numbers_an_iso_date_and_null_for_nothing_to_measure() {
         let mut month = reference_month();
-        month.figures.by_department.insert("idle".into(), DepartmentFigures { assigned: 1, ..Default::default() });
+        month
+            .figures
+            .by_department
+            .insert("idle".into(), DepartmentFigures { assigned: 1, ..Default::default() }.with_rates());
         let report = Report::new(&month, None, &LabelRegistry::default(), Some("2022-05-06".parse().unwrap()), None);
         let json = serde_json::to_value(&report).unwrap();
         assert_eq!(json["date"], "2022-05-06");
@@ -801,6 +804,14 @@ mod tests {
         );
         let idle = json["service"]["rows"].as_array().unwrap().iter().find(|r| r["name"] == "idle").unwrap();
         assert_eq!((&idle["satisfaction"], &idle["on_time"]), (&serde_json::Value::Null, &serde_json::Value::Null));
+        // The snapshot's JSON (`hotline snapshot show --format json`) says the same.
+        let snapshot: serde_json::Value = serde_json::from_str(&month.to_json()).unwrap();
+        let idle = &snapshot["by_department"]["idle"];
+        assert_eq!(
+            (&idle["satisfaction_rate"], &idle["on_time_rate"]),
+            (&serde_json::Value::Null, &serde_json::Value::Null)
+        );
+        assert_eq!(idle["return_rate"], 0.0, "one case kept, none returned: measured");
         // Markdown prints them as before.
         let markdown = report.markdown();
         assert!(markdown.starts_with(&format!("**{}**　2022年5月6日", report.office)), "{markdown}");
@@ -871,7 +882,7 @@ mod tests {
         let mut returned_all = reference_month();
         returned_all.figures.by_department.insert(
             "sent_everything_back".into(),
-            DepartmentFigures { returned: 3, return_rate: 1.0, ..Default::default() },
+            DepartmentFigures { returned: 3, ..Default::default() }.with_rates(),
         );
         let report = Report::new(&returned_all, None, &LabelRegistry::default(), None, None);
         let row = report.service.unwrap().rows.into_iter().find(|r| r.name == "sent_everything_back").expect("its row");

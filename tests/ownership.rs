@@ -1,8 +1,9 @@
 //! Internal topics belong to one deployment (issue 22), against the real broker: a `hotline
 //! run` of another consumer group on the same topics refuses to start, naming both groups and
-//! the way to take over; `hotline take-over` is refused while the owner runs, and once it has
-//! stopped hands the topics and the owner's offsets to the new group, which goes on counting
-//! where the owner stopped: the month is exact, nothing counted twice.
+//! the way to take over, and so do its `rescale` and `recount --replace-live`; `hotline
+//! take-over` is refused while the owner runs, and once it has stopped hands the topics and the
+//! owner's offsets to the new group, which goes on counting where the owner stopped: the month
+//! is exact, nothing counted twice.
 
 mod common;
 
@@ -47,6 +48,22 @@ async fn a_second_group_on_the_same_internal_topics_is_refused_until_it_takes_th
         "{said}"
     );
     eprintln!("refused after {:.1?}", started.elapsed());
+
+    // Nor may that group rewrite the owner's state or snapshots.
+    let other_config = other_file.to_str().unwrap();
+    let snapshots = settings.topics.snapshots.as_str();
+    for command in [
+        &["rescale", "--config", other_config, "--partitions", "4"][..],
+        &["recount", "--config", other_config, "--from", MONTH, "--topic", snapshots, "--replace-live"],
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hotline")).args(command).output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command:?}: {said}");
+        assert!(
+            said.contains(&format!("consumer group {owner}, and this one is group {other}")),
+            "{command:?}: {said}"
+        );
+    }
 
     let take_over = |config: &std::path::Path| {
         std::process::Command::new(env!("CARGO_BIN_EXE_hotline"))

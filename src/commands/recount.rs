@@ -62,6 +62,7 @@ pub async fn recount(config: &Path, options: Options) -> Result<()> {
     }
     if live {
         refuse_while_running(&settings).await?;
+        crate::kafka::pipeline::refuse_another_owner(&settings).await?;
     }
     let mut sink = match (options.output, options.topic) {
         (Some(dir), _) => {

@@ -12,6 +12,7 @@ use crate::telemetry::Telemetry;
 pub async fn rescale(config: &Path, partitions: i32) -> Result<()> {
     let settings = Config::load(config)?.settings()?;
     crate::kafka::check_access(&settings.kafka).await?;
+    pipeline::refuse_another_owner(&settings).await?;
     let case_events = settings.topics.case_events.clone();
     let done = pipeline::rescale(settings, Telemetry::default(), partitions).await?;
     if done.from == done.to {

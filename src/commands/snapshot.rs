@@ -105,6 +105,12 @@ pub(crate) fn latest_of(
 }
 
 /// The month's report for people, laid out like the office's monthly report.
+/// A rate as a percentage with one decimal; "—" when there is nothing to measure, as the
+/// report prints it.
+fn pct(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "—".to_owned(), |r| format!("{:.1}%", r * 100.0))
+}
+
 fn table(snapshot: &Snapshot) -> String {
     let zone = TimeZone::get(&snapshot.timezone).unwrap_or(TimeZone::UTC);
     let f = &snapshot.figures;
@@ -125,11 +131,11 @@ fn table(snapshot: &Snapshot) -> String {
     let t = &f.totals;
     let _ = writeln!(
         out,
-        "Received {}, closed {}, in progress {}, closure rate {:.1}%\n",
+        "Received {}, closed {}, in progress {}, closure rate {}\n",
         t.received,
         t.closed,
         t.in_progress,
-        t.closure_rate * 100.0
+        pct(t.closure_rate)
     );
     let counts = |out: &mut String, title: &str, rows: Vec<(&String, u64, u64, u64)>| {
         if rows.is_empty() {
@@ -180,7 +186,6 @@ fn cities(out: &mut String, province: &ProvinceFigures) {
         "{:<22}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}{:>9}",
         "By city", "received", "closed", "open", "closure", "on time", "sign-for", "return", "reopen", "satisf."
     );
-    let pct = |r: f64| format!("{:.1}%", r * 100.0);
     for row in &province.cities {
         let (t, d) = (&row.totals, &row.departments);
         let _ = writeln!(
@@ -251,7 +256,6 @@ fn departments(out: &mut String, f: &Figures) {
         );
         let all_row = [(&"all departments".to_owned(), all)];
         for (k, d) in departments.iter().map(|(k, d)| (*k, *d)).chain(all_row) {
-            let pct = |r: f64| format!("{:.1}%", r * 100.0);
             let _ = writeln!(
                 out,
                 "  {k:<24}{:>8}{:>6}{:>6}{:>6}{:>6}{:>11}{:>9}{:>8}{:>8}{:>8}{:>8}",
@@ -300,16 +304,8 @@ mod tests {
         let printed = table(&snapshot(figures.clone()));
         assert!(printed.contains("tiexi") && !printed.contains("Sign-for"), "{printed}");
 
-        let v2 = DepartmentFigures {
-            accepted_on_time: 3,
-            returned: 1,
-            satisfied: 2,
-            dissatisfied: 1,
-            on_time_rate: 0.75,
-            return_rate: 0.2,
-            satisfaction_rate: 2.0 / 3.0,
-            ..v1
-        };
+        let v2 =
+            DepartmentFigures { accepted_on_time: 3, returned: 1, satisfied: 2, dissatisfied: 1, ..v1 }.with_rates();
         figures.by_department.insert("tiexi".into(), v2);
         figures.all_departments = v2;
         let printed = table(&snapshot(figures));
@@ -325,8 +321,15 @@ mod tests {
         let row = CityRow {
             city: "222400".parse().unwrap(),
             name: "延边朝鲜族自治州".into(),
-            totals: Totals { received: 500, closed: 450, in_progress: 50, closure_rate: 0.9 },
-            departments: DepartmentFigures { on_time_rate: 0.8, sign_for_rate: 0.95, ..Default::default() },
+            totals: Totals::of(500, 450),
+            departments: DepartmentFigures {
+                closed_on_time: 8,
+                closed_late: 2,
+                accepted_on_time: 19,
+                accepted_late: 1,
+                ..Default::default()
+            }
+            .with_rates(),
         };
         let figures = Figures {
             province: Some(ProvinceFigures { cities: vec![row], ..Default::default() }),
@@ -337,6 +340,11 @@ mod tests {
         for cell in ["500", "450", "90.0%", "80.0%", "95.0%"] {
             assert!(row.contains(cell), "{cell} missing from {row}");
         }
+        assert_eq!(
+            row.matches('—').count(),
+            2,
+            "no assignment kept or returned and no rating: nothing to measure: {row}"
+        );
         assert!(!printed.contains("By department"), "{printed}");
     }
 }

@@ -102,7 +102,6 @@ impl DepartmentCount {
     fn figures(&self, overdue: u64) -> DepartmentFigures {
         let d = self;
         let closed = d.closed_on_time + d.closed_late;
-        let rated = d.satisfied + d.basically_satisfied + d.dissatisfied;
         DepartmentFigures {
             assigned: u(d.assigned),
             closed_on_time: u(d.closed_on_time),
@@ -120,12 +119,9 @@ impl DepartmentCount {
             basically_satisfied: u(d.basically_satisfied),
             dissatisfied: u(d.dissatisfied),
             unreachable: u(d.unreachable),
-            on_time_rate: ratio(d.closed_on_time, closed),
-            sign_for_rate: ratio(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
-            return_rate: ratio(d.returned, d.assigned + d.returned),
-            reopen_rate: ratio(d.reopened, closed),
-            satisfaction_rate: ratio(d.satisfied + d.basically_satisfied, rated),
+            ..DepartmentFigures::default()
         }
+        .with_rates()
     }
 }
 
@@ -405,12 +401,7 @@ impl Tally {
             .map(|(department, dues)| (department.as_str(), u(dues.range(..as_of).map(|(_, n)| n).sum())))
             .collect();
         Figures {
-            totals: Totals {
-                received: u(self.total.received),
-                closed: u(self.total.closed),
-                in_progress: u(self.total.received - self.total.closed),
-                closure_rate: ratio(self.total.closed, self.total.received),
-            },
+            totals: Totals::of(u(self.total.received), u(self.total.closed)),
             by_channel: counts(&self.by_channel),
             by_board: counts(&self.by_board),
             by_request_kind: counts(&self.by_request_kind),
@@ -419,7 +410,7 @@ impl Tally {
                 .iter()
                 .map(|(k, v)| {
                     let c = Counts::from(*v);
-                    let share = ratio(v.received, total);
+                    let share = if total > 0 { v.received as f64 / total as f64 } else { 0.0 };
                     (
                         k.clone(),
                         CategoryCounts { received: c.received, closed: c.closed, in_progress: c.in_progress, share },
@@ -468,8 +459,9 @@ fn u(n: i64) -> u64 {
     n.max(0) as u64
 }
 
-fn ratio(part: i64, whole: i64) -> f64 {
-    if whole <= 0 { 0.0 } else { part as f64 / whole as f64 }
+/// part / whole; `None` when there is nothing to measure (`whole` is 0).
+fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
 }
 
 /// The figures of one month, in the snapshot's JSON shape.
@@ -549,7 +541,14 @@ pub struct Totals {
     pub received: u64,
     pub closed: u64,
     pub in_progress: u64,
-    pub closure_rate: f64,
+    /// closed / received; `None` (null in JSON) when nothing was received.
+    pub closure_rate: Option<f64>,
+}
+
+impl Totals {
+    pub fn of(received: u64, closed: u64) -> Totals {
+        Totals { received, closed, in_progress: received.saturating_sub(closed), closure_rate: ratio(closed, received) }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -574,7 +573,9 @@ pub struct CategoryCounts {
 }
 
 /// A department's figures of a month. The counts after `transferred_out` and the rates are
-/// contract v2's: zero for a v1 stream, and absent from snapshots of earlier builds.
+/// contract v2's: zero for a v1 stream, and absent from snapshots of earlier builds. Each rate
+/// is taken from the counts (`with_rates`), and is `None` (null in JSON; 0 in the Avro
+/// snapshot, whose schema predates the distinction) when there is nothing to measure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DepartmentFigures {
     /// Cases the department holds or closed (v1).
@@ -612,21 +613,20 @@ pub struct DepartmentFigures {
     pub unreachable: u64,
     /// closed_on_time / (closed_on_time + closed_late).
     #[serde(default)]
-    pub on_time_rate: f64,
-    /// accepted_on_time / (accepted_on_time + accepted_late) (签收及时率); 0 in snapshots of
-    /// schema versions before 5.
+    pub on_time_rate: Option<f64>,
+    /// accepted_on_time / (accepted_on_time + accepted_late) (签收及时率).
     #[serde(default)]
-    pub sign_for_rate: f64,
+    pub sign_for_rate: Option<f64>,
     /// returned / (assigned + returned): of the cases the department kept or sent back, the
     /// share it sent back.
     #[serde(default)]
-    pub return_rate: f64,
+    pub return_rate: Option<f64>,
     /// reopened / (closed_on_time + closed_late).
     #[serde(default)]
-    pub reopen_rate: f64,
+    pub reopen_rate: Option<f64>,
     /// (satisfied + basically_satisfied) / (satisfied + basically_satisfied + dissatisfied).
     #[serde(default)]
-    pub satisfaction_rate: f64,
+    pub satisfaction_rate: Option<f64>,
 }
 
 /// The office's loop (contract v2) of a department, in `DepartmentFigures::office_loop`'s
@@ -644,6 +644,23 @@ pub(crate) const LOOP_FIGURES: [&str; 9] = [
 ];
 
 impl DepartmentFigures {
+    /// These counts with their rates.
+    pub(crate) fn with_rates(self) -> DepartmentFigures {
+        let d = self;
+        let closed = d.closed_on_time + d.closed_late;
+        DepartmentFigures {
+            on_time_rate: ratio(d.closed_on_time, closed),
+            sign_for_rate: ratio(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
+            return_rate: ratio(d.returned, d.assigned + d.returned),
+            reopen_rate: ratio(d.reopened, closed),
+            satisfaction_rate: ratio(
+                d.satisfied + d.basically_satisfied,
+                d.satisfied + d.basically_satisfied + d.dissatisfied,
+            ),
+            ..d
+        }
+    }
+
     /// Its contract v2 counts, in `LOOP_FIGURES`' order.
     pub(crate) fn office_loop(&self) -> [u64; LOOP_FIGURES.len()] {
         [

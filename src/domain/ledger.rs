@@ -367,7 +367,7 @@ mod tests {
         l.apply(&closed("e3", "c1", "2022-04-04T09:00:00+08:00")).unwrap();
         let f = l.figures(april(), ts("2022-05-01T00:00:00Z")).unwrap();
         assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (2, 1, 1));
-        assert_eq!(f.totals.closure_rate, 0.5);
+        assert_eq!(f.totals.closure_rate, Some(0.5));
         assert_eq!(f.by_category["epidemic"].share, 1.0);
         assert_eq!(f.by_channel["hotline"].closed, 1);
         assert!(f.by_department.is_empty(), "unassigned cases have no department row");
@@ -482,7 +482,7 @@ mod tests {
         let f = l.figures(april(), Timestamp::MAX).unwrap();
         let a = department(&f, "a");
         // a kept one case and sent one back: a return rate of 1 / (1 + 1).
-        assert_eq!((a.assigned, a.returned, a.return_rate), (1, 1, 0.5));
+        assert_eq!((a.assigned, a.returned, a.return_rate), (1, 1, Some(0.5)));
         assert_eq!(f.totals.in_progress, 2, "the returned case still counts, held by no department");
         l.apply(&transferred("t", "1", "2022-04-01T10:00:00+08:00", "b", None)).unwrap();
         let f = l.figures(april(), Timestamp::MAX).unwrap();
@@ -499,7 +499,7 @@ mod tests {
         assert_eq!(l.apply(&event("e0", "1", "2022-04-04T00:00:00Z", extended("b"))), Ok(Applied::Redundant));
         l.apply(&event("e1", "1", "2022-04-04T00:00:00Z", extended("a"))).unwrap();
         let a = department(&l.figures(april(), Timestamp::MAX).unwrap(), "a");
-        assert_eq!((a.closed_on_time, a.closed_late, a.extended, a.on_time_rate), (1, 0, 1, 1.0));
+        assert_eq!((a.closed_on_time, a.closed_late, a.extended, a.on_time_rate), (1, 0, 1, Some(1.0)));
     }
 
     #[test]
@@ -519,7 +519,7 @@ mod tests {
         assert_eq!(l.apply(&event("o2", "1", "2022-04-07T00:00:00Z", reopened(None))), Ok(Applied::Redundant));
         l.apply(&closed("x2", "1", "2022-04-10T00:00:00Z")).unwrap();
         let b = department(&l.figures(april(), Timestamp::MAX).unwrap(), "b");
-        assert_eq!((b.closed_on_time, b.closed_late, b.reopen_rate), (0, 1, 1.0));
+        assert_eq!((b.closed_on_time, b.closed_late, b.reopen_rate), (0, 1, Some(1.0)));
         // A close that arrives late, between the first close and the reopen, is redundant.
         assert_eq!(l.apply(&closed("x3", "1", "2022-04-05T00:00:00Z")), Ok(Applied::Redundant));
     }
@@ -545,7 +545,10 @@ mod tests {
         );
         let f = l.figures(april(), Timestamp::MAX).unwrap();
         assert_eq!((department(&f, "a").dissatisfied, department(&f, "b").basically_satisfied), (0, 1));
-        assert_eq!((f.all_departments.satisfaction_rate, department(&f, "b").satisfaction_rate), (1.0, 1.0));
+        assert_eq!(
+            (f.all_departments.satisfaction_rate, department(&f, "b").satisfaction_rate),
+            (Some(1.0), Some(1.0))
+        );
     }
 
     /// The reference rules with help answered in 3 working days and complaints not listed.

@@ -266,7 +266,7 @@ mod tests {
         let ranking = RankingRules::default();
         let f = month.figures(as_of, &ranking);
         assert_eq!((f.totals.received, f.totals.closed, f.totals.in_progress), (40, 20, 20));
-        assert_eq!(f.totals.closure_rate, 0.5, "20 of 40, not the mean of 1/3 and 1");
+        assert_eq!(f.totals.closure_rate, Some(0.5), "20 of 40, not the mean of 1/3 and 1");
         assert_eq!((f.all_departments.assigned, f.all_departments.closed_on_time), (40, 20));
         assert_eq!(f.by_channel["hotline"].received, 40);
         assert!(f.by_department.is_empty() && f.by_category.is_empty(), "codes are each city's own");

@@ -60,21 +60,18 @@ impl RankingRules {
             return None;
         }
         let w = &self.weights;
-        let closed = d.closed_on_time + d.closed_late;
-        let rated = d.satisfied + d.basically_satisfied + d.dissatisfied;
-        let signed = d.accepted_on_time + d.accepted_late;
         let parts = [
-            (w.on_time, closed > 0, d.on_time_rate),
-            (w.satisfaction, rated > 0, d.satisfaction_rate),
-            (w.sign_for, signed > 0, if signed > 0 { d.accepted_on_time as f64 / signed as f64 } else { 0.0 }),
-            (w.returns, true, 1.0 - d.return_rate),
+            (w.on_time, d.on_time_rate),
+            (w.satisfaction, d.satisfaction_rate),
+            (w.sign_for, d.sign_for_rate),
+            (w.returns, d.return_rate.map(|r| 1.0 - r)),
             // A case reopened twice and open again counts two reopens and no close.
-            (w.reopens, closed > 0, 1.0 - d.reopen_rate.min(1.0)),
+            (w.reopens, d.reopen_rate.map(|r| 1.0 - r.min(1.0))),
         ];
         let (weighed, weights) = parts
             .iter()
-            .filter(|(_, measured, _)| *measured)
-            .fold((0.0, 0.0), |(sum, weights), (weight, _, rate)| (sum + weight * rate, weights + weight));
+            .filter_map(|(weight, rate)| rate.map(|rate| (weight, rate)))
+            .fold((0.0, 0.0), |(sum, weights), (weight, rate)| (sum + weight * rate, weights + weight));
         let mean = if weights > 0.0 { weighed / weights } else { 0.0 };
         Some((mean * 1000.0).round() / 10.0)
     }
@@ -101,21 +98,15 @@ mod tests {
     use super::*;
 
     fn department(assigned: u64, on_time: u64, late: u64, satisfied: u64, dissatisfied: u64) -> DepartmentFigures {
-        let closed = on_time + late;
         DepartmentFigures {
             assigned,
             closed_on_time: on_time,
             closed_late: late,
             satisfied,
             dissatisfied,
-            on_time_rate: if closed > 0 { on_time as f64 / closed as f64 } else { 0.0 },
-            satisfaction_rate: if satisfied + dissatisfied > 0 {
-                satisfied as f64 / (satisfied + dissatisfied) as f64
-            } else {
-                0.0
-            },
             ..Default::default()
         }
+        .with_rates()
     }
 
     #[test]
@@ -126,10 +117,10 @@ mod tests {
         assert_eq!(rules.score(&department(10, 10, 0, 0, 0)), Some(100.0));
         // Half on time, half satisfied: (0.3 × 0.5 + 0.3 × 0.5 + 0.15 + 0.15) / 0.9.
         assert_eq!(rules.score(&department(10, 5, 5, 1, 1)), Some(66.7));
-        let returns = DepartmentFigures { returned: 10, return_rate: 0.5, ..department(10, 10, 0, 0, 0) };
+        let returns = DepartmentFigures { returned: 10, ..department(10, 10, 0, 0, 0) }.with_rates();
         assert_eq!(rules.score(&returns), Some(87.5));
         // Reopened more often than closed: that part scores 0, never below.
-        let reopens = DepartmentFigures { reopened: 20, reopen_rate: 2.0, ..department(10, 10, 0, 0, 0) };
+        let reopens = DepartmentFigures { reopened: 20, ..department(10, 10, 0, 0, 0) }.with_rates();
         assert_eq!(rules.score(&reopens), Some(75.0));
         assert_eq!(rules.score(&department(9, 9, 0, 0, 0)), None, "below min_assigned");
     }

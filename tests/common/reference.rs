@@ -225,7 +225,7 @@ pub fn figures_by(events: &[Value], month: &str, zone: &TimeZone, deadline: &Dea
             received,
             closed: closed_total,
             in_progress: received - closed_total,
-            closure_rate: if received == 0 { 0.0 } else { closed_total as f64 / received as f64 },
+            closure_rate: (received > 0).then(|| closed_total as f64 / received as f64),
         },
         by_category: by_category
             .into_iter()
@@ -275,9 +275,7 @@ pub fn province(cities: &[(CityCode, &str, Figures)]) -> Figures {
         departments = sum_of(departments, &d);
         rows.push(CityRow { city: *city, name: (*name).to_owned(), totals: c.totals.clone(), departments: d });
     }
-    if f.totals.received > 0 {
-        f.totals.closure_rate = f.totals.closed as f64 / f.totals.received as f64;
-    }
+    f.totals.closure_rate = (f.totals.received > 0).then(|| f.totals.closed as f64 / f.totals.received as f64);
     f.all_departments = rates(departments);
     let ranking = ranking(&rows.iter().map(|r| (r.city.to_string(), r.departments)).collect());
     f.province = Some(ProvinceFigures { cities: rows, ranking });
@@ -299,17 +297,17 @@ fn ranking(departments: &BTreeMap<String, DepartmentFigures>) -> Ranking {
             weights += weight;
         };
         if closed > 0 {
-            weigh(0.3, d.on_time_rate);
+            weigh(0.3, d.on_time_rate.expect("closed cases"));
         }
         if rated > 0 {
-            weigh(0.3, d.satisfaction_rate);
+            weigh(0.3, d.satisfaction_rate.expect("ratings"));
         }
         if signed > 0 {
             weigh(0.1, d.accepted_on_time as f64 / signed as f64);
         }
-        weigh(0.15, 1.0 - d.return_rate);
+        weigh(0.15, 1.0 - d.return_rate.expect("assigned cases"));
         if closed > 0 {
-            weigh(0.15, 1.0 - d.reopen_rate.min(1.0));
+            weigh(0.15, 1.0 - d.reopen_rate.expect("closed cases").min(1.0));
         }
         let score = (sum / weights * 1000.0).round() / 10.0;
         scored.push(Ranked { department: code.clone(), score, assigned: d.assigned });
@@ -347,7 +345,7 @@ fn sum_of(sum: DepartmentFigures, d: &DepartmentFigures) -> DepartmentFigures {
 
 /// The rates of contract v2, from a department's counts.
 fn rates(d: DepartmentFigures) -> DepartmentFigures {
-    let ratio = |part: u64, whole: u64| if whole == 0 { 0.0 } else { part as f64 / whole as f64 };
+    let ratio = |part: u64, whole: u64| (whole > 0).then(|| part as f64 / whole as f64);
     let closed = d.closed_on_time + d.closed_late;
     DepartmentFigures {
         on_time_rate: ratio(d.closed_on_time, closed),

@@ -57,7 +57,7 @@ use transaction::{Output, TRANSACTION_TIMEOUT};
 
 pub use count::restore_ledger;
 pub use layout::{DEAD_LETTER_MAX_PAYLOAD, KAFKA_DEFAULT_MAX_MESSAGE_BYTES};
-pub use owner::take_over;
+pub use owner::{refuse_another_owner, take_over};
 pub(crate) use publish::publishers;
 pub use rescale::{Rescaled, rescale};
 

@@ -69,6 +69,31 @@ pub(super) async fn claim(settings: &Settings) -> Result<()> {
     }
 }
 
+/// Refuses a command that rewrites a deployment's state or snapshots (`hotline rescale`,
+/// `hotline recount --replace-live`) when another group owns the internal topics. Claims
+/// nothing: a deployment's first `hotline run` does.
+pub async fn refuse_another_owner(settings: &Settings) -> Result<()> {
+    if !partials_exist(settings).await? {
+        return Ok(());
+    }
+    match owners(settings).await?.owner() {
+        Some(owner) if owner != settings.kafka.group_id => Err(owned_by(settings, owner)),
+        _ => Ok(()),
+    }
+}
+
+async fn partials_exist(settings: &Settings) -> Result<bool> {
+    let (kafka, topic) = (settings.kafka.clone(), settings.topics.partials.clone());
+    tokio::task::spawn_blocking(move || -> Result<bool> {
+        let consumer: BaseConsumer = client_config(&kafka).create()?;
+        let metadata = consumer
+            .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
+            .with_context(|| format!("reading metadata of {topic}"))?;
+        Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+    })
+    .await?
+}
+
 /// Hands the internal topics to this deployment's group: refused while the owner's group has
 /// members. Returns the group that owned them, if another did.
 pub async fn take_over(settings: &Settings) -> Result<Option<String>> {
