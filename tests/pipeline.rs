@@ -289,6 +289,13 @@ async fn a_month_through_the_real_broker_gives_exact_figures() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let subscribed: Snapshot = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(subscribed, second, "what a subscriber reads is what hotline snapshot show prints");
+    let unmeasured = |d: &hotline::domain::figures::DepartmentFigures| {
+        [d.on_time_rate, d.sign_for_rate, d.return_rate, d.reopen_rate, d.satisfaction_rate].contains(&None)
+    };
+    assert!(
+        second.figures.by_department.values().any(unmeasured),
+        "a rate with nothing to measure, 0 in the Avro, is null for both"
+    );
 
     // `hotline report` renders that revision in the office's words, every department counted.
     let notes = dir.path().join("notes.md");
