@@ -9,8 +9,8 @@ confluent-kafka and fastavro, and nothing from hotline but its schema files.
 
 Reads the topic from the beginning to its end (committed transactions only: hotline writes
 snapshots in transactions) and prints the latest revision of each month as one JSON object per
-line, in the shape of `hotline snapshot show --format json` (a rate with nothing to measure,
-0 in the Avro, null); with --month, only that month's.
+line, in the shape of `hotline snapshot show --format json` (rates taken from the counts, null
+where there is nothing to measure: the Avro carries 0 then); with --month, only that month's.
 Snapshots are keyed by month, or by a city's division code and the month (222400/2022-04) for
 a city other than the deployment's default: --city picks that city's. In province mode the
 province's snapshots are keyed province/2022-04, and --province picks them: their `province`
@@ -49,33 +49,33 @@ def decode(data, writers, reader):
     return fastavro.schemaless_reader(io.BytesIO(data[10:]), writer, reader)
 
 
-# Each rate and the counts it is taken from. The schema's rates are doubles, 0 when there is
-# nothing to measure; the JSON shape gives null then, told from the counts.
-DEPARTMENT_RATES = {
-    "on_time_rate": ("closed_on_time", "closed_late"),
-    "sign_for_rate": ("accepted_on_time", "accepted_late"),
-    "return_rate": ("assigned", "returned"),
-    "reopen_rate": ("closed_on_time", "closed_late"),
-    "satisfaction_rate": ("satisfied", "basically_satisfied", "dissatisfied"),
-}
+def ratio(part, whole):
+    return part / whole if whole else None
 
 
-def unmeasured_as_null(snapshot):
-    def department(d):
-        for rate, counts in DEPARTMENT_RATES.items():
-            if rate in d and sum(d.get(c, 0) for c in counts) == 0:
-                d[rate] = None
+def with_rates(d):
+    """A department's rates, taken from its counts as hotline takes them: null when there is
+    nothing to measure (the Avro carries 0 then), and for rates older schemas lack."""
+    closed = d["closed_on_time"] + d["closed_late"]
+    rated = d["satisfied"] + d["basically_satisfied"] + d["dissatisfied"]
+    d["on_time_rate"] = ratio(d["closed_on_time"], closed)
+    d["sign_for_rate"] = ratio(d["accepted_on_time"], d["accepted_on_time"] + d["accepted_late"])
+    d["return_rate"] = ratio(d["returned"], d["assigned"] + d["returned"])
+    d["reopen_rate"] = ratio(d["reopened"], closed)
+    d["satisfaction_rate"] = ratio(d["satisfied"] + d["basically_satisfied"], rated)
 
+
+def rates_from_counts(snapshot):
     def totals(t):
-        if t["received"] == 0:
-            t["closure_rate"] = None
+        t["closure_rate"] = ratio(t["closed"], t["received"])
 
     totals(snapshot["totals"])
-    for d in list(snapshot["by_department"].values()) + [snapshot.get("all_departments") or {}]:
-        department(d)
+    for d in snapshot["by_department"].values():
+        with_rates(d)
+    with_rates(snapshot["all_departments"])
     for row in (snapshot.get("province") or {}).get("cities", []):
         totals(row["totals"])
-        department(row["departments"])
+        with_rates(row["departments"])
     return snapshot
 
 
@@ -128,7 +128,7 @@ def main():
         city, _, month = key.rpartition("/")
         if message.value() is None or (args.month and month != args.month) or city != prefix:
             continue
-        snapshot = unmeasured_as_null(decode(message.value(), writers, reader))
+        snapshot = rates_from_counts(decode(message.value(), writers, reader))
         if month not in latest or snapshot["revision"] > latest[month]["revision"]:
             latest[month] = snapshot
     consumer.close()

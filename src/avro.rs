@@ -542,10 +542,14 @@ mod tests {
             returned: 1,
             satisfied: 1,
             dissatisfied: 1,
+            accepted_on_time: 2,
             ..Default::default()
         }
         .with_rates();
-        assert_eq!((tiexi.on_time_rate, tiexi.return_rate, tiexi.sign_for_rate), (Some(0.5), Some(1.0 / 3.0), None));
+        assert_eq!(
+            (tiexi.on_time_rate, tiexi.return_rate, tiexi.sign_for_rate),
+            (Some(0.5), Some(1.0 / 3.0), Some(1.0))
+        );
         figures.by_department.insert("tiexi".into(), tiexi);
         figures.all_departments = tiexi;
         figures.ranking = Ranking {
@@ -665,7 +669,11 @@ mod tests {
             if version < 4 {
                 assert_eq!(read.city, None, "a snapshot of before cities is the default city's");
             }
-            assert_eq!(read.figures.by_department["tiexi"].sign_for_rate, None, "nothing to measure");
+            // Rates are taken from the counts, those older versions lack included.
+            let tiexi = read.figures.by_department["tiexi"];
+            assert_eq!(tiexi.on_time_rate, Some(0.5));
+            let sign_for = if version < 3 { None } else { Some(1.0) };
+            assert_eq!(tiexi.sign_for_rate, sign_for, "no accepted counts before version 3, no sign-for rate before 5");
             if version < 3 {
                 assert_eq!(read.figures.all_departments, DepartmentFigures::default());
                 assert_eq!(read.figures.ranking, Ranking::default());

@@ -104,13 +104,13 @@ pub(crate) fn latest_of(
     Ok(latest)
 }
 
-/// The month's report for people, laid out like the office's monthly report.
 /// A rate as a percentage with one decimal; "—" when there is nothing to measure, as the
 /// report prints it.
 fn pct(rate: Option<f64>) -> String {
     rate.map_or_else(|| "—".to_owned(), |r| format!("{:.1}%", r * 100.0))
 }
 
+/// The month's report for people, laid out like the office's monthly report.
 fn table(snapshot: &Snapshot) -> String {
     let zone = TimeZone::get(&snapshot.timezone).unwrap_or(TimeZone::UTC);
     let f = &snapshot.figures;

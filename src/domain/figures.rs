@@ -572,10 +572,10 @@ pub struct CategoryCounts {
     pub share: f64,
 }
 
-/// A department's figures of a month. The counts after `transferred_out` and the rates are
-/// contract v2's: zero for a v1 stream, and absent from snapshots of earlier builds. Each rate
-/// is taken from the counts (`with_rates`), and is `None` (null in JSON; 0 in the Avro
-/// snapshot, whose schema predates the distinction) when there is nothing to measure.
+/// A department's figures of a month. The counts after `transferred_out` are contract v2's:
+/// zero for a v1 stream, and absent from snapshots of earlier builds. Each rate is taken from
+/// the counts (`with_rates`), and is `None` (null in JSON; 0 in the Avro snapshot, whose schema
+/// predates the distinction) when there is nothing to measure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DepartmentFigures {
     /// Cases the department holds or closed (v1).

@@ -143,7 +143,7 @@ pub fn recount(
     let threads = job.threads.max(1);
     let n = match job.counting_partitions {
         Some(n) => n,
-        None => partitions_of(&consumer, &settings.topics.case_events, job.stall_timeout)?
+        None => super::topics::partitions_of(&consumer, &settings.topics.case_events, job.stall_timeout)?
             .unwrap_or(settings.kafka.partitions),
     };
     let cities = settings.cities();
@@ -405,14 +405,6 @@ fn start_and_end(consumer: &BaseConsumer<ReadToEnd>, settings: &Settings, job: &
     }
     consumer.assign(&assigned)?;
     Ok(inputs)
-}
-
-/// How many partitions `topic` has, if it exists.
-fn partitions_of(consumer: &BaseConsumer<ReadToEnd>, topic: &str, timeout: Duration) -> Result<Option<i32>> {
-    let metadata =
-        consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
-    let t = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none());
-    Ok(t.map(|t| t.partitions().len() as i32).filter(|n| *n > 0))
 }
 
 fn spawn<T: Send + 'static>(name: String, f: impl FnOnce() -> T + Send + 'static) -> Result<JoinHandle<T>> {

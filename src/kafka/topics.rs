@@ -227,6 +227,23 @@ pub(crate) fn reader_config(kafka: &KafkaConfig, group: &str) -> rdkafka::Client
     config
 }
 
+/// How many partitions `topic` has; `None` when it does not exist. Any other error the
+/// brokers report of it (a leader not yet elected, no authorization) is an error.
+pub(crate) fn partitions_of<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    timeout: Duration,
+) -> Result<Option<i32>> {
+    let metadata =
+        consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
+    let Some(t) = metadata.topics().iter().find(|t| t.name() == topic) else { return Ok(None) };
+    match t.error().map(RDKafkaErrorCode::from) {
+        None => Ok(Some(t.partitions().len() as i32).filter(|n| *n > 0)),
+        Some(RDKafkaErrorCode::UnknownTopicOrPartition) => Ok(None),
+        Some(e) => bail!("reading metadata of {topic}: {e}"),
+    }
+}
+
 /// The message key as UTF-8, if it is.
 pub fn key_str<'a>(m: &'a BorrowedMessage<'_>) -> Option<&'a str> {
     m.key().and_then(|k| std::str::from_utf8(k).ok())

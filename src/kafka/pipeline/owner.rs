@@ -71,7 +71,8 @@ pub(super) async fn claim(settings: &Settings) -> Result<()> {
 
 /// Refuses a command that rewrites a deployment's state or snapshots (`hotline rescale`,
 /// `hotline recount --replace-live`) when another group owns the internal topics. Claims
-/// nothing: a deployment's first `hotline run` does.
+/// nothing, and lets topics no group has claimed yet (none has run, or only builds from before
+/// owners' records) pass: a deployment's `hotline run` claims them.
 pub async fn refuse_another_owner(settings: &Settings) -> Result<()> {
     if !partials_exist(settings).await? {
         return Ok(());
@@ -85,13 +86,11 @@ pub async fn refuse_another_owner(settings: &Settings) -> Result<()> {
 async fn partials_exist(settings: &Settings) -> Result<bool> {
     let (kafka, topic) = (settings.kafka.clone(), settings.topics.partials.clone());
     tokio::task::spawn_blocking(move || -> Result<bool> {
-        let consumer: BaseConsumer = client_config(&kafka).create()?;
-        let metadata = consumer
-            .fetch_metadata(Some(&topic), REQUEST_TIMEOUT)
-            .with_context(|| format!("reading metadata of {topic}"))?;
-        Ok(metadata.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty()))
+        let consumer: BaseConsumer = client_config(&kafka).create().context("creating a metadata consumer")?;
+        Ok(topics::partitions_of(&consumer, &topic, REQUEST_TIMEOUT)?.is_some())
     })
-    .await?
+    .await
+    .context("the owner check panicked")?
 }
 
 /// Hands the internal topics to this deployment's group: refused while the owner's group has
