@@ -26,6 +26,8 @@ pub struct Instance {
     pub exits: Vec<String>,
     /// When its poll count last moved.
     polls: (f64, Instant),
+    /// Since when `/readyz` has answered 200 without a break.
+    ready_since: Option<Instant>,
     /// Its `COUNTERS`, earlier processes of this instance included.
     pub counters: [f64; 3],
     /// What earlier processes of this instance counted.
@@ -55,6 +57,7 @@ impl Instance {
             brokers,
             exits: Vec::new(),
             polls: (0.0, Instant::now()),
+            ready_since: None,
             counters: [0.0; 3],
             before: [0.0; 3],
         }
@@ -113,7 +116,8 @@ impl Instance {
 pub struct Watch {
     /// `/readyz` answered 200 while the instance's loop had not polled for `STILL`.
     pub ready_while_still: Vec<String>,
-    /// The longest an instance answered `/readyz` 200 since its loop last polled.
+    /// The longest an instance answered `/readyz` 200, without a break, since its loop last
+    /// polled.
     pub ready_unpolled: Duration,
     /// When the instances' total of committed input messages grew, and to what.
     pub progress: Vec<(Instant, f64)>,
@@ -267,8 +271,14 @@ async fn watch(
             if polls != i.polls.0 {
                 i.polls = (polls, Instant::now());
             }
+            // Stuck is ready all along without a poll: a loop that comes back from a restart
+            // answers ready a moment before its first poll, which is no stall.
+            if !ready {
+                i.ready_since = None;
+            }
             if ready {
-                let unpolled = i.polls.1.elapsed();
+                let since = *i.ready_since.get_or_insert_with(Instant::now);
+                let unpolled = i.polls.1.max(since).elapsed();
                 let mut seen = seen.lock().unwrap();
                 seen.ready_unpolled = seen.ready_unpolled.max(unpolled);
                 if unpolled > STILL {
