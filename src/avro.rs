@@ -720,6 +720,19 @@ mod tests {
         assert_eq!(Rec::new(value).unwrap().record("totals").unwrap().u64("received").unwrap(), 3);
     }
 
+    /// Counts as large as a long holds, read back: rates taken from them without overflow.
+    #[test]
+    fn the_largest_counts_read_back_without_overflow() {
+        let codec = SnapshotCodec::new(Framing::SingleObject);
+        let mut s = sample();
+        let most = i64::MAX as u64;
+        let d =
+            DepartmentFigures { satisfied: most, basically_satisfied: most, dissatisfied: most, ..Default::default() };
+        s.figures.by_department.insert("huge".into(), d.with_rates());
+        let read = codec.decode(&codec.encode(&s).unwrap()).unwrap();
+        assert_eq!(read.figures.by_department["huge"].satisfaction_rate, Some(1.0));
+    }
+
     #[test]
     fn confluent_framing_carries_the_registry_id() {
         let codec = SnapshotCodec::new(Framing::Confluent(42));

@@ -647,16 +647,16 @@ impl DepartmentFigures {
     /// These counts with their rates.
     pub(crate) fn with_rates(self) -> DepartmentFigures {
         let d = self;
-        let closed = d.closed_on_time + d.closed_late;
+        // Saturating: a snapshot read back may hold any counts, and must not panic on them.
+        let sum = |counts: &[u64]| counts.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
+        let closed = sum(&[d.closed_on_time, d.closed_late]);
+        let satisfied = sum(&[d.satisfied, d.basically_satisfied]);
         DepartmentFigures {
             on_time_rate: ratio(d.closed_on_time, closed),
-            sign_for_rate: ratio(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
-            return_rate: ratio(d.returned, d.assigned + d.returned),
+            sign_for_rate: ratio(d.accepted_on_time, sum(&[d.accepted_on_time, d.accepted_late])),
+            return_rate: ratio(d.returned, sum(&[d.assigned, d.returned])),
             reopen_rate: ratio(d.reopened, closed),
-            satisfaction_rate: ratio(
-                d.satisfied + d.basically_satisfied,
-                d.satisfied + d.basically_satisfied + d.dissatisfied,
-            ),
+            satisfaction_rate: ratio(satisfied, sum(&[satisfied, d.dissatisfied])),
             ..d
         }
     }
