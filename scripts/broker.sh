@@ -27,8 +27,23 @@ cmd="${1:?start|stop}"
 dir="${2:?broker directory}"
 TOXIPROXY_VERSION=v2.5.0
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# Prints $1 distinct ports that are free now, all below the kernel's ephemeral range: neither
+# an outgoing connection nor a bind to port 0 can take one before its broker binds it, or while
+# a killed broker is down. (A broker of the test cluster once exited at start on a port so taken.)
+free_ports() {
+  python3 - "$1" <<'PY'
+import random, socket, sys
+ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+held = []
+while len(held) < int(sys.argv[1]):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, max(ephemeral, 20000))))
+        held.append(s)
+    except OSError:
+        s.close()
+print(" ".join(str(s.getsockname()[1]) for s in held))
+PY
 }
 
 # A CA and, signed by it, the broker's certificate for 127.0.0.1 and localhost, in a PKCS12
@@ -67,7 +82,8 @@ wait_started() {
       return 0
     fi
     if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then
-      echo "the Kafka broker in $d exited; its log:" >&2; tail -50 "$d/broker.log" >&2; exit 1
+      echo "the Kafka broker in $d exited; its errors, then the end of its log:" >&2
+      grep -E -m 20 "ERROR|FATAL|Exception" "$d/broker.log" >&2; tail -20 "$d/broker.log" >&2; exit 1
     fi
     sleep 0.5
   done
@@ -113,8 +129,7 @@ toxiproxy() {
   if ! go version -m "$server" 2>/dev/null | grep -q "toxiproxy/v2[[:space:]]*$TOXIPROXY_VERSION"; then
     GOBIN="$bin" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
   fi
-  local api proxies="" n l
-  api=$(free_port)
+  local api=${pool[k++]} proxies="" n l
   for l in $ls; do
     mkdir -p "$d/lane$l"
     local lane=""
@@ -163,11 +178,9 @@ case "$cmd" in
 start)
   fetch
   rm -rf "$dir" && mkdir -p "$dir/data"
-  port=$(free_port)
-  controller=$(free_port)
+  read -r port controller internal <<< "$(free_ports 3)"
   scram=()
   if [ -n "${BROKER_SASL_SSL:-}" ]; then
-    internal=$(free_port)
     tls
     plain_users=""
     for user in ${BROKER_SASL_USERS:?name:password pairs}; do
@@ -212,15 +225,17 @@ cluster)
   nodes=(1 2 3)
   lanes=$(seq 1 "${BROKER_LANES:-0}")
   declare -A ports internals controllers lane_ports proxy_ports
+  read -r -a pool <<< "$(free_ports $((${#nodes[@]} * (3 + 2 * ${BROKER_LANES:-0}) + 1)))"
+  k=0
   voters=""
   for n in "${nodes[@]}"; do
-    ports[$n]=$(free_port)
-    internals[$n]=$(free_port)
-    controllers[$n]=$(free_port)
+    ports[$n]=${pool[k++]}
+    internals[$n]=${pool[k++]}
+    controllers[$n]=${pool[k++]}
     voters+="${voters:+,}$n@127.0.0.1:${controllers[$n]}"
     for l in $lanes; do
-      lane_ports[$n,$l]=$(free_port)
-      proxy_ports[$n,$l]=$(free_port)
+      lane_ports[$n,$l]=${pool[k++]}
+      proxy_ports[$n,$l]=${pool[k++]}
     done
   done
   if [ -n "$lanes" ]; then
