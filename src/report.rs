@@ -12,7 +12,7 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::domain::figures::{DepartmentFigures, ProvisionalDeadlines};
+use crate::domain::figures::{DepartmentFigures, ON_TIME, ProvisionalDeadlines, RETURN, SATISFACTION, SIGN_FOR, Share};
 use crate::domain::overflow::UNREGISTERED;
 use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 use crate::labels::LabelRegistry;
@@ -227,20 +227,20 @@ impl Service {
     }
 }
 
-fn rate(part: u64, whole: u64) -> Percent {
+fn rate(d: &DepartmentFigures, share: Share) -> Percent {
+    let (part, whole) = share(d);
     Percent::of(part, whole)
 }
 
 fn service_row(name: String, d: &DepartmentFigures) -> ServiceRow {
-    let closed = d.closed_on_time + d.closed_late;
     ServiceRow {
         name,
-        accepted_on_time: rate(d.accepted_on_time, d.accepted_on_time + d.accepted_late),
-        on_time: rate(d.closed_on_time, closed),
+        accepted_on_time: rate(d, SIGN_FOR),
+        on_time: rate(d, ON_TIME),
         returned: d.returned,
-        return_rate: rate(d.returned, d.assigned + d.returned),
+        return_rate: rate(d, RETURN),
         reopened: d.reopened,
-        satisfaction: rate(d.satisfied + d.basically_satisfied, d.satisfied + d.basically_satisfied + d.dissatisfied),
+        satisfaction: rate(d, SATISFACTION),
     }
 }
 
@@ -258,7 +258,8 @@ fn group_of<'a>(registry: &'a LabelRegistry, category: &str) -> &'a str {
 fn by_group(snapshot: &Snapshot, registry: &LabelRegistry) -> Vec<(String, u64)> {
     let mut by_group: std::collections::BTreeMap<&str, u64> = std::collections::BTreeMap::new();
     for (category, counts) in &snapshot.figures.by_category {
-        *by_group.entry(group_of(registry, category)).or_default() += counts.received;
+        let group = by_group.entry(group_of(registry, category)).or_default();
+        *group = group.saturating_add(counts.received);
     }
     let other = by_group.remove(OTHER_GROUP);
     let mut named: Vec<(String, u64)> = by_group.into_iter().map(|(g, n)| (g.to_owned(), n)).collect();
@@ -891,6 +892,32 @@ mod tests {
         let mut v1 = reference_month();
         v1.figures.all_departments = Default::default();
         assert_eq!(Report::new(&v1, None, &LabelRegistry::default(), None, None).service, None);
+    }
+
+    /// A snapshot read back may hold counts as large as a long: its report renders, no panic.
+    #[test]
+    fn the_largest_counts_render_without_overflow() {
+        let most = i64::MAX as u64;
+        let mut snapshot = reference_month();
+        let huge = DepartmentFigures {
+            assigned: most,
+            returned: most,
+            closed_on_time: most,
+            closed_late: most,
+            satisfied: most,
+            basically_satisfied: most,
+            ..Default::default()
+        };
+        snapshot.figures.by_department.insert("huge".into(), huge.with_rates());
+        snapshot.figures.all_departments = huge.with_rates();
+        for counts in snapshot.figures.by_category.values_mut() {
+            counts.received = most;
+        }
+        let report = Report::new(&snapshot, None, &LabelRegistry::default(), None, None);
+        let row = report.service.as_ref().unwrap().rows.iter().find(|r| r.name == "huge").expect("its row");
+        assert_eq!((row.return_rate.to_string().as_str(), row.on_time.to_string().as_str()), ("50.0%", "50.0%"));
+        assert_eq!(report.groups.iter().map(|g| g.received).max(), Some(u64::MAX), "a group's sum saturates");
+        assert!(report.markdown().contains("| huge |"));
     }
 
     #[test]

@@ -459,6 +459,12 @@ fn u(n: i64) -> u64 {
     n.max(0) as u64
 }
 
+/// The sum of `counts`, saturating: a snapshot read back may hold any counts, and must not
+/// panic on them.
+pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
+    counts.iter().fold(0u64, |sum, n| sum.saturating_add(*n))
+}
+
 /// part / whole; `None` when there is nothing to measure (`whole` is 0).
 fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
@@ -643,21 +649,39 @@ pub(crate) const LOOP_FIGURES: [&str; 9] = [
     "unreachable",
 ];
 
+/// A rate's (part, whole) from a department's counts; the one definition of each rate, which
+/// the snapshot, the report, the bulletin and the diff share. Sums saturate: a snapshot read
+/// back may hold any counts.
+pub(crate) type Share = fn(&DepartmentFigures) -> (u64, u64);
+
+/// 按期办结率: closed on time of those closed.
+pub(crate) const ON_TIME: Share = |d| (d.closed_on_time, saturating_sum(&[d.closed_on_time, d.closed_late]));
+/// 签收及时率: signed for on time of those signed for.
+pub(crate) const SIGN_FOR: Share = |d| (d.accepted_on_time, saturating_sum(&[d.accepted_on_time, d.accepted_late]));
+/// 退单率: returned of those assigned or returned.
+pub(crate) const RETURN: Share = |d| (d.returned, saturating_sum(&[d.assigned, d.returned]));
+/// 重办率: reopened of those closed.
+pub(crate) const REOPEN: Share = |d| (d.reopened, saturating_sum(&[d.closed_on_time, d.closed_late]));
+/// 满意率: satisfied or basically satisfied of those who rated.
+pub(crate) const SATISFACTION: Share = |d| {
+    let satisfied = saturating_sum(&[d.satisfied, d.basically_satisfied]);
+    (satisfied, saturating_sum(&[satisfied, d.dissatisfied]))
+};
+
 impl DepartmentFigures {
     /// These counts with their rates.
     pub(crate) fn with_rates(self) -> DepartmentFigures {
-        let d = self;
-        // Saturating: a snapshot read back may hold any counts, and must not panic on them.
-        let sum = |counts: &[u64]| counts.iter().fold(0u64, |sum, n| sum.saturating_add(*n));
-        let closed = sum(&[d.closed_on_time, d.closed_late]);
-        let satisfied = sum(&[d.satisfied, d.basically_satisfied]);
+        let rate = |share: Share| {
+            let (part, whole) = share(&self);
+            ratio(part, whole)
+        };
         DepartmentFigures {
-            on_time_rate: ratio(d.closed_on_time, closed),
-            sign_for_rate: ratio(d.accepted_on_time, sum(&[d.accepted_on_time, d.accepted_late])),
-            return_rate: ratio(d.returned, sum(&[d.assigned, d.returned])),
-            reopen_rate: ratio(d.reopened, closed),
-            satisfaction_rate: ratio(satisfied, sum(&[satisfied, d.dissatisfied])),
-            ..d
+            on_time_rate: rate(ON_TIME),
+            sign_for_rate: rate(SIGN_FOR),
+            return_rate: rate(RETURN),
+            reopen_rate: rate(REOPEN),
+            satisfaction_rate: rate(SATISFACTION),
+            ..self
         }
     }
 

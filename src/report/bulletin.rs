@@ -11,7 +11,10 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
-use crate::domain::figures::{CityRow, DepartmentFigures, Figures, ProvisionalDeadlines, Ranked, Totals};
+use crate::domain::figures::{
+    CityRow, DepartmentFigures, Figures, ON_TIME, ProvisionalDeadlines, REOPEN, RETURN, Ranked, SATISFACTION, SIGN_FOR,
+    Totals,
+};
 use crate::domain::snapshot::{MadeBy, Snapshot, Status};
 
 use super::{
@@ -35,11 +38,11 @@ type Rate = fn(&Totals, &DepartmentFigures) -> (u64, u64);
 /// The rates of the cities' table, in its order: their title, and each from a city's counts.
 const RATES: [(&str, Rate); 6] = [
     ("办结率", |t, _| (t.closed, t.received)),
-    ("按期办结率", |_, d| (d.closed_on_time, d.closed_on_time + d.closed_late)),
-    ("签收及时率", |_, d| (d.accepted_on_time, d.accepted_on_time + d.accepted_late)),
-    ("退单率", |_, d| (d.returned, d.assigned + d.returned)),
-    ("重办率", |_, d| (d.reopened, d.closed_on_time + d.closed_late)),
-    ("满意率", |_, d| (d.satisfied + d.basically_satisfied, d.satisfied + d.basically_satisfied + d.dissatisfied)),
+    ("按期办结率", |_, d| ON_TIME(d)),
+    ("签收及时率", |_, d| SIGN_FOR(d)),
+    ("退单率", |_, d| RETURN(d)),
+    ("重办率", |_, d| REOPEN(d)),
+    ("满意率", |_, d| SATISFACTION(d)),
 ];
 
 /// The cities' tables have ten columns: a city's name stays on one line.

@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 
-use crate::domain::figures::{DepartmentFigures, Figures};
+use crate::domain::figures::{DepartmentFigures, Figures, ON_TIME, REOPEN, RETURN, SATISFACTION, SIGN_FOR};
 use crate::domain::snapshot::Snapshot;
 use crate::labels::LabelRegistry;
 
@@ -50,27 +50,26 @@ const DEPARTMENT: [(&str, Figure); 10] = [
     ("超期办结", |d| Value::Count(d.closed_late)),
     ("正在办理", |d| Value::Count(d.in_progress)),
     ("超期未办结", |d| Value::Count(d.overdue)),
-    ("按期办结率", |d| Value::Rate(d.closed_on_time, d.closed_on_time + d.closed_late)),
-    ("签收及时率", |d| Value::Rate(d.accepted_on_time, d.accepted_on_time + d.accepted_late)),
-    ("退单率", |d| Value::Rate(d.returned, d.assigned + d.returned)),
-    ("重办率", |d| Value::Rate(d.reopened, d.closed_on_time + d.closed_late)),
-    ("满意率", |d| {
-        Value::Rate(d.satisfied + d.basically_satisfied, d.satisfied + d.basically_satisfied + d.dissatisfied)
-    }),
+    ("按期办结率", |d| Value::Rate(ON_TIME(d))),
+    ("签收及时率", |d| Value::Rate(SIGN_FOR(d))),
+    ("退单率", |d| Value::Rate(RETURN(d))),
+    ("重办率", |d| Value::Rate(REOPEN(d))),
+    ("满意率", |d| Value::Rate(SATISFACTION(d))),
 ];
 
 #[derive(Clone, Copy, PartialEq)]
 enum Value {
     Count(u64),
-    Rate(u64, u64),
+    /// (part, whole)
+    Rate((u64, u64)),
 }
 
 impl Value {
     fn text(self) -> String {
         match self {
             Value::Count(n) => n.to_string(),
-            Value::Rate(_, 0) => "—".into(),
-            Value::Rate(part, whole) => format!("{}%", percent(part, whole)),
+            Value::Rate((_, 0)) => "—".into(),
+            Value::Rate((part, whole)) => format!("{}%", percent(part, whole)),
         }
     }
 }
@@ -103,7 +102,7 @@ impl Diff {
                 ("受理", Value::Count(t.received)),
                 ("办结", Value::Count(t.closed)),
                 ("正在办理", Value::Count(t.in_progress)),
-                ("办结率", Value::Rate(t.closed, t.received)),
+                ("办结率", Value::Rate((t.closed, t.received))),
             ]
         };
         for ((figure, x), (_, y)) in totals(fa).into_iter().zip(totals(fb)) {
@@ -112,7 +111,7 @@ impl Diff {
         for (figure, value) in DEPARTMENT {
             compare("全部部门", figure, value(&fa.all_departments), value(&fb.all_departments));
         }
-        let provisional = |f: &Figures| f.provisional_deadlines.iter().map(|p| p.cases).sum::<u64>();
+        let provisional = |f: &Figures| f.provisional_deadlines.iter().fold(0u64, |n, p| n.saturating_add(p.cases));
         compare("全市", "办理时限暂按周末计算", Value::Count(provisional(fa)), Value::Count(provisional(fb)));
         let mut departments: Vec<&String> = fa.by_department.keys().chain(fb.by_department.keys()).collect();
         departments.sort_by_key(|code| (registry.department_rank(code), (*code).clone()));
