@@ -149,21 +149,8 @@ pub(crate) fn read_partitions_to_end(
     let consumer: BaseConsumer<ReadToEnd> = reader_config(kafka, "hotline-restore")
         .create_with_context(ReadToEnd::default())
         .context("creating a restore consumer")?;
-    let metadata =
-        consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        bail!("topic {topic} does not exist");
-    }
-    let partitions: Vec<i32> = match only {
-        Some(only) => partitions.into_iter().filter(|p| only.contains(p)).collect(),
-        None => partitions,
-    };
+    let Some(count) = partitions_of(&consumer, topic, timeout)? else { bail!("topic {topic} does not exist") };
+    let partitions: Vec<i32> = (0..count).filter(|p| only.is_none_or(|only| only.contains(p))).collect();
     if partitions.is_empty() {
         return Ok(0);
     }

@@ -31,36 +31,48 @@ use super::{End, Life};
 /// past this many the pipeline ends, for the process to start afresh.
 const MAX_CALLS_BLOCKED: i64 = 3;
 
+/// Tries `attempt` until it succeeds, reporting each failure as Kafka unavailable and backing
+/// off; returns the error that `fatal` accepts, and `None` once `stop` is cancelled.
+async fn until_done<T, F: Future<Output = Result<T>>>(
+    telemetry: &Telemetry,
+    stop: &CancellationToken,
+    backoff: &mut Backoff,
+    fatal: impl Fn(&anyhow::Error) -> bool,
+    mut attempt: impl FnMut() -> F,
+) -> Result<Option<T>> {
+    loop {
+        telemetry.progress();
+        match attempt().await {
+            Ok(done) => return Ok(Some(done)),
+            Err(e) if fatal(&e) => return Err(e),
+            Err(_) if stop.is_cancelled() => return Ok(None),
+            Err(e) => {
+                telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
+                tokio::time::sleep(backoff.next()).await;
+            }
+        }
+    }
+}
+
 pub(super) async fn run_until_stopped(
     settings: Settings,
     telemetry: Telemetry,
     framing: Framing,
     stop: CancellationToken,
 ) -> Result<()> {
-    // Kafka may not be up yet when we start: wait for it.
+    // Kafka may not be up yet when we start, nor know a topic just created: wait for it.
     let mut backoff = Backoff::default();
-    let partitions = loop {
-        telemetry.progress();
-        match topics::ensure(&settings.kafka, &owned_topics(&settings)).await {
-            Ok(p) => break p,
-            Err(e) if !stop.is_cancelled() => {
-                telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
-                tokio::time::sleep(backoff.next()).await;
-            }
-            Err(_) => return Ok(()),
-        }
+    let owned = owned_topics(&settings);
+    let ensure = || topics::ensure(&settings.kafka, &owned);
+    let Some(partitions) = until_done(&telemetry, &stop, &mut backoff, |_| false, ensure).await? else {
+        return Ok(());
     };
     let mut layout = Layout::check(&settings, &partitions)?;
-    loop {
-        match super::owner::claim(&settings).await {
-            Ok(()) => break,
-            Err(e) if e.downcast_ref::<super::owner::OwnedBy>().is_some() => return Err(e),
-            Err(e) if !stop.is_cancelled() => {
-                telemetry.emit(KafkaUnavailable { error: &format!("{e:#}") });
-                tokio::time::sleep(backoff.next()).await;
-            }
-            Err(_) => return Ok(()),
-        }
+    // Only another group's ownership ends the pipeline.
+    let owned_by = |e: &anyhow::Error| e.downcast_ref::<super::owner::OwnedBy>().is_some();
+    let claim = || super::owner::claim(&settings);
+    if until_done(&telemetry, &stop, &mut backoff, owned_by, claim).await?.is_none() {
+        return Ok(());
     }
     layout.read_dead_letter_limit(&settings).await;
     tokio::task::spawn_blocking(move || {
