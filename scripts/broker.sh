@@ -34,14 +34,20 @@ free_ports() {
   python3 - "$1" <<'PY'
 import random, socket, sys
 ephemeral = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+if ephemeral < 12000:
+    sys.exit(f"the ephemeral ports start at {ephemeral}: no room below them for the brokers' ports")
 held = []
-while len(held) < int(sys.argv[1]):
+for _ in range(10000):
+    if len(held) == int(sys.argv[1]):
+        break
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", random.randrange(10000, max(ephemeral, 20000))))
+        s.bind(("127.0.0.1", random.randrange(10000, ephemeral)))
         held.append(s)
     except OSError:
         s.close()
+else:
+    sys.exit("no free ports below the ephemeral range")
 print(" ".join(str(s.getsockname()[1]) for s in held))
 PY
 }
@@ -83,7 +89,7 @@ wait_started() {
     fi
     if ! kill -0 "$(cat "$d/pid")" 2>/dev/null; then
       echo "the Kafka broker in $d exited; its errors, then the end of its log:" >&2
-      grep -E -m 20 "ERROR|FATAL|Exception" "$d/broker.log" >&2; tail -20 "$d/broker.log" >&2; exit 1
+      grep -E -i -m 20 "ERROR|FATAL|Exception" "$d/broker.log" >&2 || true; tail -20 "$d/broker.log" >&2; exit 1
     fi
     sleep 0.5
   done
@@ -178,7 +184,8 @@ case "$cmd" in
 start)
   fetch
   rm -rf "$dir" && mkdir -p "$dir/data"
-  read -r port controller internal <<< "$(free_ports 3)"
+  picked=$(free_ports 3)
+  read -r port controller internal <<< "$picked"
   scram=()
   if [ -n "${BROKER_SASL_SSL:-}" ]; then
     tls
@@ -225,7 +232,8 @@ cluster)
   nodes=(1 2 3)
   lanes=$(seq 1 "${BROKER_LANES:-0}")
   declare -A ports internals controllers lane_ports proxy_ports
-  read -r -a pool <<< "$(free_ports $((${#nodes[@]} * (3 + 2 * ${BROKER_LANES:-0}) + 1)))"
+  picked=$(free_ports $((${#nodes[@]} * (3 + 2 * ${BROKER_LANES:-0}) + 1)))
+  read -r -a pool <<< "$picked"
   k=0
   voters=""
   for n in "${nodes[@]}"; do

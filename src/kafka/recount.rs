@@ -376,13 +376,11 @@ fn start_and_end(consumer: &BaseConsumer<ReadToEnd>, settings: &Settings, job: &
     let since = job.from.start(&settings.zone).as_millisecond() - job.margin.as_millis() as i64;
     let mut wanted = TopicPartitionList::new();
     for topic in settings.topics.inputs() {
-        let metadata =
-            consumer.fetch_metadata(Some(topic), timeout).with_context(|| format!("reading metadata of {topic}"))?;
-        let Some(t) = metadata.topics().iter().find(|t| t.name() == topic && t.error().is_none()) else {
+        let Some(count) = super::topics::partitions_of(consumer, topic, timeout)? else {
             bail!("the input topic {topic} does not exist");
         };
-        for p in t.partitions() {
-            wanted.add_partition_offset(topic, p.id(), Offset::Offset(since.max(0)))?;
+        for p in 0..count {
+            wanted.add_partition_offset(topic, p, Offset::Offset(since.max(0)))?;
         }
     }
     let starts = consumer.offsets_for_times(wanted, timeout).context("looking up offsets by time")?;
