@@ -15,7 +15,8 @@
 # makes every connection through that lane's proxies: DIR/laneL/bootstrap holds lane L's
 # proxy addresses, DIR/toxiproxy the proxy's HTTP API address, and the proxy of lane L to
 # node N is named laneL-nodeN. The plain listener (DIR/bootstrap) and the brokers' own
-# replication stay direct.
+# replication stay direct. `toxiproxy-restart DIR` restarts Toxiproxy with its proxies and no
+# toxic, on the same ports.
 # With BROKER_SASL_SSL=1, `start` makes the client listener SASL_SSL (the broker's own and the
 # controller's listeners stay PLAINTEXT on loopback): it generates a CA and a certificate for
 # 127.0.0.1 and localhost into DIR/tls (clients trust DIR/tls/ca.pem), enables SCRAM-SHA-512
@@ -146,7 +147,16 @@ toxiproxy() {
     echo "$lane" > "$d/lane$l/bootstrap"
   done
   echo "[$proxies]" > "$d/toxiproxy.json"
-  nohup "$server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" > "$d/toxiproxy.log" 2>&1 &
+  : > "$d/toxiproxy.log"
+  serve_toxiproxy "$d" "$api"
+}
+
+# Runs Toxiproxy for cluster directory $1 with its API on port $2, the proxies of
+# $1/toxiproxy.json and no toxic; waits until the API answers and every proxy listens.
+serve_toxiproxy() {
+  local d="$1" api="$2"
+  nohup "$here/../target/toxiproxy/server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" \
+    >> "$d/toxiproxy.log" 2>&1 &
   echo $! > "$d/toxiproxy.pid"
   # Up once its API answers and every proxy listens (a port taken meanwhile fails here).
   for _ in $(seq 1 100); do
@@ -287,6 +297,15 @@ PROPS
 resume)
   launch
   ;;
+toxiproxy-restart)
+  # Toxiproxy can hang changing the toxics of a blocked link, answering 503 from then on
+  # (Shopify/toxiproxy#500, #558): the tests restart it, with its proxies and no toxic.
+  pid=$(cat "$dir/toxiproxy.pid")
+  kill -9 "$pid" 2>/dev/null || true
+  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  api=$(cat "$dir/toxiproxy")
+  serve_toxiproxy "$dir" "${api##*:}"
+  ;;
 stop)
   for d in "$dir" "$dir"/node*; do
     if [ -f "$d/pid" ]; then
@@ -302,5 +321,5 @@ stop)
     rm -f "$dir/toxiproxy.pid"
   fi
   ;;
-*) echo "usage: $0 start|cluster|stop|resume DIR" >&2; exit 2 ;;
+*) echo "usage: $0 start|cluster|stop|resume|toxiproxy-restart DIR" >&2; exit 2 ;;
 esac

@@ -120,6 +120,13 @@ async fn network_faults_delay_the_figures_but_never_change_them() {
         let row = test.scenario(fault, &format!("2022-{:02}", n + 1), n as u64).await;
         rows.push(row);
     }
+    // The harness restarts Toxiproxy when it hangs (`Toxiproxy::send`): the restarted one keeps
+    // its proxies and has no toxic, and the instances ride out its connections' reset.
+    let first = proxy(1, NODES[0]);
+    test.proxies.add(&first, "before-restart", "latency", Stream::Downstream, json!({"latency": 1})).await;
+    test.proxies.restart("the test checks a restart").await;
+    assert_eq!(test.proxies.toxics(&first).await, Vec::<String>::new(), "toxics after a restart");
+    test.proxies.remove(&first, "before-restart").await;
     let exits = test.fleet.exits();
     let unpolled = test.fleet.seen.lock().unwrap().ready_unpolled;
     eprintln!("the longest an instance answered /readyz 200 since its loop last polled: {unpolled:.1?}");

@@ -156,6 +156,10 @@ async fn soak() {
         by_kind.get(&Fault::InstanceKilled).map_or(0, |k| k.0)
     );
     println!("| instance exits not caused by the soak | {} |", exits.len());
+    println!(
+        "| Toxiproxy restarts (it hung changing a toxic, every toxic gone) | {} |",
+        proxies.restarts.load(std::sync::atomic::Ordering::SeqCst)
+    );
     println!("| months exact | {} of {}: {} |", exact.len(), months.len(), exact.join(", "));
     println!("| dead letters | {} bad messages, each a dead letter once |", bad.len());
     assert!(exits.is_empty(), "no instance exits on its own: {exits:?}");

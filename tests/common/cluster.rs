@@ -5,6 +5,8 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
@@ -143,7 +145,13 @@ impl Cluster {
     /// The Toxiproxy in front of its lanes.
     pub fn proxies(&self) -> Toxiproxy {
         let api = std::fs::read_to_string(self.dir.join("toxiproxy")).unwrap().trim().to_owned();
-        Toxiproxy { api: format!("http://{api}"), http: reqwest::Client::new() }
+        Toxiproxy {
+            api: format!("http://{api}"),
+            http: reqwest::Client::new(),
+            dir: self.dir.clone(),
+            restarting: Arc::default(),
+            restarts: Arc::default(),
+        }
     }
 
     /// For the input `topics`: the sum of their partitions' end offsets, and of `group`'s
@@ -188,6 +196,12 @@ pub fn proxy(lane: usize, node: i32) -> String {
 pub struct Toxiproxy {
     api: String,
     http: reqwest::Client,
+    /// The cluster's directory, for `scripts/broker.sh toxiproxy-restart`.
+    dir: PathBuf,
+    /// Held while Toxiproxy restarts: no request is sent meanwhile.
+    restarting: Arc<tokio::sync::Mutex<()>>,
+    /// How many times it was restarted, every toxic gone each time.
+    pub restarts: Arc<AtomicUsize>,
 }
 
 /// Which way a toxic acts: on what the client receives, or on what it sends.
@@ -206,21 +220,71 @@ impl Toxiproxy {
             Stream::Upstream => "upstream",
         };
         let body = json!({"name": name, "type": kind, "stream": stream, "toxicity": 1.0, "attributes": attributes});
-        let r = self.http.post(format!("{}/proxies/{proxy}/toxics", self.api)).json(&body).send().await.unwrap();
+        let url = format!("{}/proxies/{proxy}/toxics", self.api);
+        // Added again after a restart, which took every toxic away.
+        let r = loop {
+            if let Some(r) = self.send(&format!("adding {name} to {proxy}"), || self.http.post(&url).json(&body)).await
+            {
+                break r;
+            }
+        };
         let status = r.status();
         assert!(status.is_success(), "adding toxic {name} to {proxy}: {status} {}", r.text().await.unwrap());
     }
 
     /// Removes every toxic of every proxy.
     pub async fn heal(&self) {
-        let r = self.http.post(format!("{}/reset", self.api)).send().await.unwrap();
-        assert!(r.status().is_success(), "resetting Toxiproxy: {}", r.status());
+        if let Some(r) = self.send("resetting", || self.http.post(format!("{}/reset", self.api))).await {
+            assert!(r.status().is_success(), "resetting Toxiproxy: {}", r.status());
+        }
     }
 
     /// Removes the toxic `name` of `proxy`.
     pub async fn remove(&self, proxy: &str, name: &str) {
-        let r = self.http.delete(format!("{}/proxies/{proxy}/toxics/{name}", self.api)).send().await.unwrap();
-        assert!(r.status().is_success(), "removing toxic {name} of {proxy}: {}", r.status());
+        let url = format!("{}/proxies/{proxy}/toxics/{name}", self.api);
+        let Some(r) = self.send(&format!("removing {name} of {proxy}"), || self.http.delete(&url)).await else {
+            return;
+        };
+        // A restart since it was added took it away.
+        let gone = r.status() == reqwest::StatusCode::NOT_FOUND && self.restarts.load(Ordering::SeqCst) > 0;
+        assert!(r.status().is_success() || gone, "removing toxic {name} of {proxy}: {}", r.status());
+    }
+
+    /// The names of `proxy`'s toxics.
+    pub async fn toxics(&self, proxy: &str) -> Vec<String> {
+        let url = format!("{}/proxies/{proxy}/toxics", self.api);
+        let r = self.send(&format!("listing the toxics of {proxy}"), || self.http.get(&url)).await.expect("no hang");
+        let toxics: Vec<Value> = r.json().await.unwrap();
+        toxics.iter().map(|t| t["name"].as_str().unwrap().to_owned()).collect()
+    }
+
+    /// Sends the request `make` builds and returns its response, or `None` when Toxiproxy hung
+    /// on it: it can hang changing the toxics of a blocked link, answering 503 after its 25 s
+    /// write timeout from then on (Shopify/toxiproxy#500, #558). It is then restarted with its
+    /// proxies and no toxic, which resets every connection through it.
+    async fn send(&self, what: &str, make: impl Fn() -> reqwest::RequestBuilder) -> Option<reqwest::Response> {
+        for _ in 0..60 {
+            drop(self.restarting.lock().await);
+            match make().send().await {
+                Ok(r) if r.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    self.restart(&format!("it hung {what}: 503")).await;
+                    return None;
+                }
+                Ok(r) => return Some(r),
+                // Refused while another caller restarts it.
+                Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+        panic!("Toxiproxy did not answer {what} for 30 s");
+    }
+
+    /// Restarts Toxiproxy with its proxies and no toxic, on the same ports.
+    pub async fn restart(&self, why: &str) {
+        let _restarting = self.restarting.lock().await;
+        eprintln!("restarting Toxiproxy ({why}): every toxic gone");
+        let dir = self.dir.clone();
+        tokio::task::spawn_blocking(move || broker_script("toxiproxy-restart", &dir)).await.unwrap();
+        self.restarts.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Data through `proxy` stops both ways, its connections staying open, until the toxics
