@@ -3,7 +3,7 @@
 //! or not an object, is never an event.
 #![no_main]
 
-use hotline::domain::event::{DecodeLimits, Rejection, decode};
+use hotline::domain::event::{DecodeLimits, decode_agreeing_with_json};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -11,13 +11,5 @@ fuzz_target!(|data: &[u8]| {
         max_message_bytes: 1 << 20,
         latest_occurred_at: "2030-01-01T00:00:00Z".parse::<jiff::Timestamp>().unwrap(),
     };
-    let decoded = decode(data, &limits);
-    let tree = serde_json::from_slice::<serde_json::Value>(data);
-    match (&decoded, &tree) {
-        (Ok(_), Ok(serde_json::Value::Object(_))) => {}
-        (Ok(event), _) => panic!("decoded {event} from bytes that are not a JSON object: {tree:?}"),
-        (Err(Rejection::InvalidJson { .. }), Ok(_)) => panic!("valid JSON rejected as invalid"),
-        (Err(Rejection::NotAnObject), Ok(serde_json::Value::Object(_))) => panic!("an object rejected as none"),
-        _ => {}
-    }
+    let _ = decode_agreeing_with_json(data, &limits);
 });

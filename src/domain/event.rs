@@ -335,6 +335,24 @@ fn latest_due(occurred_at: Timestamp) -> Timestamp {
     occurred_at.checked_add(24 * 366 * 5_i64.hours()).unwrap_or(occurred_at)
 }
 
+/// `decode`, checked against serde_json's own reading of `payload` as a JSON tree: what is not
+/// JSON, or not an object, is never an event, and neither is valid JSON refused as invalid nor
+/// an object as none. Panics when they disagree: the oracle of the fuzz target `event_decoder`
+/// and of the seed test (`tests/fuzz_seeds.rs`).
+#[doc(hidden)]
+pub fn decode_agreeing_with_json(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Rejection> {
+    let decoded = decode(payload, limits);
+    let tree = serde_json::from_slice::<serde_json::Value>(payload);
+    match (&decoded, &tree) {
+        (Ok(_), Ok(serde_json::Value::Object(_))) => {}
+        (Ok(event), _) => panic!("decoded {event} from bytes that are not a JSON object: {tree:?}"),
+        (Err(Rejection::InvalidJson { .. }), Ok(_)) => panic!("valid JSON rejected as invalid"),
+        (Err(Rejection::NotAnObject), Ok(serde_json::Value::Object(_))) => panic!("an object rejected as none"),
+        _ => {}
+    }
+    decoded
+}
+
 pub fn decode(payload: &[u8], limits: &DecodeLimits) -> Result<CaseEvent, Rejection> {
     if payload.len() > limits.max_message_bytes {
         return Err(Rejection::TooLarge { size: payload.len(), limit: limits.max_message_bytes });
