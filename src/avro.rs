@@ -370,9 +370,12 @@ impl Rec {
             _ => Err(CodecError::Shape(k)),
         }
     }
+    /// A snapshot's doubles (shares, rates, scores) are finite: a NaN, which equals nothing,
+    /// not even itself, or an infinity is no figure (the fuzz target `snapshot_avro` found a
+    /// NaN share read back).
     fn f64(&mut self, k: &'static str) -> Result<f64, CodecError> {
         match self.take(k)? {
-            Value::Double(n) => Ok(n),
+            Value::Double(n) if n.is_finite() => Ok(n),
             _ => Err(CodecError::Shape(k)),
         }
     }
@@ -718,6 +721,17 @@ mod tests {
             .read_value(&mut &written[10..])
             .unwrap();
         assert_eq!(Rec::new(value).unwrap().record("totals").unwrap().u64("received").unwrap(), 3);
+    }
+
+    /// A share that is no number is refused, never read back as a figure.
+    #[test]
+    fn a_share_that_is_not_finite_is_refused() {
+        let codec = SnapshotCodec::new(Framing::SingleObject);
+        for share in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let mut s = sample();
+            s.figures.by_category.get_mut("epidemic").unwrap().share = share;
+            assert!(matches!(codec.decode(&codec.encode(&s).unwrap()), Err(CodecError::Shape("share"))), "{share}");
+        }
     }
 
     /// Counts as large as a long holds, read back: rates taken from them without overflow.
