@@ -27,6 +27,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cmd="${1:?start|stop}"
 dir="${2:?broker directory}"
 TOXIPROXY_VERSION=v2.5.0
+# Built by `go install` into the project's target directory, once.
+TOXIPROXY_BIN="$here/../target/toxiproxy"
 
 # Prints $1 distinct ports that are free now, all below the kernel's ephemeral range: neither
 # an outgoing connection nor a bind to port 0 can take one before its broker binds it, or while
@@ -130,11 +132,10 @@ PROPS
 # Starts Toxiproxy for cluster directory $1, lanes $2, nodes $3...: one proxy per lane and
 # node, from proxy_ports to lane_ports; writes $1/toxiproxy and $1/laneL/bootstrap.
 toxiproxy() {
-  local d="$1" ls="$2" bin="$here/../target/toxiproxy" server
+  local d="$1" ls="$2"
   shift 2
-  server="$bin/server"
-  if ! go version -m "$server" 2>/dev/null | grep -q "toxiproxy/v2[[:space:]]*$TOXIPROXY_VERSION"; then
-    GOBIN="$bin" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
+  if ! go version -m "$TOXIPROXY_BIN/server" 2>/dev/null | grep -q "toxiproxy/v2[[:space:]]*$TOXIPROXY_VERSION"; then
+    GOBIN="$TOXIPROXY_BIN" go install "github.com/Shopify/toxiproxy/v2/cmd/server@$TOXIPROXY_VERSION" >&2
   fi
   local api=${pool[k++]} proxies="" n l
   for l in $ls; do
@@ -155,7 +156,7 @@ toxiproxy() {
 # $1/toxiproxy.json and no toxic; waits until the API answers and every proxy listens.
 serve_toxiproxy() {
   local d="$1" api="$2"
-  nohup "$here/../target/toxiproxy/server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" \
+  nohup "$TOXIPROXY_BIN/server" -host 127.0.0.1 -port "$api" -config "$d/toxiproxy.json" \
     >> "$d/toxiproxy.log" 2>&1 &
   echo $! > "$d/toxiproxy.pid"
   # Up once its API answers and every proxy listens (a port taken meanwhile fails here).

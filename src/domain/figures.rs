@@ -461,8 +461,8 @@ fn u(n: i64) -> u64 {
 
 /// The sum of `counts`, saturating: a snapshot read back may hold any counts, and must not
 /// panic on them.
-pub(crate) fn saturating_sum(counts: &[u64]) -> u64 {
-    counts.iter().fold(0u64, |sum, n| sum.saturating_add(*n))
+pub(crate) fn saturating_sum(counts: impl IntoIterator<Item = u64>) -> u64 {
+    counts.into_iter().fold(0u64, u64::saturating_add)
 }
 
 /// part / whole; `None` when there is nothing to measure (`whole` is 0).
@@ -655,17 +655,17 @@ pub(crate) const LOOP_FIGURES: [&str; 9] = [
 pub(crate) type Share = fn(&DepartmentFigures) -> (u64, u64);
 
 /// 按期办结率: closed on time of those closed.
-pub(crate) const ON_TIME: Share = |d| (d.closed_on_time, saturating_sum(&[d.closed_on_time, d.closed_late]));
+pub(crate) const ON_TIME: Share = |d| (d.closed_on_time, saturating_sum([d.closed_on_time, d.closed_late]));
 /// 签收及时率: signed for on time of those signed for.
-pub(crate) const SIGN_FOR: Share = |d| (d.accepted_on_time, saturating_sum(&[d.accepted_on_time, d.accepted_late]));
+pub(crate) const SIGN_FOR: Share = |d| (d.accepted_on_time, saturating_sum([d.accepted_on_time, d.accepted_late]));
 /// 退单率: returned of those assigned or returned.
-pub(crate) const RETURN: Share = |d| (d.returned, saturating_sum(&[d.assigned, d.returned]));
+pub(crate) const RETURN: Share = |d| (d.returned, saturating_sum([d.assigned, d.returned]));
 /// 重办率: reopened of those closed.
-pub(crate) const REOPEN: Share = |d| (d.reopened, saturating_sum(&[d.closed_on_time, d.closed_late]));
+pub(crate) const REOPEN: Share = |d| (d.reopened, saturating_sum([d.closed_on_time, d.closed_late]));
 /// 满意率: satisfied or basically satisfied of those who rated.
 pub(crate) const SATISFACTION: Share = |d| {
-    let satisfied = saturating_sum(&[d.satisfied, d.basically_satisfied]);
-    (satisfied, saturating_sum(&[satisfied, d.dissatisfied]))
+    let satisfied = saturating_sum([d.satisfied, d.basically_satisfied]);
+    (satisfied, saturating_sum([satisfied, d.dissatisfied]))
 };
 
 impl DepartmentFigures {

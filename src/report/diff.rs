@@ -5,7 +5,9 @@
 
 use serde::Serialize;
 
-use crate::domain::figures::{DepartmentFigures, Figures, ON_TIME, REOPEN, RETURN, SATISFACTION, SIGN_FOR};
+use crate::domain::figures::{
+    DepartmentFigures, Figures, ON_TIME, REOPEN, RETURN, SATISFACTION, SIGN_FOR, saturating_sum,
+};
 use crate::domain::snapshot::Snapshot;
 use crate::labels::LabelRegistry;
 
@@ -111,7 +113,7 @@ impl Diff {
         for (figure, value) in DEPARTMENT {
             compare("全部部门", figure, value(&fa.all_departments), value(&fb.all_departments));
         }
-        let provisional = |f: &Figures| f.provisional_deadlines.iter().fold(0u64, |n, p| n.saturating_add(p.cases));
+        let provisional = |f: &Figures| saturating_sum(f.provisional_deadlines.iter().map(|p| p.cases));
         compare("全市", "办理时限暂按周末计算", Value::Count(provisional(fa)), Value::Count(provisional(fb)));
         let mut departments: Vec<&String> = fa.by_department.keys().chain(fb.by_department.keys()).collect();
         departments.sort_by_key(|code| (registry.department_rank(code), (*code).clone()));
